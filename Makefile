@@ -1,0 +1,60 @@
+# Overcast: the two commands a user needs are `make demo` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Build caches live outside the clone, so fresh clones and CI reuse them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/overcast/target
+export GOCACHE ?= $(HOME)/.cache/go-build
+export CARGO_TERM_COLOR ?= never
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+CARGO_LOCKED := $(if $(CI),--locked,)
+
+.PHONY: help
+help:
+	@echo "make demo       start a local control plane and show what Overcast runs against"
+	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
+	@echo "make testenv    build the pinned kube-apiserver, kubectl and etcd into testenv/bin"
+	@echo "make lint       cargo fmt --check and clippy -D warnings"
+
+.PHONY: prerequisites
+prerequisites:
+	@command -v $(CARGO) >/dev/null || { echo "make: Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
+	@command -v go >/dev/null || { echo "make: Go >= 1.26 is required to build the test control plane: https://go.dev/dl" >&2; exit 1; }
+	@command -v $(PYTHON) >/dev/null || { echo "make: Python 3 is required for the cloud emulators" >&2; exit 1; }
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+.PHONY: testenv
+testenv: prerequisites
+	testenv/build.sh
+
+# Regenerate the Go wrapper modules after changing testenv/versions.env.
+.PHONY: testenv-update
+testenv-update:
+	testenv/update-modules.sh
+
+# A Python virtualenv for the cloud emulators (moto) the provider tests start.
+$(VENV)/.stamp: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+.PHONY: venv
+venv: prerequisites $(VENV)/.stamp
+
+.PHONY: lint
+lint: prerequisites
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy $(CARGO_LOCKED) --workspace --all-targets -- -D warnings
+
+.PHONY: test
+test: testenv venv lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test $(CARGO_LOCKED) --workspace --all-targets
+	$(CARGO) test $(CARGO_LOCKED) --workspace --doc
+
+.PHONY: demo
+demo: testenv
+	$(CARGO) run --quiet -p overcast-testenv --example control-plane

@@ -1,0 +1,1 @@
+//! overcast-ccm: the cloud-controller-manager application.

@@ -1,0 +1,238 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, NodeAddress, Service};
+
+use crate::error::{CloudError, Result};
+
+/// A cloud provider: upstream's `cloudprovider.Interface`.
+///
+/// Each accessor returns the part of the cloud this provider supports, or `None`
+/// (upstream's `(impl, false)`); a controller whose part is missing is skipped.
+/// Objects passed to any method are read-only snapshots.
+#[async_trait]
+pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
+    /// The name the provider is registered under, also the scheme of its
+    /// provider IDs (`<name>://...`).
+    fn provider_name(&self) -> &str;
+
+    /// Whether the provider was configured with a cluster ID. Upstream refuses
+    /// to start without one unless `--allow-untagged-cloud` is set.
+    fn has_cluster_id(&self) -> bool {
+        true
+    }
+
+    /// Called once before any controller starts (upstream's `Initialize`).
+    async fn initialize(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn instances_v2(&self) -> Option<&dyn InstancesV2> {
+        None
+    }
+    fn instances(&self) -> Option<&dyn Instances> {
+        None
+    }
+    fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
+        None
+    }
+    fn routes(&self) -> Option<&dyn Routes> {
+        None
+    }
+    fn zones(&self) -> Option<&dyn Zones> {
+        None
+    }
+    fn clusters(&self) -> Option<&dyn Clusters> {
+        None
+    }
+}
+
+/// What the cloud knows about a Node's machine (`cloudprovider.InstanceMetadata`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InstanceMetadata {
+    /// `<provider>://<id>`; empty means "use the Node's spec.providerID".
+    pub provider_id: String,
+    pub instance_type: String,
+    pub node_addresses: Vec<NodeAddress>,
+    pub zone: String,
+    pub region: String,
+    /// Labels to add to the Node. Keys under kubernetes.io / k8s.io are ignored,
+    /// and labels already on the Node are never overwritten.
+    pub additional_labels: BTreeMap<String, String>,
+}
+
+/// Instances by Node object (upstream's `InstancesV2`). When a provider has it,
+/// the node controllers never call [`Instances`] or [`Zones`].
+#[async_trait]
+pub trait InstancesV2: Send + Sync {
+    /// `Ok(false)` means the instance definitely does not exist, and the
+    /// lifecycle controller deletes the Node. Return an error, never `false`,
+    /// when unsure. [`CloudError::InstanceNotFound`] is also read as "does not
+    /// exist".
+    async fn instance_exists(&self, node: &Node) -> Result<bool>;
+    /// Whether the instance exists but is shut down.
+    async fn instance_shutdown(&self, node: &Node) -> Result<bool>;
+    /// The instance's metadata; `Ok(None)` leaves the Node uninitialised for now.
+    async fn instance_metadata(&self, node: &Node) -> Result<Option<InstanceMetadata>>;
+}
+
+/// Instances by name or provider ID (upstream's legacy `Instances`).
+/// Only the calls a provider supports need overriding; the rest answer
+/// [`CloudError::NotImplemented`].
+#[async_trait]
+pub trait Instances: Send + Sync {
+    async fn node_addresses(&self, _node_name: &str) -> Result<Vec<NodeAddress>> {
+        Err(CloudError::NotImplemented)
+    }
+    async fn node_addresses_by_provider_id(&self, _provider_id: &str) -> Result<Vec<NodeAddress>> {
+        Err(CloudError::NotImplemented)
+    }
+    /// The cloud's ID for the instance, without the `<provider>://` prefix.
+    async fn instance_id(&self, _node_name: &str) -> Result<String> {
+        Err(CloudError::NotImplemented)
+    }
+    async fn instance_type(&self, _node_name: &str) -> Result<String> {
+        Err(CloudError::NotImplemented)
+    }
+    async fn instance_type_by_provider_id(&self, _provider_id: &str) -> Result<String> {
+        Err(CloudError::NotImplemented)
+    }
+    async fn add_ssh_key_to_all_instances(&self, _user: &str, _key: &[u8]) -> Result<()> {
+        Err(CloudError::NotImplemented)
+    }
+    /// The Node name of the machine with this hostname.
+    async fn current_node_name(&self, hostname: &str) -> Result<String> {
+        Ok(hostname.to_string())
+    }
+    /// `Ok(false)` deletes the Node; a stopped machine must answer `true`.
+    async fn instance_exists_by_provider_id(&self, _provider_id: &str) -> Result<bool> {
+        Err(CloudError::NotImplemented)
+    }
+    async fn instance_shutdown_by_provider_id(&self, _provider_id: &str) -> Result<bool> {
+        Err(CloudError::NotImplemented)
+    }
+}
+
+/// `type: LoadBalancer` Services (upstream's `LoadBalancer`).
+#[async_trait]
+pub trait LoadBalancer: Send + Sync {
+    /// The balancer's status, or `None` when this controller never created one.
+    async fn get_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> Result<Option<LoadBalancerStatus>>;
+
+    /// The cloud name of the Service's balancer; upstream's default is
+    /// [`default_load_balancer_name`].
+    fn get_load_balancer_name(&self, _cluster_name: &str, service: &Service) -> String {
+        default_load_balancer_name(service)
+    }
+
+    /// Creates or updates the balancer so it serves the Service through `nodes`;
+    /// returns the status to write. Must be idempotent.
+    async fn ensure_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<LoadBalancerStatus>;
+
+    /// Updates the balancer's backends to `nodes`.
+    async fn update_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<()>;
+
+    /// Deletes the balancer; `Ok(())` when it is already gone. Must not
+    /// answer [`CloudError::ImplementedElsewhere`].
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> Result<()>;
+}
+
+/// Upstream's `DefaultLoadBalancerName`: "a" + the Service UID without dashes,
+/// cut to 32 characters (a limit some clouds impose).
+pub fn default_load_balancer_name(service: &Service) -> String {
+    let uid = service.metadata.uid.as_deref().unwrap_or_default();
+    let mut name: String = std::iter::once('a')
+        .chain(uid.chars().filter(|c| *c != '-'))
+        .collect();
+    name.truncate(32);
+    name
+}
+
+/// A route for a Node's pod CIDR (`cloudprovider.Route`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Route {
+    /// The cloud's name for the route; ignored by `create_route`.
+    pub name: String,
+    pub target_node: String,
+    /// Whether the cloud routes to node addresses instead of node names.
+    pub enable_node_addresses: bool,
+    pub target_node_addresses: Vec<NodeAddress>,
+    pub destination_cidr: String,
+    /// A route whose target is gone; the route controller deletes it.
+    pub blackhole: bool,
+}
+
+/// Routes for pod CIDRs (upstream's `Routes`).
+#[async_trait]
+pub trait Routes: Send + Sync {
+    async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>>;
+    /// `name_hint` is the Node's UID, unique and stable for naming the route.
+    async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> Result<()>;
+    async fn delete_route(&self, cluster_name: &str, route: &Route) -> Result<()>;
+}
+
+/// A failure domain (`cloudprovider.Zone`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Zone {
+    pub failure_domain: String,
+    pub region: String,
+}
+
+/// Zones (deprecated upstream; used only without [`InstancesV2`]).
+#[async_trait]
+pub trait Zones: Send + Sync {
+    async fn get_zone(&self) -> Result<Zone>;
+    async fn get_zone_by_provider_id(&self, provider_id: &str) -> Result<Zone>;
+    async fn get_zone_by_node_name(&self, node_name: &str) -> Result<Zone>;
+}
+
+/// Clusters (upstream's `Clusters`).
+#[async_trait]
+pub trait Clusters: Send + Sync {
+    async fn list_clusters(&self) -> Result<Vec<String>>;
+    /// The address of the cluster's control plane.
+    async fn master(&self, cluster_name: &str) -> Result<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    #[test]
+    fn default_load_balancer_name_is_a_plus_uid_without_dashes_cut_to_32() {
+        let svc = Service {
+            metadata: ObjectMeta {
+                uid: Some("3b2c4d5e-1f2a-4b3c-8d9e-0a1b2c3d4e5f".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let name = default_load_balancer_name(&svc);
+        assert_eq!(name, "a3b2c4d5e1f2a4b3c8d9e0a1b2c3d4e5");
+        assert_eq!(name.len(), 32);
+    }
+
+    #[test]
+    fn default_load_balancer_name_of_a_service_without_uid_is_a() {
+        assert_eq!(default_load_balancer_name(&Service::default()), "a");
+    }
+}

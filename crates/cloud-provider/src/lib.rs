@@ -1,0 +1,23 @@
+//! The cloud provider trait surface of Overcast, the Rust counterpart of
+//! k8s.io/cloud-provider's `cloud.go`.
+//!
+//! A provider implements [`CloudProvider`] and returns the parts it supports
+//! ([`InstancesV2`], [`Instances`], [`LoadBalancer`], [`Routes`], [`Zones`],
+//! [`Clusters`]); the controllers in `overcast-controllers` give it the complete
+//! behaviour of the upstream cloud-controller-manager. This crate does no
+//! Kubernetes I/O: it depends on the k8s-openapi types only.
+
+mod cloud;
+mod error;
+pub mod names;
+mod registry;
+
+pub use cloud::{
+    CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer, Route, Routes,
+    Zone, Zones, default_load_balancer_name,
+};
+pub use error::{CloudError, Result};
+pub use registry::{Factory, ProviderRegistry, RegistryError};
+
+/// Re-exported so providers name the same Kubernetes types as the controllers.
+pub use k8s_openapi;

@@ -1,0 +1,1 @@
+//! The cloud controllers: node, node-lifecycle, service, route and node-IPAM.

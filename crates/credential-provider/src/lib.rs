@@ -1,0 +1,1 @@
+//! Kubelet image credential provider plugins (exec-plugin protocol).

@@ -1,0 +1,1 @@
+//! An in-memory cloud provider that records every call, for tests.

@@ -1,0 +1,1 @@
+//! The local provider: nodes from an inventory, load balancers from address pools.

@@ -1,0 +1,403 @@
+//! A real Kubernetes control plane for tests, in the manner of controller-runtime's
+//! envtest: etcd and kube-apiserver, built from upstream by `make testenv`, started
+//! on free loopback ports in a private temporary directory.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), overcast_testenv::Error> {
+//! let plane = overcast_testenv::shared().await?; // one per test binary
+//! let client = plane.client().await?;            // a client for *this* runtime
+//! # Ok(()) }
+//! ```
+//!
+//! Processes are torn down when the [`ControlPlane`] is dropped, when the test
+//! binary exits (also after a failed test), and by the kernel if the test process
+//! is killed (`PR_SET_PDEATHSIG`). A missing binary is an error naming
+//! `make testenv`; nothing here ever skips a test.
+
+mod certs;
+mod process;
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::process::Supervised;
+
+/// How long the apiserver may take to become ready. A cold start on a 2-core
+/// machine takes 5–15 s; the margin is for a loaded CI machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Environment variable that overrides where the control plane binaries are.
+pub const BIN_DIR_ENV: &str = "OVERCAST_TESTENV_BIN_DIR";
+/// Environment variable that, when set to 1, keeps the temporary directory
+/// (logs, certificates, kubeconfig) after the control plane stops.
+pub const KEEP_ENV: &str = "OVERCAST_TESTENV_KEEP";
+
+/// What can go wrong while starting or talking to the control plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "{name} not found at {path}: run `make testenv` to build the pinned control plane \
+         (or set {BIN_DIR_ENV} to a directory holding kube-apiserver, etcd and kubectl)"
+    )]
+    BinaryMissing { name: &'static str, path: PathBuf },
+    #[error("testenv: {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("testenv: generating certificates: {0}")]
+    Certificates(#[from] rcgen::Error),
+    #[error("testenv: {name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
+    Exited {
+        name: &'static str,
+        status: std::process::ExitStatus,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error(
+        "testenv: kube-apiserver was not ready after {timeout:?} (last answer: {last}); last lines of {log}:\n{tail}"
+    )]
+    NotReady {
+        timeout: Duration,
+        last: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("testenv: building a client from {path}: {reason}")]
+    Client { path: PathBuf, reason: String },
+}
+
+impl Error {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// Where `make testenv` puts the binaries: `<repo>/testenv/bin`, unless
+/// [`BIN_DIR_ENV`] says otherwise.
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testenv/bin"),
+    }
+}
+
+fn binary(dir: &Path, name: &'static str) -> Result<PathBuf, Error> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::BinaryMissing { name, path })
+    }
+}
+
+/// A running etcd + kube-apiserver pair.
+#[derive(Debug)]
+pub struct ControlPlane {
+    server: String,
+    kubeconfig_path: PathBuf,
+    kubectl_bin: PathBuf,
+    dir_path: PathBuf,
+    running: Mutex<Option<Running>>,
+}
+
+#[derive(Debug)]
+struct Running {
+    // Field order is drop order: the apiserver goes before its etcd, and the
+    // directory goes last.
+    apiserver: Supervised,
+    etcd: Supervised,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts a fresh control plane of its own from [`bin_dir`]; it stops when dropped.
+    pub async fn start() -> Result<ControlPlane, Error> {
+        Self::start_from(&bin_dir()).await
+    }
+
+    /// Starts a fresh control plane from the binaries in `bin_dir`.
+    pub async fn start_from(bin_dir: &Path) -> Result<ControlPlane, Error> {
+        let apiserver_bin = binary(bin_dir, "kube-apiserver")?;
+        let etcd_bin = binary(bin_dir, "etcd")?;
+        let kubectl_bin = binary(bin_dir, "kubectl")?;
+        process::remove_stale_dirs(&scratch_root());
+        let dir = tempfile::Builder::new()
+            .prefix(&process::dir_prefix())
+            .tempdir_in(scratch_root())
+            .map_err(Error::io(
+                "creating the control plane's temporary directory",
+            ))?;
+        let root = dir.path().to_path_buf();
+
+        let pki = certs::generate(&root)?;
+        let etcd_client_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let secure_port = free_port()?;
+        let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer_port}");
+
+        let mut etcd = Command::new(&etcd_bin);
+        etcd.args([
+            "--name=testenv".to_string(),
+            format!("--data-dir={}", root.join("etcd").display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=testenv={peer_url}"),
+            // Test data is disposable: skip fsync, as envtest does.
+            "--unsafe-no-fsync=true".to_string(),
+            "--log-level=warn".to_string(),
+        ]);
+        let etcd = Supervised::spawn("etcd", etcd, &root.join("etcd.log"))?;
+
+        let mut apiserver = Command::new(&apiserver_bin);
+        apiserver.args([
+            format!("--etcd-servers={etcd_url}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            format!("--secure-port={secure_port}"),
+            format!("--cert-dir={}", root.join("apiserver").display()),
+            format!("--tls-cert-file={}", pki.serving_cert.display()),
+            format!("--tls-private-key-file={}", pki.serving_key.display()),
+            format!("--token-auth-file={}", pki.token_file.display()),
+            "--authorization-mode=RBAC".to_string(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_string(),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_public.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
+            // Big enough for the scale benchmarks' thousands of Services.
+            "--service-cluster-ip-range=10.96.0.0/12".to_string(),
+            "--allow-privileged=true".to_string(),
+            // No controller-manager runs, so no default ServiceAccount is ever created.
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+        ]);
+        let apiserver = Supervised::spawn(
+            "kube-apiserver",
+            apiserver,
+            &root.join("kube-apiserver.log"),
+        )?;
+
+        let server = format!("https://127.0.0.1:{secure_port}");
+        let kubeconfig_path = root.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig_path,
+            kubeconfig(&server, &pki.ca_pem, &pki.token),
+        )
+        .map_err(Error::io(format!("writing {}", kubeconfig_path.display())))?;
+
+        let plane = ControlPlane {
+            server,
+            kubeconfig_path,
+            kubectl_bin,
+            dir_path: root,
+            running: Mutex::new(Some(Running {
+                apiserver,
+                etcd,
+                dir,
+            })),
+        };
+        plane.wait_ready().await?;
+        Ok(plane)
+    }
+
+    async fn wait_ready(&self) -> Result<(), Error> {
+        let client = self.client().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            let readyz = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("static request");
+            let last = match client.request_text(readyz).await {
+                Ok(_) => {
+                    // /readyz can pass a moment before the system namespaces exist.
+                    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+                        kube::Api::all(client.clone());
+                    match namespaces.get_opt("default").await {
+                        Ok(Some(_)) => return Ok(()),
+                        Ok(None) => "namespace default not created yet".to_string(),
+                        Err(e) => e.to_string(),
+                    }
+                }
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                let log = self.dir_path.join("kube-apiserver.log");
+                return Err(Error::NotReady {
+                    timeout: READY_TIMEOUT,
+                    last,
+                    tail: process::tail(&log),
+                    log,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Fails with the process's log when etcd or the apiserver has exited.
+    fn check_alive(&self) -> Result<(), Error> {
+        let mut guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(running) = guard.as_mut() {
+            running.etcd.check_running()?;
+            running.apiserver.check_running()?;
+        }
+        Ok(())
+    }
+
+    /// A client that talks to this control plane as cluster-admin
+    /// (group system:masters). It belongs to the calling tokio runtime, so
+    /// each test asks for its own.
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        let config = self.config().await?;
+        kube::Client::try_from(config).map_err(|e| Error::Client {
+            path: self.kubeconfig_path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The client configuration, for callers that tune it (timeouts, QPS).
+    pub async fn config(&self) -> Result<kube::Config, Error> {
+        let client_err = |reason: String| Error::Client {
+            path: self.kubeconfig_path.clone(),
+            reason,
+        };
+        let kubeconfig =
+            Kubeconfig::read_from(&self.kubeconfig_path).map_err(|e| client_err(e.to_string()))?;
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| client_err(e.to_string()))
+    }
+
+    /// Path of an admin kubeconfig for this control plane.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig_path
+    }
+
+    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The directory holding logs, certificates and the kubeconfig.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// A `kubectl` command already pointed at this control plane.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.kubectl_bin);
+        cmd.arg(format!("--kubeconfig={}", self.kubeconfig_path.display()));
+        cmd
+    }
+
+    /// Stops both processes and removes the directory (unless [`KEEP_ENV`] is
+    /// set). Idempotent; also called on drop.
+    pub fn stop(&self) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(Running {
+            apiserver,
+            etcd,
+            dir,
+        }) = running
+        {
+            drop(apiserver);
+            drop(etcd);
+            if std::env::var(KEEP_ENV).as_deref() == Ok("1") {
+                let kept = dir.keep();
+                eprintln!("testenv: kept {}", kept.display());
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+static SHARED: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
+
+/// One control plane shared by every test in this test binary, started on
+/// first use and stopped when the binary exits, whether its tests passed or not.
+/// Tests that share it should use their own namespaces or object names.
+pub async fn shared() -> Result<&'static ControlPlane, Error> {
+    SHARED
+        .get_or_try_init(|| async {
+            let plane = ControlPlane::start().await?;
+            process::stop_at_exit(stop_shared);
+            Ok(plane)
+        })
+        .await
+}
+
+extern "C" fn stop_shared() {
+    if let Some(plane) = SHARED.get() {
+        plane.stop();
+    }
+}
+
+/// Where temporary directories go: tmpfs (/dev/shm) when it is there and
+/// writable, so etcd never touches a disk; the system temp dir otherwise.
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let writable = shm.is_dir()
+        && tempfile::Builder::new()
+            .prefix(".overcast-probe-")
+            .tempfile_in(shm)
+            .is_ok();
+    if writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16, Error> {
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(Error::io("finding a free loopback port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(Error::io("finding a free loopback port"))?
+        .port();
+    Ok(port)
+}
+
+fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: testenv\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n\
+         - name: admin\n  user:\n    token: {token}\n\
+         contexts:\n\
+         - name: testenv\n  context:\n    cluster: testenv\n    user: admin\n\
+         current-context: testenv\n"
+    );
+    out
+}
