@@ -46,6 +46,9 @@ pub mod controllers {
 pub mod reasons {
     // cloud-node-controller
     pub const SYNCED: &str = "Synced";
+    /// Overcast's own: upstream only logs a provided-node-ip that matches no
+    /// cloud address, and the Node silently stays uninitialised.
+    pub const PROVIDED_NODE_IP_NOT_FOUND: &str = "ProvidedNodeIPNotFound";
     // cloud-node-lifecycle-controller
     pub const DELETING_NODE: &str = "DeletingNode";
     pub const DELETING_NODE_FAILED: &str = "DeletingNodeFailed";

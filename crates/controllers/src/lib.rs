@@ -1,1 +1,15 @@
-//! The cloud controllers: node, node-lifecycle, service, route and node-IPAM.
+//! The cloud controllers of the cloud-controller-manager, with the semantics
+//! of k8s.io/cloud-provider's: each module has a pure decision part (unit
+//! tested) and thin wiring to the Kubernetes API (integration tested against a
+//! real apiserver).
+
+mod cloud_instances;
+pub mod context;
+pub mod events;
+pub mod informer;
+pub mod node;
+pub mod node_helpers;
+pub mod node_lifecycle;
+pub mod workqueue;
+
+pub use context::Context;

@@ -86,7 +86,10 @@ impl Error {
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os(BIN_DIR_ENV) {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testenv/bin"),
+        None => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testenv/bin");
+            dir.canonicalize().unwrap_or(dir)
+        }
     }
 }
 

@@ -1,0 +1,274 @@
+//! cloud-node-controller: initialises Nodes that carry the uninitialized taint
+//! from what the cloud knows of their instance, keeps their addresses current,
+//! and keeps GA topology labels in step with the beta ones.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Patch;
+use kube::{Api, ResourceExt};
+use overcast_cloud_provider::names::{TAINT_UNINITIALIZED, controllers, reasons};
+use overcast_cloud_provider::{CloudError, CloudProvider};
+use serde_json::{Map, Value, json};
+
+use crate::cloud_instances::instance_metadata;
+use crate::context::Context;
+use crate::events::{EventType, Recorder};
+use crate::informer::{Change, Store};
+use crate::node_helpers::{field_manager_params, has_taint, patch_node, taints_value};
+use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
+use plan::{PlanError, desired_addresses, label_reconciliation, plan_initialization};
+
+/// The component name on Events and the field manager of writes.
+pub const COMPONENT: &str = controllers::CLOUD_NODE;
+
+#[derive(Debug, Clone)]
+pub struct NodeControllerConfig {
+    /// `--concurrent-node-syncs` (default 1).
+    pub concurrent_node_syncs: usize,
+    /// `--node-status-update-frequency` (default 5m).
+    pub node_status_update_frequency: Duration,
+    /// `--concurrent-node-status-updates` (default 0: as many as node syncs).
+    pub concurrent_node_status_updates: usize,
+}
+
+impl Default for NodeControllerConfig {
+    fn default() -> Self {
+        Self {
+            concurrent_node_syncs: 1,
+            node_status_update_frequency: Duration::from_secs(300),
+            concurrent_node_status_updates: 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct NodeController {
+    inner: Arc<Inner>,
+    queue: WorkQueue<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    api: Api<Node>,
+    cloud: Arc<dyn CloudProvider>,
+    nodes: Arc<Store<Node>>,
+    recorder: Recorder,
+    config: NodeControllerConfig,
+}
+
+impl NodeController {
+    /// `None` when the provider has neither InstancesV2 nor Instances (the
+    /// controller is then skipped, as upstream skips it).
+    pub fn new(ctx: &Context, config: NodeControllerConfig) -> Option<Self> {
+        if ctx.cloud.instances_v2().is_none() && ctx.cloud.instances().is_none() {
+            return None;
+        }
+        // Upstream's DefaultControllerRateLimiter, per-item part: 5 ms to 1000 s.
+        let queue = WorkQueue::new(
+            "Nodes",
+            Backoff {
+                base: Duration::from_millis(5),
+                max: Duration::from_secs(1000),
+            },
+        );
+        let handler_queue = queue.clone();
+        ctx.nodes.on_change(move |change| {
+            let node = match change {
+                Change::Added(n) | Change::Updated { new: n, .. } => n,
+                Change::Deleted(_) => return,
+            };
+            // Only Nodes with work to do are queued; initialised Nodes with
+            // consistent labels cost nothing however often they change.
+            if has_taint(node, TAINT_UNINITIALIZED) || !label_reconciliation(node).is_empty() {
+                handler_queue.add(node.name_any());
+            }
+        });
+        Some(Self {
+            inner: Arc::new(Inner {
+                api: Api::all(ctx.client.clone()),
+                cloud: Arc::clone(&ctx.cloud),
+                nodes: ctx.nodes.store(),
+                recorder: Recorder::new(ctx.client.clone(), COMPONENT),
+                config,
+            }),
+            queue,
+        })
+    }
+
+    /// Runs the workers and the periodic address refresh until dropped.
+    pub async fn run(self) {
+        let workers = self.inner.config.concurrent_node_syncs.max(1);
+        let inner = Arc::clone(&self.inner);
+        let sync = move |name: String| {
+            let inner = Arc::clone(&inner);
+            async move { inner.sync(&name).await }
+        };
+        tokio::join!(
+            run_workers(self.queue.clone(), workers, sync),
+            self.inner.refresh_addresses_periodically()
+        );
+    }
+}
+
+impl Drop for NodeController {
+    fn drop(&mut self) {
+        self.queue.shut_down();
+    }
+}
+
+impl Inner {
+    async fn sync(&self, name: &str) -> Outcome {
+        let Some(node) = self.nodes.get(name) else {
+            return Outcome::Done;
+        };
+        let result = if has_taint(&node, TAINT_UNINITIALIZED) {
+            self.initialize(&node).await
+        } else {
+            self.reconcile_labels(&node).await
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(SyncError::Cloud(CloudError::Retry { retry_after, .. })) => {
+                Outcome::RetryAfter(retry_after)
+            }
+            Err(e) => {
+                tracing::warn!(node = name, error = %e, "failed to sync node; will retry");
+                Outcome::Retry
+            }
+        }
+    }
+
+    async fn reconcile_labels(&self, node: &Node) -> Result<(), SyncError> {
+        patch_node(&self.api, node, COMPONENT, |current| {
+            let labels = label_reconciliation(current);
+            (!labels.is_empty()).then(|| json!({"metadata": {"labels": labels}}))
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn initialize(&self, node: &Node) -> Result<(), SyncError> {
+        let name = node.name_any();
+        let Some(meta) = instance_metadata(self.cloud.as_ref(), node).await? else {
+            tracing::info!(node = %name, "cloud provider has no metadata for the node yet; leaving it tainted");
+            return Ok(());
+        };
+        let plan = match plan_initialization(node, &meta) {
+            Ok(plan) => plan,
+            Err(e) => {
+                if matches!(e, PlanError::ProvidedNodeIp { .. }) {
+                    self.recorder.publish(
+                        node,
+                        EventType::Warning,
+                        reasons::PROVIDED_NODE_IP_NOT_FOUND,
+                        e.to_string(),
+                    );
+                }
+                return Err(e.into());
+            }
+        };
+        // Addresses go first, so that no one sees an initialised Node without
+        // them (rancher/rke2#1989).
+        if let Some(addresses) = &plan.addresses {
+            self.api
+                .patch_status(
+                    &name,
+                    &field_manager_params(COMPONENT),
+                    &Patch::Merge(json!({"status": {"addresses": addresses}})),
+                )
+                .await?;
+        }
+        let written = patch_node(&self.api, node, COMPONENT, |current| {
+            if !has_taint(current, TAINT_UNINITIALIZED) {
+                return None; // initialised meanwhile
+            }
+            let plan = plan_initialization(current, &meta).ok()?;
+            let mut spec = Map::new();
+            if let Some(id) = plan.provider_id {
+                spec.insert("providerID".into(), Value::from(id));
+            }
+            spec.insert("taints".into(), taints_value(&plan.taints));
+            Some(json!({"metadata": {"labels": plan.labels}, "spec": spec}))
+        })
+        .await?;
+        if let Some(initialised) = written {
+            tracing::info!(node = %name, "initialised node");
+            self.recorder.publish(
+                &initialised,
+                EventType::Normal,
+                reasons::SYNCED,
+                "Node synced successfully",
+            );
+        }
+        Ok(())
+    }
+
+    async fn refresh_addresses_periodically(&self) {
+        let period = self.config.node_status_update_frequency;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            self.refresh_addresses().await;
+        }
+    }
+
+    /// Upstream's `UpdateNodeStatus`: addresses of every initialised Node,
+    /// written only where they changed.
+    async fn refresh_addresses(&self) {
+        let parallel = match self.config.concurrent_node_status_updates {
+            0 => self.config.concurrent_node_syncs.max(1),
+            n => n,
+        };
+        let nodes: Vec<_> = self
+            .nodes
+            .list()
+            .into_iter()
+            .filter(|n| !has_taint(n, TAINT_UNINITIALIZED))
+            .collect();
+        futures::stream::iter(nodes)
+            .for_each_concurrent(parallel, |node| async move {
+                if let Err(e) = self.refresh_node_addresses(&node).await {
+                    tracing::warn!(node = %node.name_any(), error = %e, "failed to refresh node addresses");
+                }
+            })
+            .await;
+    }
+
+    async fn refresh_node_addresses(&self, node: &Node) -> Result<(), SyncError> {
+        let Some(meta) = instance_metadata(self.cloud.as_ref(), node).await? else {
+            return Ok(());
+        };
+        let addresses = desired_addresses(node, &meta.node_addresses).map_err(|reason| {
+            PlanError::ProvidedNodeIp {
+                node: node.name_any(),
+                reason,
+            }
+        })?;
+        if let Some(addresses) = addresses {
+            self.api
+                .patch_status(
+                    &node.name_any(),
+                    &field_manager_params(COMPONENT),
+                    &Patch::Merge(json!({"status": {"addresses": addresses}})),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("cloud provider: {0}")]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+}

@@ -1,0 +1,343 @@
+//! A work queue with client-go's semantics: a key waiting in the queue is there
+//! once however often it is added; a key being processed is never handed to a
+//! second worker, and if it is added meanwhile it is processed again afterwards;
+//! failures back off per key, exponentially, until the key is forgotten.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+/// Per-key exponential back-off: `base * 2^failures`, at most `max`
+/// (client-go's `ItemExponentialFailureRateLimiter`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay after `failures` earlier failures.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 2u32.checked_pow(failures).unwrap_or(u32::MAX);
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// A cloneable handle to one queue.
+#[derive(Debug)]
+pub struct WorkQueue<K> {
+    inner: Arc<Inner<K>>,
+}
+
+impl<K> Clone for WorkQueue<K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner<K> {
+    name: String,
+    backoff: Backoff,
+    state: Mutex<State<K>>,
+    ready: Notify,
+}
+
+#[derive(Debug)]
+struct State<K> {
+    queue: VecDeque<K>,
+    dirty: HashSet<K>,
+    processing: HashSet<K>,
+    failures: HashMap<K, u32>,
+    shut_down: bool,
+}
+
+impl<K> WorkQueue<K>
+where
+    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
+{
+    pub fn new(name: impl Into<String>, backoff: Backoff) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                name: name.into(),
+                backoff,
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    dirty: HashSet::new(),
+                    processing: HashSet::new(),
+                    failures: HashMap::new(),
+                    shut_down: false,
+                }),
+                ready: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State<K>> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds `key` unless it is already waiting.
+    pub fn add(&self, key: K) {
+        let mut state = self.state();
+        if state.shut_down || state.dirty.contains(&key) {
+            return;
+        }
+        state.dirty.insert(key.clone());
+        if state.processing.contains(&key) {
+            return; // re-queued by done()
+        }
+        state.queue.push_back(key);
+        drop(state);
+        self.inner.ready.notify_one();
+    }
+
+    /// Adds `key` after `delay`.
+    pub fn add_after(&self, key: K, delay: Duration) {
+        if delay.is_zero() {
+            return self.add(key);
+        }
+        let queue = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            queue.add(key);
+        });
+    }
+
+    /// Adds `key` after its back-off, and counts one more failure for it.
+    pub fn add_rate_limited(&self, key: K) {
+        let delay = {
+            let mut state = self.state();
+            let failures = state.failures.entry(key.clone()).or_insert(0);
+            let delay = self.inner.backoff.delay(*failures);
+            *failures = failures.saturating_add(1);
+            delay
+        };
+        self.add_after(key, delay);
+    }
+
+    /// Clears the failure count of `key` (after a success).
+    pub fn forget(&self, key: &K) {
+        self.state().failures.remove(key);
+    }
+
+    /// How many failures `key` has had since it was last forgotten.
+    pub fn requeues(&self, key: &K) -> u32 {
+        self.state().failures.get(key).copied().unwrap_or(0)
+    }
+
+    /// Waits for the next key; `None` once the queue is shut down. The caller
+    /// must call [`WorkQueue::done`] with the key when it has finished.
+    pub async fn get(&self) -> Option<K> {
+        loop {
+            let notified = self.inner.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut state = self.state();
+                if let Some(key) = state.queue.pop_front() {
+                    state.dirty.remove(&key);
+                    state.processing.insert(key.clone());
+                    let more = !state.queue.is_empty();
+                    drop(state);
+                    if more {
+                        self.inner.ready.notify_one();
+                    }
+                    return Some(key);
+                }
+                if state.shut_down {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks `key` finished; if it was added while processing, it waits again.
+    pub fn done(&self, key: &K) {
+        let mut state = self.state();
+        state.processing.remove(key);
+        if state.dirty.contains(key) {
+            state.queue.push_back(key.clone());
+            drop(state);
+            self.inner.ready.notify_one();
+        }
+    }
+
+    /// Keys waiting (not those being processed).
+    pub fn len(&self) -> usize {
+        self.state().queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops handing out keys; workers see `None` from [`WorkQueue::get`].
+    pub fn shut_down(&self) {
+        self.state().shut_down = true;
+        self.inner.ready.notify_waiters();
+    }
+}
+
+/// What a sync tells the worker loop.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Success: forget the key's failures.
+    Done,
+    /// Failure: retry after the key's back-off.
+    Retry,
+    /// Retry after exactly this delay (a provider's `RetryError`).
+    RetryAfter(Duration),
+}
+
+/// Runs `workers` tasks that take keys from `queue` and pass them to `sync`,
+/// until the queue shuts down.
+pub async fn run_workers<K, F, Fut>(queue: WorkQueue<K>, workers: usize, sync: F)
+where
+    K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
+    F: Fn(K) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Outcome> + Send,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.max(1) {
+        let queue = queue.clone();
+        let sync = sync.clone();
+        tasks.spawn(async move {
+            while let Some(key) = queue.get().await {
+                match sync(key.clone()).await {
+                    Outcome::Done => queue.forget(&key),
+                    Outcome::Retry => queue.add_rate_limited(key.clone()),
+                    Outcome::RetryAfter(delay) => queue.add_after(key.clone(), delay),
+                }
+                queue.done(&key);
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> WorkQueue<String> {
+        WorkQueue::new(
+            "test",
+            Backoff {
+                base: Duration::from_millis(5),
+                max: Duration::from_secs(1000),
+            },
+        )
+    }
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap() {
+        let b = Backoff {
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        };
+        let delays: Vec<u64> = (0..8).map(|f| b.delay(f).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(b.delay(200), Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn a_key_added_twice_waits_once() {
+        let q = queue();
+        q.add("a".into());
+        q.add("a".into());
+        q.add("b".into());
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.get().await.as_deref(), Some("a"));
+        assert_eq!(q.get().await.as_deref(), Some("b"));
+    }
+
+    #[tokio::test]
+    async fn a_key_added_while_processing_comes_back_after_done_not_before() {
+        let q = queue();
+        q.add("a".into());
+        let key = q.get().await.unwrap();
+        q.add("a".into());
+        assert!(q.is_empty(), "must not be handed to a second worker");
+        q.done(&key);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.get().await.as_deref(), Some("a"));
+    }
+
+    #[tokio::test]
+    async fn failures_count_until_forgotten() {
+        let q = queue();
+        q.add_rate_limited("a".into());
+        q.add_rate_limited("a".into());
+        assert_eq!(q.requeues(&"a".to_string()), 2);
+        q.forget(&"a".to_string());
+        assert_eq!(q.requeues(&"a".to_string()), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn add_after_delivers_later() {
+        let q = queue();
+        q.add_after("a".into(), Duration::from_secs(5));
+        tokio::task::yield_now().await;
+        assert!(q.is_empty());
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn shut_down_wakes_waiting_workers() {
+        let q = queue();
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.get().await }
+        });
+        tokio::task::yield_now().await;
+        q.shut_down();
+        assert_eq!(waiter.await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn workers_retry_failed_keys_until_they_succeed() {
+        let q = queue();
+        let attempts = Arc::new(Mutex::new(0));
+        q.add("a".into());
+        let runner = tokio::spawn(run_workers(q.clone(), 2, {
+            let attempts = attempts.clone();
+            let q = q.clone();
+            move |_key: String| {
+                let attempts = attempts.clone();
+                let q = q.clone();
+                async move {
+                    let mut n = attempts.lock().unwrap();
+                    *n += 1;
+                    if *n < 3 {
+                        Outcome::Retry
+                    } else {
+                        q.shut_down();
+                        Outcome::Done
+                    }
+                }
+            }
+        }));
+        tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("workers finish")
+            .unwrap();
+        assert_eq!(*attempts.lock().unwrap(), 3);
+        assert_eq!(q.requeues(&"a".to_string()), 0, "success forgets failures");
+    }
+}
