@@ -10,6 +10,7 @@ pub mod informer;
 pub mod node;
 pub mod node_helpers;
 pub mod node_lifecycle;
+pub mod service;
 pub mod workqueue;
 
 pub use context::Context;

@@ -1,0 +1,535 @@
+//! service-lb-controller: cloud load balancers for Services of type
+//! LoadBalancer without a loadBalancerClass, guarded by the
+//! service.kubernetes.io/load-balancer-cleanup finalizer, with backends kept
+//! in step with the eligible Nodes.
+
+pub mod plan;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use overcast_cloud_provider::names::{controllers, reasons};
+use overcast_cloud_provider::{CloudError, CloudProvider};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::events::{EventType, Recorder};
+use crate::informer::{Change, Store, key_of};
+use crate::node_helpers::{is_conflict, is_not_found, provider_id};
+use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
+use plan::*;
+
+pub const COMPONENT: &str = controllers::SERVICE_LB;
+
+/// The node queue's single key: "the node set may have changed".
+const NODE_SYNC: &str = "node-sync";
+
+#[derive(Debug, Clone)]
+pub struct ServiceControllerConfig {
+    /// `--concurrent-service-syncs` (default 1).
+    pub concurrent_service_syncs: usize,
+    /// Per-Service retry back-off (upstream: 5s to 5m).
+    pub backoff: Backoff,
+}
+
+impl Default for ServiceControllerConfig {
+    fn default() -> Self {
+        Self {
+            concurrent_service_syncs: 1,
+            backoff: Backoff {
+                base: Duration::from_secs(5),
+                max: Duration::from_secs(300),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ServiceController {
+    inner: Arc<Inner>,
+    services_queue: WorkQueue<String>,
+    nodes_queue: WorkQueue<&'static str>,
+}
+
+struct Inner {
+    client: kube::Client,
+    cloud: Arc<dyn CloudProvider>,
+    cluster_name: String,
+    services: Arc<Store<Service>>,
+    nodes: Arc<Store<Node>>,
+    recorder: Recorder,
+    config: ServiceControllerConfig,
+    services_queue: WorkQueue<String>,
+    /// Services this controller has worked on: the last known object (to
+    /// clean up after a Service vanished) and the node set last sent to the cloud.
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceController")
+            .field("cluster_name", &self.cluster_name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Cached {
+    service: Arc<Service>,
+    synced_nodes: Option<NodeSet>,
+}
+
+impl ServiceController {
+    /// `None` when the provider has no LoadBalancer ("the cloud provider does
+    /// not support external load balancers").
+    pub fn new(ctx: &Context, config: ServiceControllerConfig) -> Option<Self> {
+        ctx.cloud.load_balancer()?;
+        let services_queue = WorkQueue::new("service", config.backoff);
+        let nodes_queue = WorkQueue::new("node", config.backoff);
+        let inner = Arc::new(Inner {
+            client: ctx.client.clone(),
+            cloud: Arc::clone(&ctx.cloud),
+            cluster_name: ctx.cluster_name.clone(),
+            services: ctx.services.store(),
+            nodes: ctx.nodes.store(),
+            recorder: Recorder::new(ctx.client.clone(), COMPONENT),
+            config,
+            services_queue: services_queue.clone(),
+            cache: Mutex::new(HashMap::new()),
+        });
+
+        let queue = services_queue.clone();
+        let handler_inner = Arc::clone(&inner);
+        ctx.services.on_change(move |change| match change {
+            Change::Added(svc) => {
+                if wants_load_balancer(svc) || needs_cleanup(svc) {
+                    queue.add(key_of(svc.as_ref()));
+                }
+            }
+            Change::Updated { old, new } => {
+                if needs_update(old, new) || needs_cleanup(new) {
+                    queue.add(key_of(new.as_ref()));
+                }
+            }
+            // Only Services this controller worked on can have left a balancer.
+            Change::Deleted(svc) => {
+                let key = key_of(svc.as_ref());
+                if handler_inner.cached(&key).is_some() {
+                    queue.add(key);
+                }
+            }
+        });
+
+        let queue = nodes_queue.clone();
+        ctx.nodes.on_change(move |change| {
+            let relevant = match change {
+                Change::Added(_) | Change::Deleted(_) => true,
+                Change::Updated { old, new } => {
+                    node_eligible(old) != node_eligible(new) || provider_id(old) != provider_id(new)
+                }
+            };
+            if relevant {
+                queue.add(NODE_SYNC);
+            }
+        });
+
+        Some(Self {
+            inner,
+            services_queue,
+            nodes_queue,
+        })
+    }
+
+    pub async fn run(self) {
+        let workers = self.inner.config.concurrent_service_syncs.max(1);
+        let inner = Arc::clone(&self.inner);
+        let sync_service = move |key: String| {
+            let inner = Arc::clone(&inner);
+            async move { inner.sync_service(&key).await }
+        };
+        let inner = Arc::clone(&self.inner);
+        let sync_nodes = move |_: &'static str| {
+            let inner = Arc::clone(&inner);
+            async move {
+                inner.sync_nodes().await;
+                Outcome::Done
+            }
+        };
+        tokio::join!(
+            run_workers(self.services_queue.clone(), workers, sync_service),
+            // One node worker, as upstream.
+            run_workers(self.nodes_queue.clone(), 1, sync_nodes),
+        );
+    }
+}
+
+impl Drop for ServiceController {
+    fn drop(&mut self) {
+        self.services_queue.shut_down();
+        self.nodes_queue.shut_down();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("{context}: {source}")]
+    Cloud {
+        context: &'static str,
+        #[source]
+        source: CloudError,
+    },
+    #[error("{context}: {source}")]
+    Api {
+        context: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl SyncError {
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SyncError::Cloud { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+fn cloud_err(context: &'static str) -> impl FnOnce(CloudError) -> SyncError {
+    move |source| SyncError::Cloud { context, source }
+}
+
+fn api_err(context: &'static str) -> impl FnOnce(kube::Error) -> SyncError {
+    move |source| SyncError::Api { context, source }
+}
+
+impl Inner {
+    fn cached(&self, key: &str) -> Option<Cached> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn cache_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn balancer(&self) -> &dyn overcast_cloud_provider::LoadBalancer {
+        self.cloud
+            .load_balancer()
+            .expect("checked when the controller was built")
+    }
+
+    fn eligible_nodes(&self) -> Vec<Node> {
+        let mut nodes: Vec<Node> = self
+            .nodes
+            .list()
+            .into_iter()
+            .filter(|n| node_eligible(n))
+            .map(|n| n.as_ref().clone())
+            .collect();
+        nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        nodes
+    }
+
+    async fn sync_service(&self, key: &str) -> Outcome {
+        let result = match self.services.get(key) {
+            None => self.process_deletion(key).await,
+            Some(svc) => {
+                // The same name with a new UID: the old Service's balancer goes first.
+                if let Some(cached) = self.cached(key)
+                    && cached.service.metadata.uid != svc.metadata.uid
+                {
+                    if let Err(e) = self.process_deletion(key).await {
+                        return self.outcome(key, e);
+                    }
+                }
+                self.cache_mut()
+                    .entry(key.to_string())
+                    .and_modify(|c| c.service = Arc::clone(&svc))
+                    .or_insert_with(|| Cached {
+                        service: Arc::clone(&svc),
+                        synced_nodes: None,
+                    });
+                let result = self.sync_load_balancer(&svc).await;
+                if let Err(e) = &result {
+                    self.recorder.publish(
+                        svc.as_ref(),
+                        EventType::Warning,
+                        reasons::SYNC_LOAD_BALANCER_FAILED,
+                        format!("Error syncing load balancer: {e}"),
+                    );
+                }
+                result
+            }
+        };
+        match result {
+            Ok(()) => Outcome::Done,
+            Err(e) => self.outcome(key, e),
+        }
+    }
+
+    fn outcome(&self, key: &str, e: SyncError) -> Outcome {
+        tracing::warn!(service = key, error = %e, "failed to sync service; will retry");
+        match e.retry_after() {
+            Some(after) => Outcome::RetryAfter(after),
+            None => Outcome::Retry,
+        }
+    }
+
+    /// The Service is gone from the API: delete what the cached copy had.
+    async fn process_deletion(&self, key: &str) -> Result<(), SyncError> {
+        let Some(cached) = self.cached(key) else {
+            return Ok(());
+        };
+        let svc = cached.service.as_ref();
+        if wants_load_balancer(svc) {
+            self.recorder.publish(
+                svc,
+                EventType::Normal,
+                reasons::DELETING_LOAD_BALANCER,
+                "Deleting load balancer",
+            );
+            if let Err(e) = self
+                .balancer()
+                .ensure_load_balancer_deleted(&self.cluster_name, svc)
+                .await
+            {
+                self.recorder.publish(
+                    svc,
+                    EventType::Warning,
+                    reasons::DELETE_LOAD_BALANCER_FAILED,
+                    format!("Error deleting load balancer: {e}"),
+                );
+                return Err(cloud_err("failed to delete load balancer")(e));
+            }
+            self.recorder.publish(
+                svc,
+                EventType::Normal,
+                reasons::DELETED_LOAD_BALANCER,
+                "Deleted load balancer",
+            );
+        }
+        self.cache_mut().remove(key);
+        Ok(())
+    }
+
+    async fn sync_load_balancer(&self, svc: &Service) -> Result<(), SyncError> {
+        let key = key_of(svc);
+        let new_status = if !wants_load_balancer(svc) || needs_cleanup(svc) {
+            let exists = self
+                .balancer()
+                .get_load_balancer(&self.cluster_name, svc)
+                .await
+                .map_err(cloud_err(
+                    "failed to check if load balancer exists before cleanup",
+                ))?
+                .is_some();
+            if exists {
+                self.recorder.publish(
+                    svc,
+                    EventType::Normal,
+                    reasons::DELETING_LOAD_BALANCER,
+                    "Deleting load balancer",
+                );
+                match self
+                    .balancer()
+                    .ensure_load_balancer_deleted(&self.cluster_name, svc)
+                    .await
+                {
+                    Ok(()) | Err(CloudError::ImplementedElsewhere) => {}
+                    Err(e) => return Err(cloud_err("failed to delete load balancer")(e)),
+                }
+            }
+            // The finalizer goes only once the cloud confirmed the deletion.
+            self.set_finalizer(svc, false)
+                .await
+                .map_err(api_err("failed to remove load balancer cleanup finalizer"))?;
+            self.recorder.publish(
+                svc,
+                EventType::Normal,
+                reasons::DELETED_LOAD_BALANCER,
+                "Deleted load balancer",
+            );
+            self.cache_mut().remove(&key);
+            LoadBalancerStatus::default()
+        } else {
+            self.recorder.publish(
+                svc,
+                EventType::Normal,
+                reasons::ENSURING_LOAD_BALANCER,
+                "Ensuring load balancer",
+            );
+            // The finalizer comes before any cloud call, so no balancer can
+            // outlive its Service.
+            self.set_finalizer(svc, true)
+                .await
+                .map_err(api_err("failed to add load balancer cleanup finalizer"))?;
+            let nodes = self.eligible_nodes();
+            if nodes.is_empty() {
+                self.recorder.publish(
+                    svc,
+                    EventType::Warning,
+                    reasons::UNAVAILABLE_LOAD_BALANCER,
+                    "There are no available nodes for LoadBalancer",
+                );
+            }
+            let status = match self
+                .balancer()
+                .ensure_load_balancer(&self.cluster_name, svc, &nodes)
+                .await
+            {
+                Ok(status) => status,
+                Err(CloudError::ImplementedElsewhere) => return Ok(()),
+                Err(e) => return Err(cloud_err("failed to ensure load balancer")(e)),
+            };
+            if let Some(cached) = self.cache_mut().get_mut(&key) {
+                cached.synced_nodes = Some(node_set(&nodes));
+            }
+            self.recorder.publish(
+                svc,
+                EventType::Normal,
+                reasons::ENSURED_LOAD_BALANCER,
+                "Ensured load balancer",
+            );
+            status
+        };
+        if status_differs(svc, &new_status) {
+            let api: Api<Service> =
+                Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+            match api
+                .patch_status(
+                    &svc.name_any(),
+                    &self.params(),
+                    &Patch::Merge(status_patch(&new_status)),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // Gone right after its finalizer was removed: nothing to write.
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(api_err("failed to update load balancer status")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> PatchParams {
+        PatchParams {
+            field_manager: Some(COMPONENT.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// Adds or removes our finalizer with a merge patch that carries the
+    /// resourceVersion it was computed from; a conflict re-reads and retries.
+    async fn set_finalizer(&self, svc: &Service, present: bool) -> Result<(), kube::Error> {
+        let api: Api<Service> =
+            Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+        let mut current = svc.clone();
+        for attempt in 1..=5 {
+            let Some(finalizers) = finalizers_with(&current, present) else {
+                return Ok(());
+            };
+            let patch = json!({"metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": current.resource_version(),
+            }});
+            match api
+                .patch(&current.name_any(), &self.params(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) && !present => return Ok(()),
+                Err(e) if is_conflict(&e) && attempt < 5 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    current = api.get(&current.name_any()).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    /// Upstream's `syncNodes`: every balancer whose eligible node set changed
+    /// gets UpdateLoadBalancer; failures send the Service for a full sync.
+    async fn sync_nodes(&self) {
+        let nodes = self.eligible_nodes();
+        let set = node_set(&nodes);
+        let services: Vec<Cached> = self.cache_mut().values().cloned().collect();
+        let parallel = self.config.concurrent_service_syncs.max(1);
+        futures::stream::iter(services)
+            .for_each_concurrent(parallel, |cached| {
+                let nodes = &nodes;
+                let set = &set;
+                async move {
+                    let svc = cached.service.as_ref();
+                    if !wants_load_balancer(svc) || cached.synced_nodes.as_ref() == Some(set) {
+                        return;
+                    }
+                    if !self.update_backends(svc, nodes).await {
+                        self.services_queue.add(key_of(svc));
+                    } else if let Some(c) = self.cache_mut().get_mut(&key_of(svc)) {
+                        c.synced_nodes = Some(set.clone());
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// Returns false when the Service needs a full sync.
+    async fn update_backends(&self, svc: &Service, nodes: &[Node]) -> bool {
+        if nodes.is_empty() {
+            self.recorder.publish(
+                svc,
+                EventType::Warning,
+                reasons::UNAVAILABLE_LOAD_BALANCER,
+                "There are no available nodes for LoadBalancer",
+            );
+        }
+        match self
+            .balancer()
+            .update_load_balancer(&self.cluster_name, svc, nodes)
+            .await
+        {
+            Ok(()) => {
+                self.recorder.publish(
+                    svc,
+                    EventType::Normal,
+                    reasons::UPDATED_LOAD_BALANCER,
+                    "Updated load balancer with new hosts",
+                );
+                true
+            }
+            Err(CloudError::ImplementedElsewhere) => true,
+            Err(e) => {
+                // No balancer, nothing to update (it is made on the next ensure).
+                if let Ok(None) = self
+                    .balancer()
+                    .get_load_balancer(&self.cluster_name, svc)
+                    .await
+                {
+                    return true;
+                }
+                self.recorder.publish(
+                    svc,
+                    EventType::Warning,
+                    reasons::UPDATE_LOAD_BALANCER_FAILED,
+                    format!(
+                        "Error updating load balancer with new hosts {}: {e}",
+                        node_names_for_event(nodes)
+                    ),
+                );
+                false
+            }
+        }
+    }
+}

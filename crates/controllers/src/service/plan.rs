@@ -1,0 +1,367 @@
+//! The service controller's decisions, as plain functions of their inputs
+//! (upstream's `controllers/service/controller.go` predicates).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
+use overcast_cloud_provider::names::{
+    FINALIZER_LOAD_BALANCER_CLEANUP, LABEL_EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS,
+    TAINT_TO_BE_DELETED_BY_AUTOSCALER,
+};
+use serde_json::{Value, json};
+
+use crate::node_helpers::{has_taint, provider_id};
+
+fn is_load_balancer_type(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
+}
+
+/// Ours to serve: type LoadBalancer and no loadBalancerClass (a class means
+/// another implementation owns it).
+pub fn wants_load_balancer(svc: &Service) -> bool {
+    is_load_balancer_type(svc)
+        && svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_class.as_ref())
+            .is_none()
+}
+
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == FINALIZER_LOAD_BALANCER_CLEANUP))
+}
+
+/// Our finalizer is on a Service that is going away or no longer a LoadBalancer.
+pub fn needs_cleanup(svc: &Service) -> bool {
+    has_finalizer(svc) && (svc.metadata.deletion_timestamp.is_some() || !is_load_balancer_type(svc))
+}
+
+/// Whether a change from `old` to `new` matters to the load balancer
+/// (upstream's `needsUpdate`).
+pub fn needs_update(old: &Service, new: &Service) -> bool {
+    if wants_load_balancer(old) != wants_load_balancer(new) {
+        return true;
+    }
+    if !wants_load_balancer(old) && !wants_load_balancer(new) {
+        return false;
+    }
+    let (Some(o), Some(n)) = (old.spec.as_ref(), new.spec.as_ref()) else {
+        return true;
+    };
+    let ports = |s: &k8s_openapi::api::core::v1::ServiceSpec| {
+        s.ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.protocol.clone(),
+                    p.port,
+                    p.node_port,
+                    p.target_port.clone(),
+                    p.app_protocol.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    o.load_balancer_source_ranges != n.load_balancer_source_ranges
+        || ports(o) != ports(n)
+        || o.session_affinity != n.session_affinity
+        || o.session_affinity_config != n.session_affinity_config
+        || o.load_balancer_ip != n.load_balancer_ip
+        || o.external_ips != n.external_ips
+        || old.metadata.annotations != new.metadata.annotations
+        || old.metadata.uid != new.metadata.uid
+        || o.external_traffic_policy != n.external_traffic_policy
+        || o.health_check_node_port != n.health_check_node_port
+        || o.ip_families.as_ref().map(Vec::len) != n.ip_families.as_ref().map(Vec::len)
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether a Node should receive load-balancer traffic (upstream's stable node
+/// set since 1.32): not being deleted, not excluded by label (an unparsable
+/// label value excludes), not about to be removed by the cluster autoscaler.
+/// Readiness and schedulability do not matter, so a flapping kubelet does not
+/// churn every balancer (KEP-3458).
+pub fn node_eligible(node: &Node) -> bool {
+    if node.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let excluded = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS))
+        .map(|v| parse_bool(v).unwrap_or(true))
+        .unwrap_or(false);
+    !excluded && !has_taint(node, TAINT_TO_BE_DELETED_BY_AUTOSCALER)
+}
+
+/// What a balancer's backends are compared by: name → providerID.
+pub type NodeSet = BTreeMap<String, String>;
+
+pub fn node_set<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> NodeSet {
+    nodes
+        .into_iter()
+        .map(|n| {
+            (
+                n.metadata.name.clone().unwrap_or_default(),
+                provider_id(n).to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Whether the status the cloud returned differs from the Service's.
+pub fn status_differs(svc: &Service, new: &LoadBalancerStatus) -> bool {
+    let current = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default();
+    current != new.ingress.clone().unwrap_or_default()
+}
+
+/// The merge patch that sets status.loadBalancer to `status` (an empty
+/// status removes the ingress list).
+pub fn status_patch(status: &LoadBalancerStatus) -> Value {
+    let ingress = match status.ingress.as_deref() {
+        Some(list) if !list.is_empty() => serde_json::to_value(list).expect("ingress serializes"),
+        _ => Value::Null,
+    };
+    json!({"status": {"loadBalancer": {"ingress": ingress}}})
+}
+
+/// The Service's finalizers with ours added or removed; `None` when nothing changes.
+pub fn finalizers_with(svc: &Service, present: bool) -> Option<Vec<String>> {
+    if has_finalizer(svc) == present {
+        return None;
+    }
+    let mut list: Vec<String> = svc
+        .metadata
+        .finalizers
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != FINALIZER_LOAD_BALANCER_CLEANUP)
+        .collect();
+    if present {
+        list.push(FINALIZER_LOAD_BALANCER_CLEANUP.to_string());
+    }
+    Some(list)
+}
+
+/// Node names for an event message, at most 20 and then "<N more>".
+pub fn node_names_for_event(nodes: &[Node]) -> String {
+    const SHOWN: usize = 20;
+    let mut names: Vec<String> = nodes
+        .iter()
+        .take(SHOWN)
+        .map(|n| n.metadata.name.clone().unwrap_or_default())
+        .collect();
+    if nodes.len() > SHOWN {
+        names.push(format!("<{} more>", nodes.len() - SHOWN));
+    }
+    format!("[{}]", names.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, NodeSpec, ServicePort, ServiceSpec, ServiceStatus, Taint,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    fn svc(type_: &str) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("default".into()),
+                uid: Some("u1".into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some(type_.into()),
+                ports: Some(vec![ServicePort {
+                    port: 80,
+                    node_port: Some(30080),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_finalizer(mut s: Service) -> Service {
+        s.metadata.finalizers = Some(vec!["other".into(), FINALIZER_LOAD_BALANCER_CLEANUP.into()]);
+        s
+    }
+
+    fn now() -> Time {
+        Time(k8s_openapi::jiff::Timestamp::now())
+    }
+
+    #[test]
+    fn only_classless_load_balancers_are_ours() {
+        assert!(wants_load_balancer(&svc("LoadBalancer")));
+        assert!(!wants_load_balancer(&svc("ClusterIP")));
+        let mut classed = svc("LoadBalancer");
+        classed.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());
+        assert!(!wants_load_balancer(&classed));
+    }
+
+    #[test]
+    fn cleanup_needs_our_finalizer_and_deletion_or_a_type_change() {
+        assert!(!needs_cleanup(&svc("LoadBalancer")));
+        assert!(!needs_cleanup(&with_finalizer(svc("LoadBalancer"))));
+        assert!(needs_cleanup(&with_finalizer(svc("ClusterIP"))));
+        let mut deleting = with_finalizer(svc("LoadBalancer"));
+        deleting.metadata.deletion_timestamp = Some(now());
+        assert!(needs_cleanup(&deleting));
+        let mut no_finalizer = svc("ClusterIP");
+        no_finalizer.metadata.deletion_timestamp = Some(now());
+        assert!(!needs_cleanup(&no_finalizer));
+    }
+
+    #[test]
+    fn updates_that_matter() {
+        let old = svc("LoadBalancer");
+        assert!(!needs_update(&old, &old.clone()));
+        assert!(needs_update(&old, &svc("ClusterIP")));
+        let mut ports = old.clone();
+        ports.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30081);
+        assert!(needs_update(&old, &ports));
+        let mut annotated = old.clone();
+        annotated.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+        assert!(needs_update(&old, &annotated));
+        let mut etp = old.clone();
+        etp.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        assert!(needs_update(&old, &etp));
+        // Status and labels are not the balancer's business.
+        let mut status = old.clone();
+        status.status = Some(ServiceStatus::default());
+        status.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        assert!(!needs_update(&old, &status));
+        assert!(!needs_update(&svc("ClusterIP"), &svc("NodePort")));
+    }
+
+    fn node(labels: &[(&str, &str)], taint: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: taint.map(|k| {
+                    vec![Taint {
+                        key: k.into(),
+                        effect: "NoSchedule".into(),
+                        ..Default::default()
+                    }]
+                }),
+                unschedulable: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_eligibility_follows_the_stable_node_set() {
+        assert!(
+            node_eligible(&node(&[], None)),
+            "unschedulable and NotReady nodes stay"
+        );
+        let label = LABEL_EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS;
+        assert!(!node_eligible(&node(&[(label, "true")], None)));
+        assert!(
+            !node_eligible(&node(&[(label, "")], None)),
+            "unparsable excludes"
+        );
+        assert!(!node_eligible(&node(&[(label, "yes")], None)));
+        assert!(node_eligible(&node(&[(label, "false")], None)));
+        assert!(node_eligible(&node(&[(label, "F")], None)));
+        assert!(!node_eligible(&node(
+            &[],
+            Some(TAINT_TO_BE_DELETED_BY_AUTOSCALER)
+        )));
+        let mut deleting = node(&[], None);
+        deleting.metadata.deletion_timestamp = Some(now());
+        assert!(!node_eligible(&deleting));
+    }
+
+    #[test]
+    fn status_patch_sets_or_clears_ingress() {
+        let st = LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some("198.51.100.1".into()),
+                ..Default::default()
+            }]),
+        };
+        assert_eq!(
+            status_patch(&st),
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}})
+        );
+        assert_eq!(
+            status_patch(&LoadBalancerStatus::default()),
+            json!({"status": {"loadBalancer": {"ingress": null}}})
+        );
+        assert!(status_differs(&svc("LoadBalancer"), &st));
+        assert!(!status_differs(
+            &svc("LoadBalancer"),
+            &LoadBalancerStatus::default()
+        ));
+    }
+
+    #[test]
+    fn finalizer_edits_keep_other_finalizers() {
+        assert_eq!(
+            finalizers_with(&svc("LoadBalancer"), true),
+            Some(vec![FINALIZER_LOAD_BALANCER_CLEANUP.to_string()])
+        );
+        assert_eq!(
+            finalizers_with(&with_finalizer(svc("LoadBalancer")), true),
+            None
+        );
+        assert_eq!(
+            finalizers_with(&with_finalizer(svc("LoadBalancer")), false),
+            Some(vec!["other".to_string()])
+        );
+    }
+
+    #[test]
+    fn event_node_lists_are_capped_at_twenty() {
+        let nodes: Vec<Node> = (0..23)
+            .map(|i| Node {
+                metadata: ObjectMeta {
+                    name: Some(format!("n{i}")),
+                    ..Default::default()
+                },
+                ..Default::default()
+            })
+            .collect();
+        let text = node_names_for_event(&nodes);
+        assert!(text.starts_with("[n0 n1 "));
+        assert!(text.ends_with("n19 <3 more>]"), "{text}");
+    }
+}
