@@ -247,10 +247,9 @@ impl Inner {
                 // The same name with a new UID: the old Service's balancer goes first.
                 if let Some(cached) = self.cached(key)
                     && cached.service.metadata.uid != svc.metadata.uid
+                    && let Err(e) = self.process_deletion(key).await
                 {
-                    if let Err(e) = self.process_deletion(key).await {
-                        return self.outcome(key, e);
-                    }
+                    return self.outcome(key, e);
                 }
                 self.cache_mut()
                     .entry(key.to_string())
