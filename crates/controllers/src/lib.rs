@@ -3,6 +3,7 @@
 //! tested) and thin wiring to the Kubernetes API (integration tested against a
 //! real apiserver).
 
+pub mod cidr;
 mod cloud_instances;
 pub mod context;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod informer;
 pub mod node;
 pub mod node_helpers;
 pub mod node_lifecycle;
+pub mod route;
 pub mod service;
 pub mod workqueue;
 
