@@ -10,6 +10,7 @@ pub mod events;
 pub mod informer;
 pub mod node;
 pub mod node_helpers;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod route;
 pub mod service;
