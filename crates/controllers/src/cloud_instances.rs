@@ -1,40 +1,51 @@
 //! Questions about a Node's instance, asked through InstancesV2 when the
 //! provider has it and through the legacy Instances and Zones otherwise.
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use overcast_cloud_provider::{CloudError, CloudProvider, InstanceMetadata};
 
 use crate::node_helpers::provider_id;
+
+/// What the cloud said about a Node's instance.
+#[derive(Debug, Clone)]
+pub(crate) struct CloudFacts {
+    pub meta: InstanceMetadata,
+    /// Upstream lets a legacy provider whose InstanceID is not implemented
+    /// initialise Nodes without a providerID; in every other case a Node
+    /// keeps its taint until it has one.
+    pub provider_id_optional: bool,
+}
 
 /// The instance's metadata; `Ok(None)` when the provider has nothing to say yet.
 pub(crate) async fn instance_metadata(
     cloud: &dyn CloudProvider,
     node: &Node,
-) -> Result<Option<InstanceMetadata>, CloudError> {
+) -> Result<Option<CloudFacts>, CloudError> {
     if let Some(v2) = cloud.instances_v2() {
-        return v2.instance_metadata(node).await;
+        return Ok(v2.instance_metadata(node).await?.map(|meta| CloudFacts {
+            meta,
+            provider_id_optional: false,
+        }));
     }
     let Some(v1) = cloud.instances() else {
         return Err(CloudError::NotImplemented);
     };
     let name = node.metadata.name.as_deref().unwrap_or_default();
-    let id = match legacy_provider_id(cloud, node).await {
-        Ok(id) => id,
-        Err(CloudError::NotImplemented) => String::new(),
+    let (id, provider_id_optional) = match legacy_provider_id(cloud, node).await {
+        Ok(id) => (id, false),
+        Err(CloudError::NotImplemented) => (String::new(), true),
         Err(e) => return Err(e),
     };
     // An empty provider ID is never sent to the cloud as an instance ID
     // (kubernetes#85731); the by-name calls answer instead.
-    let addresses = match by_id_then_name(
+    let addresses = by_id_then_name(
         &id,
         |id| v1.node_addresses_by_provider_id(id),
         || v1.node_addresses(name),
     )
-    .await
-    {
-        Ok(a) => a,
-        Err(e) => return Err(e),
-    };
+    .await?;
+    // Deliberately friendlier than upstream: a provider that does not
+    // implement instance types or zones still gets its Nodes initialised.
     let instance_type = match by_id_then_name(
         &id,
         |id| v1.instance_type_by_provider_id(id),
@@ -64,14 +75,39 @@ pub(crate) async fn instance_metadata(
         }
         None => Default::default(),
     };
-    Ok(Some(InstanceMetadata {
-        provider_id: id,
-        instance_type,
-        node_addresses: addresses,
-        zone,
-        region,
-        additional_labels: Default::default(),
+    Ok(Some(CloudFacts {
+        meta: InstanceMetadata {
+            provider_id: id,
+            instance_type,
+            node_addresses: addresses,
+            zone,
+            region,
+            additional_labels: Default::default(),
+        },
+        provider_id_optional,
     }))
+}
+
+/// Only the addresses, for the periodic refresh (upstream's
+/// `getInstanceNodeAddresses`): one call per Node on a legacy provider.
+pub(crate) async fn instance_addresses(
+    cloud: &dyn CloudProvider,
+    node: &Node,
+) -> Result<Option<Vec<NodeAddress>>, CloudError> {
+    if let Some(v2) = cloud.instances_v2() {
+        return Ok(v2.instance_metadata(node).await?.map(|m| m.node_addresses));
+    }
+    let Some(v1) = cloud.instances() else {
+        return Err(CloudError::NotImplemented);
+    };
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    by_id_then_name(
+        provider_id(node),
+        |id| v1.node_addresses_by_provider_id(id),
+        || v1.node_addresses(name),
+    )
+    .await
+    .map(Some)
 }
 
 /// Tries the provider-ID call, then (on any error, or without an ID) the
@@ -124,8 +160,10 @@ async fn legacy_provider_id(cloud: &dyn CloudProvider, node: &Node) -> Result<St
 }
 
 /// Whether the instance exists. `Ok(false)` only on a definite answer: the
-/// provider said false, or said InstanceNotFound (also from InstancesV2, where
-/// upstream would keep retrying forever, kubernetes#139301).
+/// provider said false, or said InstanceNotFound. Upstream reads
+/// InstanceNotFound as "gone" only from InstanceID; from InstanceExists it
+/// logs and retries for ever, so a Node whose machine is gone is never
+/// deleted (kubernetes#139301). Any other error is transient: never a deletion.
 pub(crate) async fn instance_exists(
     cloud: &dyn CloudProvider,
     node: &Node,

@@ -44,6 +44,33 @@ impl Context {
     pub async fn caches_synced(&self) {
         tokio::join!(self.nodes.synced(), self.services.synced());
     }
+
+    /// Resolves (through [`CacheSync::wait`]) once the Node cache is filled.
+    /// Controllers wait for it before their first decision: an empty cache
+    /// would read as "no Nodes" and delete routes or empty balancers.
+    pub fn nodes_synced(&self) -> CacheSync {
+        CacheSync(vec![self.nodes.synced_receiver()])
+    }
+
+    /// Likewise for both the Node and the Service caches.
+    pub fn all_synced(&self) -> CacheSync {
+        CacheSync(vec![
+            self.nodes.synced_receiver(),
+            self.services.synced_receiver(),
+        ])
+    }
+}
+
+/// Waits until a controller's caches are filled.
+#[derive(Debug, Clone)]
+pub struct CacheSync(Vec<tokio::sync::watch::Receiver<bool>>);
+
+impl CacheSync {
+    pub async fn wait(self) {
+        for mut rx in self.0 {
+            let _ = rx.wait_for(|synced| *synced).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {

@@ -102,13 +102,19 @@ where
         Arc::clone(&self.store)
     }
 
-    /// Registers a handler; register before [`Informer::run`], so the initial
-    /// list reaches it as additions.
+    /// Registers a handler. Objects already cached reach it as additions, so a
+    /// controller started late (after a leader-migration lock) misses nothing.
     pub fn on_change(&self, handler: impl Fn(Change<'_, K>) + Send + Sync + 'static) {
-        self.handlers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(handler));
+        let mut handlers = self.handlers.lock().unwrap_or_else(|p| p.into_inner());
+        for obj in self.store.list() {
+            handler(Change::Added(&obj));
+        }
+        handlers.push(Box::new(handler));
+    }
+
+    /// A receiver that turns true once the first full list is in the cache.
+    pub fn synced_receiver(&self) -> watch::Receiver<bool> {
+        self.synced_tx.subscribe()
     }
 
     /// Resolves once the first full list is in the cache.

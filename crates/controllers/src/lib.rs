@@ -8,6 +8,7 @@ mod cloud_instances;
 pub mod context;
 pub mod events;
 pub mod informer;
+pub mod metrics;
 pub mod node;
 pub mod node_helpers;
 pub mod node_ipam;

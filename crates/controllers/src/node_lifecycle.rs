@@ -15,10 +15,10 @@ use overcast_cloud_provider::names::{TAINT_SHUTDOWN, controllers, reasons};
 use serde_json::json;
 
 use crate::cloud_instances::{instance_exists, instance_shutdown};
-use crate::context::Context;
+use crate::context::{CacheSync, Context};
 use crate::events::{EventType, Recorder};
 use crate::informer::Store;
-use crate::node_helpers::{has_taint, is_not_found, is_ready, patch_node, taints, taints_value};
+use crate::node_helpers::{is_not_found, is_ready, patch_node, taints, taints_value};
 
 pub const COMPONENT: &str = controllers::CLOUD_NODE_LIFECYCLE;
 
@@ -56,6 +56,16 @@ pub fn verdict(exists: bool, shutdown: bool, has_shutdown_taint: bool) -> Verdic
     }
 }
 
+/// Matched by key and effect, as upstream's MatchTaint does: someone else's
+/// taint with the same key and another effect is not ours to touch.
+fn is_shutdown_taint(t: &Taint) -> bool {
+    t.key == TAINT_SHUTDOWN && t.effect == "NoSchedule"
+}
+
+fn has_shutdown_taint(node: &Node) -> bool {
+    taints(node).iter().any(is_shutdown_taint)
+}
+
 pub fn shutdown_taint() -> Taint {
     Taint {
         key: TAINT_SHUTDOWN.to_string(),
@@ -66,6 +76,7 @@ pub fn shutdown_taint() -> Taint {
 
 #[derive(Debug)]
 pub struct NodeLifecycleController {
+    synced: Option<CacheSync>,
     api: Api<Node>,
     cloud: Arc<dyn CloudProvider>,
     nodes: Arc<Store<Node>>,
@@ -80,6 +91,7 @@ impl NodeLifecycleController {
             return None;
         }
         Some(Self {
+            synced: Some(ctx.nodes_synced()),
             api: Api::all(ctx.client.clone()),
             cloud: Arc::clone(&ctx.cloud),
             nodes: ctx.nodes.store(),
@@ -88,7 +100,10 @@ impl NodeLifecycleController {
         })
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        if let Some(synced) = self.synced.take() {
+            synced.wait().await;
+        }
         let mut ticker = tokio::time::interval(self.config.node_monitor_period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -109,7 +124,7 @@ impl NodeLifecycleController {
     async fn monitor_node(&self, node: &Node) {
         let name = node.name_any();
         if is_ready(node) {
-            if has_taint(node, TAINT_SHUTDOWN) {
+            if has_shutdown_taint(node) {
                 self.set_shutdown_taint(node, false).await;
             }
             return;
@@ -133,7 +148,7 @@ impl NodeLifecycleController {
         } else {
             false
         };
-        match verdict(exists, shutdown, has_taint(node, TAINT_SHUTDOWN)) {
+        match verdict(exists, shutdown, has_shutdown_taint(node)) {
             Verdict::Delete => self.delete(node).await,
             Verdict::AddShutdownTaint => self.set_shutdown_taint(node, true).await,
             Verdict::Nothing => {}
@@ -166,7 +181,7 @@ impl NodeLifecycleController {
                     node,
                     EventType::Warning,
                     reasons::DELETING_NODE_FAILED,
-                    format!("Error deleting node {name}: {e}"),
+                    format!("Failed deleting node {name}: {e}"),
                 );
             }
         }
@@ -174,12 +189,12 @@ impl NodeLifecycleController {
 
     async fn set_shutdown_taint(&self, node: &Node, present: bool) {
         let result = patch_node(&self.api, node, COMPONENT, |current| {
-            if has_taint(current, TAINT_SHUTDOWN) == present {
+            if has_shutdown_taint(current) == present {
                 return None;
             }
             let mut list: Vec<Taint> = taints(current)
                 .iter()
-                .filter(|t| t.key != TAINT_SHUTDOWN)
+                .filter(|t| !is_shutdown_taint(t))
                 .cloned()
                 .collect();
             if present {

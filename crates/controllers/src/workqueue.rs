@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 use tokio::sync::Notify;
+
+use crate::metrics;
 
 /// Per-key exponential back-off: `base * 2^failures`, at most `max`
 /// (client-go's `ItemExponentialFailureRateLimiter`).
@@ -50,13 +53,43 @@ struct Inner<K> {
     backoff: Backoff,
     state: Mutex<State<K>>,
     ready: Notify,
+    metrics: QueueMetrics,
+}
+
+/// This queue's series of upstream's workqueue_* metrics.
+#[derive(Debug)]
+struct QueueMetrics {
+    depth: IntGauge,
+    adds: IntCounter,
+    retries: IntCounter,
+    queue_duration: Histogram,
+    work_duration: Histogram,
+    unfinished: Gauge,
+    longest_running: Gauge,
+}
+
+impl QueueMetrics {
+    fn new(name: &str) -> Self {
+        Self {
+            depth: metrics::WORKQUEUE_DEPTH.with_label_values(&[name]),
+            adds: metrics::WORKQUEUE_ADDS.with_label_values(&[name]),
+            retries: metrics::WORKQUEUE_RETRIES.with_label_values(&[name]),
+            queue_duration: metrics::WORKQUEUE_QUEUE_DURATION.with_label_values(&[name]),
+            work_duration: metrics::WORKQUEUE_WORK_DURATION.with_label_values(&[name]),
+            unfinished: metrics::WORKQUEUE_UNFINISHED_WORK.with_label_values(&[name]),
+            longest_running: metrics::WORKQUEUE_LONGEST_RUNNING.with_label_values(&[name]),
+        }
+    }
 }
 
 #[derive(Debug)]
 struct State<K> {
     queue: VecDeque<K>,
     dirty: HashSet<K>,
-    processing: HashSet<K>,
+    /// Keys being processed, since when.
+    processing: HashMap<K, Instant>,
+    /// Keys waiting, since when (for workqueue_queue_duration_seconds).
+    queued_at: HashMap<K, Instant>,
     failures: HashMap<K, u32>,
     shut_down: bool,
 }
@@ -66,14 +99,17 @@ where
     K: Clone + Eq + Hash + Debug + Send + Sync + 'static,
 {
     pub fn new(name: impl Into<String>, backoff: Backoff) -> Self {
+        let name = name.into();
         Self {
             inner: Arc::new(Inner {
-                name: name.into(),
+                metrics: QueueMetrics::new(&name),
+                name,
                 backoff,
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     dirty: HashSet::new(),
-                    processing: HashSet::new(),
+                    processing: HashMap::new(),
+                    queued_at: HashMap::new(),
                     failures: HashMap::new(),
                     shut_down: false,
                 }),
@@ -96,11 +132,14 @@ where
         if state.shut_down || state.dirty.contains(&key) {
             return;
         }
+        self.inner.metrics.adds.inc();
         state.dirty.insert(key.clone());
-        if state.processing.contains(&key) {
+        state.queued_at.insert(key.clone(), Instant::now());
+        if state.processing.contains_key(&key) {
             return; // re-queued by done()
         }
         state.queue.push_back(key);
+        self.inner.metrics.depth.set(state.queue.len() as i64);
         drop(state);
         self.inner.ready.notify_one();
     }
@@ -126,6 +165,7 @@ where
             *failures = failures.saturating_add(1);
             delay
         };
+        self.inner.metrics.retries.inc();
         self.add_after(key, delay);
     }
 
@@ -149,8 +189,16 @@ where
             {
                 let mut state = self.state();
                 if let Some(key) = state.queue.pop_front() {
+                    let now = Instant::now();
                     state.dirty.remove(&key);
-                    state.processing.insert(key.clone());
+                    if let Some(since) = state.queued_at.remove(&key) {
+                        self.inner
+                            .metrics
+                            .queue_duration
+                            .observe(now.duration_since(since).as_secs_f64());
+                    }
+                    state.processing.insert(key.clone(), now);
+                    self.inner.metrics.depth.set(state.queue.len() as i64);
                     let more = !state.queue.is_empty();
                     drop(state);
                     if more {
@@ -169,9 +217,15 @@ where
     /// Marks `key` finished; if it was added while processing, it waits again.
     pub fn done(&self, key: &K) {
         let mut state = self.state();
-        state.processing.remove(key);
+        if let Some(since) = state.processing.remove(key) {
+            self.inner
+                .metrics
+                .work_duration
+                .observe(since.elapsed().as_secs_f64());
+        }
         if state.dirty.contains(key) {
             state.queue.push_back(key.clone());
+            self.inner.metrics.depth.set(state.queue.len() as i64);
             drop(state);
             self.inner.ready.notify_one();
         }
@@ -184,6 +238,21 @@ where
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Refreshes the in-progress gauges (client-go does this every 500 ms).
+    pub fn update_unfinished_work_metrics(&self) {
+        let state = self.state();
+        let now = Instant::now();
+        let (total, longest) = state
+            .processing
+            .values()
+            .fold((0.0, 0.0f64), |(t, l), since| {
+                let secs = now.duration_since(*since).as_secs_f64();
+                (t + secs, l.max(secs))
+            });
+        self.inner.metrics.unfinished.set(total);
+        self.inner.metrics.longest_running.set(longest);
     }
 
     /// Stops handing out keys; workers see `None` from [`WorkQueue::get`].
@@ -213,6 +282,14 @@ where
     Fut: std::future::Future<Output = Outcome> + Send,
 {
     let mut tasks = tokio::task::JoinSet::new();
+    let gauges = queue.clone();
+    let _metrics_ticker = AbortOnDrop(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            ticker.tick().await;
+            gauges.update_unfinished_work_metrics();
+        }
+    }));
     for _ in 0..workers.max(1) {
         let queue = queue.clone();
         let sync = sync.clone();
@@ -228,6 +305,15 @@ where
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Aborts a background task when the future that owns it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

@@ -153,29 +153,69 @@ async fn a_cloud_failure_keeps_the_taint_and_the_node_heals_after_back_off() {
 }
 
 #[tokio::test]
-async fn no_provider_id_anywhere_keeps_the_taint() {
+async fn metadata_without_a_provider_id_keeps_the_taint() {
+    let cloud = FakeCloud::new();
+    cloud.add_instance("worker-1", instance());
+    cloud.set_blank_provider_ids(true);
+    let h = start(cloud.clone(), NodeControllerConfig::default()).await;
+    h.create_uninitialized_node("worker-1", &[]).await;
+
+    eventually("retries", SOON, || async {
+        (cloud.count("instance-metadata") >= 3).then_some(())
+    })
+    .await;
+    let n = h.nodes().get("worker-1").await.unwrap();
+    assert!(
+        has_taint(&n, TAINT_UNINITIALIZED),
+        "never untainted without a providerID"
+    );
+
+    cloud.set_blank_provider_ids(false);
+    let n = initialized(&h, "worker-1").await;
+    assert_eq!(provider_id(&n), "fake://worker-1");
+}
+
+#[tokio::test]
+async fn a_legacy_provider_without_instance_ids_initialises_by_name_without_empty_ids() {
     let cloud = FakeCloud::with_capabilities(Capabilities {
         instances_v2: false,
         ..Default::default()
     });
     cloud.add_instance("worker-1", instance());
-    // The legacy InstanceID call is not implemented: no providerID can be made.
+    // As upstream: the one case where a Node is initialised without providerID.
     cloud.fail_always("instance-id", Failure::NotImplemented);
     let h = start(cloud.clone(), NodeControllerConfig::default()).await;
     h.create_uninitialized_node("worker-1", &[]).await;
 
+    let n = initialized(&h, "worker-1").await;
+    assert_eq!(provider_id(&n), "");
+    assert_eq!(label(&n, LABEL_INSTANCE_TYPE), Some("bm.large"));
+    let calls = cloud.calls();
+    assert!(calls.contains(&"node-addresses".to_string()), "{calls:?}");
+    assert!(
+        !calls.iter().any(|c| c.ends_with("-by-provider-id")),
+        "an empty provider ID is never sent to the cloud: {calls:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_transient_instance_id_error_keeps_the_taint() {
+    let cloud = FakeCloud::with_capabilities(Capabilities {
+        instances_v2: false,
+        ..Default::default()
+    });
+    cloud.add_instance("worker-1", instance());
+    cloud.fail_always("instance-id", Failure::Error("timeout".into()));
+    let h = start(cloud.clone(), NodeControllerConfig::default()).await;
+    h.create_uninitialized_node("worker-1", &[]).await;
     eventually("retries", SOON, || async {
         (cloud.count("instance-id") >= 3).then_some(())
     })
     .await;
-    let n = h.nodes().get("worker-1").await.unwrap();
-    assert!(has_taint(&n, TAINT_UNINITIALIZED));
-    assert!(
-        !cloud
-            .calls()
-            .contains(&"node-addresses-by-provider-id".to_string()),
-        "an empty provider ID is never sent to the cloud"
-    );
+    assert!(has_taint(
+        &h.nodes().get("worker-1").await.unwrap(),
+        TAINT_UNINITIALIZED
+    ));
 }
 
 #[tokio::test]

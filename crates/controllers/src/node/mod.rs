@@ -15,8 +15,8 @@ use overcast_cloud_provider::names::{TAINT_UNINITIALIZED, controllers, reasons};
 use overcast_cloud_provider::{CloudError, CloudProvider};
 use serde_json::{Map, Value, json};
 
-use crate::cloud_instances::instance_metadata;
-use crate::context::Context;
+use crate::cloud_instances::{instance_addresses, instance_metadata};
+use crate::context::{CacheSync, Context};
 use crate::events::{EventType, Recorder};
 use crate::informer::{Change, Store};
 use crate::node_helpers::{field_manager_params, has_taint, patch_node, taints_value};
@@ -50,6 +50,7 @@ impl Default for NodeControllerConfig {
 pub struct NodeController {
     inner: Arc<Inner>,
     queue: WorkQueue<String>,
+    synced: Option<CacheSync>,
 }
 
 #[derive(Debug)]
@@ -97,11 +98,16 @@ impl NodeController {
                 config,
             }),
             queue,
+            synced: Some(ctx.nodes_synced()),
         })
     }
 
-    /// Runs the workers and the periodic address refresh until dropped.
-    pub async fn run(self) {
+    /// Runs the workers and the periodic address refresh until dropped,
+    /// once the Node cache is filled.
+    pub async fn run(mut self) {
+        if let Some(synced) = self.synced.take() {
+            synced.wait().await;
+        }
         let workers = self.inner.config.concurrent_node_syncs.max(1);
         let inner = Arc::clone(&self.inner);
         let sync = move |name: String| {
@@ -154,11 +160,12 @@ impl Inner {
 
     async fn initialize(&self, node: &Node) -> Result<(), SyncError> {
         let name = node.name_any();
-        let Some(meta) = instance_metadata(self.cloud.as_ref(), node).await? else {
+        let Some(facts) = instance_metadata(self.cloud.as_ref(), node).await? else {
             tracing::info!(node = %name, "cloud provider has no metadata for the node yet; leaving it tainted");
             return Ok(());
         };
-        let plan = match plan_initialization(node, &meta) {
+        let (meta, optional) = (&facts.meta, facts.provider_id_optional);
+        let plan = match plan_initialization(node, meta, optional) {
             Ok(plan) => plan,
             Err(e) => {
                 if matches!(e, PlanError::ProvidedNodeIp { .. }) {
@@ -187,7 +194,7 @@ impl Inner {
             if !has_taint(current, TAINT_UNINITIALIZED) {
                 return None; // initialised meanwhile
             }
-            let plan = plan_initialization(current, &meta).ok()?;
+            let plan = plan_initialization(current, meta, optional).ok()?;
             let mut spec = Map::new();
             if let Some(id) = plan.provider_id {
                 spec.insert("providerID".into(), Value::from(id));
@@ -197,6 +204,11 @@ impl Inner {
         })
         .await?;
         if let Some(initialised) = written {
+            if let Some(created) = &initialised.metadata.creation_timestamp {
+                let delay = crate::metrics::seconds_since(created);
+                crate::metrics::NODE_TAINT_REMOVAL_DELAY.observe(delay);
+                crate::metrics::NODE_INITIAL_SYNC_DELAY.observe(delay);
+            }
             tracing::info!(node = %name, "initialised node");
             self.recorder.publish(
                 &initialised,
@@ -209,8 +221,8 @@ impl Inner {
     }
 
     async fn refresh_addresses_periodically(&self) {
-        let period = self.config.node_status_update_frequency;
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // The first pass runs at once, as upstream's wait.Until does.
+        let mut ticker = tokio::time::interval(self.config.node_status_update_frequency);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -241,10 +253,10 @@ impl Inner {
     }
 
     async fn refresh_node_addresses(&self, node: &Node) -> Result<(), SyncError> {
-        let Some(meta) = instance_metadata(self.cloud.as_ref(), node).await? else {
+        let Some(cloud_addresses) = instance_addresses(self.cloud.as_ref(), node).await? else {
             return Ok(());
         };
-        let addresses = desired_addresses(node, &meta.node_addresses).map_err(|reason| {
+        let addresses = desired_addresses(node, &cloud_addresses).map_err(|reason| {
             PlanError::ProvidedNodeIp {
                 node: node.name_any(),
                 reason,

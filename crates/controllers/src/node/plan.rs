@@ -53,14 +53,23 @@ pub fn label_reconciliation(node: &Node) -> BTreeMap<String, String> {
 
 /// Plans the initialisation of a Node that carries the uninitialized taint,
 /// from what the cloud said about its instance.
-pub fn plan_initialization(node: &Node, meta: &InstanceMetadata) -> Result<InitPlan, PlanError> {
+///
+/// A Node never loses the taint without a providerID (kubernetes#123713),
+/// unless `provider_id_optional`: a legacy provider without InstanceID, which
+/// upstream initialises by name.
+pub fn plan_initialization(
+    node: &Node,
+    meta: &InstanceMetadata,
+    provider_id_optional: bool,
+) -> Result<InitPlan, PlanError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let existing_id = provider_id(node);
-    // Upstream's trap (kubernetes#123713): never untaint a Node without a providerID.
     let provider_id = if !existing_id.is_empty() {
         None
     } else if !meta.provider_id.is_empty() {
         Some(meta.provider_id.clone())
+    } else if provider_id_optional {
+        None
     } else {
         return Err(PlanError::NoProviderId);
     };
@@ -272,7 +281,7 @@ mod tests {
 
     #[test]
     fn initialization_sets_provider_id_labels_addresses_and_drops_only_the_uninitialized_taint() {
-        let plan = plan_initialization(&node(&[("team", "infra")], None), &meta()).unwrap();
+        let plan = plan_initialization(&node(&[("team", "infra")], None), &meta(), false).unwrap();
         assert_eq!(plan.provider_id.as_deref(), Some("fake://n1"));
         let expected: BTreeMap<String, String> = [
             (LABEL_INSTANCE_TYPE_BETA, "bm.large"),
@@ -303,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_existing_provider_id_is_kept() {
-        let plan = plan_initialization(&node(&[], Some("fake://other")), &meta()).unwrap();
+        let plan = plan_initialization(&node(&[], Some("fake://other")), &meta(), false).unwrap();
         assert_eq!(plan.provider_id, None);
     }
 
@@ -314,10 +323,15 @@ mod tests {
             ..meta()
         };
         assert_eq!(
-            plan_initialization(&node(&[], None), &m),
+            plan_initialization(&node(&[], None), &m, false),
             Err(PlanError::NoProviderId)
         );
-        assert!(plan_initialization(&node(&[], Some("fake://n1")), &m).is_ok());
+        assert!(plan_initialization(&node(&[], Some("fake://n1")), &m, false).is_ok());
+        let plan = plan_initialization(&node(&[], None), &m, true).unwrap();
+        assert_eq!(
+            plan.provider_id, None,
+            "legacy providers without InstanceID"
+        );
     }
 
     #[test]
@@ -327,7 +341,7 @@ mod tests {
             region: String::new(),
             ..meta()
         };
-        let plan = plan_initialization(&node(&[], None), &m).unwrap();
+        let plan = plan_initialization(&node(&[], None), &m, false).unwrap();
         assert!(!plan.labels.contains_key(LABEL_ZONE));
         assert!(!plan.labels.contains_key(LABEL_REGION_BETA));
     }
@@ -391,7 +405,7 @@ mod tests {
             err.contains("10.0.0.1"),
             "names what the cloud reports: {err}"
         );
-        let plan_err = plan_initialization(&n, &meta()).unwrap_err();
+        let plan_err = plan_initialization(&n, &meta(), false).unwrap_err();
         assert!(matches!(plan_err, PlanError::ProvidedNodeIp { .. }));
     }
 

@@ -16,7 +16,7 @@ use overcast_cloud_provider::{CloudProvider, Routes};
 use serde_json::json;
 
 use crate::cidr::{self, IpNet};
-use crate::context::Context;
+use crate::context::{CacheSync, Context};
 use crate::events::{EventType, Recorder};
 use crate::informer::Store;
 use crate::node_helpers::{field_manager_params, is_not_found};
@@ -61,6 +61,7 @@ pub fn parse_cluster_cidrs(flag: &str) -> Result<Vec<IpNet>, RouteConfigError> {
 }
 
 pub struct RouteController {
+    synced: Option<CacheSync>,
     client: kube::Client,
     cloud: Arc<dyn CloudProvider>,
     cluster_name: String,
@@ -82,6 +83,7 @@ impl RouteController {
     pub fn new(ctx: &Context, config: RouteControllerConfig) -> Option<Self> {
         ctx.cloud.routes()?;
         Some(Self {
+            synced: Some(ctx.nodes_synced()),
             client: ctx.client.clone(),
             cloud: Arc::clone(&ctx.cloud),
             cluster_name: ctx.cluster_name.clone(),
@@ -97,7 +99,11 @@ impl RouteController {
             .expect("checked when the controller was built")
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // An empty cache would read as "no Nodes" and delete every route.
+        if let Some(synced) = self.synced.take() {
+            synced.wait().await;
+        }
         let mut ticker = tokio::time::interval(self.config.reconciliation_period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -110,6 +116,7 @@ impl RouteController {
 
     /// One pass: list the cloud's routes, delete, create, set conditions.
     pub async fn reconcile(&self) -> Result<(), overcast_cloud_provider::CloudError> {
+        crate::metrics::ROUTE_SYNC.inc();
         let routes = self.routes().list_routes(&self.cluster_name).await?;
         let nodes = self.nodes.list();
         let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();

@@ -17,7 +17,7 @@ use overcast_cloud_provider::names::{controllers, reasons};
 use overcast_cloud_provider::{CloudError, CloudProvider};
 use serde_json::json;
 
-use crate::context::Context;
+use crate::context::{CacheSync, Context};
 use crate::events::{EventType, Recorder};
 use crate::informer::{Change, Store, key_of};
 use crate::node_helpers::{is_conflict, is_not_found, provider_id};
@@ -25,6 +25,8 @@ use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
 use plan::*;
 
 pub const COMPONENT: &str = controllers::SERVICE_LB;
+/// The source of the service controller's Events, as upstream names it.
+pub const EVENT_SOURCE: &str = "service-controller";
 
 /// The node queue's single key: "the node set may have changed".
 const NODE_SYNC: &str = "node-sync";
@@ -51,6 +53,7 @@ impl Default for ServiceControllerConfig {
 
 #[derive(Debug)]
 pub struct ServiceController {
+    synced: Option<CacheSync>,
     inner: Arc<Inner>,
     services_queue: WorkQueue<String>,
     nodes_queue: WorkQueue<&'static str>,
@@ -98,7 +101,7 @@ impl ServiceController {
             cluster_name: ctx.cluster_name.clone(),
             services: ctx.services.store(),
             nodes: ctx.nodes.store(),
-            recorder: Recorder::new(ctx.client.clone(), COMPONENT),
+            recorder: Recorder::new(ctx.client.clone(), EVENT_SOURCE),
             config,
             services_queue: services_queue.clone(),
             cache: Mutex::new(HashMap::new()),
@@ -130,8 +133,12 @@ impl ServiceController {
         ctx.nodes.on_change(move |change| {
             let relevant = match change {
                 Change::Added(_) | Change::Deleted(_) => true,
+                // As upstream's shouldSyncUpdatedNode: only the exclude label
+                // and the providerID; a Node being drained (autoscaler taint,
+                // deletion) keeps its traffic until it is gone.
                 Change::Updated { old, new } => {
-                    node_eligible(old) != node_eligible(new) || provider_id(old) != provider_id(new)
+                    node_included_by_label(old) != node_included_by_label(new)
+                        || provider_id(old) != provider_id(new)
                 }
             };
             if relevant {
@@ -140,13 +147,18 @@ impl ServiceController {
         });
 
         Some(Self {
+            synced: Some(ctx.all_synced()),
             inner,
             services_queue,
             nodes_queue,
         })
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
+        // A partial Node cache would send balancers a partial backend set.
+        if let Some(synced) = self.synced.take() {
+            synced.wait().await;
+        }
         let workers = self.inner.config.concurrent_service_syncs.max(1);
         let inner = Arc::clone(&self.inner);
         let sync_service = move |key: String| {
@@ -381,6 +393,12 @@ impl Inner {
                     "There are no available nodes for LoadBalancer",
                 );
             }
+            // Recorded before the call, as upstream does, so a node change
+            // meanwhile is not sent to the same balancer concurrently.
+            if let Some(cached) = self.cache_mut().get_mut(&key) {
+                cached.synced_nodes = Some(node_set(&nodes));
+            }
+            crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
             let status = match self
                 .balancer()
                 .ensure_load_balancer(&self.cluster_name, svc, &nodes)
@@ -390,9 +408,6 @@ impl Inner {
                 Err(CloudError::ImplementedElsewhere) => return Ok(()),
                 Err(e) => return Err(cloud_err("failed to ensure load balancer")(e)),
             };
-            if let Some(cached) = self.cache_mut().get_mut(&key) {
-                cached.synced_nodes = Some(node_set(&nodes));
-            }
             self.recorder.publish(
                 svc,
                 EventType::Normal,
@@ -461,6 +476,7 @@ impl Inner {
     /// Upstream's `syncNodes`: every balancer whose eligible node set changed
     /// gets UpdateLoadBalancer; failures send the Service for a full sync.
     async fn sync_nodes(&self) {
+        let started = std::time::Instant::now();
         let nodes = self.eligible_nodes();
         let set = node_set(&nodes);
         let services: Vec<Cached> = self.cache_mut().values().cloned().collect();
@@ -474,31 +490,38 @@ impl Inner {
                     if !wants_load_balancer(svc) || cached.synced_nodes.as_ref() == Some(set) {
                         return;
                     }
-                    if !self.update_backends(svc, nodes).await {
-                        self.services_queue.add(key_of(svc));
-                    } else if let Some(c) = self.cache_mut().get_mut(&key_of(svc)) {
+                    // Recorded whatever the outcome (upstream's nodeSyncService):
+                    // a failure goes to the Service queue for a full sync.
+                    if let Some(c) = self.cache_mut().get_mut(&key_of(svc)) {
                         c.synced_nodes = Some(set.clone());
+                    }
+                    crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
+                    if !self.update_backends(svc, nodes).await {
+                        crate::metrics::SERVICE_NODESYNC_ERRORS.inc();
+                        self.services_queue.add(key_of(svc));
                     }
                 }
             })
             .await;
+        crate::metrics::SERVICE_NODESYNC_LATENCY.observe(started.elapsed().as_secs_f64());
     }
 
     /// Returns false when the Service needs a full sync.
     async fn update_backends(&self, svc: &Service, nodes: &[Node]) -> bool {
-        if nodes.is_empty() {
-            self.recorder.publish(
-                svc,
-                EventType::Warning,
-                reasons::UNAVAILABLE_LOAD_BALANCER,
-                "There are no available nodes for LoadBalancer",
-            );
-        }
         match self
             .balancer()
             .update_load_balancer(&self.cluster_name, svc, nodes)
             .await
         {
+            Ok(()) if nodes.is_empty() => {
+                self.recorder.publish(
+                    svc,
+                    EventType::Warning,
+                    reasons::UNAVAILABLE_LOAD_BALANCER,
+                    "There are no available nodes for LoadBalancer",
+                );
+                true
+            }
             Ok(()) => {
                 self.recorder.publish(
                     svc,
@@ -523,8 +546,9 @@ impl Inner {
                     EventType::Warning,
                     reasons::UPDATE_LOAD_BALANCER_FAILED,
                     format!(
-                        "Error updating load balancer with new hosts {}: {e}",
-                        node_names_for_event(nodes)
+                        "Error updating load balancer with new hosts {} [node names limited, total number of nodes: {}], error: {e}",
+                        node_names_for_event(nodes),
+                        nodes.len()
                     ),
                 );
                 false

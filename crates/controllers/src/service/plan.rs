@@ -95,17 +95,20 @@ fn parse_bool(s: &str) -> Option<bool> {
 /// Readiness and schedulability do not matter, so a flapping kubelet does not
 /// churn every balancer (KEP-3458).
 pub fn node_eligible(node: &Node) -> bool {
-    if node.metadata.deletion_timestamp.is_some() {
-        return false;
-    }
-    let excluded = node
+    node.metadata.deletion_timestamp.is_none()
+        && node_included_by_label(node)
+        && !has_taint(node, TAINT_TO_BE_DELETED_BY_AUTOSCALER)
+}
+
+/// The exclude-from-external-load-balancers label is absent or false
+/// (upstream's nodeIncludedPredicate).
+pub fn node_included_by_label(node: &Node) -> bool {
+    !node
         .metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(LABEL_EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS))
-        .map(|v| parse_bool(v).unwrap_or(true))
-        .unwrap_or(false);
-    !excluded && !has_taint(node, TAINT_TO_BE_DELETED_BY_AUTOSCALER)
+        .is_some_and(|v| parse_bool(v).unwrap_or(true))
 }
 
 /// What a balancer's backends are compared by: name → providerID.
@@ -163,7 +166,8 @@ pub fn finalizers_with(svc: &Service, present: bool) -> Option<Vec<String>> {
     Some(list)
 }
 
-/// Node names for an event message, at most 20 and then "<N more>".
+/// Node names for an event message, sorted, at most 20 and then "<N more>"
+/// (upstream's loggableNodeNames, printed as Go prints a slice).
 pub fn node_names_for_event(nodes: &[Node]) -> String {
     const SHOWN: usize = 20;
     let mut names: Vec<String> = nodes
@@ -171,6 +175,7 @@ pub fn node_names_for_event(nodes: &[Node]) -> String {
         .take(SHOWN)
         .map(|n| n.metadata.name.clone().unwrap_or_default())
         .collect();
+    names.sort();
     if nodes.len() > SHOWN {
         names.push(format!("<{} more>", nodes.len() - SHOWN));
     }
@@ -361,7 +366,8 @@ mod tests {
             })
             .collect();
         let text = node_names_for_event(&nodes);
-        assert!(text.starts_with("[n0 n1 "));
-        assert!(text.ends_with("n19 <3 more>]"), "{text}");
+        // The first twenty, sorted as strings (Go's sets.List), then the rest counted.
+        assert!(text.starts_with("[n0 n1 n10 "), "{text}");
+        assert!(text.ends_with(" n9 <3 more>]"), "{text}");
     }
 }

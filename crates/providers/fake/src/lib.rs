@@ -4,7 +4,10 @@
 //!
 //! Provider IDs are `fake://<node name>` unless an instance says otherwise.
 
+pub mod config;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::LazyLock;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -100,9 +103,28 @@ pub struct LoadBalancerCall {
     pub hosts: Vec<String>,
 }
 
+static REQUEST_DURATION: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    prometheus::register_histogram_vec!(
+        "cloudprovider_fake_api_request_duration_seconds",
+        "Latency of the fake cloud's API calls",
+        &["request"]
+    )
+    .expect("registers once")
+});
+static REQUEST_ERRORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "cloudprovider_fake_api_request_errors",
+        "Failed calls to the fake cloud's API",
+        &["request"]
+    )
+    .expect("registers once")
+});
+
 #[derive(Debug, Default)]
 struct State {
     instances: BTreeMap<String, FakeInstance>,
+    /// When set, every Node name without an instance of its own exists with these answers.
+    any_instance: Option<FakeInstance>,
     calls: Vec<String>,
     lb_calls: Vec<LoadBalancerCall>,
     balancers: BTreeMap<String, Balancer>,
@@ -112,6 +134,7 @@ struct State {
     delay: Duration,
     next_ip: u32,
     no_metadata: bool,
+    blank_provider_ids: bool,
     clusters: Vec<String>,
 }
 
@@ -146,6 +169,23 @@ impl FakeCloud {
         }
     }
 
+    /// Builds the fake cloud from a `--cloud-config` file (see [`config`]).
+    pub fn from_config(bytes: Option<&[u8]>) -> Result<Self, config::ConfigError> {
+        let cloud = Self::new();
+        if let Some(bytes) = bytes {
+            let cfg = config::parse(bytes)?;
+            let mut state = cloud.state();
+            for (name, i) in &cfg.instances {
+                state.instances.insert(name.clone(), i.to_instance());
+            }
+            state.any_instance = cfg
+                .any_instance
+                .as_ref()
+                .map(config::InstanceConfig::to_instance);
+        }
+        Ok(cloud)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -177,6 +217,12 @@ impl FakeCloud {
     /// Makes InstancesV2's metadata answer "nothing yet" (`Ok(None)`).
     pub fn set_no_metadata(&self, none: bool) {
         self.state().no_metadata = none;
+    }
+
+    /// Makes InstancesV2's metadata carry no providerID (a provider bug
+    /// upstream untainted Nodes for, kubernetes#123713).
+    pub fn set_blank_provider_ids(&self, blank: bool) {
+        self.state().blank_provider_ids = blank;
     }
 
     /// The next `times` calls of `op` fail with `failure`.
@@ -249,11 +295,16 @@ impl FakeCloud {
             };
             (state.delay, failure)
         };
+        let timer = REQUEST_DURATION.with_label_values(&[op]).start_timer();
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
+        timer.observe_duration();
         match failure {
-            Some(f) => Err(f.to_error(op)),
+            Some(f) => {
+                REQUEST_ERRORS.with_label_values(&[op]).inc();
+                Err(f.to_error(op))
+            }
             None => Ok(()),
         }
     }
@@ -275,22 +326,35 @@ impl FakeCloud {
             .unwrap_or_default();
         if pid.is_empty() {
             let name = node.metadata.name.as_deref().unwrap_or_default();
-            let state = self.state();
-            return state
-                .instances
-                .get(name)
-                .map(|i| (name.to_string(), i.clone()));
+            return self.by_name(name).map(|i| (name.to_string(), i));
         }
         self.find_by_provider_id(pid)
     }
 
-    fn find_by_provider_id(&self, provider_id: &str) -> Option<(String, FakeInstance)> {
+    fn by_name(&self, name: &str) -> Option<FakeInstance> {
         let state = self.state();
         state
             .instances
+            .get(name)
+            .or(state.any_instance.as_ref())
+            .cloned()
+    }
+
+    fn find_by_provider_id(&self, provider_id: &str) -> Option<(String, FakeInstance)> {
+        let state = self.state();
+        let own = state
+            .instances
             .iter()
             .find(|(name, i)| self.instance_id_of(name, i) == provider_id)
-            .map(|(n, i)| (n.clone(), i.clone()))
+            .map(|(n, i)| (n.clone(), i.clone()));
+        if own.is_some() {
+            return own;
+        }
+        // With anyInstance, fake://<name> names a machine of that name.
+        let any = state.any_instance.as_ref()?;
+        let name = provider_id.strip_prefix(&format!("{}://", self.name))?;
+        (!name.is_empty() && !state.instances.contains_key(name))
+            .then(|| (name.to_string(), any.clone()))
     }
 
     fn metadata_of(&self, name: &str, instance: &FakeInstance) -> InstanceMetadata {
@@ -373,8 +437,15 @@ impl InstancesV2 for FakeCloud {
         if self.state().no_metadata {
             return Ok(None);
         }
+        let blank = self.state().blank_provider_ids;
         match self.find_for_node(node) {
-            Some((name, i)) => Ok(Some(self.metadata_of(&name, &i))),
+            Some((name, i)) => {
+                let mut meta = self.metadata_of(&name, &i);
+                if blank {
+                    meta.provider_id.clear();
+                }
+                Ok(Some(meta))
+            }
             None => Err(CloudError::InstanceNotFound),
         }
     }
@@ -732,6 +803,39 @@ mod tests {
             lb.get_load_balancer("kubernetes", &svc).await.unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn config_files_describe_instances_and_a_template_for_any_other_node() {
+        let yaml = b"instances:\n  worker-1:\n    instanceType: big\n    addresses: [{type: InternalIP, address: 10.0.0.1}]\nanyInstance:\n  instanceType: small\n";
+        let cloud = FakeCloud::from_config(Some(yaml)).unwrap();
+        let v2 = cloud.instances_v2().unwrap();
+        let m = v2
+            .instance_metadata(&node("worker-1", None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.instance_type, "big");
+        assert_eq!(m.node_addresses[0].address, "10.0.0.1");
+        let m = v2
+            .instance_metadata(&node("node-4711", None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (m.instance_type.as_str(), m.provider_id.as_str()),
+            ("small", "fake://node-4711")
+        );
+        assert!(
+            v2.instance_exists(&node("x", Some("fake://node-9")))
+                .await
+                .unwrap()
+        );
+
+        let err =
+            FakeCloud::from_config(Some(b"instances:\n  w:\n    instanceTyp: big\n")).unwrap_err();
+        assert!(err.to_string().contains("instanceTyp"), "{err}");
+        assert!(FakeCloud::from_config(Some(b"")).is_ok());
     }
 
     #[tokio::test]
