@@ -1,1 +1,82 @@
-//! overcast-ccm: the cloud-controller-manager application.
+//! overcast-ccm, the cloud-controller-manager, as a library: a vendor
+//! registers their provider and hands over to [`main`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use overcast_cloud_provider::{CloudProvider, ProviderRegistry};
+//! # #[derive(Debug)] struct MyCloud;
+//! # impl CloudProvider for MyCloud { fn provider_name(&self) -> &str { "mycloud" } }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = ProviderRegistry::new();
+//!     registry
+//!         .register("mycloud", |_config| Ok(Arc::new(MyCloud) as Arc<dyn CloudProvider>))
+//!         .expect("registered once");
+//!     overcast_ccm::main(registry)
+//! }
+//! ```
+
+pub mod app;
+pub mod controllers;
+pub mod duration;
+pub mod leader;
+pub mod migration;
+pub mod options;
+pub mod ratelimit;
+pub mod serve;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use overcast_cloud_provider::ProviderRegistry;
+
+pub use options::Options;
+
+/// Parses the command line, runs the cloud-controller-manager with the
+/// providers in `registry`, and returns the process's exit code: 0 after
+/// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag.
+pub fn main(registry: ProviderRegistry) -> ExitCode {
+    let options = Options::parse();
+    init_logging(options.verbosity);
+    let config = match options.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(app::run(config, &registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// klog's -v mapped onto tracing levels; RUST_LOG, when set, wins.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0..=2 => "info",
+        3..=5 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn,rustls=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

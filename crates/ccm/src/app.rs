@@ -1,0 +1,343 @@
+//! The cloud-controller-manager's run: provider, client, serving, leader
+//! election (and migration), controllers, shutdown.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock};
+
+use anyhow::{Context as _, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use overcast_cloud_provider::names::controllers::*;
+use overcast_cloud_provider::{CloudProvider, ProviderRegistry};
+use overcast_controllers::Context;
+use overcast_controllers::node::{NodeController, NodeControllerConfig};
+use overcast_controllers::node_ipam::NodeIpamController;
+use overcast_controllers::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use overcast_controllers::route::{RouteController, RouteControllerConfig};
+use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
+
+use crate::controllers::{KNOWN, short_name};
+use crate::leader::{LeaseLock, Timings, identity};
+use crate::migration::{MigrationConfig, Placement};
+use crate::options::Config;
+use crate::ratelimit::RateLimitLayer;
+use crate::serve::{Health, bind, tls_config};
+
+static RUNNING_CONTROLLERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "running_managed_controllers",
+        "Indicates where instances of a controller are currently running",
+        &["name", "manager"]
+    )
+    .expect("registers once")
+});
+
+pub const MANAGER: &str = "cloud-controller-manager";
+
+/// Runs until a signal (Ok) or a lost lease / fatal error (Err).
+pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<()> {
+    let opts = &config.options;
+    let cloud = registry
+        .init(&opts.cloud_provider, opts.cloud_config.as_deref())
+        .map_err(anyhow::Error::new)?;
+    if !cloud.has_cluster_id() {
+        if opts.allow_untagged_cloud {
+            tracing::warn!(
+                "detected a cluster without a ClusterID; a ClusterID will be required in the future"
+            );
+        } else {
+            bail!(
+                "no ClusterID found; a ClusterID is required for the cloud provider to function properly (--allow-untagged-cloud to start anyway)"
+            );
+        }
+    }
+    let migration = if opts.enable_leader_migration && opts.leader_elect {
+        Some(match &opts.leader_migration_config {
+            Some(path) => MigrationConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => MigrationConfig::default_config(),
+        })
+    } else {
+        None
+    };
+    let route_wanted = config.selection.is_enabled(NODE_ROUTE)
+        && opts.configure_cloud_routes
+        && cloud.routes().is_some();
+    if route_wanted && config.cluster_cidrs.is_empty() {
+        bail!(
+            "--cluster-cidr must be set: the route controller runs (--configure-cloud-routes=true and the provider has routes); set --configure-cloud-routes=false to run without it"
+        );
+    }
+
+    let client = build_client(opts).await?;
+    let health = Arc::new(Health::default());
+    serve(&config, &health).await?;
+
+    let identity = identity();
+    let timings = Timings {
+        lease_duration: opts.leader_elect_lease_duration,
+        renew_deadline: opts.leader_elect_renew_deadline,
+        retry_period: opts.leader_elect_retry_period,
+    };
+    let ctx = Context::new(
+        client.clone(),
+        Arc::clone(&cloud),
+        opts.cluster_name.clone(),
+    );
+    let mut manager = Manager {
+        config: config.clone(),
+        ctx,
+        cloud,
+        health: Arc::clone(&health),
+        started_informers: false,
+        tasks: tokio::task::JoinSet::new(),
+    };
+
+    if !opts.leader_elect {
+        manager.start(|_| true).await?;
+        health.set_leading();
+        return wait_for_shutdown(&[]).await;
+    }
+
+    let main_lock = Arc::new(LeaseLock::new(
+        client.clone(),
+        &opts.leader_elect_resource_namespace,
+        &opts.leader_elect_resource_name,
+        &identity,
+        timings,
+    ));
+    health.add_election(main_lock.state());
+    let mut locks = vec![Arc::clone(&main_lock)];
+    tokio::select! {
+        () = main_lock.acquire() => {}
+        r = wait_for_shutdown(&[]) => return r,
+    }
+    health.set_leading();
+    spawn_holder(&main_lock);
+    let placement = |name: &str| {
+        migration
+            .as_ref()
+            .map_or(Placement::NonMigrated, |m| m.placement(name))
+    };
+    manager
+        .start(|name| placement(name) == Placement::NonMigrated)
+        .await?;
+
+    if let Some(m) = &migration {
+        let migration_lock = Arc::new(LeaseLock::new(
+            client.clone(),
+            &opts.leader_elect_resource_namespace,
+            &m.leader_name,
+            &identity,
+            timings,
+        ));
+        health.add_election(migration_lock.state());
+        locks.push(Arc::clone(&migration_lock));
+        tokio::select! {
+            () = migration_lock.acquire() => {}
+            r = wait_for_shutdown(&locks) => return r,
+        }
+        spawn_holder(&migration_lock);
+        manager
+            .start(|name| placement(name) == Placement::Migrated)
+            .await?;
+    }
+    wait_for_shutdown(&locks).await
+}
+
+/// A lost lease ends the process at once, as upstream's controller managers
+/// do: another instance is, or soon will be, running the same controllers.
+fn spawn_holder(lock: &Arc<LeaseLock>) {
+    let lock = Arc::clone(lock);
+    tokio::spawn(async move {
+        lock.hold().await;
+        tracing::error!(lease = %lock.name(), "leaderelection lost");
+        std::process::exit(1);
+    });
+}
+
+/// SIGTERM or SIGINT: release held leases so a standby takes over at once.
+async fn wait_for_shutdown(locks: &[Arc<LeaseLock>]) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM; shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT; shutting down"),
+    }
+    for lock in locks.iter().rev() {
+        lock.release().await;
+    }
+    Ok(())
+}
+
+async fn build_client(opts: &crate::options::Options) -> anyhow::Result<kube::Client> {
+    let mut config = match &opts.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig={}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("--kubeconfig={}", path.display()))?
+        }
+        // In a Pod: the in-cluster service account (KUBECONFIG, then
+        // ~/.kube/config, are tried first, as kube-rs infers).
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig given and no in-cluster configuration found")?,
+    };
+    if let Some(master) = &opts.master {
+        config.cluster_url = master
+            .parse()
+            .with_context(|| format!("--master={master}: not a URL"))?;
+    }
+    let builder =
+        kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    Ok(
+        match RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst) {
+            Some(layer) => builder.with_layer(&layer).build(),
+            None => builder.build(),
+        },
+    )
+}
+
+async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
+    let opts = &config.options;
+    if opts.secure_port != 0 {
+        let tls = tls_config(
+            opts.tls_cert_file.as_deref(),
+            opts.tls_private_key_file.as_deref(),
+            opts.cert_dir.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let addr = SocketAddr::new(opts.bind_address, opts.secure_port);
+        let server = bind(addr, Some(tls), Arc::clone(health))
+            .await
+            .map_err(|e| anyhow::anyhow!("--secure-port={}: {e}", opts.secure_port))?;
+        tokio::spawn(server);
+    }
+    if opts.insecure_port != 0 {
+        let addr = SocketAddr::new(opts.bind_address, opts.insecure_port);
+        let server = bind(addr, None, Arc::clone(health))
+            .await
+            .map_err(|e| anyhow::anyhow!("--insecure-port={}: {e}", opts.insecure_port))?;
+        tokio::spawn(server);
+    }
+    Ok(())
+}
+
+struct Manager {
+    config: Config,
+    ctx: Context,
+    cloud: Arc<dyn CloudProvider>,
+    health: Arc<Health>,
+    started_informers: bool,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Manager {
+    /// Builds and starts every enabled controller that `select` admits.
+    async fn start(&mut self, select: impl Fn(&str) -> bool) -> anyhow::Result<()> {
+        if !self.started_informers {
+            self.cloud
+                .initialize()
+                .await
+                .context("initializing the cloud provider")?;
+        }
+        let opts = &self.config.options;
+        let mut started = Vec::new();
+        for name in KNOWN {
+            if !self.config.selection.is_enabled(name) {
+                tracing::warn!(controller = name, "controller is disabled by --controllers");
+                continue;
+            }
+            if !select(name) {
+                continue;
+            }
+            if !started.is_empty() && !opts.controller_start_interval.is_zero() {
+                let jitter = 1.0 + f64::from(std::process::id() % 1000) / 1000.0;
+                tokio::time::sleep(opts.controller_start_interval.mul_f64(jitter)).await;
+            }
+            let ctx = &self.ctx;
+            let run: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+                match name {
+                    CLOUD_NODE => NodeController::new(
+                        ctx,
+                        NodeControllerConfig {
+                            concurrent_node_syncs: opts.concurrent_node_syncs,
+                            node_status_update_frequency: opts.node_status_update_frequency,
+                            concurrent_node_status_updates: opts.concurrent_node_status_updates,
+                        },
+                    )
+                    .map(|c| Box::pin(c.run()) as _),
+                    CLOUD_NODE_LIFECYCLE => NodeLifecycleController::new(
+                        ctx,
+                        NodeLifecycleConfig {
+                            node_monitor_period: opts.node_monitor_period,
+                            workers: opts.concurrent_node_syncs,
+                        },
+                    )
+                    .map(|c| Box::pin(c.run()) as _),
+                    SERVICE_LB => ServiceController::new(
+                        ctx,
+                        ServiceControllerConfig {
+                            concurrent_service_syncs: opts.concurrent_service_syncs,
+                            ..Default::default()
+                        },
+                    )
+                    .map(|c| Box::pin(c.run()) as _),
+                    NODE_ROUTE if !opts.configure_cloud_routes => {
+                        tracing::info!(
+                            "will not configure cloud provider routes, --configure-cloud-routes=false"
+                        );
+                        None
+                    }
+                    NODE_ROUTE => RouteController::new(
+                        ctx,
+                        RouteControllerConfig {
+                            cluster_cidrs: self.config.cluster_cidrs.clone(),
+                            reconciliation_period: opts.route_reconciliation_period,
+                        },
+                    )
+                    .map(|c| Box::pin(c.run()) as _),
+                    NODE_IPAM => match &self.config.ipam {
+                        None => {
+                            tracing::info!("node IPAM is off (--allocate-node-cidrs=false)");
+                            None
+                        }
+                        Some(ipam) => Some(Box::pin(
+                            NodeIpamController::new(ctx, ipam.clone())
+                                .map_err(|e| anyhow::anyhow!("node-ipam: {e}"))?
+                                .run(),
+                        ) as _),
+                    },
+                    _ => None,
+                };
+            match run {
+                Some(fut) => {
+                    tracing::info!(controller = name, "started controller");
+                    RUNNING_CONTROLLERS
+                        .with_label_values(&[short_name(name), MANAGER])
+                        .set(1);
+                    self.health.add_controller(short_name(name));
+                    self.tasks.spawn(fut);
+                    started.push(name);
+                }
+                None => tracing::warn!(
+                    controller = name,
+                    "skipping controller: the provider does not support it or it is switched off"
+                ),
+            }
+        }
+        if !self.started_informers {
+            self.started_informers = true;
+            let ctx = self.ctx.clone();
+            self.tasks.spawn(async move { ctx.run_informers().await });
+            let ctx = self.ctx.clone();
+            let health = Arc::clone(&self.health);
+            self.tasks.spawn(async move {
+                ctx.caches_synced().await;
+                tracing::info!("caches synced");
+                health.set_caches_synced();
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Go's `time.ParseDuration` format, as upstream's duration flags take it
+//! ("15s", "5m0s", "1h30m", "500ms", "1.5h").
+
+use std::time::Duration;
+
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (want e.g. 10s, 5m, 1h30m, 500ms)");
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() || rest.starts_with('-') {
+        return Err(err());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_len == 0 {
+            return Err(err());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += value * seconds;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("0").unwrap(), Duration::ZERO);
+        for bad in ["", "10", "s", "10x", "-5s", "1h-5m"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Command-line flags with upstream's names and defaults
+//! (k8s.io/cloud-provider options, k8s.io/controller-manager generic options).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::builder::BoolishValueParser;
+use overcast_controllers::node_ipam::{MaskFlags, NodeIpamConfig};
+use overcast_controllers::route::parse_cluster_cidrs;
+
+use crate::controllers::Selection;
+use crate::duration;
+
+fn go_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s)
+}
+
+/// overcast-ccm runs the cloud-specific control loops of Kubernetes: node
+/// initialisation and lifecycle, LoadBalancer Services, routes and node IPAM.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "overcast-ccm", version, about, long_about = None)]
+#[command(rename_all = "kebab-case")]
+pub struct Options {
+    /// The provider for cloud services (required).
+    #[arg(long, default_value = "")]
+    pub cloud_provider: String,
+    /// The path to the cloud provider configuration file.
+    #[arg(long)]
+    pub cloud_config: Option<PathBuf>,
+    /// Path to kubeconfig file with authorization and master location information.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The address of the Kubernetes API server (overrides any value in kubeconfig).
+    #[arg(long)]
+    pub master: Option<String>,
+    /// The instance prefix for the cluster.
+    #[arg(long, default_value = "kubernetes")]
+    pub cluster_name: String,
+    /// Controllers to enable: '*' for all, 'foo' to enable foo, '-foo' to disable foo.
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+
+    /// Start a leader election client and gain leadership before running the controllers.
+    #[arg(long, default_value = "true", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "15s", value_parser = go_duration)]
+    pub leader_elect_lease_duration: Duration,
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    #[arg(long, default_value = "2s", value_parser = go_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Only "leases" is supported, as upstream's validation requires.
+    #[arg(long, default_value = "leases")]
+    pub leader_elect_resource_lock: String,
+    #[arg(long, default_value = "cloud-controller-manager")]
+    pub leader_elect_resource_name: String,
+    #[arg(long, default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    /// Enable leader migration (KEP-2436).
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub enable_leader_migration: bool,
+    /// Path to the LeaderMigrationConfiguration file; empty: the default configuration.
+    #[arg(long)]
+    pub leader_migration_config: Option<PathBuf>,
+
+    /// The port on which to serve HTTPS (/healthz, /livez, /readyz, /metrics); 0 disables.
+    #[arg(long, default_value_t = 10258)]
+    pub secure_port: u16,
+    /// The IP address on which to listen for the --secure-port port.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+    /// Where the self-signed serving certificate is written when none is given.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long)]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// Also serve plain HTTP on this port (0: off). Unauthenticated; for
+    /// loopback and tests only.
+    #[arg(long, default_value_t = 0)]
+    pub insecure_port: u16,
+
+    #[arg(long, default_value_t = 1)]
+    pub concurrent_service_syncs: usize,
+    #[arg(long, default_value_t = 1)]
+    pub concurrent_node_syncs: usize,
+    #[arg(long, default_value_t = 0)]
+    pub concurrent_node_status_updates: usize,
+    #[arg(long, default_value = "5m", value_parser = go_duration)]
+    pub node_status_update_frequency: Duration,
+    #[arg(long, default_value = "5s", value_parser = go_duration)]
+    pub node_monitor_period: Duration,
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    pub route_reconciliation_period: Duration,
+    /// Should CIDRs for Pods be allocated and set on the cloud provider.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allocate_node_cidrs: bool,
+    /// Should CIDRs allocated by allocate-node-cidrs be configured on the cloud provider.
+    #[arg(long, default_value = "true", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub configure_cloud_routes: bool,
+    /// CIDR range for Pods in the cluster (a dual-stack pair, comma-separated, allowed).
+    #[arg(long, default_value = "")]
+    pub cluster_cidr: String,
+    /// CIDR range for Services, never handed to Nodes by node IPAM.
+    #[arg(long, default_value = "")]
+    pub service_cluster_ip_range: String,
+    #[arg(long)]
+    pub node_cidr_mask_size: Option<u8>,
+    #[arg(long)]
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    #[arg(long)]
+    pub node_cidr_mask_size_ipv6: Option<u8>,
+    /// Only RangeAllocator is supported.
+    #[arg(long, default_value = "RangeAllocator")]
+    pub cidr_allocator_type: String,
+
+    /// QPS to use while talking with the apiserver (negative: unlimited).
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
+    pub kube_api_qps: f32,
+    #[arg(long, default_value_t = 30)]
+    pub kube_api_burst: u32,
+    /// Accepted for compatibility; overcast-ccm speaks JSON to the apiserver.
+    #[arg(long, default_value = "application/vnd.kubernetes.protobuf")]
+    pub kube_api_content_type: String,
+    /// Start even when the provider has no cluster ID (deprecated upstream).
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_untagged_cloud: bool,
+    /// Accepted for compatibility: per-controller credentials are not used.
+    #[arg(long, default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub use_service_account_credentials: bool,
+    /// Accepted for compatibility (the watch caches do not resync).
+    #[arg(long, default_value = "12h", value_parser = go_duration)]
+    pub min_resync_period: Duration,
+    /// Accepted for compatibility.
+    #[arg(long, default_value = "true", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub profiling: bool,
+    /// Delay between starting controllers (upstream's jitter is applied).
+    #[arg(long, default_value = "0s", value_parser = go_duration)]
+    pub controller_start_interval: Duration,
+    /// Accepted for compatibility.
+    #[arg(long, default_value = "")]
+    pub external_cloud_volume_plugin: String,
+    /// Deprecated upstream; a no-op.
+    #[arg(long, value_parser = go_duration)]
+    pub node_sync_period: Option<Duration>,
+    /// Accepted for compatibility; Overcast has no feature gates yet.
+    #[arg(long, default_value = "")]
+    pub feature_gates: String,
+
+    /// Log verbosity, as klog's -v (0: info, 2: more, 4: debug, 6+: trace).
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    pub verbosity: u8,
+}
+
+/// Everything the app needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub options: Options,
+    pub selection: Selection,
+    pub ipam: Option<NodeIpamConfig>,
+    pub cluster_cidrs: Vec<overcast_controllers::cidr::IpNet>,
+}
+
+impl Options {
+    /// Checks every flag; the message names the flag and the reason.
+    pub fn validate(self) -> Result<Config, String> {
+        if self.cloud_provider.is_empty() {
+            return Err("--cloud-provider cannot be empty".into());
+        }
+        let selection = Selection::parse(&self.controllers)?;
+        if self.leader_elect_resource_lock != "leases" {
+            return Err(format!(
+                "--leader-elect-resource-lock={}: only \"leases\" is supported",
+                self.leader_elect_resource_lock
+            ));
+        }
+        if self.leader_elect {
+            if self.leader_elect_lease_duration <= self.leader_elect_renew_deadline {
+                return Err("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline".into());
+            }
+            if self.leader_elect_renew_deadline <= self.leader_elect_retry_period {
+                return Err("--leader-elect-renew-deadline must be greater than --leader-elect-retry-period".into());
+            }
+        }
+        if self.leader_migration_config.is_some() && !self.enable_leader_migration {
+            return Err(
+                "--leader-migration-config is set but --enable-leader-migration is not".into(),
+            );
+        }
+        if self.concurrent_node_syncs == 0 {
+            return Err("--concurrent-node-syncs must be greater than 0".into());
+        }
+        if self.concurrent_service_syncs == 0 {
+            return Err("--concurrent-service-syncs must be greater than 0".into());
+        }
+        if self.cidr_allocator_type != "RangeAllocator" {
+            return Err(format!(
+                "--cidr-allocator-type={}: only RangeAllocator is supported",
+                self.cidr_allocator_type
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_private_key_file.is_some() {
+            return Err("--tls-cert-file and --tls-private-key-file must be given together".into());
+        }
+        let cluster_cidrs = if self.cluster_cidr.is_empty() {
+            Vec::new()
+        } else {
+            parse_cluster_cidrs(&self.cluster_cidr).map_err(|e| e.to_string())?
+        };
+        let ipam = if self.allocate_node_cidrs {
+            Some(
+                NodeIpamConfig::from_flags(
+                    &self.cluster_cidr,
+                    MaskFlags {
+                        node_cidr_mask_size: self.node_cidr_mask_size,
+                        node_cidr_mask_size_ipv4: self.node_cidr_mask_size_ipv4,
+                        node_cidr_mask_size_ipv6: self.node_cidr_mask_size_ipv6,
+                    },
+                    &self.service_cluster_ip_range,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
+        Ok(Config {
+            options: self,
+            selection,
+            ipam,
+            cluster_cidrs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["overcast-ccm"];
+        argv.extend_from_slice(args);
+        Options::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .validate()
+    }
+
+    #[test]
+    fn upstream_defaults() {
+        let c = parse(&["--cloud-provider=fake"]).unwrap().options;
+        assert!(c.leader_elect && c.configure_cloud_routes && !c.allocate_node_cidrs);
+        assert_eq!(c.secure_port, 10258);
+        assert_eq!(c.leader_elect_lease_duration, Duration::from_secs(15));
+        assert_eq!(c.leader_elect_resource_name, "cloud-controller-manager");
+        assert_eq!(c.node_status_update_frequency, Duration::from_secs(300));
+        assert_eq!(c.route_reconciliation_period, Duration::from_secs(10));
+        assert_eq!((c.kube_api_qps, c.kube_api_burst), (20.0, 30));
+        assert_eq!(c.cluster_name, "kubernetes");
+    }
+
+    #[test]
+    fn go_style_flags() {
+        let c = parse(&[
+            "--cloud-provider",
+            "fake",
+            "--leader-elect=false",
+            "--node-monitor-period=500ms",
+            "--controllers=*,-route",
+            "-v=4",
+            "--allocate-node-cidrs",
+            "--cluster-cidr=10.244.0.0/16",
+        ])
+        .unwrap();
+        assert!(!c.options.leader_elect);
+        assert_eq!(c.options.node_monitor_period, Duration::from_millis(500));
+        assert_eq!(c.options.verbosity, 4);
+        assert!(!c.selection.is_enabled("node-route-controller"));
+        assert_eq!(c.ipam.unwrap().cluster_cidrs.len(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        let err = |args: &[&str]| parse(args).unwrap_err();
+        assert!(err(&[]).contains("--cloud-provider"));
+        assert!(
+            err(&["--cloud-provider=fake", "--node-monitor-period=5"])
+                .contains("--node-monitor-period")
+        );
+        assert!(err(&["--cloud-provider=fake", "--secure-port=99999"]).contains("--secure-port"));
+        assert!(err(&["--cloud-provider=fake", "--controllers=nope"]).contains("--controllers"));
+        assert!(
+            err(&["--cloud-provider=fake", "--allocate-node-cidrs"]).contains("--cluster-cidr")
+        );
+        assert!(
+            err(&[
+                "--cloud-provider=fake",
+                "--leader-elect-resource-lock=endpoints"
+            ])
+            .contains("leases")
+        );
+        assert!(err(&["--cloud-provider=fake", "--no-such-flag"]).contains("--no-such-flag"));
+        assert!(
+            err(&["--cloud-provider=fake", "--leader-elect-renew-deadline=20s"])
+                .contains("--leader-elect-lease-duration")
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! /healthz, /livez, /readyz and /metrics over HTTPS (a self-signed
+//! certificate when none is given, as upstream), and plain HTTP only on
+//! --insecure-port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+use crate::leader::ElectionState;
+
+/// The health of the process, as the endpoints report it.
+#[derive(Debug, Default)]
+pub struct Health {
+    elections: Mutex<Vec<Arc<ElectionState>>>,
+    /// Started controllers (short names), each a ping check as upstream's.
+    controllers: Mutex<Vec<String>>,
+    caches_synced: AtomicBool,
+    leading: AtomicBool,
+}
+
+impl Health {
+    pub fn add_election(&self, state: Arc<ElectionState>) {
+        self.elections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(state);
+    }
+
+    pub fn add_controller(&self, name: &str) {
+        self.controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name.to_string());
+    }
+
+    /// This process runs controllers (leads, or runs without election).
+    pub fn set_leading(&self) {
+        self.leading.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_caches_synced(&self) {
+        self.caches_synced.store(true, Ordering::SeqCst);
+    }
+
+    /// (check name, result) for /healthz and /livez.
+    fn health_checks(&self) -> Vec<(String, Result<(), String>)> {
+        let mut checks = vec![("ping".to_string(), Ok(()))];
+        for e in self
+            .elections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let name = if e.name.contains("migration") {
+                "leaderMigration"
+            } else {
+                "leaderElection"
+            };
+            checks.push((name.to_string(), e.check()));
+        }
+        for c in self
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            checks.push((c.clone(), Ok(())));
+        }
+        checks
+    }
+
+    /// /readyz adds: a leader is ready once its caches are filled; a standby
+    /// is ready to take over.
+    fn ready_checks(&self) -> Vec<(String, Result<(), String>)> {
+        let mut checks = self.health_checks();
+        let synced =
+            !self.leading.load(Ordering::SeqCst) || self.caches_synced.load(Ordering::SeqCst);
+        checks.push((
+            "informer-sync".to_string(),
+            if synced {
+                Ok(())
+            } else {
+                Err("caches not synced yet".to_string())
+            },
+        ));
+        checks
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-content-type-options", "nosniff")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response")
+}
+
+/// Upstream's healthz handler: "ok", or per-check lines and a failure.
+fn checks_response(
+    endpoint: &str,
+    sub: Option<&str>,
+    verbose: bool,
+    checks: Vec<(String, Result<(), String>)>,
+) -> Response<Full<Bytes>> {
+    if let Some(name) = sub {
+        return match checks.iter().find(|(n, _)| n == name) {
+            Some((_, Ok(()))) => text(StatusCode::OK, "ok".into()),
+            Some((_, Err(e))) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal server error: {e}\n"),
+            ),
+            None => text(StatusCode::NOT_FOUND, "404 page not found\n".into()),
+        };
+    }
+    let failed = checks.iter().any(|(_, r)| r.is_err());
+    if !failed && !verbose {
+        return text(StatusCode::OK, "ok".into());
+    }
+    let mut body = String::new();
+    for (name, result) in &checks {
+        match result {
+            Ok(()) => body.push_str(&format!("[+]{name} ok\n")),
+            Err(_) => body.push_str(&format!("[-]{name} failed: reason withheld\n")),
+        }
+    }
+    if failed {
+        body.push_str(&format!("{endpoint} check failed\n"));
+        text(StatusCode::INTERNAL_SERVER_ERROR, body)
+    } else {
+        body.push_str(&format!("{endpoint} check passed\n"));
+        text(StatusCode::OK, body)
+    }
+}
+
+fn metrics() -> Response<Full<Bytes>> {
+    use prometheus::Encoder as _;
+    let encoder = prometheus::TextEncoder::new();
+    let mut buf = Vec::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buf) {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        );
+    }
+    Response::builder()
+        .header("content-type", encoder.format_type())
+        .body(Full::new(Bytes::from(buf)))
+        .expect("static response")
+}
+
+pub fn route(health: &Health, path: &str, query: &str) -> Response<Full<Bytes>> {
+    let verbose = query
+        .split('&')
+        .any(|p| p == "verbose" || p.starts_with("verbose="));
+    let path = path.trim_end_matches('/');
+    for endpoint in ["healthz", "livez", "readyz"] {
+        let prefix = format!("/{endpoint}");
+        if path == prefix || path.starts_with(&format!("{prefix}/")) {
+            let sub = path.strip_prefix(&format!("{prefix}/"));
+            let checks = if endpoint == "readyz" {
+                health.ready_checks()
+            } else {
+                health.health_checks()
+            };
+            return checks_response(endpoint, sub, verbose, checks);
+        }
+    }
+    if path == "/metrics" {
+        return metrics();
+    }
+    text(StatusCode::NOT_FOUND, "404 page not found\n".into())
+}
+
+async fn handle(
+    health: Arc<Health>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let uri = req.uri();
+    Ok(route(&health, uri.path(), uri.query().unwrap_or_default()))
+}
+
+async fn serve_connection<IO>(io: IO, health: Arc<Health>)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&health), req));
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The TLS identity: the given files, or a self-signed pair (written to
+/// --cert-dir as cloud-controller-manager.crt/.key when set, reused after).
+pub fn tls_config(
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+    cert_dir: Option<&Path>,
+) -> Result<rustls::ServerConfig, String> {
+    let (cert_pem, key_pem) = match (cert_file, key_file) {
+        (Some(c), Some(k)) => (
+            std::fs::read(c).map_err(|e| format!("--tls-cert-file={}: {e}", c.display()))?,
+            std::fs::read(k).map_err(|e| format!("--tls-private-key-file={}: {e}", k.display()))?,
+        ),
+        _ => self_signed(cert_dir)?,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("serving certificate: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("serving key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("serving certificate: {e}"))
+}
+
+fn self_signed(cert_dir: Option<&Path>) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let paths: Option<(PathBuf, PathBuf)> = cert_dir.map(|d| {
+        (
+            d.join("cloud-controller-manager.crt"),
+            d.join("cloud-controller-manager.key"),
+        )
+    });
+    if let Some((c, k)) = &paths
+        && let (Ok(cert), Ok(key)) = (std::fs::read(c), std::fs::read(k))
+    {
+        return Ok((cert, key));
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(|e| e.to_string())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost@overcast-ccm");
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let (cert, key) = (cert.pem().into_bytes(), key.serialize_pem().into_bytes());
+    if let Some((c, k)) = &paths {
+        if let Some(dir) = c.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("--cert-dir={}: {e}", dir.display()))?;
+        }
+        std::fs::write(c, &cert).map_err(|e| format!("writing {}: {e}", c.display()))?;
+        std::fs::write(k, &key).map_err(|e| format!("writing {}: {e}", k.display()))?;
+    }
+    Ok((cert, key))
+}
+
+/// Binds now (so a busy port fails start-up) and serves until dropped.
+pub async fn bind(
+    addr: SocketAddr,
+    tls: Option<rustls::ServerConfig>,
+    health: Arc<Health>,
+) -> Result<impl std::future::Future<Output = ()>, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("failed to listen on {addr}: {e}"))?;
+    let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
+    tracing::info!(%addr, tls = acceptor.is_some(), "serving health and metrics");
+    Ok(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let health = Arc::clone(&health);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                match acceptor {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls) => serve_connection(tls, health).await,
+                        Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    },
+                    None => serve_connection(stream, health).await,
+                }
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(r: Response<Full<Bytes>>) -> (StatusCode, String) {
+        use http_body_util::BodyExt as _;
+        let status = r.status();
+        let bytes = futures::executor::block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn healthz_lists_checks_when_verbose_and_sub_paths_answer_alone() {
+        let h = Health::default();
+        h.add_controller("cloud-node");
+        assert_eq!(
+            body(route(&h, "/healthz", "")),
+            (StatusCode::OK, "ok".into())
+        );
+        let (status, text) = body(route(&h, "/healthz", "verbose"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(text, "[+]ping ok\n[+]cloud-node ok\nhealthz check passed\n");
+        assert_eq!(body(route(&h, "/healthz/cloud-node", "")).0, StatusCode::OK);
+        assert_eq!(
+            body(route(&h, "/healthz/nope", "")).0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn readyz_waits_for_caches_only_on_the_leader() {
+        let h = Health::default();
+        assert_eq!(
+            body(route(&h, "/readyz", "")).0,
+            StatusCode::OK,
+            "a standby is ready"
+        );
+        h.set_leading();
+        let (status, text) = body(route(&h, "/readyz", ""));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text.contains("[-]informer-sync failed"), "{text}");
+        h.set_caches_synced();
+        assert_eq!(body(route(&h, "/readyz", "")).0, StatusCode::OK);
+    }
+
+    #[test]
+    fn self_signed_certificates_are_written_to_the_cert_dir_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        tls_config(None, None, Some(dir.path())).unwrap();
+        let first = std::fs::read(dir.path().join("cloud-controller-manager.crt")).unwrap();
+        tls_config(None, None, Some(dir.path())).unwrap();
+        assert_eq!(
+            first,
+            std::fs::read(dir.path().join("cloud-controller-manager.crt")).unwrap()
+        );
+        let err = tls_config(
+            Some(Path::new("/nonexistent.crt")),
+            Some(Path::new("/x.key")),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("--tls-cert-file=/nonexistent.crt"), "{err}");
+    }
+}
