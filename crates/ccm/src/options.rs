@@ -22,6 +22,8 @@ fn go_duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Clone, Parser)]
 #[command(name = "overcast-ccm", version, about, long_about = None)]
 #[command(rename_all = "kebab-case")]
+// As with Go's pflag, a flag given twice takes its last value.
+#[command(args_override_self = true)]
 pub struct Options {
     /// The provider for cloud services (required).
     #[arg(long, default_value = "")]
@@ -278,6 +280,17 @@ mod tests {
         assert_eq!(c.options.verbosity, 4);
         assert!(!c.selection.is_enabled("node-route-controller"));
         assert_eq!(c.ipam.unwrap().cluster_cidrs.len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value_as_pflag_does() {
+        let c = parse(&[
+            "--cloud-provider=fake",
+            "--cluster-name=a",
+            "--cluster-name=b",
+        ])
+        .unwrap();
+        assert_eq!(c.options.cluster_name, "b");
     }
 
     #[test]

@@ -1,0 +1,300 @@
+//! overcast-ccm as users run it: a process against the real apiserver.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use overcast_testenv::ControlPlane;
+
+const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
+
+struct Env {
+    plane: ControlPlane,
+    client: kube::Client,
+    dir: tempfile::TempDir,
+    cloud_config: std::path::PathBuf,
+}
+
+async fn env() -> Env {
+    let plane = ControlPlane::start()
+        .await
+        .expect("control plane (run `make testenv`)");
+    let client = plane.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cloud_config = dir.path().join("fake.yaml");
+    std::fs::write(
+        &cloud_config,
+        "anyInstance:\n  instanceType: bm.small\n  zone: rack-1\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n",
+    )
+    .unwrap();
+    Env {
+        plane,
+        client,
+        dir,
+        cloud_config,
+    }
+}
+
+impl Env {
+    fn ccm(&self, extra: &[&str]) -> Ccm {
+        let mut args = vec![
+            "--cloud-provider=fake".to_string(),
+            format!("--cloud-config={}", self.cloud_config.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ccm::start(BIN, self.plane.kubeconfig_path(), self.dir.path(), &args)
+    }
+
+    async fn lease(&self) -> Option<Lease> {
+        Api::<Lease>::namespaced(self.client.clone(), "kube-system")
+            .get_opt("cloud-controller-manager")
+            .await
+            .unwrap()
+    }
+
+    async fn holder(&self) -> String {
+        self.lease()
+            .await
+            .and_then(|l| l.spec?.holder_identity)
+            .unwrap_or_default()
+    }
+}
+
+async fn leader_of<'a>(a: &'a Ccm, b: &'a Ccm) -> (&'a Ccm, &'a Ccm) {
+    eventually("one replica leads", SOON, || async {
+        match (a.is_leader(), b.is_leader()) {
+            (true, false) => Some((a, b)),
+            (false, true) => Some((b, a)),
+            (true, true) => panic!("two leaders"),
+            _ => None,
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_two_replicas_one_leads_and_sigkill_hands_over_after_expiry() {
+    let env = env().await;
+    let mut a = env.ccm(&[]);
+    let mut b = env.ccm(&[]);
+    let (leader, standby) = leader_of(&a, &b).await;
+    let leader_is_a = std::ptr::eq(leader, &a);
+    assert!(!standby.is_leader());
+    create_tainted_node(&env.client, "node-1").await;
+    let n = initialised(&env.client, "node-1").await;
+    assert_eq!(
+        n.spec.unwrap().provider_id.as_deref(),
+        Some("fake://node-1")
+    );
+    // Only the leader runs controllers.
+    let standby_metrics = standby.get("/metrics").unwrap().1;
+    assert!(
+        !standby_metrics.contains("running_managed_controllers{"),
+        "{standby_metrics}"
+    );
+
+    let (killed, survivor) = if leader_is_a {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    killed.signal(libc::SIGKILL);
+    killed.wait_exit(Duration::from_secs(10));
+    eventually("the standby takes over", SOON, || async {
+        survivor.is_leader().then_some(())
+    })
+    .await;
+    create_tainted_node(&env.client, "node-2").await;
+    initialised(&env.client, "node-2").await;
+}
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_so_the_standby_need_not_wait_for_expiry() {
+    let env = env().await;
+    // A lease so long that only a release explains a quick takeover.
+    let long = [
+        "--leader-elect-lease-duration=120s",
+        "--leader-elect-renew-deadline=60s",
+    ];
+    let mut a = env.ccm(&long);
+    eventually("a leads", SOON, || async { a.is_leader().then_some(()) }).await;
+    let b = env.ccm(&long);
+    let a_identity = env.holder().await;
+
+    a.signal(libc::SIGTERM);
+    let status = a.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "SIGTERM is a clean exit: {status}\n{}",
+        a.log_text()
+    );
+    eventually("b takes over", SOON, || async {
+        b.is_leader().then_some(())
+    })
+    .await;
+    let lease = env.lease().await.unwrap().spec.unwrap();
+    assert_ne!(lease.holder_identity.as_deref(), Some(a_identity.as_str()));
+    assert!(lease.lease_transitions.unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn a_lease_held_by_another_identity_is_respected_until_it_expires() {
+    let env = env().await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
+    let now = || MicroTime(k8s_openapi::jiff::Timestamp::now());
+    // What a Go cloud-controller-manager writes through client-go.
+    let foreign = Lease {
+        metadata: ObjectMeta {
+            name: Some("cloud-controller-manager".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("go-ccm-host_6f1c1b8e-0000-4000-8000-000000000000".into()),
+            lease_duration_seconds: Some(4),
+            acquire_time: Some(now()),
+            renew_time: Some(now()),
+            lease_transitions: Some(3),
+            ..Default::default()
+        }),
+    };
+    leases
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    let ccm = env.ccm(&[]);
+    create_tainted_node(&env.client, "node-1").await;
+
+    // The other holder keeps renewing for a while: overcast-ccm must wait.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut lease = leases.get("cloud-controller-manager").await.unwrap();
+        lease.spec.as_mut().unwrap().renew_time = Some(now());
+        leases
+            .replace("cloud-controller-manager", &PostParams::default(), &lease)
+            .await
+            .unwrap();
+        assert!(!ccm.is_leader(), "took a lease that was being renewed");
+    }
+    assert!(
+        is_tainted(&env.client, "node-1").await,
+        "no controller ran while another held the lease"
+    );
+
+    // It stops renewing: after its duration, overcast-ccm takes over.
+    initialised(&env.client, "node-1").await;
+    let lease = leases
+        .get("cloud-controller-manager")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(lease.lease_transitions, Some(4));
+    assert!(ccm.is_leader());
+}
+
+#[tokio::test]
+async fn the_controllers_flag_really_disables_a_controller() {
+    let env = env().await;
+    let ccm = env.ccm(&["--controllers=*,-cloud-node", "--leader-elect=false"]);
+    let metrics = eventually("metrics of the running controllers", SOON, || async {
+        let (_, body) = ccm.get("/metrics")?;
+        body.contains("running_managed_controllers{")
+            .then_some(body)
+    })
+    .await;
+    assert!(metrics.contains("running_managed_controllers{manager=\"cloud-controller-manager\",name=\"cloud-node-lifecycle\"} 1"), "{metrics}");
+    assert!(!metrics.contains("name=\"cloud-node\"}"), "{metrics}");
+    create_tainted_node(&env.client, "node-1").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        is_tainted(&env.client, "node-1").await,
+        "cloud-node is disabled"
+    );
+}
+
+#[tokio::test]
+async fn readyz_and_metrics_answer_as_described() {
+    let env = env().await;
+    let ccm = env.ccm(&[]);
+    eventually("ready", SOON, || async {
+        (ccm.get("/readyz")?.0 == 200).then_some(())
+    })
+    .await;
+    let (status, body) = ccm.get("/healthz?verbose").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("[+]leaderElection ok"), "{body}");
+    assert_eq!(ccm.get("/livez").unwrap(), (200, "ok".to_string()));
+
+    create_tainted_node(&env.client, "node-1").await;
+    initialised(&env.client, "node-1").await;
+    let metrics = eventually("node metrics", SOON, || async {
+        let (_, body) = ccm.get("/metrics")?;
+        body.contains("node_controller_initial_node_sync_delay_seconds_count 1")
+            .then_some(body)
+    })
+    .await;
+    for name in [
+        "workqueue_adds_total{name=\"Nodes\"}",
+        "workqueue_depth{name=\"Nodes\"}",
+        "workqueue_work_duration_seconds_bucket{name=\"Nodes\"",
+        "leader_election_master_status{name=\"cloud-controller-manager\"} 1",
+        "cloudprovider_fake_api_request_duration_seconds_bucket{request=\"instance-metadata\"",
+        "node_controller_cloud_provider_taint_removal_delay_seconds_count 1",
+    ] {
+        assert!(metrics.contains(name), "missing {name} in\n{metrics}");
+    }
+}
+
+#[test]
+fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("fake.yaml");
+    std::fs::write(&bad, "instances:\n  w1:\n    instanceTyp: big\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--cloud-provider=fake",
+            &format!("--cloud-config={}", bad.display()),
+            "--kubeconfig=/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--cloud-provider=fake") && stderr.contains("instanceTyp"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--cloud-provider=fake",
+            "--cloud-config=/nonexistent/cloud.yaml",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("--cloud-config=/nonexistent/cloud.yaml"),
+        "{stderr}"
+    );
+
+    let out = std::process::Command::new(BIN)
+        .args(["--cloud-provider=gce"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cloud provider"));
+
+    let out = std::process::Command::new(BIN)
+        .args(["--cloud-provider=fake", "--node-monitor-period=5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "clap's usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-monitor-period"));
+}

@@ -1,0 +1,191 @@
+//! Runs overcast-ccm (or another CCM binary) as a process against a real
+//! control plane.
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
+
+pub const SOON: Duration = Duration::from_secs(45);
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CCM process; killed when dropped.
+pub struct Ccm {
+    pub child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl Ccm {
+    /// Starts `binary` with fast leader-election timings, plain HTTP on a free
+    /// port, and `extra` flags.
+    pub fn start(binary: &str, kubeconfig: &Path, dir: &Path, extra: &[&str]) -> Ccm {
+        let port = free_port();
+        let log = dir.join(format!("ccm-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args([
+                "--secure-port=0",
+                "--bind-address=127.0.0.1",
+                &format!("--insecure-port={port}"),
+                "--leader-elect-lease-duration=4s",
+                "--leader-elect-renew-deadline=3s",
+                "--leader-elect-retry-period=500ms",
+                "--node-monitor-period=500ms",
+                "--configure-cloud-routes=false",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start the CCM binary");
+        Ccm { child, port, log }
+    }
+
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path)
+    }
+
+    /// leader_election_master_status for the main lease, from /metrics.
+    pub fn is_leader(&self) -> bool {
+        self.get("/metrics").is_some_and(|(_, body)| {
+            body.lines()
+                .any(|l| l == "leader_election_master_status{name=\"cloud-controller-manager\"} 1")
+        })
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CCM did not exit; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Ccm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare HTTP/1.0 GET on loopback.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub async fn create_tainted_node(client: &Client, name: &str) {
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: TAINT_UNINITIALIZED.into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("create node");
+}
+
+pub async fn initialised(client: &Client, name: &str) -> Node {
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(&format!("node {name} initialised"), SOON, || {
+        let nodes = nodes.clone();
+        async move {
+            let n = nodes.get(name).await.ok()?;
+            let tainted = n
+                .spec
+                .as_ref()?
+                .taints
+                .iter()
+                .flatten()
+                .any(|t| t.key == TAINT_UNINITIALIZED);
+            (!tainted).then_some(n)
+        }
+    })
+    .await
+}
+
+pub async fn is_tainted(client: &Client, name: &str) -> bool {
+    let n = Api::<Node>::all(client.clone()).get(name).await.unwrap();
+    n.spec
+        .unwrap()
+        .taints
+        .iter()
+        .flatten()
+        .any(|t| t.key == TAINT_UNINITIALIZED)
+}
