@@ -1,0 +1,106 @@
+//! deploy/ against the real apiserver: the manifests are valid, and
+//! overcast-ccm does its whole job with nothing but deploy/rbac.yaml's rights.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use overcast_testenv::ControlPlane;
+
+const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
+
+fn deploy(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file)
+}
+
+fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {
+    let out = plane.kubectl().args(args).output().expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_manifests_are_accepted_by_the_apiserver() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    for file in ["rbac.yaml", "deployment.yaml", "daemonset-control-plane.yaml"] {
+        let path = deploy(file);
+        kubectl(&plane, &["apply", "--dry-run=server", "-f", path.to_str().unwrap()]);
+    }
+}
+
+#[tokio::test]
+async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    let admin = plane.client().await.unwrap();
+    kubectl(&plane, &["apply", "-f", deploy("rbac.yaml").to_str().unwrap()]);
+    let token = kubectl(&plane, &["create", "token", "overcast-ccm", "-n", "kube-system", "--duration=1h"]);
+    let dir = tempfile::tempdir().unwrap();
+    let admin_kubeconfig = std::fs::read_to_string(plane.kubeconfig_path()).unwrap();
+    let kubeconfig = dir.path().join("sa.kubeconfig");
+    let sa_kubeconfig: String = admin_kubeconfig
+        .lines()
+        .map(|l| match l.trim_start().strip_prefix("token: ") {
+            Some(_) => format!("    token: {}", token.trim()),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&kubeconfig, sa_kubeconfig).unwrap();
+    let cloud_config = dir.path().join("fake.yaml");
+    std::fs::write(&cloud_config, "anyInstance:\n  instanceType: bm.small\n").unwrap();
+
+    let ccm = Ccm::start(
+        BIN,
+        &kubeconfig,
+        dir.path(),
+        &["--cloud-provider=fake", &format!("--cloud-config={}", cloud_config.display())],
+    );
+    eventually("leading with the service account", SOON, || async { ccm.is_leader().then_some(()) }).await;
+
+    create_tainted_node(&admin, "node-1").await;
+    initialised(&admin, "node-1").await;
+
+    let services: Api<Service> = Api::namespaced(admin.clone(), "default");
+    let svc = Service {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    eventually("service has an ingress", SOON, || {
+        let services = services.clone();
+        async move {
+            let s = services.get("web").await.ok()?;
+            s.status?.load_balancer?.ingress.filter(|i| !i.is_empty()).map(|_| ())
+        }
+    })
+    .await;
+    services.delete("web", &DeleteParams::default()).await.unwrap();
+    eventually("service gone (finalizer removed)", SOON, || {
+        let services = services.clone();
+        async move { services.get_opt("web").await.unwrap().is_none().then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = ccm.log_text();
+    assert!(!log.to_lowercase().contains("forbidden"), "a request was forbidden:\n{log}");
+}
