@@ -298,3 +298,67 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
     assert_eq!(out.status.code(), Some(2), "clap's usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--node-monitor-period"));
 }
+
+#[tokio::test]
+async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease() {
+    let env = env().await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
+    let now = || MicroTime(k8s_openapi::jiff::Timestamp::now());
+    // The old kube-controller-manager holds the migration lease.
+    let held = Lease {
+        metadata: ObjectMeta {
+            name: Some("cloud-provider-extraction-migration".into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some("kcm-host_00000000-0000-4000-8000-000000000001".into()),
+            lease_duration_seconds: Some(4),
+            acquire_time: Some(now()),
+            renew_time: Some(now()),
+            lease_transitions: Some(0),
+            ..Default::default()
+        }),
+    };
+    leases.create(&PostParams::default(), &held).await.unwrap();
+    let ccm = env.ccm(&["--enable-leader-migration"]);
+    let running = |ccm: &Ccm, name: &str| {
+        ccm.get("/metrics").is_some_and(|(_, body)| {
+            body.contains(&format!(
+                "running_managed_controllers{{manager=\"cloud-controller-manager\",name=\"{name}\"}} 1"
+            ))
+        })
+    };
+
+    // Non-migrated controllers run under the main lease at once.
+    create_tainted_node(&env.client, "node-1").await;
+    initialised(&env.client, "node-1").await;
+    for _ in 0..4 {
+        let mut lease = leases.get("cloud-provider-extraction-migration").await.unwrap();
+        lease.spec.as_mut().unwrap().renew_time = Some(now());
+        leases
+            .replace("cloud-provider-extraction-migration", &PostParams::default(), &lease)
+            .await
+            .unwrap();
+        // The default configuration lists route, service and
+        // cloud-node-lifecycle: matched through aliases, all wait.
+        assert!(running(&ccm, "cloud-node"));
+        assert!(!running(&ccm, "cloud-node-lifecycle"));
+        assert!(!running(&ccm, "service"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The old holder lets go: the migrated controllers start here.
+    eventually("migrated controllers running", SOON, || async {
+        (running(&ccm, "cloud-node-lifecycle") && running(&ccm, "service")).then_some(())
+    })
+    .await;
+    let holder = leases
+        .get("cloud-provider-extraction-migration")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    assert_eq!(holder, env.holder().await, "both leases held by the same identity");
+}
