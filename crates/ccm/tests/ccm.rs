@@ -333,10 +333,17 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
     create_tainted_node(&env.client, "node-1").await;
     initialised(&env.client, "node-1").await;
     for _ in 0..4 {
-        let mut lease = leases.get("cloud-provider-extraction-migration").await.unwrap();
+        let mut lease = leases
+            .get("cloud-provider-extraction-migration")
+            .await
+            .unwrap();
         lease.spec.as_mut().unwrap().renew_time = Some(now());
         leases
-            .replace("cloud-provider-extraction-migration", &PostParams::default(), &lease)
+            .replace(
+                "cloud-provider-extraction-migration",
+                &PostParams::default(),
+                &lease,
+            )
             .await
             .unwrap();
         // The default configuration lists route, service and
@@ -360,5 +367,9 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
         .unwrap()
         .holder_identity
         .unwrap();
-    assert_eq!(holder, env.holder().await, "both leases held by the same identity");
+    assert_eq!(
+        holder,
+        env.holder().await,
+        "both leases held by the same identity"
+    );
 }

@@ -15,7 +15,9 @@ use overcast_testenv::ControlPlane;
 const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
 
 fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(file)
 }
 
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {
@@ -31,9 +33,16 @@ fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {
 #[tokio::test]
 async fn the_manifests_are_accepted_by_the_apiserver() {
     let plane = ControlPlane::start().await.expect("control plane");
-    for file in ["rbac.yaml", "deployment.yaml", "daemonset-control-plane.yaml"] {
+    for file in [
+        "rbac.yaml",
+        "deployment.yaml",
+        "daemonset-control-plane.yaml",
+    ] {
         let path = deploy(file);
-        kubectl(&plane, &["apply", "--dry-run=server", "-f", path.to_str().unwrap()]);
+        kubectl(
+            &plane,
+            &["apply", "--dry-run=server", "-f", path.to_str().unwrap()],
+        );
     }
 }
 
@@ -41,8 +50,21 @@ async fn the_manifests_are_accepted_by_the_apiserver() {
 async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     let plane = ControlPlane::start().await.expect("control plane");
     let admin = plane.client().await.unwrap();
-    kubectl(&plane, &["apply", "-f", deploy("rbac.yaml").to_str().unwrap()]);
-    let token = kubectl(&plane, &["create", "token", "overcast-ccm", "-n", "kube-system", "--duration=1h"]);
+    kubectl(
+        &plane,
+        &["apply", "-f", deploy("rbac.yaml").to_str().unwrap()],
+    );
+    let token = kubectl(
+        &plane,
+        &[
+            "create",
+            "token",
+            "overcast-ccm",
+            "-n",
+            "kube-system",
+            "--duration=1h",
+        ],
+    );
     let dir = tempfile::tempdir().unwrap();
     let admin_kubeconfig = std::fs::read_to_string(plane.kubeconfig_path()).unwrap();
     let kubeconfig = dir.path().join("sa.kubeconfig");
@@ -62,9 +84,15 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
         BIN,
         &kubeconfig,
         dir.path(),
-        &["--cloud-provider=fake", &format!("--cloud-config={}", cloud_config.display())],
+        &[
+            "--cloud-provider=fake",
+            &format!("--cloud-config={}", cloud_config.display()),
+        ],
     );
-    eventually("leading with the service account", SOON, || async { ccm.is_leader().then_some(()) }).await;
+    eventually("leading with the service account", SOON, || async {
+        ccm.is_leader().then_some(())
+    })
+    .await;
 
     create_tainted_node(&admin, "node-1").await;
     initialised(&admin, "node-1").await;
@@ -90,17 +118,34 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
         let services = services.clone();
         async move {
             let s = services.get("web").await.ok()?;
-            s.status?.load_balancer?.ingress.filter(|i| !i.is_empty()).map(|_| ())
+            s.status?
+                .load_balancer?
+                .ingress
+                .filter(|i| !i.is_empty())
+                .map(|_| ())
         }
     })
     .await;
-    services.delete("web", &DeleteParams::default()).await.unwrap();
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("service gone (finalizer removed)", SOON, || {
         let services = services.clone();
-        async move { services.get_opt("web").await.unwrap().is_none().then_some(()) }
+        async move {
+            services
+                .get_opt("web")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = ccm.log_text();
-    assert!(!log.to_lowercase().contains("forbidden"), "a request was forbidden:\n{log}");
+    assert!(
+        !log.to_lowercase().contains("forbidden"),
+        "a request was forbidden:\n{log}"
+    );
 }
