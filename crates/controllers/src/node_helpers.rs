@@ -38,6 +38,15 @@ pub fn provider_id(node: &Node) -> &str {
         .unwrap_or_default()
 }
 
+/// spec.podCIDRs, or the older single spec.podCIDR.
+pub fn pod_cidrs(node: &Node) -> Vec<String> {
+    let spec = node.spec.as_ref();
+    match spec.and_then(|s| s.pod_cidrs.clone()) {
+        Some(list) if !list.is_empty() => list,
+        _ => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
+    }
+}
+
 /// Ready condition is True. A missing condition counts as Unknown, i.e. not ready.
 pub fn is_ready(node: &Node) -> bool {
     node.status

@@ -5,29 +5,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Harness, SOON, eventually};
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::DeleteParams;
 use overcast_controllers::node_ipam::{MaskFlags, NodeIpamConfig, NodeIpamController};
 use overcast_provider_fake::FakeCloud;
-
-async fn create(h: &Harness, name: &str, cidr: Option<&str>) {
-    let node = Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: cidr.map(Into::into),
-            pod_cidrs: cidr.map(|c| vec![c.to_string()]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    h.nodes()
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
-}
 
 async fn cidrs_of(h: &Harness, name: &str) -> Vec<String> {
     let nodes = h.nodes();
@@ -52,14 +32,14 @@ async fn cidrs_of(h: &Harness, name: &str) -> Vec<String> {
 async fn nodes_get_distinct_cidrs_existing_ones_are_kept_and_freed_ones_are_reused() {
     let mut h = Harness::start(FakeCloud::new()).await;
     // A Node from before the controller started: its CIDR must not be handed out again.
-    create(&h, "old", Some("10.244.0.0/24")).await;
+    h.create_node_with_cidr("old", Some("10.244.0.0/24")).await;
     let config = NodeIpamConfig::from_flags("10.244.0.0/22", MaskFlags::default(), "").unwrap();
     let controller = NodeIpamController::new(&h.ctx, config).unwrap();
     h.spawn(controller.run());
     h.start_informers().await;
 
     for name in ["a", "b", "c"] {
-        create(&h, name, None).await;
+        h.create_node_with_cidr(name, None).await;
     }
     let mut seen = BTreeSet::from(["10.244.0.0/24".to_string()]);
     for name in ["a", "b", "c"] {
@@ -74,7 +54,7 @@ async fn nodes_get_distinct_cidrs_existing_ones_are_kept_and_freed_ones_are_reus
     assert_eq!(cidrs_of(&h, "old").await, vec!["10.244.0.0/24"]);
 
     // The /22 holds four /24s: the fifth Node waits, with an Event saying why.
-    create(&h, "d", None).await;
+    h.create_node_with_cidr("d", None).await;
     eventually("CIDRNotAvailable event", SOON, || async {
         h.events_for("d")
             .await
@@ -106,7 +86,7 @@ async fn dual_stack_nodes_get_one_cidr_per_family() {
     let controller = NodeIpamController::new(&h.ctx, config).unwrap();
     h.spawn(controller.run());
     h.start_informers().await;
-    create(&h, "a", None).await;
+    h.create_node_with_cidr("a", None).await;
     let cidrs = cidrs_of(&h, "a").await;
     assert_eq!(cidrs.len(), 2);
     assert_ne!(

@@ -5,8 +5,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, SOON, eventually};
-use k8s_openapi::api::core::v1::{Node, NodeSpec};
-use kube::api::{ObjectMeta, PostParams};
 use overcast_cloud_provider::Route;
 use overcast_controllers::route::{RouteController, RouteControllerConfig, parse_cluster_cidrs};
 use overcast_provider_fake::{Failure, FakeCloud};
@@ -24,25 +22,6 @@ async fn start(cloud: FakeCloud) -> Harness {
     h.spawn(controller.run());
     h.start_informers().await;
     h
-}
-
-async fn create_node_with_cidr(h: &Harness, name: &str, cidr: &str) {
-    let node = Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            pod_cidr: Some(cidr.into()),
-            pod_cidrs: Some(vec![cidr.into()]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    h.nodes()
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
 }
 
 fn route_pairs(cloud: &FakeCloud) -> Vec<(String, String)> {
@@ -102,8 +81,10 @@ async fn routes_follow_pod_cidrs_and_stale_ones_in_the_cluster_range_go() {
         },
     );
     let h = start(cloud.clone()).await;
-    create_node_with_cidr(&h, "node-a", "10.244.0.0/24").await;
-    create_node_with_cidr(&h, "node-b", "10.244.1.0/24").await;
+    h.create_node_with_cidr("node-a", Some("10.244.0.0/24"))
+        .await;
+    h.create_node_with_cidr("node-b", Some("10.244.1.0/24"))
+        .await;
 
     let expected = pairs(&[
         ("node-a", "10.244.0.0/24"),
@@ -134,7 +115,8 @@ async fn a_failed_route_marks_the_node_network_unavailable_until_it_is_created()
     let cloud = FakeCloud::new();
     cloud.fail_always("create-route", Failure::Error("route table full".into()));
     let h = start(cloud.clone()).await;
-    create_node_with_cidr(&h, "node-a", "10.244.0.0/24").await;
+    h.create_node_with_cidr("node-a", Some("10.244.0.0/24"))
+        .await;
 
     network_condition(&h, "node-a", "True", "NoRouteCreated").await;
     eventually("FailedToCreateRoute event", SOON, || async {

@@ -404,3 +404,24 @@ fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
     );
     out
 }
+
+/// Polls `check` until it returns `Some`, and panics naming `what` after
+/// `timeout`. For tests: bounds are generous, since a loaded 2-core CI machine
+/// must not make them flake; timing goals belong in benchmarks.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

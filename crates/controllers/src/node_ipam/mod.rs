@@ -16,7 +16,7 @@ use crate::cidr::{self, IpNet};
 use crate::context::Context;
 use crate::events::{EventType, Recorder};
 use crate::informer::{Change, Store};
-use crate::node_helpers::{is_not_found, patch_node};
+use crate::node_helpers::{is_not_found, patch_node, pod_cidrs};
 use crate::route::{RouteConfigError, parse_cluster_cidrs};
 use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
 use allocator::{AllocError, Allocator};
@@ -115,14 +115,6 @@ impl NodeIpamConfig {
             cluster_cidrs,
             service_cidrs,
         })
-    }
-}
-
-fn pod_cidrs(node: &Node) -> Vec<String> {
-    let spec = node.spec.as_ref();
-    match spec.and_then(|s| s.pod_cidrs.clone()) {
-        Some(list) if !list.is_empty() => list,
-        _ => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
     }
 }
 

@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use overcast_cloud_provider::Route;
 
 use crate::cidr::IpNet;
+use crate::node_helpers::pod_cidrs;
 
 /// A route to create for a Node's pod CIDR.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,14 +23,6 @@ pub struct Plan {
     pub creates: Vec<Create>,
     /// Per Node with pod CIDRs: each CIDR and whether its route exists.
     pub statuses: BTreeMap<String, BTreeMap<String, bool>>,
-}
-
-fn pod_cidrs(node: &Node) -> Vec<String> {
-    let spec = node.spec.as_ref();
-    match spec.and_then(|s| s.pod_cidrs.clone()) {
-        Some(list) if !list.is_empty() => list,
-        _ => spec.and_then(|s| s.pod_cidr.clone()).into_iter().collect(),
-    }
 }
 
 fn addresses(node: &Node) -> Vec<NodeAddress> {

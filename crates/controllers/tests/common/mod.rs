@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
     Event, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Taint,
@@ -151,6 +151,26 @@ impl Harness {
             .expect("create node")
     }
 
+    /// Creates a Node with the given pod CIDR (or none).
+    pub async fn create_node_with_cidr(&self, name: &str, cidr: Option<&str>) {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                pod_cidrs: cidr.map(|c| vec![c.to_string()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.nodes()
+            .create(&PostParams::default(), &node)
+            .await
+            .expect("create node");
+    }
+
     pub async fn set_node_status(&self, name: &str, status: NodeStatus) -> Node {
         self.nodes()
             .patch_status(
@@ -217,24 +237,7 @@ pub fn address(type_: &str, address: &str) -> NodeAddress {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use overcast_testenv::eventually;
 
 /// Generous bound for things that should happen in well under a second:
 /// tests must not flake on a loaded 2-core CI machine.
