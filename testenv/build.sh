@@ -13,9 +13,9 @@ export GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 
 command -v go >/dev/null || { echo "testenv: Go is required to build the control plane (https://go.dev/doc/install)" >&2; exit 1; }
 
-stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum; go version; } | sha256sum | cut -d' ' -f1)
+stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum kube/cmd/*/*.go; go version; } | sha256sum | cut -d' ' -f1)
 if [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp_now" ] \
-   && [ -x bin/kube-apiserver ] && [ -x bin/kubectl ] && [ -x bin/etcd ]; then
+   && [ -x bin/kube-apiserver ] && [ -x bin/kubectl ] && [ -x bin/etcd ] && [ -x bin/credprovider-harness ]; then
   echo "testenv: control plane ${KUBE_VERSION} / etcd ${ETCD_VERSION} is up to date in testenv/bin"
   exit 0
 fi
@@ -34,9 +34,9 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
 done
 
-echo "testenv: building kube-apiserver and kubectl ${KUBE_VERSION} (first build takes several minutes)"
+echo "testenv: building kube-apiserver, kubectl and the kubelet credential-provider harness ${KUBE_VERSION} (first build takes several minutes)"
 (cd kube && go build -trimpath -ldflags "$kube_ldflags" -o ../bin/ \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/credprovider-harness)
 
 echo "testenv: building etcd ${ETCD_VERSION}"
 (cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)

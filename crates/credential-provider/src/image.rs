@@ -26,9 +26,13 @@ impl ImageRef {
             None => (s, None),
         };
         if let Some(d) = digest {
-            let (alg, hex) = d.split_once(':').ok_or_else(|| bad("digest must be algorithm:hex"))?;
+            let (alg, hex) = d
+                .split_once(':')
+                .ok_or_else(|| bad("digest must be algorithm:hex"))?;
             if alg.is_empty()
-                || !alg.chars().all(|c| c.is_ascii_alphanumeric() || "+.-_".contains(c))
+                || !alg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+.-_".contains(c))
                 || hex.len() < 32
                 || !hex.chars().all(|c| c.is_ascii_hexdigit())
             {
@@ -44,14 +48,19 @@ impl ImageRef {
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !ok {
                 return Err(bad("invalid tag"));
             }
         }
         let (registry, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                (first, rest)
+            }
             _ => ("", name),
         };
         if !registry.is_empty() {
@@ -102,7 +111,8 @@ impl fmt::Display for ImageRef {
 fn valid_registry(registry: &str) -> Result<(), String> {
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
         let (v6, after) = rest.split_once(']').ok_or("unclosed IPv6 address")?;
-        v6.parse::<std::net::Ipv6Addr>().map_err(|_| "invalid IPv6 registry address")?;
+        v6.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| "invalid IPv6 registry address")?;
         (None, after.strip_prefix(':'))
     } else {
         match registry.split_once(':') {
@@ -111,7 +121,9 @@ fn valid_registry(registry: &str) -> Result<(), String> {
         }
     };
     if let Some(p) = port
-        && (p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()) || p.parse::<u32>().map_or(true, |n| n > 65535))
+        && (p.is_empty()
+            || !p.chars().all(|c| c.is_ascii_digit())
+            || p.parse::<u32>().map_or(true, |n| n > 65535))
     {
         return Err(format!("invalid registry port {p:?}"));
     }
@@ -131,7 +143,11 @@ fn valid_registry(registry: &str) -> Result<(), String> {
 
 /// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
 fn valid_path_component(c: &str) -> Result<(), String> {
-    let bad = || Err(format!("invalid repository path component {c:?} (lower-case letters, digits and separators . _ - only)"));
+    let bad = || {
+        Err(format!(
+            "invalid repository path component {c:?} (lower-case letters, digits and separators . _ - only)"
+        ))
+    };
     if c.is_empty() {
         return bad();
     }
@@ -169,7 +185,8 @@ mod tests {
 
     #[test]
     fn valid_references() {
-        let r = ImageRef::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app:v1.2").unwrap();
+        let r =
+            ImageRef::parse("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app:v1.2").unwrap();
         assert_eq!(r.registry(), "123456789012.dkr.ecr.eu-west-1.amazonaws.com");
         assert_eq!(r.path(), "team/app");
         let r = ImageRef::parse("registry.example.com:5000/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef").unwrap();
@@ -177,7 +194,10 @@ mod tests {
         assert_eq!(r.host(), "registry.example.com");
         let r = ImageRef::parse("nginx:1.27").unwrap();
         assert_eq!((r.registry(), r.path()), ("", "nginx"));
-        assert_eq!(ImageRef::parse("localhost/a__b.c-d").unwrap().registry(), "localhost");
+        assert_eq!(
+            ImageRef::parse("localhost/a__b.c-d").unwrap().registry(),
+            "localhost"
+        );
         assert!(ImageRef::parse("[::1]:5000/app").is_ok());
     }
 

@@ -5,14 +5,20 @@
 
 /// Splits `host[:port][/path]` (an `https://` prefix allowed).
 fn split(s: &str) -> (&str, &str, &str) {
-    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
     let (hostport, path) = match s.find('/') {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, ""),
     };
     let (host, port) = if hostport.starts_with('[') {
         match hostport.find(']') {
-            Some(i) => (&hostport[..=i], hostport[i + 1..].strip_prefix(':').unwrap_or("")),
+            Some(i) => (
+                &hostport[..=i],
+                hostport[i + 1..].strip_prefix(':').unwrap_or(""),
+            ),
             None => (hostport, ""),
         }
     } else {
@@ -39,7 +45,10 @@ pub fn matches(pattern: &str, image: &str) -> bool {
     if !t_path.starts_with(g_path) {
         return false;
     }
-    g_labels.iter().zip(&t_labels).all(|(g, t)| glob(g.as_bytes(), t.as_bytes()))
+    g_labels
+        .iter()
+        .zip(&t_labels)
+        .all(|(g, t)| glob(g.as_bytes(), t.as_bytes()))
 }
 
 /// Go's filepath.Match on one label (no separators inside a label).
@@ -88,15 +97,27 @@ mod tests {
         assert!(matches("prefix.*.io", "prefix.kubernetes.io"));
         assert!(matches("prefix.kubernetes.*", "prefix.kubernetes.io"));
         assert!(matches("*-good.kubernetes.io", "prefix-good.kubernetes.io"));
-        assert!(!matches("*.kubernetes.io", "kubernetes.io"), "label counts differ");
+        assert!(
+            !matches("*.kubernetes.io", "kubernetes.io"),
+            "label counts differ"
+        );
         assert!(!matches("*.kubernetes.io", "a.b.kubernetes.io"));
-        assert!(!matches("registry.io", "registry.io:5000/x"), "ports must be equal");
+        assert!(
+            !matches("registry.io", "registry.io:5000/x"),
+            "ports must be equal"
+        );
         assert!(matches("registry.io:5000", "registry.io:5000/x"));
-        assert!(matches("registry.io/foo", "registry.io/foobar"), "path is a string prefix");
+        assert!(
+            matches("registry.io/foo", "registry.io/foobar"),
+            "path is a string prefix"
+        );
         assert!(!matches("registry.io/foo", "registry.io/bar"));
         assert!(matches("app?.k8s.io", "app1.k8s.io"));
         assert!(matches("app[0-9].k8s.io", "app7.k8s.io"));
         assert!(!matches("app[^0-9].k8s.io", "app7.k8s.io"));
-        assert!(matches("*.dkr.ecr.*.amazonaws.com", "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1"));
+        assert!(matches(
+            "*.dkr.ecr.*.amazonaws.com",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1"
+        ));
     }
 }

@@ -17,5 +17,8 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{provider}: {message}")]
-    Provider { provider: &'static str, message: String },
+    Provider {
+        provider: &'static str,
+        message: String,
+    },
 }

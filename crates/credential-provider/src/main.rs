@@ -13,13 +13,17 @@ use overcast_credential_provider::providers::static_registry::StaticProvider;
 /// More than any request the kubelet sends; bounds memory on bad input.
 const MAX_REQUEST: u64 = 1 << 20;
 
-const USAGE: &str = "usage: overcast-credential-provider static --config FILE | overcast-credential-provider ecr";
+const USAGE: &str =
+    "usage: overcast-credential-provider static --config FILE | overcast-credential-provider ecr";
 
 fn main() -> ExitCode {
     match run() {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
-            if writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_err() {
+            if writeln!(stdout, "{out}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
                 return ExitCode::from(1);
             }
             ExitCode::SUCCESS
@@ -37,8 +41,16 @@ fn run() -> Result<String, Error> {
     let mut config: Option<PathBuf> = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--config" => config = Some(args.next().ok_or_else(|| Error::Usage("--config needs a file".into()))?.into()),
-            other if other.starts_with("--config=") => config = Some(other["--config=".len()..].into()),
+            "--config" => {
+                config = Some(
+                    args.next()
+                        .ok_or_else(|| Error::Usage("--config needs a file".into()))?
+                        .into(),
+                )
+            }
+            other if other.starts_with("--config=") => {
+                config = Some(other["--config=".len()..].into())
+            }
             other => return Err(Error::Usage(format!("unknown argument {other:?}; {USAGE}"))),
         }
     }

@@ -151,10 +151,14 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     }
     let mut secs = 0f64;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         let value: f64 = rest[..n].parse().map_err(|_| err())?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         secs += value
             * match &rest[..u] {
                 "ms" => 0.001,
@@ -230,15 +234,28 @@ mod tests {
     fn bad_requests_are_one_clear_line() {
         let cases = [
             ("{", "malformed CredentialProviderRequest JSON"),
-            (r#"{"apiVersion":"v1","kind":"CredentialProviderRequest","image":"a"}"#, "unsupported apiVersion \"v1\""),
             (
-                &format!(r#"{{"apiVersion":"{GROUP}/v2","kind":"CredentialProviderRequest","image":"a"}}"#),
+                r#"{"apiVersion":"v1","kind":"CredentialProviderRequest","image":"a"}"#,
+                "unsupported apiVersion \"v1\"",
+            ),
+            (
+                &format!(
+                    r#"{{"apiVersion":"{GROUP}/v2","kind":"CredentialProviderRequest","image":"a"}}"#
+                ),
                 "unsupported apiVersion",
             ),
-            (&format!(r#"{{"apiVersion":"{GROUP}/v1","kind":"Pod","image":"a"}}"#), "unsupported kind \"Pod\""),
-            (&format!(r#"{{"apiVersion":"{GROUP}/v1","kind":"CredentialProviderRequest"}}"#), "image: required"),
             (
-                &format!(r#"{{"apiVersion":"{GROUP}/v1","kind":"CredentialProviderRequest","image":"UPPER/Case"}}"#),
+                &format!(r#"{{"apiVersion":"{GROUP}/v1","kind":"Pod","image":"a"}}"#),
+                "unsupported kind \"Pod\"",
+            ),
+            (
+                &format!(r#"{{"apiVersion":"{GROUP}/v1","kind":"CredentialProviderRequest"}}"#),
+                "image: required",
+            ),
+            (
+                &format!(
+                    r#"{{"apiVersion":"{GROUP}/v1","kind":"CredentialProviderRequest","image":"UPPER/Case"}}"#
+                ),
                 "image: ",
             ),
         ];
@@ -254,7 +271,10 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(0)), "0s");
         assert_eq!(go_duration(Duration::from_secs(3600 * 6)), "6h0m0s");
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
         assert!(parse_go_duration("5").is_err());
     }
 }

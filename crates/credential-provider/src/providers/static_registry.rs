@@ -14,9 +14,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::Error;
 use crate::keyring;
 use crate::protocol::{AuthConfig, CacheKeyType, Request, Response, parse_go_duration};
-use crate::Error;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -65,11 +65,21 @@ impl StaticProvider {
         for (i, entry) in file.registries.into_iter().enumerate() {
             let field = |name: &str| format!("registries[{i}].{name}");
             if entry.match_images.is_empty() {
-                return Err(format!("{}: at least one pattern is required", field("matchImages")));
+                return Err(format!(
+                    "{}: at least one pattern is required",
+                    field("matchImages")
+                ));
             }
-            let secret = |plain: Option<String>, from_env: Option<String>, name: &str| -> Result<String, String> {
+            let secret = |plain: Option<String>,
+                          from_env: Option<String>,
+                          name: &str|
+             -> Result<String, String> {
                 match (plain, from_env) {
-                    (Some(_), Some(_)) => Err(format!("{} and {}Env: give one, not both", field(name), field(name))),
+                    (Some(_), Some(_)) => Err(format!(
+                        "{} and {}Env: give one, not both",
+                        field(name),
+                        field(name)
+                    )),
                     (Some(v), None) => Ok(v),
                     (None, Some(var)) => env(&var).ok_or_else(|| {
                         format!("{}Env: environment variable {var} is not set", field(name))
@@ -150,9 +160,18 @@ mod tests {
     #[test]
     fn config_errors_name_the_field() {
         let err = |y: &str| StaticProvider::parse(y, &env).unwrap_err();
-        assert!(err("registries:\n  - matchImages: [a.io]\n    username: u\n").contains("registries[0].password: required"));
-        assert!(err("registries:\n  - matchImages: [a.io]\n    username: u\n    passwordEnv: NOPE\n").contains("NOPE is not set"));
-        assert!(err("registries:\n  - matchImages: []\n    username: u\n    password: p\n").contains("registries[0].matchImages"));
+        assert!(
+            err("registries:\n  - matchImages: [a.io]\n    username: u\n")
+                .contains("registries[0].password: required")
+        );
+        assert!(
+            err("registries:\n  - matchImages: [a.io]\n    username: u\n    passwordEnv: NOPE\n")
+                .contains("NOPE is not set")
+        );
+        assert!(
+            err("registries:\n  - matchImages: []\n    username: u\n    password: p\n")
+                .contains("registries[0].matchImages")
+        );
         assert!(err("cacheDuration: soon\nregistries: []\n").contains("cacheDuration"));
         assert!(err("registries:\n  - matchImage: [a]\n").contains("matchImage"));
     }
