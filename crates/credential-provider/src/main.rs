@@ -71,9 +71,38 @@ fn run() -> Result<String, Error> {
     }
 }
 
+#[cfg(feature = "ecr")]
+fn ecr(input: &[u8]) -> Result<String, Error> {
+    let request = Request::parse(input)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Provider {
+            provider: "ecr",
+            message: format!("starting the async runtime: {e}"),
+        })?;
+    // The kubelet kills the plugin after one minute; give up a little sooner
+    // with a message of our own.
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(50),
+            overcast_credential_provider::providers::ecr::provide(&request),
+        )
+        .await
+    });
+    match answer {
+        Ok(result) => Ok(result?.to_json(&request.api_version)),
+        Err(_) => Err(Error::Provider {
+            provider: "ecr",
+            message: "no answer from ECR within 50 s".into(),
+        }),
+    }
+}
+
+#[cfg(not(feature = "ecr"))]
 fn ecr(_input: &[u8]) -> Result<String, Error> {
     Err(Error::Provider {
         provider: "ecr",
-        message: "this build has no ECR support".into(),
+        message: "this build has no ECR support (built without the 'ecr' feature)".into(),
     })
 }

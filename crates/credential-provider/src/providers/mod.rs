@@ -1,1 +1,3 @@
+#[cfg(feature = "ecr")]
+pub mod ecr;
 pub mod static_registry;
