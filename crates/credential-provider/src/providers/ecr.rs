@@ -168,11 +168,10 @@ mod tests {
                 .region,
             "cn-north-1"
         );
-        assert_eq!(
+        assert!(
             parse_host("123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com")
                 .unwrap()
-                .fips,
-            true
+                .fips
         );
         assert_eq!(
             parse_host("123456789012.dkr-ecr.eu-west-1.on.aws")
