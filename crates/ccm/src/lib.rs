@@ -36,6 +36,9 @@ pub use options::Options;
 /// providers in `registry`, and returns the process's exit code: 0 after
 /// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag.
 pub fn main(registry: ProviderRegistry) -> ExitCode {
+    // rustls cannot pick a crypto provider by itself when a provider's SDK
+    // links aws-lc-rs beside kube's ring: choose ring for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let options = Options::parse();
     init_logging(options.verbosity);
     let config = match options.validate() {

@@ -275,6 +275,7 @@ impl ControlPlane {
 
     /// The client configuration, for callers that tune it (timeouts, QPS).
     pub async fn config(&self) -> Result<kube::Config, Error> {
+        install_crypto_provider();
         let client_err = |reason: String| Error::Client {
             path: self.kubeconfig_path.clone(),
             reason,
@@ -336,6 +337,13 @@ impl Drop for ControlPlane {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Chooses rustls's ring provider for the process. When a build also links
+/// aws-lc-rs (the AWS SDK does), rustls cannot choose by itself and every TLS
+/// client would panic. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 static SHARED: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
