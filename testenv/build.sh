@@ -42,5 +42,5 @@ echo "testenv: building etcd ${ETCD_VERSION}"
 (cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)
 
 ./bin/kube-apiserver --version
-./bin/etcd --version | head -1
+./bin/etcd --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 echo "$stamp_now" > bin/.stamp
