@@ -18,6 +18,7 @@ help:
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
 	@echo "make testenv    build the pinned kube-apiserver, kubectl and etcd into testenv/bin"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
+	@echo "make bench      overcast-ccm against the Go CCM (BENCH_NODES, BENCH_SERVICES, BENCH_PROFILE)"
 
 .PHONY: prerequisites
 prerequisites:
@@ -54,6 +55,28 @@ lint: prerequisites
 test: testenv venv lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test $(CARGO_LOCKED) --workspace --all-targets
 	$(CARGO) test $(CARGO_LOCKED) --workspace --doc
+
+GO_CCM := $(HOME)/.cache/overcast/go-ccm
+BENCH_NODES ?= 1000
+BENCH_SERVICES ?= 1000
+BENCH_PROFILE ?= lifted
+BENCH_OUT ?= bench/results/$(shell date +%Y-%m-%d)-scale.md
+
+# The upstream Go cloud-controller-manager with the benchmark's fake cloud.
+.PHONY: go-ccm
+go-ccm:
+	cd bench/go-ccm && CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -trimpath -o $(GO_CCM) .
+
+# overcast-ccm against the Go CCM on the same (fresh) apiserver; appends to $(BENCH_OUT).
+.PHONY: bench-scale
+bench-scale: testenv go-ccm
+	$(CARGO) build --release -p overcast-ccm -p overcast-bench
+	BENCH_NODES=$(BENCH_NODES) BENCH_SERVICES=$(BENCH_SERVICES) BENCH_PROFILE=$(BENCH_PROFILE) bench/record-header.sh "$(BENCH_OUT)"
+	$(CARGO_TARGET_DIR)/release/overcast-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
+	  --go $(GO_CCM) --nodes $(BENCH_NODES) --services $(BENCH_SERVICES) --profile $(BENCH_PROFILE) --out "$(BENCH_OUT)"
+
+.PHONY: bench
+bench: bench-scale
 
 .PHONY: demo
 demo: testenv

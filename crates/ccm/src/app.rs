@@ -50,6 +50,9 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
             );
         }
     }
+    if opts.leader_migration_config.is_some() && !opts.enable_leader_migration {
+        tracing::warn!("--leader-migration-config is ignored without --enable-leader-migration");
+    }
     let migration = if opts.enable_leader_migration && opts.leader_elect {
         Some(match &opts.leader_migration_config {
             Some(path) => MigrationConfig::load(path).map_err(anyhow::Error::msg)?,
@@ -67,7 +70,12 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         );
     }
 
-    let client = build_client(opts).await?;
+    // Signals are watched from the start, so one during start-up is not lost.
+    let mut shutdown = Shutdown::install()?;
+    let client = build_client(opts, true).await?;
+    // The Leases get a client of their own: renewals never wait behind
+    // controller traffic in the rate limiter (as client-go's lock client).
+    let lease_client = build_client(opts, false).await?;
     let health = Arc::new(Health::default());
     serve(&config, &health).await?;
 
@@ -94,21 +102,24 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     if !opts.leader_elect {
         manager.start(|_| true).await?;
         health.set_leading();
-        return wait_for_shutdown(&[]).await;
+        shutdown.wait().await;
+        manager.stop().await;
+        return Ok(());
     }
 
     let main_lock = Arc::new(LeaseLock::new(
-        client.clone(),
+        lease_client.clone(),
         &opts.leader_elect_resource_namespace,
         &opts.leader_elect_resource_name,
         &identity,
         timings,
+        "leaderElection",
     ));
     health.add_election(main_lock.state());
     let mut locks = vec![Arc::clone(&main_lock)];
     tokio::select! {
         () = main_lock.acquire() => {}
-        r = wait_for_shutdown(&[]) => return r,
+        () = shutdown.wait() => return Ok(()),
     }
     health.set_leading();
     spawn_holder(&main_lock);
@@ -123,24 +134,40 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
 
     if let Some(m) = &migration {
         let migration_lock = Arc::new(LeaseLock::new(
-            client.clone(),
+            lease_client.clone(),
             &opts.leader_elect_resource_namespace,
             &m.leader_name,
             &identity,
             timings,
+            "leaderMigration",
         ));
         health.add_election(migration_lock.state());
         locks.push(Arc::clone(&migration_lock));
         tokio::select! {
             () = migration_lock.acquire() => {}
-            r = wait_for_shutdown(&locks) => return r,
+            () = shutdown.wait() => {
+                manager.stop().await;
+                release_all(&locks).await;
+                return Ok(());
+            }
         }
         spawn_holder(&migration_lock);
         manager
             .start(|name| placement(name) == Placement::Migrated)
             .await?;
     }
-    wait_for_shutdown(&locks).await
+    shutdown.wait().await;
+    // Controllers stop before the Leases go, so a standby never runs them
+    // while this process still does.
+    manager.stop().await;
+    release_all(&locks).await;
+    Ok(())
+}
+
+async fn release_all(locks: &[Arc<LeaseLock>]) {
+    for lock in locks.iter().rev() {
+        lock.release().await;
+    }
 }
 
 /// A lost lease ends the process at once, as upstream's controller managers
@@ -154,21 +181,33 @@ fn spawn_holder(lock: &Arc<LeaseLock>) {
     });
 }
 
-/// SIGTERM or SIGINT: release held leases so a standby takes over at once.
-async fn wait_for_shutdown(locks: &[Arc<LeaseLock>]) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("received SIGTERM; shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT; shutting down"),
-    }
-    for lock in locks.iter().rev() {
-        lock.release().await;
-    }
-    Ok(())
+/// SIGTERM or SIGINT, watched from start-up on.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
 
-async fn build_client(opts: &crate::options::Options) -> anyhow::Result<kube::Client> {
+impl Shutdown {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("received SIGTERM; shutting down"),
+            _ = self.int.recv() => tracing::info!("received SIGINT; shutting down"),
+        }
+    }
+}
+
+async fn build_client(
+    opts: &crate::options::Options,
+    rate_limited: bool,
+) -> anyhow::Result<kube::Client> {
     let mut config = match &opts.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -191,7 +230,7 @@ async fn build_client(opts: &crate::options::Options) -> anyhow::Result<kube::Cl
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(
-        match RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst) {
+        match RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst).filter(|_| rate_limited) {
             Some(layer) => builder.with_layer(&layer).build(),
             None => builder.build(),
         },
@@ -233,6 +272,11 @@ struct Manager {
 }
 
 impl Manager {
+    /// Stops every controller and the watches, and waits until they have.
+    async fn stop(&mut self) {
+        self.tasks.shutdown().await;
+    }
+
     /// Builds and starts every enabled controller that `select` admits.
     async fn start(&mut self, select: impl Fn(&str) -> bool) -> anyhow::Result<()> {
         if !self.started_informers {

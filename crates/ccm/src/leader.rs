@@ -45,6 +45,8 @@ pub struct Timings {
 #[derive(Debug)]
 pub struct ElectionState {
     pub name: String,
+    /// The health check's name: leaderElection or leaderMigration.
+    pub check_name: String,
     leading: AtomicBool,
     last_renew: Mutex<Option<Instant>>,
     lease_duration: Duration,
@@ -116,6 +118,7 @@ impl LeaseLock {
         name: &str,
         identity: &str,
         timings: Timings,
+        check_name: &str,
     ) -> Self {
         MASTER_STATUS.with_label_values(&[name]).set(0);
         Self {
@@ -125,12 +128,18 @@ impl LeaseLock {
             timings,
             state: Arc::new(ElectionState {
                 name: name.to_string(),
+                check_name: check_name.to_string(),
                 leading: AtomicBool::new(false),
                 last_renew: Mutex::new(None),
                 lease_duration: timings.lease_duration,
             }),
             observed: Mutex::new(None),
         }
+    }
+
+    /// client-go bounds each lock request by half the renew deadline.
+    fn request_timeout(&self) -> Duration {
+        (self.timings.renew_deadline / 2).max(Duration::from_secs(1))
     }
 
     pub fn state(&self) -> Arc<ElectionState> {
@@ -145,7 +154,8 @@ impl LeaseLock {
     pub async fn acquire(&self) {
         tracing::info!(lease = %self.name, identity = %self.identity, "attempting to acquire leader lease");
         loop {
-            match self.try_acquire_or_renew().await {
+            let attempt = tokio::time::timeout(self.request_timeout(), self.try_acquire_or_renew());
+            match attempt.await.unwrap_or(Ok(false)) {
                 Ok(true) => {
                     self.set_leading(true);
                     tracing::info!(lease = %self.name, "successfully acquired lease");
@@ -205,7 +215,8 @@ impl LeaseLock {
         if !self.state.is_leading() {
             return;
         }
-        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+        let read = tokio::time::timeout(self.request_timeout(), self.api.get_opt(&self.name));
+        let Ok(Ok(Some(mut lease))) = read.await else {
             return;
         };
         if Record::of(&lease).holder != self.identity {

@@ -152,6 +152,42 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub feature_gates: String,
 
+    /// Upstream's delegated authentication/authorisation, TLS tuning and
+    /// logging flags: accepted so a manifest written for the Go CCM starts,
+    /// and ignored (docs/running.md says what that means).
+    #[arg(long, hide = true)]
+    pub authentication_kubeconfig: Option<String>,
+    #[arg(long, hide = true)]
+    pub authorization_kubeconfig: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_skip_lookup: Option<String>,
+    #[arg(long, hide = true)]
+    pub authorization_always_allow_paths: Option<String>,
+    #[arg(long, hide = true)]
+    pub client_ca_file: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_client_ca_file: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_allowed_names: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_extra_headers_prefix: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_group_headers: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_username_headers: Option<String>,
+    #[arg(long, hide = true)]
+    pub tls_cipher_suites: Option<String>,
+    #[arg(long, hide = true)]
+    pub tls_min_version: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub contention_profiling: Option<String>,
+    #[arg(long, hide = true)]
+    pub vmodule: Option<String>,
+    #[arg(long, hide = true)]
+    pub logging_format: Option<String>,
+    #[arg(long, hide = true)]
+    pub log_flush_frequency: Option<String>,
+
     /// Log verbosity, as klog's -v (0: info, 2: more, 4: debug, 6+: trace).
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,

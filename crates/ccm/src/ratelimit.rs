@@ -16,15 +16,16 @@ pub struct RateLimitLayer {
 }
 
 impl RateLimitLayer {
-    /// `qps < 0` means unlimited; `qps == 0` is client-go's default of 5.
+    /// `qps < 0` means unlimited; zero QPS or burst take client-go's defaults (5, 10).
     pub fn new(qps: f32, burst: u32) -> Option<Self> {
         if qps < 0.0 {
             return None;
         }
         let qps = if qps == 0.0 { 5.0 } else { f64::from(qps) };
+        let burst = if burst == 0 { 10 } else { burst };
         Some(Self {
             qps,
-            burst: f64::from(burst.max(1)),
+            burst: f64::from(burst),
         })
     }
 }

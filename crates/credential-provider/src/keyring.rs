@@ -31,7 +31,12 @@ fn split(s: &str) -> (&str, &str, &str) {
 }
 
 /// Whether `pattern` (a matchImages entry or auth key) matches `image`.
+/// Like the kubelet's keyring, a trailing `/v1/` or `/v2/` on a key is dropped.
 pub fn matches(pattern: &str, image: &str) -> bool {
+    let pattern = pattern
+        .strip_suffix("/v1/")
+        .or_else(|| pattern.strip_suffix("/v2/"))
+        .unwrap_or(pattern);
     let (g_host, g_port, g_path) = split(pattern);
     let (t_host, t_port, t_path) = split(image);
     if g_port != t_port {

@@ -126,8 +126,12 @@ impl Response {
     }
 }
 
-/// Go's `time.Duration.String()` for whole seconds and up: "0s", "5m0s", "1h0m0s".
+/// Go's `time.Duration.String()`: "0s", "500ms", "5m0s", "1h0m0s" (whole
+/// seconds above one second).
 pub fn go_duration(d: Duration) -> String {
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return format!("{}ms", d.as_millis().max(1));
+    }
     let total = d.as_secs();
     let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
     if h > 0 {
@@ -271,6 +275,7 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(0)), "0s");
         assert_eq!(go_duration(Duration::from_secs(3600 * 6)), "6h0m0s");
         assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
         assert_eq!(
             parse_go_duration("1h30m").unwrap(),
             Duration::from_secs(5400)

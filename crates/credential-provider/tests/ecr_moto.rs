@@ -179,3 +179,14 @@ fn the_kubelet_gets_ecr_credentials_through_its_plugin_code() {
         "not an ECR image"
     );
 }
+
+#[test]
+fn a_service_account_token_is_refused_not_answered_with_node_credentials() {
+    let out = run_ecr(
+        "http://127.0.0.1:9",
+        r#"{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderRequest","image":"123456789012.dkr.ecr.us-west-2.amazonaws.com/app","serviceAccountToken":"eyJ...","serviceAccountAnnotations":{"eks.amazonaws.com/ecr-role-arn":"arn:aws:iam::123456789012:role/pull"}}"#,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("service-account token mode"));
+    assert!(out.stdout.is_empty());
+}

@@ -19,9 +19,11 @@ pub(crate) struct Pki {
     pub service_account_public: PathBuf,
     pub token_file: PathBuf,
     pub token: String,
+    /// (user, token) of the extra cluster-admin users.
+    pub extra_tokens: Vec<(String, String)>,
 }
 
-pub(crate) fn generate(dir: &Path) -> Result<Pki, Error> {
+pub(crate) fn generate(dir: &Path, extra_users: &[String]) -> Result<Pki, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -45,6 +47,15 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki, Error> {
 
     let service_account = KeyPair::generate()?;
     let token = random_token()?;
+    let extra_tokens = extra_users
+        .iter()
+        .map(|u| Ok((u.clone(), random_token()?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    // token,user,uid,"groups": system:masters is cluster-admin.
+    let mut tokens_csv = format!("{token},admin,admin,\"system:masters\"\n");
+    for (user, t) in &extra_tokens {
+        tokens_csv.push_str(&format!("{t},{user},{user},\"system:masters\"\n"));
+    }
 
     let write = |name: &str, contents: &str| -> Result<PathBuf, Error> {
         let path = dir.join(name);
@@ -59,11 +70,9 @@ pub(crate) fn generate(dir: &Path) -> Result<Pki, Error> {
         service_account_key: write("sa.key", &service_account.serialize_pem())?,
         service_account_public: write("sa.pub", &service_account.public_key_pem())?,
         // token,user,uid,"groups": system:masters is cluster-admin.
-        token_file: write(
-            "tokens.csv",
-            &format!("{token},admin,admin,\"system:masters\"\n"),
-        )?,
+        token_file: write("tokens.csv", &tokens_csv)?,
         token,
+        extra_tokens,
     })
 }
 

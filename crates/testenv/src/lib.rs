@@ -102,6 +102,17 @@ fn binary(dir: &Path, name: &'static str) -> Result<PathBuf, Error> {
     }
 }
 
+/// What [`ControlPlane::start_with`] adds to a default control plane.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// More cluster-admin users, each with a kubeconfig of its own
+    /// ([`ControlPlane::user_kubeconfig_path`]); an audit log can then tell
+    /// their requests apart.
+    pub extra_users: Vec<String>,
+    /// Extra kube-apiserver flags (e.g. an audit policy).
+    pub apiserver_args: Vec<String>,
+}
+
 /// A running etcd + kube-apiserver pair.
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -129,6 +140,11 @@ impl ControlPlane {
 
     /// Starts a fresh control plane from the binaries in `bin_dir`.
     pub async fn start_from(bin_dir: &Path) -> Result<ControlPlane, Error> {
+        Self::start_with(bin_dir, &StartOptions::default()).await
+    }
+
+    /// Starts a fresh control plane with extra users and apiserver flags.
+    pub async fn start_with(bin_dir: &Path, options: &StartOptions) -> Result<ControlPlane, Error> {
         let apiserver_bin = binary(bin_dir, "kube-apiserver")?;
         let etcd_bin = binary(bin_dir, "etcd")?;
         let kubectl_bin = binary(bin_dir, "kubectl")?;
@@ -141,7 +157,7 @@ impl ControlPlane {
             ))?;
         let root = dir.path().to_path_buf();
 
-        let pki = certs::generate(&root)?;
+        let pki = certs::generate(&root, &options.extra_users)?;
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let secure_port = free_port()?;
@@ -189,6 +205,7 @@ impl ControlPlane {
             // No controller-manager runs, so no default ServiceAccount is ever created.
             "--disable-admission-plugins=ServiceAccount".to_string(),
         ]);
+        apiserver.args(&options.apiserver_args);
         let apiserver = Supervised::spawn(
             "kube-apiserver",
             apiserver,
@@ -202,6 +219,11 @@ impl ControlPlane {
             kubeconfig(&server, &pki.ca_pem, &pki.token),
         )
         .map_err(Error::io(format!("writing {}", kubeconfig_path.display())))?;
+        for (user, token) in &pki.extra_tokens {
+            let path = root.join(format!("{user}.kubeconfig"));
+            std::fs::write(&path, kubeconfig(&server, &pki.ca_pem, token))
+                .map_err(Error::io(format!("writing {}", path.display())))?;
+        }
 
         let plane = ControlPlane {
             server,
@@ -285,6 +307,11 @@ impl ControlPlane {
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| client_err(e.to_string()))
+    }
+
+    /// Path of the kubeconfig of an extra user named in [`StartOptions`].
+    pub fn user_kubeconfig_path(&self, user: &str) -> PathBuf {
+        self.dir_path.join(format!("{user}.kubeconfig"))
     }
 
     /// Path of an admin kubeconfig for this control plane.

@@ -69,15 +69,16 @@ fn is_public(host: &str) -> bool {
 }
 
 /// Half the token's remaining lifetime, as cloud-provider-aws caches it. No
-/// expiry: do not cache. An expiry already past (moto answers so): the
-/// kubelet's default, never a negative duration.
+/// expiry, or one already past (moto answers so) or about to pass: do not
+/// cache (upstream leaves it to the kubelet's default, which may keep a dead
+/// token for hours). Never negative.
 pub fn cache_duration(expires_at: Option<SystemTime>, now: SystemTime) -> Option<Duration> {
     let Some(expires_at) = expires_at else {
         return Some(Duration::ZERO);
     };
     match expires_at.duration_since(now) {
         Ok(left) if left.as_secs() / 2 > 0 => Some(Duration::from_secs(left.as_secs() / 2)),
-        _ => None,
+        _ => Some(Duration::ZERO),
     }
 }
 
@@ -107,6 +108,13 @@ fn provider_error(message: impl Into<String>) -> Error {
 /// Answers one request.
 pub async fn provide(request: &Request) -> Result<Response, Error> {
     let host = request.image.host().to_string();
+    if request.service_account_token.is_some() {
+        // Using the node's credentials instead would bypass the role the
+        // workload's service account names.
+        return Err(provider_error(
+            "service-account token mode (tokenAttributes) is not supported yet; remove tokenAttributes from this provider's kubelet configuration",
+        ));
+    }
     if is_public(&host) {
         return Err(provider_error(format!(
             "{host}: ECR Public needs no credentials to pull; remove it from matchImages"
@@ -216,12 +224,12 @@ mod tests {
         );
         assert_eq!(
             cache_duration(Some(now - Duration::from_secs(60)), now),
-            None,
-            "expired: kubelet default"
+            Some(Duration::ZERO),
+            "expired: do not cache"
         );
         assert_eq!(
             cache_duration(Some(now + Duration::from_secs(1)), now),
-            None
+            Some(Duration::ZERO)
         );
     }
 

@@ -99,25 +99,36 @@ impl StaticProvider {
         })
     }
 
-    /// Credentials for every configured pattern that matches the image,
-    /// keyed by that pattern; none is a valid answer (anonymous pull).
-    pub fn provide(&self, request: &Request) -> Response {
-        let image = request.image.as_str();
+    /// Every configured pattern with its credentials, whatever the image:
+    /// the kubelet matches the keys against each image itself. The answer does
+    /// not depend on the image, so it is cached once (Global); an answer
+    /// filtered for one image and cached per registry would starve other
+    /// paths of the same registry.
+    pub fn provide(&self, _request: &Request) -> Response {
         let auth: BTreeMap<String, AuthConfig> = self
             .registries
+            .iter()
+            .flat_map(|(patterns, auth)| patterns.iter().map(move |p| (p.clone(), auth.clone())))
+            .collect();
+        Response {
+            cache_key_type: CacheKeyType::Global,
+            cache_duration: self.cache_duration,
+            auth,
+        }
+    }
+
+    /// The credentials the kubelet would use for `image` (for tests and
+    /// diagnostics): those whose pattern matches.
+    pub fn matching(&self, image: &str) -> Vec<(&str, &AuthConfig)> {
+        self.registries
             .iter()
             .flat_map(|(patterns, auth)| {
                 patterns
                     .iter()
                     .filter(|p| keyring::matches(p, image))
-                    .map(move |p| (p.clone(), auth.clone()))
+                    .map(move |p| (p.as_str(), auth))
             })
-            .collect();
-        Response {
-            cache_key_type: CacheKeyType::Registry,
-            cache_duration: self.cache_duration,
-            auth,
-        }
+            .collect()
     }
 }
 
@@ -146,7 +157,8 @@ mod tests {
         .unwrap();
         let r = p.provide(&request("registry.example.com/team/app:1"));
         assert_eq!(r.cache_duration, Some(std::time::Duration::from_secs(600)));
-        assert_eq!(r.auth.len(), 1);
+        assert_eq!(r.cache_key_type, CacheKeyType::Global);
+        assert_eq!(r.auth.len(), 2, "every pattern: the kubelet matches");
         assert_eq!(
             r.auth["*.example.com"],
             AuthConfig {
@@ -154,7 +166,8 @@ mod tests {
                 password: "from-env".into()
             }
         );
-        assert!(p.provide(&request("nomatch.io/app")).auth.is_empty());
+        assert_eq!(p.matching("registry.example.com/team/app:1").len(), 1);
+        assert!(p.matching("nomatch.io/app").is_empty());
     }
 
     #[test]

@@ -1,0 +1,519 @@
+//! `make bench-scale`: for each CCM in turn, on a fresh control plane, create
+//! N tainted Nodes and then M LoadBalancer Services, and measure how long the
+//! CCM takes to initialise them, its peak RSS and CPU time, and the requests
+//! it made to the apiserver (from the apiserver's audit log, by verb and
+//! resource).
+//!
+//! usage: overcast-bench --overcast BIN --go BIN [--nodes N] [--services M]
+//!        [--profile default|lifted] [--out FILE]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Service, ServicePort, ServiceSpec, Taint};
+use kube::api::{ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use overcast_testenv::{ControlPlane, StartOptions};
+
+const TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+/// Requests from the benchmark itself are done at this concurrency.
+const CLIENT_CONCURRENCY: usize = 64;
+const TIMEOUT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, Clone)]
+struct Args {
+    overcast: PathBuf,
+    go: PathBuf,
+    nodes: usize,
+    services: usize,
+    profile: String,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        overcast: PathBuf::new(),
+        go: PathBuf::new(),
+        nodes: 1000,
+        services: 1000,
+        profile: "lifted".into(),
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--overcast" => a.overcast = value()?.into(),
+            "--go" => a.go = value()?.into(),
+            "--nodes" => a.nodes = value()?.parse().context("--nodes")?,
+            "--services" => a.services = value()?.parse().context("--services")?,
+            "--profile" => a.profile = value()?,
+            "--out" => a.out = Some(value()?.into()),
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    if !["default", "lifted"].contains(&a.profile.as_str()) {
+        bail!("--profile must be default or lifted");
+    }
+    Ok(a)
+}
+
+/// Flags both CCMs get: the same controllers, client limits and concurrency.
+fn common_flags(profile: &str, kubeconfig: &Path) -> Vec<String> {
+    let mut f = vec![
+        "--cloud-provider=fake".to_string(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--leader-elect=false".into(),
+        "--configure-cloud-routes=false".into(),
+        "--controllers=cloud-node,cloud-node-lifecycle,service".into(),
+        "--secure-port=0".into(),
+    ];
+    if profile == "lifted" {
+        f.extend(
+            [
+                "--kube-api-qps=100000",
+                "--kube-api-burst=100000",
+                "--concurrent-node-syncs=10",
+                "--concurrent-service-syncs=10",
+            ]
+            .map(String::from),
+        );
+    }
+    f
+}
+
+#[derive(Debug, Default)]
+struct RunResult {
+    nodes_total: Duration,
+    node_p50: Duration,
+    node_p99: Duration,
+    services_total: Duration,
+    peak_rss_kib: u64,
+    cpu_seconds: f64,
+    requests: BTreeMap<String, usize>,
+}
+
+impl RunResult {
+    fn writes(&self) -> usize {
+        self.requests
+            .iter()
+            .filter(|(k, _)| {
+                ["create ", "update ", "patch ", "delete "]
+                    .iter()
+                    .any(|w| k.starts_with(w))
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+    fn lists(&self) -> usize {
+        self.requests
+            .iter()
+            .filter(|(k, _)| k.starts_with("list "))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// VmHWM (peak RSS) in KiB and utime+stime in seconds of a live process.
+fn process_usage(pid: u32) -> (u64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at state.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<f64>().ok()? + s.parse::<f64>().ok()?))
+        .unwrap_or(0.0)
+        / ticks.max(1.0);
+    (rss, cpu)
+}
+
+/// Counts the audit log's requests by the user "ccm", as "verb resource[/sub]".
+fn audit_counts(log: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["user"]["username"] != "ccm" || v["stage"] != "ResponseComplete" {
+            continue;
+        }
+        let verb = v["verb"].as_str().unwrap_or("?");
+        let mut resource = v["objectRef"]["resource"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        if let Some(sub) = v["objectRef"]["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        *counts.entry(format!("{verb} {resource}")).or_insert(0) += 1;
+    }
+    counts
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn run_one(
+    name: &str,
+    binary: &Path,
+    extra: &[String],
+    args: &Args,
+) -> anyhow::Result<RunResult> {
+    let dir = tempfile_dir()?;
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n    users: [ccm]\n  - level: None\n",
+    )?;
+    let audit_log = dir.join("audit.log");
+    let plane = ControlPlane::start_with(
+        &overcast_testenv::bin_dir(),
+        &StartOptions {
+            extra_users: vec!["ccm".into()],
+            apiserver_args: vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-maxsize=0".into(),
+                "--max-requests-inflight=2000".into(),
+                "--max-mutating-requests-inflight=1000".into(),
+            ],
+        },
+    )
+    .await?;
+    let mut config = plane.config().await?;
+    config.read_timeout = Some(Duration::from_secs(300));
+    let client = Client::try_from(config)?;
+
+    let mut flags = common_flags(&args.profile, &plane.user_kubeconfig_path("ccm"));
+    flags.extend(extra.iter().cloned());
+    let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+    let child = Killed(
+        Command::new(binary)
+            .args(&flags)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?,
+    );
+    let pid = child.0.id();
+
+    let node_times = watch_until(Api::<Node>::all(client.clone()), args.nodes, |n: &Node| {
+        !n.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
+    });
+    let created = Arc::new(Mutex::new(BTreeMap::new()));
+    let started = Instant::now();
+    let nodes: Api<Node> = Api::all(client.clone());
+    futures::stream::iter(0..args.nodes)
+        .map(|i| {
+            let nodes = nodes.clone();
+            let created = Arc::clone(&created);
+            async move {
+                let name = format!("node-{i:05}");
+                nodes
+                    .create(&PostParams::default(), &tainted_node(&name))
+                    .await?;
+                created.lock().unwrap().insert(name, Instant::now());
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    let done = tokio::time::timeout(TIMEOUT, node_times)
+        .await
+        .context("nodes not initialised in time")??;
+    let nodes_total = started.elapsed();
+    let created = created.lock().unwrap().clone();
+    let mut latencies: Vec<Duration> = done
+        .iter()
+        .filter_map(|(n, t)| created.get(n).map(|c| t.saturating_duration_since(*c)))
+        .collect();
+    latencies.sort();
+
+    let svc_times = watch_until(
+        Api::<Service>::namespaced(client.clone(), "default"),
+        args.services,
+        |s: &Service| {
+            s.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .is_some_and(|i| !i.is_empty())
+        },
+    );
+    let started = Instant::now();
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    futures::stream::iter(0..args.services)
+        .map(|i| {
+            let services = services.clone();
+            async move {
+                services
+                    .create(&PostParams::default(), &lb_service(&format!("svc-{i:05}")))
+                    .await?;
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    tokio::time::timeout(TIMEOUT, svc_times)
+        .await
+        .context("services not served in time")??;
+    let services_total = started.elapsed();
+    // Let trailing writes (events) land before counting.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (peak_rss_kib, cpu_seconds) = process_usage(pid);
+    drop(child);
+    let requests = audit_counts(&audit_log);
+    drop(plane);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(RunResult {
+        nodes_total,
+        node_p50: percentile(&latencies, 0.5),
+        node_p99: percentile(&latencies, 0.99),
+        services_total,
+        peak_rss_kib,
+        cpu_seconds,
+        requests,
+    })
+}
+
+/// Resolves with the time each object first satisfied `done`, once `count` have.
+fn watch_until<K>(
+    api: Api<K>,
+    count: usize,
+    done: impl Fn(&K) -> bool + Send + 'static,
+) -> impl std::future::Future<Output = anyhow::Result<BTreeMap<String, Instant>>>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    let handle = tokio::spawn(async move {
+        let mut seen = BTreeMap::new();
+        let stream = watcher::watcher(api, watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.try_next().await? {
+            let objs = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => vec![o],
+                _ => vec![],
+            };
+            for o in objs {
+                if done(&o) {
+                    seen.entry(o.name_any()).or_insert_with(Instant::now);
+                }
+            }
+            if seen.len() >= count {
+                break;
+            }
+        }
+        anyhow::Ok(seen)
+    });
+    async move { handle.await? }
+}
+
+fn tainted_node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: TAINT.into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn lb_service(name: &str) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "overcast-bench-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    overcast_testenv::install_crypto_provider();
+    let args = parse_args()?;
+    let fake_config =
+        std::env::temp_dir().join(format!("overcast-bench-fake-{}.yaml", std::process::id()));
+    std::fs::write(
+        &fake_config,
+        "anyInstance:\n  instanceType: bm.small\n  zone: rack-1\n  region: eu-home\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n",
+    )?;
+    eprintln!(
+        "bench: overcast-ccm, {} nodes, {} services, profile {}",
+        args.nodes, args.services, args.profile
+    );
+    let ours = run_one(
+        "overcast",
+        &args.overcast,
+        &[format!("--cloud-config={}", fake_config.display())],
+        &args,
+    )
+    .await?;
+    eprintln!("bench: go cloud-controller-manager");
+    let go = run_one("go", &args.go, &["--v=0".to_string()], &args).await?;
+    let _ = std::fs::remove_file(&fake_config);
+
+    let ratio = |a: f64, b: f64| {
+        if b == 0.0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.2}", a / b)
+        }
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "### {} nodes, {} services, profile `{}`\n\n| measure | overcast-ccm | Go CCM | overcast / Go |\n|---|---|---|---|\n",
+        args.nodes, args.services, args.profile
+    ));
+    let rows: Vec<(&str, f64, f64, String, String)> = vec![
+        (
+            "all nodes initialised (s)",
+            ours.nodes_total.as_secs_f64(),
+            go.nodes_total.as_secs_f64(),
+            secs(ours.nodes_total),
+            secs(go.nodes_total),
+        ),
+        (
+            "node init latency p50 (s)",
+            ours.node_p50.as_secs_f64(),
+            go.node_p50.as_secs_f64(),
+            secs(ours.node_p50),
+            secs(go.node_p50),
+        ),
+        (
+            "node init latency p99 (s)",
+            ours.node_p99.as_secs_f64(),
+            go.node_p99.as_secs_f64(),
+            secs(ours.node_p99),
+            secs(go.node_p99),
+        ),
+        (
+            "all services have status (s)",
+            ours.services_total.as_secs_f64(),
+            go.services_total.as_secs_f64(),
+            secs(ours.services_total),
+            secs(go.services_total),
+        ),
+        (
+            "peak RSS (MiB)",
+            ours.peak_rss_kib as f64 / 1024.0,
+            go.peak_rss_kib as f64 / 1024.0,
+            format!("{:.1}", ours.peak_rss_kib as f64 / 1024.0),
+            format!("{:.1}", go.peak_rss_kib as f64 / 1024.0),
+        ),
+        (
+            "CPU time (s)",
+            ours.cpu_seconds,
+            go.cpu_seconds,
+            format!("{:.2}", ours.cpu_seconds),
+            format!("{:.2}", go.cpu_seconds),
+        ),
+        (
+            "apiserver writes",
+            ours.writes() as f64,
+            go.writes() as f64,
+            ours.writes().to_string(),
+            go.writes().to_string(),
+        ),
+        (
+            "apiserver LISTs",
+            ours.lists() as f64,
+            go.lists() as f64,
+            ours.lists().to_string(),
+            go.lists().to_string(),
+        ),
+    ];
+    for (what, a, b, sa, sb) in rows {
+        out.push_str(&format!("| {what} | {sa} | {sb} | {} |\n", ratio(a, b)));
+    }
+    out.push_str("\nRequests by verb and resource (from the apiserver's audit log):\n\n| request | overcast-ccm | Go CCM |\n|---|---|---|\n");
+    let keys: std::collections::BTreeSet<&String> =
+        ours.requests.keys().chain(go.requests.keys()).collect();
+    for k in keys {
+        out.push_str(&format!(
+            "| {k} | {} | {} |\n",
+            ours.requests.get(k).copied().unwrap_or(0),
+            go.requests.get(k).copied().unwrap_or(0)
+        ));
+    }
+    out.push('\n');
+    println!("{out}");
+    if let Some(path) = &args.out {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?
+            .write_all(out.as_bytes())?;
+    }
+    Ok(())
+}
