@@ -180,17 +180,22 @@ impl Inner {
             }
         };
         // Addresses go first, so that no one sees an initialised Node without
-        // them (rancher/rke2#1989).
-        if let Some(addresses) = &plan.addresses {
-            self.api
-                .patch_status(
-                    &name,
-                    &field_manager_params(COMPONENT),
-                    &Patch::Merge(json!({"status": {"addresses": addresses}})),
-                )
-                .await?;
-        }
-        let written = patch_node(&self.api, node, COMPONENT, |current| {
+        // them (rancher/rke2#1989). The Node that write returns is the base of
+        // the next, so its resourceVersion is current and the patch does not
+        // conflict with our own write.
+        let base = match &plan.addresses {
+            Some(addresses) => {
+                self.api
+                    .patch_status(
+                        &name,
+                        &field_manager_params(COMPONENT),
+                        &Patch::Merge(json!({"status": {"addresses": addresses}})),
+                    )
+                    .await?
+            }
+            None => node.clone(),
+        };
+        let written = patch_node(&self.api, &base, COMPONENT, |current| {
             if !has_taint(current, TAINT_UNINITIALIZED) {
                 return None; // initialised meanwhile
             }
