@@ -71,6 +71,9 @@ struct Inner {
     /// Services this controller has worked on: the last known object (to
     /// clean up after a Service vanished) and the node set last sent to the cloud.
     cache: Mutex<HashMap<String, Cached>>,
+    /// Bumped on every Node change; invalidates `eligible`.
+    node_generation: std::sync::atomic::AtomicU64,
+    eligible: Mutex<Option<EligibleMemo>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -82,10 +85,15 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// (node generation, eligible Nodes, their set).
+type EligibleMemo = (u64, Arc<Vec<Node>>, Arc<NodeSet>);
+
 #[derive(Debug, Clone)]
 struct Cached {
     service: Arc<Service>,
-    synced_nodes: Option<NodeSet>,
+    /// Shared between Services: one copy per node-set generation, not one
+    /// per Service (1,000 Services × 1,000 Nodes would be a million entries).
+    synced_nodes: Option<Arc<NodeSet>>,
 }
 
 impl ServiceController {
@@ -105,6 +113,8 @@ impl ServiceController {
             config,
             services_queue: services_queue.clone(),
             cache: Mutex::new(HashMap::new()),
+            node_generation: std::sync::atomic::AtomicU64::new(0),
+            eligible: Mutex::new(None),
         });
 
         let queue = services_queue.clone();
@@ -130,7 +140,12 @@ impl ServiceController {
         });
 
         let queue = nodes_queue.clone();
+        let generation_inner = Arc::clone(&inner);
         ctx.nodes.on_change(move |change| {
+            // Balancers get the Nodes as they are now, so any change counts.
+            generation_inner
+                .node_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let relevant = match change {
                 Change::Added(_) | Change::Deleted(_) => true,
                 // As upstream's shouldSyncUpdatedNode: only the exclude label
@@ -240,7 +255,18 @@ impl Inner {
             .expect("checked when the controller was built")
     }
 
-    fn eligible_nodes(&self) -> Vec<Node> {
+    /// The eligible Nodes and their set, computed once per change of the
+    /// Node cache and shared by every Service sync until the next change.
+    fn eligible_nodes(&self) -> (Arc<Vec<Node>>, Arc<NodeSet>) {
+        let generation = self
+            .node_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let mut memo = self.eligible.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, nodes, set)) = memo.as_ref()
+            && *g == generation
+        {
+            return (Arc::clone(nodes), Arc::clone(set));
+        }
         let mut nodes: Vec<Node> = self
             .nodes
             .list()
@@ -249,7 +275,10 @@ impl Inner {
             .map(|n| n.as_ref().clone())
             .collect();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        nodes
+        let set = Arc::new(node_set(&nodes));
+        let nodes = Arc::new(nodes);
+        *memo = Some((generation, Arc::clone(&nodes), Arc::clone(&set)));
+        (nodes, set)
     }
 
     async fn sync_service(&self, key: &str) -> Outcome {
@@ -384,7 +413,7 @@ impl Inner {
             self.set_finalizer(svc, true)
                 .await
                 .map_err(api_err("failed to add load balancer cleanup finalizer"))?;
-            let nodes = self.eligible_nodes();
+            let (nodes, set) = self.eligible_nodes();
             if nodes.is_empty() {
                 self.recorder.publish(
                     svc,
@@ -396,7 +425,7 @@ impl Inner {
             // Recorded before the call, as upstream does, so a node change
             // meanwhile is not sent to the same balancer concurrently.
             if let Some(cached) = self.cache_mut().get_mut(&key) {
-                cached.synced_nodes = Some(node_set(&nodes));
+                cached.synced_nodes = Some(set);
             }
             crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
             let status = match self
@@ -477,8 +506,7 @@ impl Inner {
     /// gets UpdateLoadBalancer; failures send the Service for a full sync.
     async fn sync_nodes(&self) {
         let started = std::time::Instant::now();
-        let nodes = self.eligible_nodes();
-        let set = node_set(&nodes);
+        let (nodes, set) = self.eligible_nodes();
         let services: Vec<Cached> = self.cache_mut().values().cloned().collect();
         let parallel = self.config.concurrent_service_syncs.max(1);
         futures::stream::iter(services)
@@ -487,13 +515,15 @@ impl Inner {
                 let set = &set;
                 async move {
                     let svc = cached.service.as_ref();
-                    if !wants_load_balancer(svc) || cached.synced_nodes.as_ref() == Some(set) {
+                    if !wants_load_balancer(svc)
+                        || cached.synced_nodes.as_deref() == Some(set.as_ref())
+                    {
                         return;
                     }
                     // Recorded whatever the outcome (upstream's nodeSyncService):
                     // a failure goes to the Service queue for a full sync.
                     if let Some(c) = self.cache_mut().get_mut(&key_of(svc)) {
-                        c.synced_nodes = Some(set.clone());
+                        c.synced_nodes = Some(Arc::clone(set));
                     }
                     crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
                     if !self.update_backends(svc, nodes).await {
