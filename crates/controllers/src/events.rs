@@ -32,15 +32,29 @@ const REMEMBERED: usize = 4096;
 
 #[derive(Clone)]
 pub struct Recorder {
+    writer: Arc<Writer>,
+    /// Events wait here for the one task that writes them, as in client-go's
+    /// broadcaster; started on first use.
+    queue: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Pending>>>,
+}
+
+/// client-go's broadcaster queue length: beyond it, Events are dropped (with
+/// a log line) rather than competing with the controllers' own writes.
+const QUEUE: usize = 1000;
+
+type Pending = (ObjectReference, EventType, String, String);
+
+/// Writes Events; owned by the queue's task, so dropping every Recorder ends it.
+struct Writer {
     client: Client,
     component: String,
-    seen: Arc<Mutex<HashMap<Identity, Seen>>>,
+    seen: Mutex<HashMap<Identity, Seen>>,
 }
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
-            .field("component", &self.component)
+            .field("component", &self.writer.component)
             .finish_non_exhaustive()
     }
 }
@@ -59,9 +73,12 @@ impl Recorder {
     /// `component` is the event source, e.g. `cloud-node-controller`.
     pub fn new(client: Client, component: impl Into<String>) -> Self {
         Self {
-            client,
-            component: component.into(),
-            seen: Arc::new(Mutex::new(HashMap::new())),
+            writer: Arc::new(Writer {
+                client,
+                component: component.into(),
+                seen: Mutex::new(HashMap::new()),
+            }),
+            queue: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -72,19 +89,32 @@ impl Recorder {
         K: Resource<DynamicType = ()>,
     {
         let reference = object_reference(obj);
-        let recorder = self.clone();
-        let reason = reason.to_string();
-        let message = message.into();
-        tokio::spawn(async move {
-            if let Err(e) = recorder
-                .record(reference.clone(), type_, &reason, &message)
-                .await
-            {
-                tracing::warn!(object = ?reference.name, reason, error = %e, "could not record event");
-            }
+        let queue = self.queue.get_or_init(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
+            let writer = Arc::clone(&self.writer);
+            tokio::spawn(async move {
+                while let Some((reference, type_, reason, message)) = rx.recv().await {
+                    if let Err(e) = writer.record(reference.clone(), type_, &reason, &message).await {
+                        tracing::warn!(object = ?reference.name, reason, error = %e, "could not record event");
+                    }
+                }
+            });
+            tx
         });
+        let message = message.into();
+        if queue
+            .try_send((reference, type_, reason.to_string(), message))
+            .is_err()
+        {
+            tracing::warn!(
+                reason,
+                "event queue full; dropping the event as client-go's broadcaster does"
+            );
+        }
     }
+}
 
+impl Writer {
     async fn record(
         &self,
         reference: ObjectReference,
