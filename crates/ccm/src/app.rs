@@ -146,8 +146,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         tokio::select! {
             () = migration_lock.acquire() => {}
             () = shutdown.wait() => {
-                manager.stop().await;
-                release_all(&locks).await;
+                stop_then_release(&mut manager, &locks).await;
                 return Ok(());
             }
         }
@@ -157,14 +156,14 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
             .await?;
     }
     shutdown.wait().await;
-    // Controllers stop before the Leases go, so a standby never runs them
-    // while this process still does.
-    manager.stop().await;
-    release_all(&locks).await;
+    stop_then_release(&mut manager, &locks).await;
     Ok(())
 }
 
-async fn release_all(locks: &[Arc<LeaseLock>]) {
+/// Controllers stop before the Leases go, so a standby never runs them while
+/// this process still does.
+async fn stop_then_release(manager: &mut Manager, locks: &[Arc<LeaseLock>]) {
+    manager.stop().await;
     for lock in locks.iter().rev() {
         lock.release().await;
     }

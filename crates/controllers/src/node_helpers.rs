@@ -56,22 +56,22 @@ pub fn is_ready(node: &Node) -> bool {
         .is_some_and(|c| c.status == "True")
 }
 
-/// Patches a Node with a JSON merge patch that `compute` derives from the
-/// Node as it is; the patch carries that Node's resourceVersion, so a Node
-/// changed meanwhile is re-read and the patch recomputed (optimistic lock),
-/// and no other writer's change is lost. `compute` returning `None` means
-/// nothing to write. The first try uses `cached`, saving a read.
-pub(crate) async fn patch_node(
-    api: &Api<Node>,
-    cached: &Node,
+/// Patches an object with a JSON merge patch that `compute` derives from the
+/// object as it is; the patch carries that object's resourceVersion, so an
+/// object changed meanwhile is re-read and the patch recomputed (optimistic
+/// lock), and no other writer's change is lost. `compute` returning `None`
+/// means nothing to write. The first try uses `cached`, saving a read.
+pub(crate) async fn patch_optimistic<K>(
+    api: &Api<K>,
+    cached: &K,
     field_manager: &str,
-    mut compute: impl FnMut(&Node) -> Option<Value>,
-) -> Result<Option<Node>, kube::Error> {
+    mut compute: impl FnMut(&K) -> Option<Value>,
+) -> Result<Option<K>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let name = cached.name_any();
-    let params = PatchParams {
-        field_manager: Some(field_manager.to_string()),
-        ..Default::default()
-    };
+    let params = field_manager_params(field_manager);
     let mut current = cached.clone();
     for attempt in 1..=CONFLICT_ATTEMPTS {
         let Some(mut patch) = compute(&current) else {
@@ -79,7 +79,7 @@ pub(crate) async fn patch_node(
         };
         patch["metadata"]["resourceVersion"] = Value::from(current.resource_version());
         match api.patch(&name, &params, &Patch::Merge(&patch)).await {
-            Ok(node) => return Ok(Some(node)),
+            Ok(obj) => return Ok(Some(obj)),
             Err(e) if is_conflict(&e) && attempt < CONFLICT_ATTEMPTS => {
                 tokio::time::sleep(CONFLICT_PAUSE).await;
                 current = api.get(&name).await?;
@@ -88,6 +88,16 @@ pub(crate) async fn patch_node(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// [`patch_optimistic`] for Nodes.
+pub(crate) async fn patch_node(
+    api: &Api<Node>,
+    cached: &Node,
+    field_manager: &str,
+    compute: impl FnMut(&Node) -> Option<Value>,
+) -> Result<Option<Node>, kube::Error> {
+    patch_optimistic(api, cached, field_manager, compute).await
 }
 
 /// Sets the Node's whole taint list (`null` when empty) in a merge patch.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeAddress};
 use kube::api::Patch;
 use kube::{Api, ResourceExt};
 use overcast_cloud_provider::names::{TAINT_UNINITIALIZED, controllers, reasons};
@@ -184,15 +184,7 @@ impl Inner {
         // the next, so its resourceVersion is current and the patch does not
         // conflict with our own write.
         let base = match &plan.addresses {
-            Some(addresses) => {
-                self.api
-                    .patch_status(
-                        &name,
-                        &field_manager_params(COMPONENT),
-                        &Patch::Merge(json!({"status": {"addresses": addresses}})),
-                    )
-                    .await?
-            }
+            Some(addresses) => self.write_addresses(&name, addresses).await?,
             None => node.clone(),
         };
         let written = patch_node(&self.api, &base, COMPONENT, |current| {
@@ -223,6 +215,21 @@ impl Inner {
             );
         }
         Ok(())
+    }
+
+    /// Replaces status.addresses (the list is the cloud's, whole).
+    async fn write_addresses(
+        &self,
+        name: &str,
+        addresses: &[NodeAddress],
+    ) -> Result<Node, kube::Error> {
+        self.api
+            .patch_status(
+                name,
+                &field_manager_params(COMPONENT),
+                &Patch::Merge(json!({"status": {"addresses": addresses}})),
+            )
+            .await
     }
 
     async fn refresh_addresses_periodically(&self) {
@@ -268,13 +275,7 @@ impl Inner {
             }
         })?;
         if let Some(addresses) = addresses {
-            self.api
-                .patch_status(
-                    &node.name_any(),
-                    &field_manager_params(COMPONENT),
-                    &Patch::Merge(json!({"status": {"addresses": addresses}})),
-                )
-                .await?;
+            self.write_addresses(&node.name_any(), &addresses).await?;
         }
         Ok(())
     }

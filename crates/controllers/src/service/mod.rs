@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::{Api, ResourceExt};
 use overcast_cloud_provider::names::{controllers, reasons};
 use overcast_cloud_provider::{CloudError, CloudProvider};
@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::context::{CacheSync, Context};
 use crate::events::{EventType, Recorder};
 use crate::informer::{Change, Store, key_of};
-use crate::node_helpers::{is_conflict, is_not_found, provider_id};
+use crate::node_helpers::{field_manager_params, is_not_found, patch_optimistic, provider_id};
 use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
 use plan::*;
 
@@ -451,7 +451,7 @@ impl Inner {
             match api
                 .patch_status(
                     &svc.name_any(),
-                    &self.params(),
+                    &field_manager_params(COMPONENT),
                     &Patch::Merge(status_patch(&new_status)),
                 )
                 .await
@@ -465,41 +465,22 @@ impl Inner {
         Ok(())
     }
 
-    fn params(&self) -> PatchParams {
-        PatchParams {
-            field_manager: Some(COMPONENT.to_string()),
-            ..Default::default()
-        }
-    }
-
     /// Adds or removes our finalizer with a merge patch that carries the
     /// resourceVersion it was computed from; a conflict re-reads and retries.
     async fn set_finalizer(&self, svc: &Service, present: bool) -> Result<(), kube::Error> {
         let api: Api<Service> =
             Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
-        let mut current = svc.clone();
-        for attempt in 1..=5 {
-            let Some(finalizers) = finalizers_with(&current, present) else {
-                return Ok(());
-            };
-            let patch = json!({"metadata": {
-                "finalizers": finalizers,
-                "resourceVersion": current.resource_version(),
-            }});
-            match api
-                .patch(&current.name_any(), &self.params(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if is_not_found(&e) && !present => return Ok(()),
-                Err(e) if is_conflict(&e) && attempt < 5 => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    current = api.get(&current.name_any()).await?;
-                }
-                Err(e) => return Err(e),
-            }
+        let result = patch_optimistic(&api, svc, COMPONENT, |current| {
+            finalizers_with(current, present)
+                .map(|finalizers| json!({"metadata": {"finalizers": finalizers}}))
+        })
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Gone while its finalizer was being removed: nothing left to do.
+            Err(e) if is_not_found(&e) && !present => Ok(()),
+            Err(e) => Err(e),
         }
-        unreachable!("the last attempt returns")
     }
 
     /// Upstream's `syncNodes`: every balancer whose eligible node set changed

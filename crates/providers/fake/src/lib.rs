@@ -288,6 +288,22 @@ impl FakeCloud {
         self.state().routes.insert(key, route);
     }
 
+    /// Records an Ensure/Update call with its hosts, unless quiet; returns
+    /// the hosts to keep on the balancer (none when quiet).
+    fn record_lb_call(&self, op: &'static str, service: &Service, nodes: &[Node]) -> Vec<String> {
+        let mut state = self.state();
+        if state.quiet {
+            return Vec::new();
+        }
+        let hosts = host_names(nodes);
+        state.lb_calls.push(LoadBalancerCall {
+            op,
+            service: service_key(service),
+            hosts: hosts.clone(),
+        });
+        hosts
+    }
+
     /// Records the call, then sleeps and fails as configured.
     async fn enter(&self, op: &str) -> Result<()> {
         let (delay, failure) = {
@@ -573,15 +589,7 @@ impl LoadBalancer for FakeCloud {
         service: &Service,
         nodes: &[Node],
     ) -> Result<LoadBalancerStatus> {
-        let quiet = self.state().quiet;
-        let hosts = if quiet { Vec::new() } else { host_names(nodes) };
-        if !quiet {
-            self.state().lb_calls.push(LoadBalancerCall {
-                op: "ensure",
-                service: service_key(service),
-                hosts: hosts.clone(),
-            });
-        }
+        let hosts = self.record_lb_call("ensure", service, nodes);
         self.enter("create").await?;
         let name = self.get_load_balancer_name(cluster_name, service);
         let mut state = self.state();
@@ -617,15 +625,7 @@ impl LoadBalancer for FakeCloud {
         service: &Service,
         nodes: &[Node],
     ) -> Result<()> {
-        let quiet = self.state().quiet;
-        let hosts = if quiet { Vec::new() } else { host_names(nodes) };
-        if !quiet {
-            self.state().lb_calls.push(LoadBalancerCall {
-                op: "update",
-                service: service_key(service),
-                hosts: hosts.clone(),
-            });
-        }
+        let hosts = self.record_lb_call("update", service, nodes);
         self.enter("update").await?;
         let name = self.get_load_balancer_name(cluster_name, service);
         match self.state().balancers.get_mut(&name) {
