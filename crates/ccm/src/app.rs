@@ -2,12 +2,14 @@
 //! election (and migration), controllers, shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use overcast_cloud_provider::names::controllers::*;
-use overcast_cloud_provider::{CloudProvider, ProviderRegistry};
+use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
 use overcast_controllers::Context;
 use overcast_controllers::node::{NodeController, NodeControllerConfig};
 use overcast_controllers::node_ipam::NodeIpamController;
@@ -70,6 +72,9 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         );
     }
 
+    if let Some(path) = &opts.cloud_config {
+        watch_cloud_config(Arc::clone(&cloud), path.clone());
+    }
     // Signals are watched from the start, so one during start-up is not lost.
     let mut shutdown = Shutdown::install()?;
     let client = build_client(opts, true).await?;
@@ -122,7 +127,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         () = shutdown.wait() => return Ok(()),
     }
     health.set_leading();
-    spawn_holder(&main_lock);
+    spawn_holder(&main_lock, &manager.cloud);
     let placement = |name: &str| {
         migration
             .as_ref()
@@ -150,7 +155,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
                 return Ok(());
             }
         }
-        spawn_holder(&migration_lock);
+        spawn_holder(&migration_lock, &manager.cloud);
         manager
             .start(|name| placement(name) == Placement::Migrated)
             .await?;
@@ -171,14 +176,65 @@ async fn stop_then_release(manager: &mut Manager, locks: &[Arc<LeaseLock>]) {
 
 /// A lost lease ends the process at once, as upstream's controller managers
 /// do: another instance is, or soon will be, running the same controllers.
-fn spawn_holder(lock: &Arc<LeaseLock>) {
+/// The provider gets a moment to let go of what only the leader holds (an
+/// address it serves), so the new leader need not fight over it.
+fn spawn_holder(lock: &Arc<LeaseLock>, cloud: &Arc<dyn CloudProvider>) {
     let lock = Arc::clone(lock);
+    let cloud = Arc::clone(cloud);
     tokio::spawn(async move {
         lock.hold().await;
         tracing::error!(lease = %lock.name(), "leaderelection lost");
+        let _ = tokio::time::timeout(Duration::from_secs(2), cloud.shutdown()).await;
         std::process::exit(1);
     });
 }
+
+/// Polls `--cloud-config` and hands each new version to the provider, which
+/// applies it whole or keeps the last good one. Polling (every second) keeps
+/// working when the file is a ConfigMap mount, whose symlinks are swapped
+/// rather than the file written.
+fn watch_cloud_config(cloud: Arc<dyn CloudProvider>, path: PathBuf) {
+    tokio::spawn(async move {
+        let mut last = tokio::fs::read(&path).await.ok();
+        loop {
+            tokio::time::sleep(CLOUD_CONFIG_POLL).await;
+            let current = match tokio::fs::read(&path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    if last.is_some() {
+                        tracing::error!(
+                            "--cloud-config={}: cannot read the file, keeping the last good config: {e}",
+                            path.display()
+                        );
+                        last = None;
+                    }
+                    continue;
+                }
+            };
+            if last.as_deref() == Some(current.as_slice()) {
+                continue;
+            }
+            last = Some(current.clone());
+            match cloud.reload_config(&current).await {
+                Ok(()) => tracing::info!(file = %path.display(), "cloud config reloaded"),
+                Err(CloudError::NotImplemented) => {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "the cloud config changed, but provider {} does not reload it; restart to apply",
+                        cloud.provider_name()
+                    );
+                    return;
+                }
+                Err(e) => tracing::error!(
+                    "--cloud-config={}: the edited file is rejected and the last good config stays in force: {e}",
+                    path.display()
+                ),
+            }
+        }
+    });
+}
+
+const CLOUD_CONFIG_POLL: Duration = Duration::from_secs(1);
 
 /// SIGTERM or SIGINT, watched from start-up on.
 struct Shutdown {
@@ -271,9 +327,13 @@ struct Manager {
 }
 
 impl Manager {
-    /// Stops every controller and the watches, and waits until they have.
+    /// Stops every controller and the watches, and waits until they have;
+    /// then the provider lets go of what only the leader holds.
     async fn stop(&mut self) {
         self.tasks.shutdown().await;
+        if self.started_informers {
+            self.cloud.shutdown().await;
+        }
     }
 
     /// Builds and starts every enabled controller that `select` admits.

@@ -18,7 +18,6 @@
 
 pub mod app;
 pub mod controllers;
-pub mod duration;
 pub mod leader;
 pub mod migration;
 pub mod options;

@@ -1,11 +1,11 @@
 //! The overcast-ccm binary with the providers this build includes.
 
 use std::process::ExitCode;
-#[cfg(feature = "fake")]
+#[cfg(any(feature = "fake", feature = "local"))]
 use std::sync::Arc;
 
 use overcast_cloud_provider::ProviderRegistry;
-#[cfg(feature = "fake")]
+#[cfg(any(feature = "fake", feature = "local"))]
 use overcast_cloud_provider::{CloudError, CloudProvider};
 
 fn main() -> ExitCode {
@@ -15,6 +15,14 @@ fn main() -> ExitCode {
     registry
         .register(overcast_provider_fake::PROVIDER_NAME, |config| {
             let cloud = overcast_provider_fake::FakeCloud::from_config(config)
+                .map_err(CloudError::from_err)?;
+            Ok(Arc::new(cloud) as Arc<dyn CloudProvider>)
+        })
+        .expect("each provider is registered once");
+    #[cfg(feature = "local")]
+    registry
+        .register(overcast_provider_local::PROVIDER_NAME, |config| {
+            let cloud = overcast_provider_local::LocalCloud::from_config(config)
                 .map_err(CloudError::from_err)?;
             Ok(Arc::new(cloud) as Arc<dyn CloudProvider>)
         })

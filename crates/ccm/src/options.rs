@@ -11,10 +11,9 @@ use overcast_controllers::node_ipam::{MaskFlags, NodeIpamConfig};
 use overcast_controllers::route::parse_cluster_cidrs;
 
 use crate::controllers::Selection;
-use crate::duration;
 
 fn go_duration(s: &str) -> Result<Duration, String> {
-    duration::parse(s)
+    overcast_cloud_provider::duration::parse_go_duration(s)
 }
 
 /// overcast-ccm runs the cloud-specific control loops of Kubernetes: node

@@ -27,6 +27,18 @@ pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
         Ok(())
     }
 
+    /// The `--cloud-config` file changed; `config` is its new contents. A
+    /// provider that reloads validates them and either applies them whole or
+    /// answers an error naming the bad field (the old config stays in force).
+    /// The default, [`CloudError::NotImplemented`], means "restart to apply".
+    async fn reload_config(&self, _config: &[u8]) -> Result<()> {
+        Err(CloudError::NotImplemented)
+    }
+
+    /// This process stops running the controllers (SIGTERM, or a lost lease):
+    /// release what only the leader may hold, such as addresses it serves.
+    async fn shutdown(&self) {}
+
     fn instances_v2(&self) -> Option<&dyn InstancesV2> {
         None
     }
@@ -145,6 +157,15 @@ pub trait LoadBalancer: Send + Sync {
         service: &Service,
         nodes: &[Node],
     ) -> Result<()>;
+
+    /// Called once after the caches have synced and before the first sync,
+    /// with every Service of type LoadBalancer as stored (status included), so
+    /// a provider that keeps state derived from Services (an address
+    /// allocator) rebuilds it before it hands anything out. An error is
+    /// retried with back-off; no Service is synced until this succeeds.
+    async fn restore(&self, _cluster_name: &str, _services: &[Service]) -> Result<()> {
+        Ok(())
+    }
 
     /// Deletes the balancer; `Ok(())` when it is already gone. Must not
     /// answer [`CloudError::ImplementedElsewhere`].

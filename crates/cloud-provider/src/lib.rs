@@ -8,6 +8,7 @@
 //! Kubernetes I/O: it depends on the k8s-openapi types only.
 
 mod cloud;
+pub mod duration;
 mod error;
 pub mod names;
 mod registry;

@@ -174,6 +174,7 @@ impl ServiceController {
         if let Some(synced) = self.synced.take() {
             synced.wait().await;
         }
+        self.inner.restore().await;
         let workers = self.inner.config.concurrent_service_syncs.max(1);
         let inner = Arc::clone(&self.inner);
         let sync_service = move |key: String| {
@@ -237,6 +238,36 @@ fn api_err(context: &'static str) -> impl FnOnce(kube::Error) -> SyncError {
 }
 
 impl Inner {
+    /// Hands the provider every Service that holds or may hold a balancer,
+    /// retrying until it accepts them: syncing before would let a provider
+    /// that allocates addresses hand out one already in use.
+    async fn restore(&self) {
+        let services: Vec<Service> = self
+            .services
+            .list()
+            .into_iter()
+            .filter(|svc| wants_load_balancer(svc) || has_finalizer(svc))
+            .map(|svc| svc.as_ref().clone())
+            .collect();
+        let Some(lb) = self.cloud.load_balancer() else {
+            return;
+        };
+        let mut delay = self.config.backoff.base;
+        loop {
+            match lb.restore(&self.cluster_name, &services).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(
+                        services = services.len(),
+                        "restoring load balancer state from the Services failed; retrying in {delay:?}: {e}"
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.config.backoff.max);
+                }
+            }
+        }
+    }
+
     fn cached(&self, key: &str) -> Option<Cached> {
         self.cache
             .lock()

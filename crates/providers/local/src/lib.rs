@@ -1,1 +1,123 @@
-//! The local provider: nodes from an inventory, load balancers from address pools.
+//! The `local` provider, for machines their operators own (bare metal, edge,
+//! kind, k3s): Node initialisation and lifecycle from an inventory, VIPs for
+//! LoadBalancer Services from address pools, and a built-in L4 load balancer
+//! that serves them. The config file is reloaded when it changes.
+//!
+//! See docs/local-provider.md for the config keys and annotations.
+
+pub mod allocator;
+mod balancer;
+pub mod config;
+mod instances;
+pub mod pool;
+pub mod proxy;
+pub mod vip;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use async_trait::async_trait;
+use overcast_cloud_provider::{
+    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult,
+};
+
+pub use config::{ConfigError, LocalConfig};
+
+use allocator::Allocator;
+use proxy::{DataPlane, Settings};
+
+pub const PROVIDER_NAME: &str = "local";
+
+/// The annotations a Service may carry for the local provider.
+pub mod annotations {
+    /// Comma-separated addresses to use (one per IP family), like
+    /// MetalLB's `metallb.universe.tf/loadBalancerIPs`; overrides the
+    /// deprecated spec.loadBalancerIP.
+    pub const LOAD_BALANCER_IPS: &str = "local.overcast.dev/load-balancer-ips";
+    /// The name of the address pool to allocate from.
+    pub const ADDRESS_POOL: &str = "local.overcast.dev/address-pool";
+    /// A sharing key: Services with the same key may share a VIP when their
+    /// ports do not clash.
+    pub const ALLOW_SHARED_IP: &str = "local.overcast.dev/allow-shared-ip";
+    /// "v2": send a PROXY protocol v2 header to the backends (TCP ports).
+    pub const PROXY_PROTOCOL: &str = "local.overcast.dev/proxy-protocol";
+}
+
+/// The local cloud: config, allocations, and the data plane (which runs
+/// only once [`CloudProvider::initialize`] was called, i.e. while leading).
+#[derive(Debug)]
+pub struct LocalCloud {
+    config: RwLock<Arc<LocalConfig>>,
+    allocator: Mutex<Allocator>,
+    data_plane: DataPlane,
+}
+
+impl LocalCloud {
+    /// Builds the provider from its `--cloud-config` file; `None` is an
+    /// empty inventory with no pools.
+    pub fn from_config(bytes: Option<&[u8]>) -> Result<Self, ConfigError> {
+        let config = match bytes {
+            Some(b) => LocalConfig::parse(b)?,
+            None => LocalConfig::default(),
+        };
+        Ok(Self::new(config))
+    }
+
+    pub fn new(config: LocalConfig) -> Self {
+        let data_plane = DataPlane::new(settings(&config), &config.load_balancer.interface);
+        Self {
+            config: RwLock::new(Arc::new(config)),
+            allocator: Mutex::new(Allocator::default()),
+            data_plane,
+        }
+    }
+
+    pub fn config(&self) -> Arc<LocalConfig> {
+        Arc::clone(&self.config.read().expect("config lock"))
+    }
+
+    pub fn data_plane(&self) -> &DataPlane {
+        &self.data_plane
+    }
+}
+
+fn settings(config: &LocalConfig) -> Settings {
+    Settings {
+        health_check: config.load_balancer.health_check,
+        udp_idle_timeout: config.load_balancer.udp_idle_timeout,
+    }
+}
+
+#[async_trait]
+impl CloudProvider for LocalCloud {
+    fn provider_name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    async fn reload_config(&self, bytes: &[u8]) -> CloudResult<()> {
+        let new = LocalConfig::parse(bytes).map_err(CloudError::from_err)?;
+        self.data_plane
+            .reconfigure(settings(&new), &new.load_balancer.interface)
+            .await
+            .map_err(CloudError::from_err)?;
+        let mut config = self.config.write().expect("config lock");
+        tracing::info!(
+            instances = new.instances.len(),
+            pools = new.load_balancer.pools.len(),
+            "local cloud config applied"
+        );
+        *config = Arc::new(new);
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        self.data_plane.shutdown().await;
+    }
+
+    fn instances_v2(&self) -> Option<&dyn InstancesV2> {
+        Some(self)
+    }
+
+    fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
+        Some(self)
+    }
+}

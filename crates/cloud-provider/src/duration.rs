@@ -1,9 +1,10 @@
-//! Go's `time.ParseDuration` format, as upstream's duration flags take it
-//! ("15s", "5m0s", "1h30m", "500ms", "1.5h").
+//! Go's `time.ParseDuration` format, as upstream's duration flags and config
+//! files take it ("15s", "5m0s", "1h30m", "500ms", "1.5h"), for the CCM's
+//! flags and providers' config files alike.
 
 use std::time::Duration;
 
-pub fn parse(s: &str) -> Result<Duration, String> {
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?} (want e.g. 10s, 5m, 1h30m, 500ms)");
     let mut rest = s.trim();
     if rest == "0" {
@@ -46,14 +47,23 @@ mod tests {
 
     #[test]
     fn go_durations() {
-        assert_eq!(parse("15s").unwrap(), Duration::from_secs(15));
-        assert_eq!(parse("5m0s").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_go_duration("15s").unwrap(), Duration::from_secs(15));
+        assert_eq!(parse_go_duration("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(
+            parse_go_duration("1h30m").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "10", "s", "10x", "-5s", "1h-5m"] {
-            assert!(parse(bad).is_err(), "{bad}");
+            assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1,0 +1,501 @@
+//! LoadBalancer: a VIP per Service and IP family from the pools, served by
+//! the built-in proxy in front of the eligible Nodes' NodePorts.
+
+use std::net::{IpAddr, SocketAddr};
+
+use async_trait::async_trait;
+use overcast_cloud_provider::k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Node, Service,
+};
+use overcast_cloud_provider::{CloudError, LoadBalancer, Result};
+
+use crate::LocalCloud;
+use crate::allocator::{PortKey, Request};
+use crate::annotations::*;
+use crate::proxy::health::Check;
+use crate::proxy::{BackendSpec, Frontend, Protocol};
+
+fn service_key(svc: &Service) -> String {
+    format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+    svc.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn invalid(svc: &Service, what: String) -> CloudError {
+    CloudError::other(format!("Service {}: {what}", service_key(svc)))
+}
+
+/// The Service's allocation request, or an error naming the bad field.
+fn request(svc: &Service) -> Result<Request> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let explicit_text = match annotation(svc, LOAD_BALANCER_IPS) {
+        Some(v) => Some((LOAD_BALANCER_IPS.to_string(), v.to_string())),
+        None => spec
+            .load_balancer_ip
+            .as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| ("spec.loadBalancerIP".to_string(), v.to_string())),
+    };
+    let mut explicit: Vec<IpAddr> = Vec::new();
+    if let Some((field, text)) = explicit_text {
+        for part in text.split(',').map(str::trim) {
+            let ip: IpAddr = part
+                .parse()
+                .map_err(|_| invalid(svc, format!("{field}: {part:?} is not an IP address")))?;
+            if explicit.iter().any(|e| e.is_ipv4() == ip.is_ipv4()) {
+                return Err(invalid(
+                    svc,
+                    format!("{field}: give at most one address per IP family"),
+                ));
+            }
+            explicit.push(ip);
+        }
+    }
+    let mut families: Vec<bool> = spec
+        .ip_families
+        .iter()
+        .flatten()
+        .map(|f| f == "IPv4")
+        .collect();
+    if families.is_empty() {
+        families.push(explicit.first().is_none_or(IpAddr::is_ipv4));
+    }
+    if spec.ip_family_policy.as_deref() == Some("SingleStack") {
+        families.truncate(1);
+    }
+    let mut ports: Vec<PortKey> = Vec::new();
+    for p in spec.ports.iter().flatten() {
+        ports.push((p.protocol.clone().unwrap_or_else(|| "TCP".into()), p.port));
+    }
+    Ok(Request {
+        service: service_key(svc),
+        namespace: svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        families,
+        require_all_families: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
+        explicit,
+        pool: annotation(svc, ADDRESS_POOL).map(str::to_string),
+        sharing_key: annotation(svc, ALLOW_SHARED_IP).map(str::to_string),
+        ports,
+    })
+}
+
+fn status(ips: &[IpAddr]) -> LoadBalancerStatus {
+    LoadBalancerStatus {
+        ingress: Some(
+            ips.iter()
+                .map(|ip| LoadBalancerIngress {
+                    ip: Some(ip.to_string()),
+                    ip_mode: Some("VIP".into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The addresses in the Service's status (what it held before a restart).
+fn status_addresses(svc: &Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// The Node's InternalIP of the VIP's family, else its first InternalIP.
+fn node_ip(node: &Node, v4: bool) -> Option<IpAddr> {
+    let internal: Vec<IpAddr> = node
+        .status
+        .as_ref()?
+        .addresses
+        .iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    internal
+        .iter()
+        .find(|ip| ip.is_ipv4() == v4)
+        .or(internal.first())
+        .copied()
+}
+
+/// The listeners that serve the Service on `ips`.
+fn frontends(svc: &Service, ips: &[IpAddr], nodes: &[Node]) -> Result<Vec<Frontend>> {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let health_port = spec.health_check_node_port.filter(|p| *p > 0);
+    let proxy_protocol = match annotation(svc, PROXY_PROTOCOL) {
+        None => false,
+        Some("v2") => true,
+        Some(other) => {
+            return Err(invalid(
+                svc,
+                format!("{PROXY_PROTOCOL}: {other:?} is not supported (use \"v2\")"),
+            ));
+        }
+    };
+    let mut out = Vec::new();
+    for (i, port) in spec.ports.iter().flatten().enumerate() {
+        let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Protocol::Tcp,
+            "UDP" => Protocol::Udp,
+            other => {
+                return Err(invalid(
+                    svc,
+                    format!(
+                        "spec.ports[{i}].protocol: {other} is not supported by the local load balancer (TCP, UDP)"
+                    ),
+                ));
+            }
+        };
+        let node_port = port.node_port.filter(|p| *p > 0).ok_or_else(|| {
+            invalid(
+                svc,
+                format!("spec.ports[{i}] has no nodePort; the local load balancer forwards to NodePorts (allocateLoadBalancerNodePorts must not be false)"),
+            )
+        })?;
+        let front_port = u16::try_from(port.port).map_err(|_| {
+            invalid(
+                svc,
+                format!("spec.ports[{i}].port: {} is out of range", port.port),
+            )
+        })?;
+        for ip in ips {
+            let backends = nodes
+                .iter()
+                .filter_map(|n| node_ip(n, ip.is_ipv4()))
+                .map(|node_ip| {
+                    let address = SocketAddr::new(node_ip, node_port as u16);
+                    let check = match (local, health_port, protocol) {
+                        (true, Some(hp), _) => {
+                            Some(Check::Http(SocketAddr::new(node_ip, hp as u16)))
+                        }
+                        (_, _, Protocol::Tcp) => Some(Check::Tcp(address)),
+                        (_, _, Protocol::Udp) => None,
+                    };
+                    BackendSpec { address, check }
+                })
+                .collect();
+            out.push(Frontend {
+                address: SocketAddr::new(*ip, front_port),
+                protocol,
+                backends,
+                proxy_protocol,
+            });
+        }
+    }
+    Ok(out)
+}
+
+impl LocalCloud {
+    fn allocation(&self, svc: &Service) -> Option<Vec<IpAddr>> {
+        self.allocator
+            .lock()
+            .expect("allocator lock")
+            .addresses_of(&service_key(svc))
+            .map(<[IpAddr]>::to_vec)
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for LocalCloud {
+    async fn get_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+    ) -> Result<Option<LoadBalancerStatus>> {
+        Ok(self.allocation(service).map(|ips| status(&ips)))
+    }
+
+    async fn restore(&self, _cluster_name: &str, services: &[Service]) -> Result<()> {
+        let mut allocator = self.allocator.lock().expect("allocator lock");
+        let mut restored = 0;
+        for svc in services {
+            let addresses = status_addresses(svc);
+            if addresses.is_empty() {
+                continue;
+            }
+            // A Service with a bad annotation still keeps its addresses.
+            let req = request(svc).unwrap_or_else(|_| Request {
+                service: service_key(svc),
+                ..Default::default()
+            });
+            allocator.restore(&req, &addresses);
+            restored += 1;
+        }
+        tracing::info!(
+            services = restored,
+            "restored VIP allocations from Service status"
+        );
+        Ok(())
+    }
+
+    async fn ensure_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<LoadBalancerStatus> {
+        let req = request(service)?;
+        let pools = self.config().load_balancer.pools.clone();
+        let ips = self
+            .allocator
+            .lock()
+            .expect("allocator lock")
+            .assign(&pools, &req)
+            .map_err(|e| invalid(service, e.to_string()))?;
+        let frontends = frontends(service, &ips, nodes)?;
+        self.data_plane
+            .apply(&req.service, &frontends)
+            .await
+            .map_err(|e| invalid(service, e.to_string()))?;
+        Ok(status(&ips))
+    }
+
+    async fn update_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<()> {
+        let Some(ips) = self.allocation(service) else {
+            return Ok(());
+        };
+        let frontends = frontends(service, &ips, nodes)?;
+        self.data_plane
+            .apply(&service_key(service), &frontends)
+            .await
+            .map_err(|e| invalid(service, e.to_string()))
+    }
+
+    async fn ensure_load_balancer_deleted(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+    ) -> Result<()> {
+        let key = service_key(service);
+        self.data_plane.remove(&key).await;
+        let released = self.allocator.lock().expect("allocator lock").release(&key);
+        if !released.is_empty() {
+            tracing::info!(service = %key, addresses = ?released, "released VIPs");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overcast_cloud_provider::k8s_openapi::api::core::v1::{
+        NodeAddress, NodeStatus, ServicePort, ServiceSpec,
+    };
+    use overcast_cloud_provider::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn svc(annotations: &[(&str, &str)], spec: ServiceSpec) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    fn node(ips: &[&str]) -> Node {
+        Node {
+            status: Some(NodeStatus {
+                addresses: Some(
+                    ips.iter()
+                        .map(|ip| NodeAddress {
+                            type_: "InternalIP".into(),
+                            address: ip.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn port(protocol: &str, port: i32, node_port: i32) -> ServicePort {
+        ServicePort {
+            protocol: Some(protocol.into()),
+            port,
+            node_port: Some(node_port),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_annotation_wins_over_spec_load_balancer_ip() {
+        let s = svc(
+            &[
+                (LOAD_BALANCER_IPS, "10.0.0.5, fd00::5"),
+                (ALLOW_SHARED_IP, "k"),
+            ],
+            ServiceSpec {
+                load_balancer_ip: Some("10.0.0.9".into()),
+                ip_families: Some(vec!["IPv4".into(), "IPv6".into()]),
+                ..Default::default()
+            },
+        );
+        let r = request(&s).unwrap();
+        assert_eq!(
+            r.explicit,
+            [
+                "10.0.0.5".parse::<IpAddr>().unwrap(),
+                "fd00::5".parse().unwrap()
+            ]
+        );
+        assert_eq!(r.sharing_key.as_deref(), Some("k"));
+        assert_eq!(r.service, "shop/web");
+        let s = svc(
+            &[],
+            ServiceSpec {
+                load_balancer_ip: Some("10.0.0.9".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            request(&s).unwrap().explicit,
+            ["10.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn bad_annotations_are_named() {
+        let s = svc(
+            &[(LOAD_BALANCER_IPS, "10.0.0.1,nope")],
+            ServiceSpec::default(),
+        );
+        assert_eq!(
+            request(&s).unwrap_err().to_string(),
+            "Service shop/web: local.overcast.dev/load-balancer-ips: \"nope\" is not an IP address"
+        );
+        let s = svc(
+            &[(LOAD_BALANCER_IPS, "10.0.0.1,10.0.0.2")],
+            ServiceSpec::default(),
+        );
+        assert!(
+            request(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("at most one address per IP family")
+        );
+        let s = svc(
+            &[(PROXY_PROTOCOL, "v1")],
+            ServiceSpec {
+                ports: Some(vec![port("TCP", 80, 30080)]),
+                ..Default::default()
+            },
+        );
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(
+            frontends(&s, &[ip], &[])
+                .unwrap_err()
+                .to_string()
+                .contains("\"v1\" is not supported")
+        );
+    }
+
+    #[test]
+    fn every_port_forwards_to_every_nodes_node_port() {
+        let s = svc(
+            &[(PROXY_PROTOCOL, "v2")],
+            ServiceSpec {
+                ports: Some(vec![port("TCP", 80, 30080), port("UDP", 53, 30053)]),
+                ..Default::default()
+            },
+        );
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let nodes = [
+            node(&["192.168.1.1"]),
+            node(&["fd00::2", "192.168.1.2"]),
+            node(&[]),
+        ];
+        let f = frontends(&s, &[ip], &nodes).unwrap();
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].address, "10.0.0.1:80".parse().unwrap());
+        assert!(f[0].proxy_protocol);
+        let backends: Vec<String> = f[0]
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        assert_eq!(backends, ["192.168.1.1:30080", "192.168.1.2:30080"]);
+        assert_eq!(
+            f[0].backends[0].check,
+            Some(Check::Tcp("192.168.1.1:30080".parse().unwrap()))
+        );
+        assert_eq!(f[1].protocol, Protocol::Udp);
+        assert_eq!(f[1].backends[0].check, None);
+    }
+
+    #[test]
+    fn local_traffic_policy_checks_the_health_check_node_port() {
+        let s = svc(
+            &[],
+            ServiceSpec {
+                ports: Some(vec![port("UDP", 53, 30053)]),
+                external_traffic_policy: Some("Local".into()),
+                health_check_node_port: Some(31000),
+                ..Default::default()
+            },
+        );
+        let f = frontends(
+            &s,
+            &["10.0.0.1".parse().unwrap()],
+            &[node(&["192.168.1.1"])],
+        )
+        .unwrap();
+        assert_eq!(
+            f[0].backends[0].check,
+            Some(Check::Http("192.168.1.1:31000".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn ports_without_node_ports_are_refused() {
+        let mut p = port("TCP", 80, 0);
+        p.node_port = None;
+        let s = svc(
+            &[],
+            ServiceSpec {
+                ports: Some(vec![p]),
+                ..Default::default()
+            },
+        );
+        let err = frontends(&s, &["10.0.0.1".parse().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("spec.ports[0] has no nodePort"), "{err}");
+    }
+}

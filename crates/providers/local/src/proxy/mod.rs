@@ -1,0 +1,336 @@
+//! The built-in L4 load balancer: for every port of every LoadBalancer
+//! Service a listener on VIP:port (TCP or UDP) that spreads connections over
+//! the healthy backends (NodeIP:nodePort).
+//!
+//! A listener's backends are swapped atomically; a connection keeps the
+//! backend it started with, so changing the node set drops nothing, and a
+//! removed backend (or a removed port) drains: its open connections run on
+//! until either side closes.
+
+pub mod health;
+pub mod proxy_protocol;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::HealthCheck;
+use crate::vip::Vips;
+use health::{Check, Health, HealthChecks};
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// One listener's wanted state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frontend {
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    pub backends: Vec<BackendSpec>,
+    /// Send a PROXY protocol v2 header to backends (TCP only).
+    pub proxy_protocol: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendSpec {
+    pub address: SocketAddr,
+    /// `None`: no active check (UDP with externalTrafficPolicy: Cluster).
+    pub check: Option<Check>,
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub address: SocketAddr,
+    pub health: Option<Arc<Health>>,
+}
+
+impl Backend {
+    fn is_healthy(&self) -> bool {
+        self.health.as_ref().is_none_or(|h| h.is_healthy())
+    }
+}
+
+/// Counts an open connection or flow while alive (also when its task is
+/// aborted).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(counter))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A listener's current backends.
+#[derive(Debug, Default)]
+pub struct Targets {
+    pub backends: Vec<Arc<Backend>>,
+    pub proxy_protocol: bool,
+    next: AtomicUsize,
+}
+
+impl Targets {
+    /// Round robin over the healthy backends; over all of them when none is
+    /// healthy (failing open, as cloud load balancers do).
+    pub fn pick(&self) -> Option<Arc<Backend>> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.backends[(start + i) % n])
+            .find(|b| b.is_healthy())
+            .or_else(|| self.backends.get(start % n))
+            .cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {address}/{protocol}: {source}{hint}")]
+    Bind {
+        address: SocketAddr,
+        protocol: Protocol,
+        hint: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{address}/{protocol} is served for Service {owner}")]
+    Taken {
+        address: SocketAddr,
+        protocol: Protocol,
+        owner: String,
+    },
+    #[error(transparent)]
+    Vip(#[from] crate::vip::VipError),
+}
+
+type ListenerKey = (SocketAddr, Protocol);
+
+struct Listener {
+    owner: String,
+    targets: watch::Sender<Arc<Targets>>,
+    /// Stops accepting when dropped; open connections carry on (drain).
+    accept: tokio::task::AbortHandle,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Runtime settings a reload may change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settings {
+    pub health_check: HealthCheck,
+    pub udp_idle_timeout: Duration,
+}
+
+/// Every listener of this process.
+pub struct DataPlane {
+    listeners: tokio::sync::Mutex<HashMap<ListenerKey, Listener>>,
+    health: HealthChecks,
+    settings: watch::Sender<Settings>,
+    health_settings: watch::Sender<HealthCheck>,
+    vips: Vips,
+    connections: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane").finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    pub fn new(settings: Settings, interface: &str) -> Self {
+        let (health_settings, health_rx) = watch::channel(settings.health_check);
+        Self {
+            listeners: tokio::sync::Mutex::new(HashMap::new()),
+            health: HealthChecks::new(health_rx),
+            settings: watch::channel(settings).0,
+            health_settings,
+            vips: Vips::new(interface),
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Applies settings from a reloaded config: health checks pick them up
+    /// on their next round, new UDP flows get the new idle timeout; a new
+    /// interface takes over every VIP.
+    pub async fn reconfigure(&self, settings: Settings, interface: &str) -> Result<(), ProxyError> {
+        self.health_settings.send_replace(settings.health_check);
+        self.settings.send_replace(settings);
+        self.vips.set_interface(interface).await?;
+        Ok(())
+    }
+
+    /// Open connections and UDP flows, for tests and metrics.
+    pub fn open_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Makes `owner`'s listeners exactly `frontends`: new ones bound, kept
+    /// ones given their new backends, others closed (their connections drain).
+    pub async fn apply(&self, owner: &str, frontends: &[Frontend]) -> Result<(), ProxyError> {
+        let mut listeners = self.listeners.lock().await;
+        for f in frontends {
+            if let Some(l) = listeners.get(&(f.address, f.protocol))
+                && l.owner != owner
+            {
+                return Err(ProxyError::Taken {
+                    address: f.address,
+                    protocol: f.protocol,
+                    owner: l.owner.clone(),
+                });
+            }
+        }
+        let wanted: Vec<ListenerKey> = frontends.iter().map(|f| (f.address, f.protocol)).collect();
+        let stale: Vec<ListenerKey> = listeners
+            .iter()
+            .filter(|(k, l)| l.owner == owner && !wanted.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in stale {
+            listeners.remove(&key);
+            tracing::info!(service = owner, frontend = %key.0, protocol = %key.1, "closed listener; open connections drain");
+            self.vips.release(key.0.ip()).await;
+        }
+        for f in frontends {
+            let key = (f.address, f.protocol);
+            let targets = Arc::new(self.targets(f, listeners.get(&key)));
+            if let Some(l) = listeners.get(&key) {
+                l.targets.send_replace(targets);
+                continue;
+            }
+            self.vips.acquire(f.address.ip()).await?;
+            match self.listen(owner, f, targets).await {
+                Ok(listener) => {
+                    tracing::info!(service = owner, frontend = %f.address, protocol = %f.protocol, backends = f.backends.len(), "listening");
+                    listeners.insert(key, listener);
+                }
+                Err(e) => {
+                    self.vips.release(f.address.ip()).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every listener of `owner`.
+    pub async fn remove(&self, owner: &str) {
+        self.apply(owner, &[])
+            .await
+            .expect("closing listeners cannot fail");
+    }
+
+    /// Closes every listener and gives up every VIP.
+    pub async fn shutdown(&self) {
+        let mut listeners = self.listeners.lock().await;
+        for ((address, _), _) in listeners.drain() {
+            self.vips.release(address.ip()).await;
+        }
+        self.vips.release_all().await;
+    }
+
+    /// The frontend's backends, reusing the health of those it already had.
+    fn targets(&self, f: &Frontend, current: Option<&Listener>) -> Targets {
+        let current = current.map(|l| l.targets.borrow().clone());
+        let backends = f
+            .backends
+            .iter()
+            .map(|spec| {
+                let reuse = current.as_ref().and_then(|t| {
+                    t.backends.iter().find(|b| {
+                        b.address == spec.address
+                            && b.health.as_ref().map(|h| h.check()) == spec.check
+                    })
+                });
+                match reuse {
+                    Some(b) => Arc::clone(b),
+                    None => Arc::new(Backend {
+                        address: spec.address,
+                        health: spec.check.map(|c| self.health.get(c)),
+                    }),
+                }
+            })
+            .collect();
+        Targets {
+            backends,
+            proxy_protocol: f.proxy_protocol && f.protocol == Protocol::Tcp,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    async fn listen(
+        &self,
+        owner: &str,
+        f: &Frontend,
+        targets: Arc<Targets>,
+    ) -> Result<Listener, ProxyError> {
+        let (tx, rx) = watch::channel(targets);
+        let freebind = self.vips.managed();
+        let bind_err = |source: std::io::Error| ProxyError::Bind {
+            address: f.address,
+            protocol: f.protocol,
+            hint: if source.kind() == std::io::ErrorKind::AddrNotAvailable && !freebind {
+                " (the address is not on this host: add it, or set loadBalancer.interface)"
+            } else {
+                ""
+            },
+            source,
+        };
+        let accept = match f.protocol {
+            Protocol::Tcp => {
+                let listener = tcp::bind(f.address, freebind).map_err(bind_err)?;
+                tokio::spawn(tcp::serve(
+                    listener,
+                    rx,
+                    self.settings.subscribe(),
+                    Arc::clone(&self.connections),
+                ))
+            }
+            Protocol::Udp => {
+                let socket = udp::bind(f.address, freebind).map_err(bind_err)?;
+                tokio::spawn(udp::serve(
+                    socket,
+                    rx,
+                    self.settings.subscribe(),
+                    Arc::clone(&self.connections),
+                ))
+            }
+        };
+        Ok(Listener {
+            owner: owner.to_string(),
+            targets: tx,
+            accept: accept.abort_handle(),
+        })
+    }
+}

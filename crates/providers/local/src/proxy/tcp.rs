@@ -1,0 +1,105 @@
+//! TCP listeners: accept, pick a backend, splice both directions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{Counted, Settings, Targets, proxy_protocol};
+
+/// At most this many backends are tried for one connection.
+const CONNECT_ATTEMPTS: usize = 3;
+
+pub fn bind(address: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if freebind {
+        // The VIP may not be on the interface yet (or just moved here).
+        if address.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    targets: watch::Receiver<Arc<Targets>>,
+    settings: watch::Receiver<Settings>,
+    connections: Arc<AtomicUsize>,
+) {
+    let frontend = listener.local_addr().ok();
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(?frontend, "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let targets = targets.borrow().clone();
+        let timeout = settings.borrow().health_check.timeout;
+        let counted = Counted::new(&connections);
+        tokio::spawn(async move {
+            if let Err(e) = proxy(client, peer, &targets, timeout).await {
+                tracing::debug!(client = %peer, ?frontend, "connection ended: {e}");
+            }
+            drop(counted);
+        });
+    }
+}
+
+async fn proxy(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    targets: &Targets,
+    connect_timeout: Duration,
+) -> std::io::Result<()> {
+    let _ = client.set_nodelay(true);
+    let frontend = client.local_addr()?;
+    let mut last_err = None;
+    for _ in 0..CONNECT_ATTEMPTS.min(targets.backends.len().max(1)) {
+        let Some(backend) = targets.pick() else {
+            break;
+        };
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.address)).await {
+            Ok(Ok(mut upstream)) => {
+                let _ = upstream.set_nodelay(true);
+                if targets.proxy_protocol {
+                    upstream
+                        .write_all(&proxy_protocol::header_v2(peer, frontend))
+                        .await?;
+                }
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(backend = %backend.address, "connect failed: {e}");
+                last_err = Some(e);
+            }
+            Err(_) => {
+                tracing::debug!(backend = %backend.address, "connect timed out");
+                last_err = Some(std::io::ErrorKind::TimedOut.into());
+            }
+        }
+        if let Some(h) = &backend.health {
+            h.mark_failed();
+        }
+    }
+    Err(last_err.unwrap_or_else(|| std::io::Error::other("no backends")))
+}

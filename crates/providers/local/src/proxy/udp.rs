@@ -1,0 +1,112 @@
+//! UDP listeners: each client address is a flow with its own upstream
+//! socket to one backend, kept until it has been idle for the idle timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use super::{Counted, Settings, Targets};
+
+/// Large enough for any datagram.
+const MAX_DATAGRAM: usize = 65_535;
+
+pub fn bind(address: SocketAddr, freebind: bool) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    if freebind {
+        if address.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>;
+
+pub async fn serve(
+    socket: UdpSocket,
+    targets: watch::Receiver<Arc<Targets>>,
+    settings: watch::Receiver<Settings>,
+    connections: Arc<AtomicUsize>,
+) {
+    let socket = Arc::new(socket);
+    let flows: Flows = Arc::default();
+    // Flows end with the listener.
+    let mut flow_tasks = tokio::task::JoinSet::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, client) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("udp receive failed: {e}");
+                continue;
+            }
+        };
+        let existing = flows.lock().expect("flows lock").get(&client).cloned();
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let Some(backend) = targets.borrow().pick() else {
+                    continue;
+                };
+                let upstream = match open_upstream(backend.address).await {
+                    Ok(u) => Arc::new(u),
+                    Err(e) => {
+                        tracing::debug!(backend = %backend.address, "udp upstream failed: {e}");
+                        continue;
+                    }
+                };
+                flows
+                    .lock()
+                    .expect("flows lock")
+                    .insert(client, Arc::clone(&upstream));
+                let idle = settings.borrow().udp_idle_timeout;
+                let (socket, flows, up) = (
+                    Arc::clone(&socket),
+                    Arc::clone(&flows),
+                    Arc::clone(&upstream),
+                );
+                let counted = Counted::new(&connections);
+                flow_tasks.spawn(async move {
+                    let mut buf = vec![0u8; MAX_DATAGRAM];
+                    while let Ok(Ok(n)) = tokio::time::timeout(idle, up.recv(&mut buf)).await {
+                        if socket.send_to(&buf[..n], client).await.is_err() {
+                            break;
+                        }
+                    }
+                    flows.lock().expect("flows lock").remove(&client);
+                    drop(counted);
+                });
+                upstream
+            }
+        };
+        if let Err(e) = upstream.send(&buf[..n]).await {
+            tracing::debug!(%client, "udp forward failed: {e}");
+        }
+        // Reap finished flows without waiting.
+        while flow_tasks.try_join_next().is_some() {}
+    }
+}
+
+async fn open_upstream(backend: SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: SocketAddr = if backend.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let socket = UdpSocket::bind(local).await?;
+    socket.connect(backend).await?;
+    Ok(socket)
+}
