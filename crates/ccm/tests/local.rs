@@ -1,0 +1,590 @@
+//! overcast-ccm --cloud-provider=local against the real apiserver: the
+//! inventory drives Nodes, pools give Services VIPs, and the built-in proxy
+//! carries real traffic to backends listening on the Nodes' NodePorts.
+//!
+//! Each test uses its own 127.x.y.0/24 for Node and VIP addresses (all of
+//! 127/8 is loopback on Linux), so tests running at once never collide.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Service, ServicePort, ServiceSpec};
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use overcast_cloud_provider::names::{
+    LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_SHUTDOWN,
+};
+use overcast_testenv::ControlPlane;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
+const SHARED: &str = "local.overcast.dev/allow-shared-ip";
+const IPS: &str = "local.overcast.dev/load-balancer-ips";
+const POOL: &str = "local.overcast.dev/address-pool";
+
+struct Env {
+    plane: ControlPlane,
+    client: Client,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn env(config: &str) -> Env {
+    let plane = ControlPlane::start()
+        .await
+        .expect("control plane (run `make testenv`)");
+    let client = plane.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("local.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    Env {
+        plane,
+        client,
+        dir,
+        config: config_path,
+    }
+}
+
+impl Env {
+    fn ccm(&self) -> Ccm {
+        let args = [
+            "--cloud-provider=local".to_string(),
+            format!("--cloud-config={}", self.config.display()),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ccm::start(BIN, self.plane.kubeconfig_path(), self.dir.path(), &args)
+    }
+
+    /// Replaces the config file atomically, as a ConfigMap update does.
+    fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("local.yaml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    fn services(&self, namespace: &str) -> Api<Service> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    async fn namespace(&self, name: &str) {
+        Api::<Namespace>::all(self.client.clone())
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(name.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        ports: &[(&str, i32)],
+    ) -> Service {
+        let svc = Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec {
+                type_: Some("LoadBalancer".into()),
+                selector: Some([("app".to_string(), name.to_string())].into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (protocol, port))| ServicePort {
+                            name: Some(format!("p{i}")),
+                            protocol: Some(protocol.to_string()),
+                            port: *port,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.services(namespace)
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap()
+    }
+
+    /// The Service's first ingress IP, once the CCM has written one.
+    async fn vip(&self, namespace: &str, name: &str) -> String {
+        let api = self.services(namespace);
+        eventually(&format!("{namespace}/{name} gets a VIP"), SOON, || {
+            let api = api.clone();
+            async move {
+                let svc = api.get(name).await.ok()?;
+                let ingress = svc.status?.load_balancer?.ingress?;
+                ingress.first()?.ip.clone()
+            }
+        })
+        .await
+    }
+
+    /// The message of the Service's first Event with `reason`.
+    async fn event(&self, namespace: &str, name: &str, reason: &str) -> String {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        eventually(
+            &format!("{reason} Event for {namespace}/{name}"),
+            SOON,
+            || {
+                let api = api.clone();
+                async move {
+                    api.list(&Default::default())
+                        .await
+                        .ok()?
+                        .items
+                        .into_iter()
+                        .find(|e| {
+                            e.reason.as_deref() == Some(reason)
+                                && e.involved_object.name.as_deref() == Some(name)
+                        })
+                        .and_then(|e| e.message)
+                }
+            },
+        )
+        .await
+    }
+
+    async fn node_exists(&self, name: &str) -> bool {
+        Api::<Node>::all(self.client.clone())
+            .get_opt(name)
+            .await
+            .unwrap()
+            .is_some()
+    }
+}
+
+fn has_taint(node: &Node, key: &str) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == key))
+}
+
+#[tokio::test]
+async fn the_inventory_drives_nodes_and_edits_apply_without_a_restart() {
+    let inventory = |worker_2_state: &str, with_worker_1: bool| {
+        let worker_1 = "  - name: worker-1
+    instanceType: bm.large
+    region: eu-home
+    zone: rack-1
+    labels: {example.com/rack: r1}
+    addresses:
+      - {type: InternalIP, address: 127.0.11.1}
+      - {type: Hostname, address: worker-1.lan}
+";
+        format!(
+            "instances:\n{}  - name: worker-2\n    providerID: local://machine-2\n    state: {worker_2_state}\n",
+            if with_worker_1 { worker_1 } else { "" }
+        )
+    };
+    let env = env(&inventory("running", true)).await;
+    let ccm = env.ccm();
+    create_tainted_node(&env.client, "worker-1").await;
+    create_tainted_node(&env.client, "worker-2").await;
+    create_tainted_node(&env.client, "stranger").await;
+
+    let n = initialised(&env.client, "worker-1").await;
+    assert_eq!(
+        n.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some("local://worker-1")
+    );
+    let labels = n.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(LABEL_INSTANCE_TYPE).map(String::as_str),
+        Some("bm.large")
+    );
+    assert_eq!(labels.get(LABEL_ZONE).map(String::as_str), Some("rack-1"));
+    assert_eq!(
+        labels.get(LABEL_REGION).map(String::as_str),
+        Some("eu-home")
+    );
+    assert_eq!(
+        labels.get("example.com/rack").map(String::as_str),
+        Some("r1")
+    );
+    let addresses: Vec<(String, String)> = n
+        .status
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    assert!(
+        addresses.contains(&("InternalIP".into(), "127.0.11.1".into())),
+        "{addresses:?}"
+    );
+    let n2 = initialised(&env.client, "worker-2").await;
+    assert_eq!(
+        n2.spec.unwrap().provider_id.as_deref(),
+        Some("local://machine-2")
+    );
+    // A machine not in the inventory stays uninitialised (and, NotReady,
+    // is deleted as a machine that does not exist).
+    eventually("the unlisted Node is deleted", SOON, || async {
+        (!env.node_exists("stranger").await).then_some(())
+    })
+    .await;
+
+    // A bad edit is refused with the field named; the last good config stays.
+    env.write_config("instances:\n  - name: worker-1\n    state: paused\n");
+    eventually("the bad edit is logged", SOON, || async {
+        ccm.log_text()
+            .contains("instances[0].state: \"paused\" is not running or stopped")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(env.node_exists("worker-1").await && env.node_exists("worker-2").await);
+
+    // stopped → the shutdown taint.
+    env.write_config(&inventory("stopped", true));
+    eventually("worker-2 gets the shutdown taint", SOON, || async {
+        let n = Api::<Node>::all(env.client.clone())
+            .get("worker-2")
+            .await
+            .ok()?;
+        has_taint(&n, TAINT_SHUTDOWN).then_some(())
+    })
+    .await;
+
+    // Removed from the inventory → the NotReady Node is deleted.
+    env.write_config(&inventory("stopped", false));
+    eventually("worker-1 is deleted", SOON, || async {
+        (!env.node_exists("worker-1").await).then_some(())
+    })
+    .await;
+    assert!(
+        env.node_exists("worker-2").await,
+        "a stopped machine still exists"
+    );
+    drop(ccm);
+}
+
+const POOLS: &str = "loadBalancer:
+  pools:
+    - name: team
+      addresses: [127.0.12.200-127.0.12.201]
+      namespaces: [team]
+    - name: default
+      addresses: [127.0.12.0/30]
+";
+
+#[tokio::test]
+async fn vips_are_allocated_shared_released_and_survive_a_restart() {
+    let env = env(POOLS).await;
+    env.namespace("team").await;
+    let mut ccm = env.ccm();
+
+    env.create_service("default", "a", &[], &[("TCP", 80)])
+        .await;
+    let a = env.vip("default", "a").await;
+    assert_eq!(a, "127.0.12.0");
+    // Namespace pools: "team" gets its own pool first.
+    env.create_service("team", "t", &[], &[("TCP", 80)]).await;
+    assert_eq!(env.vip("team", "t").await, "127.0.12.200");
+    // A pool the namespace may not use.
+    env.create_service("default", "sneaky", &[(POOL, "team")], &[("TCP", 80)])
+        .await;
+    let msg = env
+        .event("default", "sneaky", "SyncLoadBalancerFailed")
+        .await;
+    assert!(
+        msg.contains("address pool \"team\" does not allow namespace \"default\""),
+        "{msg}"
+    );
+    // An explicit address.
+    env.create_service("default", "pinned", &[(IPS, "127.0.12.3")], &[("TCP", 80)])
+        .await;
+    assert_eq!(env.vip("default", "pinned").await, "127.0.12.3");
+    // Sharing: same key, different ports → one address; a clash → another.
+    env.create_service("default", "web-http", &[(SHARED, "web")], &[("TCP", 8080)])
+        .await;
+    let shared = env.vip("default", "web-http").await;
+    env.create_service("default", "web-dns", &[(SHARED, "web")], &[("UDP", 8053)])
+        .await;
+    assert_eq!(env.vip("default", "web-dns").await, shared);
+    assert_ne!(shared, a);
+    // The pool (4 addresses: a, pinned, shared, one left) runs out.
+    env.create_service("default", "b", &[], &[("TCP", 80)])
+        .await;
+    let b = env.vip("default", "b").await;
+    env.create_service("default", "c", &[], &[("TCP", 80)])
+        .await;
+    let msg = env.event("default", "c", "SyncLoadBalancerFailed").await;
+    assert!(msg.contains("no free IPv4 address"), "{msg}");
+    let taken: BTreeSet<String> =
+        [a.clone(), b.clone(), shared.clone(), "127.0.12.3".into()].into();
+    assert_eq!(taken.len(), 4, "every VIP is distinct: {taken:?}");
+
+    // A restart recovers every allocation from Service status: nothing is
+    // handed out twice. While the CCM is down, "b" gets an annotation that
+    // fails its sync (so it never re-claims its address) and "d" arrives;
+    // neither "c" nor "d" may get b's address (or anyone's).
+    ccm.signal(libc::SIGTERM);
+    ccm.wait_exit(Duration::from_secs(20));
+    env.services("default")
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {IPS: "not-an-ip"}}})),
+        )
+        .await
+        .unwrap();
+    env.create_service("default", "d", &[], &[("TCP", 80)])
+        .await;
+    let _ccm = env.ccm();
+    let msg = env.event("default", "d", "SyncLoadBalancerFailed").await;
+    assert!(msg.contains("no free IPv4 address"), "{msg}");
+    let msg = env.event("default", "b", "SyncLoadBalancerFailed").await;
+    assert!(msg.contains("\"not-an-ip\" is not an IP address"), "{msg}");
+    for (name, vip) in [
+        ("a", &a),
+        ("b", &b),
+        ("pinned", &"127.0.12.3".to_string()),
+        ("web-http", &shared),
+        ("web-dns", &shared),
+    ] {
+        assert_eq!(&env.vip("default", name).await, vip, "{name} kept its VIP");
+    }
+    for name in ["c", "d"] {
+        let svc = env.services("default").get(name).await.unwrap();
+        let ingress = svc.status.and_then(|s| s.load_balancer?.ingress);
+        assert!(
+            ingress.as_ref().is_none_or(|i| i.is_empty()),
+            "{name} got {ingress:?}"
+        );
+    }
+
+    // Deleting a Service releases its address for a waiting one.
+    env.services("default")
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let next = eventually("c or d gets a's address", SOON, || async {
+        for name in ["c", "d"] {
+            let svc = env.services("default").get(name).await.ok()?;
+            if let Some(ip) = svc
+                .status
+                .and_then(|s| s.load_balancer?.ingress?.first()?.ip.clone())
+            {
+                return Some(ip);
+            }
+        }
+        None
+    })
+    .await;
+    assert_eq!(next, a);
+    // A sharer leaving keeps the address for the other.
+    env.services("default")
+        .delete("web-http", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.vip("default", "web-dns").await, shared);
+}
+
+/// A node's backend: replies with the node's name on connect, then echoes.
+async fn tcp_backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
+async fn udp_backend(addr: SocketAddr, name: &'static str) -> tokio::task::JoinHandle<()> {
+    let socket = UdpSocket::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = format!("{name}:{}", String::from_utf8_lossy(&buf[..n]));
+            let _ = socket.send_to(reply.as_bytes(), from).await;
+        }
+    })
+}
+
+/// Connects through the VIP and reads which backend answered.
+async fn who_answers(vip: SocketAddr) -> Result<(String, BufReader<TcpStream>), String> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(vip))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .map_err(|_| "no reply".to_string())?
+        .map_err(|e| e.to_string())?;
+    if line.is_empty() {
+        return Err("closed without a reply".into());
+    }
+    Ok((line.trim().to_string(), reader))
+}
+
+#[tokio::test]
+async fn traffic_through_the_vip_reaches_every_backend_and_avoids_a_killed_one() {
+    let mut config = String::from("instances:\n");
+    for i in 1..=4 {
+        config += &format!(
+            "  - name: node-{i}\n    addresses: [{{type: InternalIP, address: 127.0.13.{i}}}]\n"
+        );
+    }
+    config += "loadBalancer:
+  pools: [{name: default, addresses: [127.0.13.100-127.0.13.110]}]
+  healthCheck: {interval: 500ms, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 1}
+";
+    let env = env(&config).await;
+    let _ccm = env.ccm();
+    for i in 1..=3 {
+        create_tainted_node(&env.client, &format!("node-{i}")).await;
+    }
+    for i in 1..=3 {
+        initialised(&env.client, &format!("node-{i}")).await;
+    }
+    let svc = env
+        .create_service("default", "echo", &[], &[("TCP", 8080), ("UDP", 8053)])
+        .await;
+    let ports = svc.spec.unwrap().ports.unwrap();
+    let (tcp_port, udp_port) = (
+        ports[0].node_port.unwrap() as u16,
+        ports[1].node_port.unwrap() as u16,
+    );
+    const NAMES: [&str; 4] = ["node-1", "node-2", "node-3", "node-4"];
+    let mut backends = Vec::new();
+    for (i, name) in NAMES.iter().enumerate().take(3) {
+        let ip = format!("127.0.13.{}", i + 1);
+        backends.push(tcp_backend(format!("{ip}:{tcp_port}").parse().unwrap(), name).await);
+        udp_backend(format!("{ip}:{udp_port}").parse().unwrap(), name).await;
+    }
+    let vip: SocketAddr = format!("{}:8080", env.vip("default", "echo").await)
+        .parse()
+        .unwrap();
+
+    // Every backend gets connections.
+    let seen = eventually(
+        "all three backends answer through the VIP",
+        SOON,
+        || async {
+            let mut seen = BTreeSet::new();
+            for _ in 0..12 {
+                seen.insert(who_answers(vip).await.ok()?.0);
+            }
+            (seen.len() == 3).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(
+        seen,
+        BTreeSet::from(["node-1", "node-2", "node-3"].map(String::from))
+    );
+
+    // UDP flows reach backends and come back.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let udp_vip: SocketAddr = SocketAddr::new(vip.ip(), 8053);
+    client.send_to(b"ping", udp_vip).await.unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("a UDP reply through the VIP")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        reply.ends_with(":ping") && reply.starts_with("node-"),
+        "{reply}"
+    );
+
+    // An established connection survives a node-set change.
+    let (first, mut long_lived) = who_answers(vip).await.unwrap();
+    backends.push(tcp_backend(format!("127.0.13.4:{tcp_port}").parse().unwrap(), NAMES[3]).await);
+    create_tainted_node(&env.client, "node-4").await;
+    initialised(&env.client, "node-4").await;
+    let joined = eventually("node-4 answers through the VIP", SOON, || async {
+        for _ in 0..12 {
+            if who_answers(vip).await.ok()?.0 == "node-4" {
+                return Some(true);
+            }
+        }
+        None
+    })
+    .await;
+    assert!(joined);
+    long_lived
+        .get_mut()
+        .write_all(b"still here\n")
+        .await
+        .unwrap();
+    let mut echo = String::new();
+    tokio::time::timeout(Duration::from_secs(5), long_lived.read_line(&mut echo))
+        .await
+        .expect("the old connection still answers")
+        .unwrap();
+    assert_eq!(
+        echo, "still here\n",
+        "connection to {first} kept across the change"
+    );
+
+    // A killed backend is avoided: every connection still succeeds.
+    backends[1].abort();
+    let _ = (&mut backends[1]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut answered = BTreeSet::new();
+    for i in 0..40 {
+        let (who, _) = who_answers(vip)
+            .await
+            .unwrap_or_else(|e| panic!("connection {i} through the VIP failed: {e}"));
+        answered.insert(who);
+    }
+    assert!(!answered.contains("node-2"), "{answered:?}");
+    assert_eq!(answered.len(), 3, "the others share the load: {answered:?}");
+
+    // Deleting the Service closes the listener.
+    env.services("default")
+        .delete("echo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the VIP stops accepting", SOON, || async {
+        TcpStream::connect(vip).await.is_err().then_some(())
+    })
+    .await;
+}
