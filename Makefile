@@ -18,7 +18,7 @@ help:
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
 	@echo "make testenv    build the pinned kube-apiserver, kubectl and etcd into testenv/bin"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
-	@echo "make bench      overcast-ccm against the Go CCM (BENCH_NODES, BENCH_SERVICES, BENCH_PROFILE)"
+	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM) and bench-proxy (local LB vs HAProxy)"
 
 .PHONY: prerequisites
 prerequisites:
@@ -75,9 +75,30 @@ bench-scale: testenv go-ccm
 	$(CARGO_TARGET_DIR)/release/overcast-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
 	  --go $(GO_CCM) --nodes $(BENCH_NODES) --services $(BENCH_SERVICES) --profile $(BENCH_PROFILE) --out "$(BENCH_OUT)"
 
-.PHONY: bench
-bench: bench-scale
+# The local provider's built-in load balancer against HAProxy (Debian's
+# package, installed here when missing) in front of the same backends.
+BENCH_PROXY_SECONDS ?= 10
+BENCH_PROXY_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-proxy.md
+.PHONY: bench-proxy
+bench-proxy: testenv
+	@command -v haproxy >/dev/null || command -v /usr/sbin/haproxy >/dev/null || \
+	  { echo "installing haproxy (Debian package)"; apt-get install -y haproxy >/dev/null; }
+	$(CARGO) build --release -p overcast-ccm -p overcast-proxy-bench
+	bench/record-header.sh "$(BENCH_PROXY_OUT)" "make bench-proxy BENCH_PROXY_SECONDS=$(BENCH_PROXY_SECONDS)"
+	$(CARGO_TARGET_DIR)/release/overcast-proxy-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
+	  --haproxy $$(command -v haproxy || echo /usr/sbin/haproxy) --seconds $(BENCH_PROXY_SECONDS) --out "$(BENCH_PROXY_OUT)"
 
+.PHONY: bench
+bench: bench-scale bench-proxy
+
+# The local provider end to end: control plane, overcast-ccm, Nodes, a
+# LoadBalancer Service and requests through its VIP; stops what it started.
 .PHONY: demo
 demo: testenv
+	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo
+	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo
+
+# A bare control plane to point kubectl or overcast-ccm at, until Ctrl-C.
+.PHONY: control-plane
+control-plane: testenv
 	$(CARGO) run --quiet -p overcast-testenv --example control-plane

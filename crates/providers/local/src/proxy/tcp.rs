@@ -12,6 +12,10 @@ use tokio::sync::watch;
 
 use super::{Counted, Settings, Targets, proxy_protocol};
 
+/// Per direction and connection (tokio's default is 8 KiB); see
+/// docs/performance.md for the measurement behind it.
+const COPY_BUFFER: usize = 32 * 1024;
+
 /// At most this many backends are tried for one connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
@@ -85,7 +89,13 @@ async fn proxy(
                         .write_all(&proxy_protocol::header_v2(peer, frontend))
                         .await?;
                 }
-                tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+                tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
+                )
+                .await?;
                 return Ok(());
             }
             Ok(Err(e)) => {
