@@ -588,3 +588,163 @@ async fn traffic_through_the_vip_reaches_every_backend_and_avoids_a_killed_one()
     })
     .await;
 }
+
+/// A veth pair, deleted on drop; `None` when this host may not create one.
+struct Veth {
+    name: String,
+    peer: String,
+}
+
+impl Veth {
+    fn create() -> Option<Veth> {
+        let id = std::process::id() % 100_000;
+        let (name, peer) = (format!("ovc{id}a"), format!("ovc{id}b"));
+        let out = std::process::Command::new("ip")
+            .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
+            .output()
+            .expect("run ip (iproute2)");
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            // Only a missing privilege skips; anything else is a failure.
+            assert!(
+                err.contains("Operation not permitted"),
+                "creating a veth pair: {err}"
+            );
+            return None;
+        }
+        let veth = Veth { name, peer };
+        for dev in [&veth.name, &veth.peer] {
+            ip(&["link", "set", dev, "up"]);
+        }
+        Some(veth)
+    }
+
+    fn addresses(&self) -> String {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Receives ARP frames on an interface (AF_PACKET), for the announcement.
+#[allow(unsafe_code)]
+mod arp_capture {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    pub struct Capture(OwnedFd);
+
+    impl Capture {
+        pub fn open(interface: &str) -> Capture {
+            let index: i32 = std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let protocol = (libc::ETH_P_ARP as u16).to_be();
+            // SAFETY: socket(2), bind(2) and setsockopt(2) with valid,
+            // correctly sized arguments; the descriptor is owned at once.
+            unsafe {
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol));
+                assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+                let fd = OwnedFd::from_raw_fd(fd);
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = protocol;
+                addr.sll_ifindex = index;
+                let rc = libc::bind(
+                    fd.as_raw_fd(),
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+                let timeout = libc::timeval {
+                    tv_sec: 1,
+                    tv_usec: 0,
+                };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const timeout).cast(),
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                Capture(fd)
+            }
+        }
+
+        /// The next ARP frame, or `None` after a second without one.
+        pub fn next(&self) -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; 1500];
+            // SAFETY: the buffer is valid for its length.
+            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            (n > 0).then(|| {
+                buf.truncate(n as usize);
+                buf
+            })
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_an_interface_the_vip_is_added_announced_and_removed_on_stop() {
+    let Some(veth) = Veth::create() else {
+        eprintln!("SKIPPED: creating network interfaces needs CAP_NET_ADMIN");
+        return;
+    };
+    let config = format!(
+        "instances:
+  - name: node-1
+    addresses: [{{type: InternalIP, address: 127.0.14.1}}]
+loadBalancer:
+  interface: {}
+  pools: [{{name: default, addresses: [10.254.14.8/30]}}]
+",
+        veth.name
+    );
+    let capture = arp_capture::Capture::open(&veth.peer);
+    let env = env(&config).await;
+    let mut ccm = env.ccm();
+    create_tainted_node(&env.client, "node-1").await;
+    initialised(&env.client, "node-1").await;
+    let svc = env.create_service("default", "web", &[], &[("TCP", 8080)]).await;
+    let node_port = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap() as u16;
+    let _backend = tcp_backend(format!("127.0.14.1:{node_port}").parse().unwrap(), "node-1").await;
+    let vip = env.vip("default", "web").await;
+    assert_eq!(vip, "10.254.14.8");
+    assert!(veth.addresses().contains("10.254.14.8/32"), "{}", veth.addresses());
+
+    // The gratuitous ARP: an ARP request for the VIP from the VIP.
+    let vip_octets = [10u8, 254, 14, 8];
+    let announced = (0..10).filter_map(|_| capture.next()).find(|f| {
+        f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == vip_octets && f[38..42] == vip_octets
+    });
+    let frame = announced.expect("a gratuitous ARP for the VIP on the link");
+    assert_eq!(&frame[..6], [0xff; 6], "broadcast");
+
+    let (who, _) = who_answers(format!("{vip}:8080").parse().unwrap()).await.unwrap();
+    assert_eq!(who, "node-1");
+
+    // Stopping (as on a handover) takes the VIP off the interface.
+    ccm.signal(libc::SIGTERM);
+    assert!(ccm.wait_exit(Duration::from_secs(20)).success(), "{}", ccm.log_text());
+    assert!(!veth.addresses().contains("10.254.14.8"), "{}", veth.addresses());
+}
