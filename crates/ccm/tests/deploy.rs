@@ -37,6 +37,7 @@ async fn the_manifests_are_accepted_by_the_apiserver() {
         "rbac.yaml",
         "deployment.yaml",
         "daemonset-control-plane.yaml",
+        "local-provider.yaml",
     ] {
         let path = deploy(file);
         kubectl(
