@@ -637,7 +637,10 @@ impl Drop for Veth {
 }
 
 fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "ip {args:?}: {}",
@@ -695,7 +698,8 @@ mod arp_capture {
         pub fn next(&self) -> Option<Vec<u8>> {
             let mut buf = vec![0u8; 1500];
             // SAFETY: the buffer is valid for its length.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             (n > 0).then(|| {
                 buf.truncate(n as usize);
                 buf
@@ -725,26 +729,238 @@ loadBalancer:
     let mut ccm = env.ccm();
     create_tainted_node(&env.client, "node-1").await;
     initialised(&env.client, "node-1").await;
-    let svc = env.create_service("default", "web", &[], &[("TCP", 8080)]).await;
+    let svc = env
+        .create_service("default", "web", &[], &[("TCP", 8080)])
+        .await;
     let node_port = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap() as u16;
     let _backend = tcp_backend(format!("127.0.14.1:{node_port}").parse().unwrap(), "node-1").await;
     let vip = env.vip("default", "web").await;
     assert_eq!(vip, "10.254.14.8");
-    assert!(veth.addresses().contains("10.254.14.8/32"), "{}", veth.addresses());
+    assert!(
+        veth.addresses().contains("10.254.14.8/32"),
+        "{}",
+        veth.addresses()
+    );
 
     // The gratuitous ARP: an ARP request for the VIP from the VIP.
     let vip_octets = [10u8, 254, 14, 8];
     let announced = (0..10).filter_map(|_| capture.next()).find(|f| {
-        f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[28..32] == vip_octets && f[38..42] == vip_octets
+        f.len() >= 42
+            && f[12..14] == [0x08, 0x06]
+            && f[28..32] == vip_octets
+            && f[38..42] == vip_octets
     });
     let frame = announced.expect("a gratuitous ARP for the VIP on the link");
     assert_eq!(&frame[..6], [0xff; 6], "broadcast");
 
-    let (who, _) = who_answers(format!("{vip}:8080").parse().unwrap()).await.unwrap();
+    let (who, _) = who_answers(format!("{vip}:8080").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(who, "node-1");
 
     // Stopping (as on a handover) takes the VIP off the interface.
     ccm.signal(libc::SIGTERM);
-    assert!(ccm.wait_exit(Duration::from_secs(20)).success(), "{}", ccm.log_text());
-    assert!(!veth.addresses().contains("10.254.14.8"), "{}", veth.addresses());
+    assert!(
+        ccm.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        ccm.log_text()
+    );
+    assert!(
+        !veth.addresses().contains("10.254.14.8"),
+        "{}",
+        veth.addresses()
+    );
+}
+
+/// kube-proxy's health check server for a node: 200 with a local endpoint,
+/// 503 without.
+async fn health_server(addr: SocketAddr, healthy: bool) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = if healthy {
+                    "200 OK"
+                } else {
+                    "503 Service Unavailable"
+                };
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            });
+        }
+    })
+}
+
+/// A backend that reads a PROXY v2 header and answers with the client
+/// address it carries.
+async fn proxy_protocol_backend(addr: SocketAddr) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 16];
+                if s.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                let reply = if &head[..12] != b"\r\n\r\n\0\r\nQUIT\n"
+                    || head[12] != 0x21
+                    || head[13] != 0x11
+                {
+                    "no PROXY v2 header\n".to_string()
+                } else {
+                    let mut addrs = [0u8; 12];
+                    let _ = s.read_exact(&mut addrs).await;
+                    let ip = std::net::Ipv4Addr::new(addrs[0], addrs[1], addrs[2], addrs[3]);
+                    let port = u16::from_be_bytes([addrs[8], addrs[9]]);
+                    format!("{ip}:{port}\n")
+                };
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn local_traffic_policy_health_checks_proxy_protocol_and_draining() {
+    let mut config = String::from("instances:\n");
+    for i in 1..=3 {
+        config += &format!(
+            "  - name: node-{i}\n    addresses: [{{type: InternalIP, address: 127.0.15.{i}}}]\n"
+        );
+    }
+    config += "loadBalancer:
+  pools: [{name: default, addresses: [127.0.15.100-127.0.15.110]}]
+  healthCheck: {interval: 300ms, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 1}
+";
+    let env = env(&config).await;
+    let _ccm = env.ccm();
+    for i in 1..=3 {
+        create_tainted_node(&env.client, &format!("node-{i}")).await;
+    }
+    for i in 1..=3 {
+        initialised(&env.client, &format!("node-{i}")).await;
+    }
+    const NAMES: [&str; 3] = ["node-1", "node-2", "node-3"];
+
+    // externalTrafficPolicy: Local: only nodes whose health check answers 200.
+    let mut svc = Service {
+        metadata: ObjectMeta {
+            name: Some("local".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            external_traffic_policy: Some("Local".into()),
+            ports: Some(vec![ServicePort {
+                port: 9000,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    svc = env
+        .services("default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let spec = svc.spec.unwrap();
+    let node_port = spec.ports.unwrap()[0].node_port.unwrap();
+    let health_port = spec
+        .health_check_node_port
+        .expect("Local gets a healthCheckNodePort");
+    let mut health = Vec::new();
+    for (i, name) in NAMES.iter().enumerate() {
+        let ip = format!("127.0.15.{}", i + 1);
+        tcp_backend(format!("{ip}:{node_port}").parse().unwrap(), name).await;
+        // node-2 has no local endpoint.
+        health.push(health_server(format!("{ip}:{health_port}").parse().unwrap(), i != 1).await);
+    }
+    let vip: SocketAddr = format!("{}:9000", env.vip("default", "local").await)
+        .parse()
+        .unwrap();
+    eventually("only nodes with endpoints get traffic", SOON, || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(who_answers(vip).await.ok()?.0);
+        }
+        (seen == BTreeSet::from(["node-1".to_string(), "node-3".to_string()])).then_some(())
+    })
+    .await;
+    // node-2 gains an endpoint: its health check passes and it is back.
+    health[1].abort();
+    let _ = (&mut health[1]).await;
+    health_server(format!("127.0.15.2:{health_port}").parse().unwrap(), true).await;
+    eventually(
+        "node-2 is back after its health check passes",
+        SOON,
+        || async {
+            for _ in 0..20 {
+                if who_answers(vip).await.ok()?.0 == "node-2" {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
+
+    // Draining: a node leaving the backend set keeps its open connection.
+    let (first, mut open) = eventually("a connection to node-3", SOON, || async {
+        let (who, conn) = who_answers(vip).await.ok()?;
+        (who == "node-3").then_some((who, conn))
+    })
+    .await;
+    Api::<Node>::all(env.client.clone())
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": "true"
+            }}})),
+        )
+        .await
+        .unwrap();
+    eventually("node-3 gets no new connections", SOON, || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.insert(who_answers(vip).await.ok()?.0);
+        }
+        (!seen.contains("node-3")).then_some(())
+    })
+    .await;
+    open.get_mut().write_all(b"draining\n").await.unwrap();
+    let mut echo = String::new();
+    tokio::time::timeout(Duration::from_secs(5), open.read_line(&mut echo))
+        .await
+        .expect("the drained connection still answers")
+        .unwrap();
+    assert_eq!(echo, "draining\n");
+
+    // PROXY protocol v2: the backend learns the client's address.
+    let svc = env
+        .create_service(
+            "default",
+            "pp",
+            &[("local.overcast.dev/proxy-protocol", "v2")],
+            &[("TCP", 9100)],
+        )
+        .await;
+    let node_port = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    for i in 1..=3 {
+        proxy_protocol_backend(format!("127.0.15.{i}:{node_port}").parse().unwrap()).await;
+    }
+    let vip: SocketAddr = format!("{}:9100", env.vip("default", "pp").await)
+        .parse()
+        .unwrap();
+    let client = tokio::net::TcpSocket::new_v4().unwrap();
+    client.bind("127.0.15.77:0".parse().unwrap()).unwrap();
+    let stream = client.connect(vip).await.unwrap();
+    let local = stream.local_addr().unwrap();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await.unwrap();
+    assert_eq!(line.trim(), local.to_string());
 }
