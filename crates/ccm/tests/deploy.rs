@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -15,9 +15,7 @@ use overcast_testenv::ControlPlane;
 const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
 
 fn deploy(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../deploy")
-        .join(file)
+    overcast_testenv::workspace_root().join("deploy").join(file)
 }
 
 fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {

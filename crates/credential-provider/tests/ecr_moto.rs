@@ -21,9 +21,7 @@ impl Moto {
     fn start() -> Moto {
         let bin = std::env::var_os("MOTO_SERVER")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")
-            });
+            .unwrap_or_else(|| overcast_testenv::workspace_root().join(".venv/bin/moto_server"));
         assert!(
             bin.is_file(),
             "{} missing: run `make venv` (part of `make test`)",

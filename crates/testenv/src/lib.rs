@@ -86,11 +86,24 @@ impl Error {
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os(BIN_DIR_ENV) {
         Some(dir) => PathBuf::from(dir),
-        None => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testenv/bin");
-            dir.canonicalize().unwrap_or(dir)
-        }
+        None => workspace_root().join("testenv/bin"),
     }
+}
+
+/// The checkout this test runs from: found from the running package's
+/// directory (cargo sets CARGO_MANIFEST_DIR when it runs tests and
+/// examples), else from where this crate was compiled. Paths baked in at
+/// compile time alone go stale: cargo shares a test binary between two
+/// checkouts that use one target directory.
+pub fn workspace_root() -> PathBuf {
+    let is_root = |dir: &Path| dir.join("testenv/versions.env").is_file();
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR")
+        && let Some(root) = Path::new(&dir).ancestors().find(|d| is_root(d))
+    {
+        return root.to_path_buf();
+    }
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    compiled.canonicalize().unwrap_or(compiled)
 }
 
 fn binary(dir: &Path, name: &'static str) -> Result<PathBuf, Error> {
