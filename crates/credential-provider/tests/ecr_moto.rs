@@ -2,63 +2,13 @@
 #![cfg(feature = "ecr")]
 
 use std::io::Write as _;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+
+use overcast_testenv::Moto;
 
 use serde_json::Value;
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_overcast-credential-provider");
-
-/// moto_server on a free loopback port; killed on drop.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Moto {
-        let bin = std::env::var_os("MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| overcast_testenv::workspace_root().join(".venv/bin/moto_server"));
-        assert!(
-            bin.is_file(),
-            "{} missing: run `make venv` (part of `make test`)",
-            bin.display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn run_ecr(endpoint: &str, request: &str) -> std::process::Output {
     let mut child = Command::new(PLUGIN)
@@ -90,7 +40,7 @@ fn ecr_credentials_from_get_authorization_token() {
     let image = "123456789012.dkr.ecr.us-west-2.amazonaws.com/team/app:1.0";
     for version in ["v1", "v1alpha1"] {
         let out = run_ecr(
-            &moto.url,
+            moto.url(),
             &format!(
                 r#"{{"apiVersion":"credentialprovider.kubelet.k8s.io/{version}","kind":"CredentialProviderRequest","image":"{image}"}}"#
             ),
@@ -148,7 +98,7 @@ fn the_kubelet_gets_ecr_credentials_through_its_plugin_code() {
     std::os::unix::fs::symlink(PLUGIN, bin.join("overcast-credential-provider")).unwrap();
     let config = format!(
         "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: overcast-credential-provider\n    matchImages: [\"*.dkr.ecr.*.amazonaws.com\"]\n    defaultCacheDuration: 12h\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n    args: [ecr]\n    env:\n      - {{name: AWS_ENDPOINT_URL, value: \"{}\"}}\n      - {{name: AWS_ACCESS_KEY_ID, value: testing}}\n      - {{name: AWS_SECRET_ACCESS_KEY, value: testing}}\n      - {{name: AWS_EC2_METADATA_DISABLED, value: \"true\"}}\n",
-        moto.url
+        moto.url()
     );
     let config_path = dir.path().join("kubelet.yaml");
     std::fs::write(&config_path, config).unwrap();

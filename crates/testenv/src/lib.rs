@@ -15,7 +15,9 @@
 //! `make testenv`; nothing here ever skips a test.
 
 mod certs;
+mod moto;
 mod process;
+pub use moto::{MOTO_SERVER_ENV, Moto};
 
 use std::fmt::Write as _;
 use std::net::TcpListener;

@@ -34,6 +34,17 @@ impl Ccm {
     /// Starts `binary` with fast leader-election timings, plain HTTP on a free
     /// port, and `extra` flags.
     pub fn start(binary: &str, kubeconfig: &Path, dir: &Path, extra: &[&str]) -> Ccm {
+        Self::start_with_env(binary, kubeconfig, dir, extra, &[])
+    }
+
+    /// As [`Ccm::start`], with extra environment variables.
+    pub fn start_with_env(
+        binary: &str,
+        kubeconfig: &Path,
+        dir: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Ccm {
         let port = free_port();
         let log = dir.join(format!("ccm-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
@@ -50,6 +61,7 @@ impl Ccm {
                 "--configure-cloud-routes=false",
             ])
             .args(extra)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

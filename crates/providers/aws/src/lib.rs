@@ -1,1 +1,154 @@
-//! The AWS provider: EC2 instances, Network Load Balancers and VPC routes.
+//! The `aws` provider: EC2 instances (and, to come, Network Load Balancers
+//! and VPC routes) with cloud-provider-aws's semantics, through the official
+//! AWS SDK: the aws-config credential chain and region resolution, SDK
+//! retries with back-off, and endpoint overrides for emulators (the
+//! `[ServiceOverride]` sections, or `AWS_ENDPOINT_URL`).
+//!
+//! Config: docs/aws-provider.md.
+
+pub mod config;
+pub mod ini;
+pub mod instances;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use overcast_cloud_provider::{CloudError, CloudProvider, InstancesV2, Result as CloudResult};
+use tokio::sync::OnceCell;
+
+pub use config::{AwsConfig, ConfigError};
+
+pub const PROVIDER_NAME: &str = "aws";
+
+/// Attempts per AWS call, the first included (the SDK's standard mode
+/// backs off exponentially with jitter and retries throttling).
+const MAX_ATTEMPTS: u32 = 5;
+
+#[derive(Debug)]
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub region: String,
+}
+
+#[derive(Debug)]
+pub struct AwsCloud {
+    config: AwsConfig,
+    /// Built on first use (in `initialize`, on the leader): loading the SDK
+    /// config is async, the provider factory is not.
+    clients: OnceCell<Clients>,
+    /// Availability zone name → zone ID, from DescribeAvailabilityZones.
+    zone_ids: Mutex<HashMap<String, String>>,
+}
+
+impl AwsCloud {
+    /// Builds the provider from its `--cloud-config` file (INI, as
+    /// cloud-provider-aws); warnings about keys are logged.
+    pub fn from_config(bytes: Option<&[u8]>) -> Result<Self, ConfigError> {
+        let (config, warnings) = match bytes {
+            Some(b) => AwsConfig::parse(b)?,
+            None => (AwsConfig::default(), Vec::new()),
+        };
+        for w in warnings {
+            tracing::warn!("--cloud-config: {w}");
+        }
+        Ok(Self {
+            config,
+            clients: OnceCell::new(),
+            zone_ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &AwsConfig {
+        &self.config
+    }
+
+    /// The SDK clients, built once.
+    pub async fn clients(&self) -> CloudResult<&Clients> {
+        self.clients
+            .get_or_try_init(|| async {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS));
+                if let Some(region) = self.config.configured_region() {
+                    loader = loader.region(aws_config::Region::new(region));
+                }
+                let shared = loader.load().await;
+                let region = shared.region().map(ToString::to_string).ok_or_else(|| {
+                    CloudError::other(
+                        "no AWS region: set [Global] Region or Zone in --cloud-config, or AWS_REGION, or run where the instance metadata service answers",
+                    )
+                })?;
+                let mut ec2 = aws_sdk_ec2::config::Builder::from(&shared);
+                if let Some(o) = self.config.override_for(config::SERVICE_EC2, &region) {
+                    ec2 = ec2
+                        .endpoint_url(&o.url)
+                        .region(aws_config::Region::new(o.signing_region.clone()));
+                }
+                let mut elb = aws_sdk_elasticloadbalancingv2::config::Builder::from(&shared);
+                if let Some(o) = self.config.override_for(config::SERVICE_ELBV2, &region) {
+                    elb = elb
+                        .endpoint_url(&o.url)
+                        .region(aws_config::Region::new(o.signing_region.clone()));
+                }
+                tracing::info!(%region, "AWS clients ready");
+                Ok(Clients {
+                    ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
+                    elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
+                    region,
+                })
+            })
+            .await
+    }
+
+    /// The zone ID of an availability zone (topology.k8s.aws/zone-id), from
+    /// one DescribeAvailabilityZones call cached for the process.
+    pub(crate) async fn zone_id(&self, zone: &str) -> CloudResult<Option<String>> {
+        if let Some(id) = self.zone_ids.lock().expect("zone ids lock").get(zone) {
+            return Ok(Some(id.clone()));
+        }
+        let ec2 = &self.clients().await?.ec2;
+        let reply = metrics::timed(
+            "describe_availability_zones",
+            ec2.describe_availability_zones().send(),
+        )
+        .await
+        .map_err(|e| {
+            CloudError::other(format!(
+                "describing availability zones: {}",
+                aws_sdk_ec2::error::DisplayErrorContext(&e)
+            ))
+        })?;
+        let mut ids = self.zone_ids.lock().expect("zone ids lock");
+        for az in reply.availability_zones() {
+            if let (Some(name), Some(id)) = (az.zone_name(), az.zone_id()) {
+                ids.insert(name.to_string(), id.to_string());
+            }
+        }
+        Ok(ids.get(zone).cloned())
+    }
+}
+
+#[async_trait]
+impl CloudProvider for AwsCloud {
+    fn provider_name(&self) -> &str {
+        PROVIDER_NAME
+    }
+
+    /// Upstream finds the cluster ID in the config or on its own instance's
+    /// tags; Overcast reads it from the config only (for now).
+    fn has_cluster_id(&self) -> bool {
+        self.config.cluster_id().is_some()
+    }
+
+    async fn initialize(&self) -> CloudResult<()> {
+        self.clients().await.map(|_| ())
+    }
+
+    fn instances_v2(&self) -> Option<&dyn InstancesV2> {
+        Some(self)
+    }
+}

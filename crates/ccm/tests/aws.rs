@@ -1,0 +1,265 @@
+//! overcast-ccm --cloud-provider=aws against moto's EC2 (on loopback) and
+//! the real apiserver: Nodes initialised from EC2, a terminated instance's
+//! Node deleted, a stopped one tainted as shut down.
+#![cfg(feature = "aws")]
+
+mod common;
+
+use aws_sdk_ec2::types::{Filter, InstanceType, Placement, ResourceType, Tag, TagSpecification};
+use common::*;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use overcast_cloud_provider::names::{
+    LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_SHUTDOWN,
+};
+use overcast_testenv::{ControlPlane, Moto};
+
+const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
+const CLUSTER: &str = "overcast-test";
+const REGION: &str = "us-east-1";
+
+const AWS_ENV: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_REGION", REGION),
+];
+
+async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(moto.url())
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&config)
+}
+
+fn cluster_tag() -> Tag {
+    Tag::builder()
+        .key(format!("kubernetes.io/cluster/{CLUSTER}"))
+        .value("owned")
+        .build()
+}
+
+/// A VPC with a tagged subnet in each of two zones; returns the subnets.
+async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.0.0.0/16")
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Vpc)
+                .tags(cluster_tag())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    let mut subnets = Vec::new();
+    for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .availability_zone(zone)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Subnet)
+                    .tags(cluster_tag())
+                    .tags(
+                        Tag::builder()
+                            .key("kubernetes.io/role/elb")
+                            .value("1")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        subnets.push((
+            zone.to_string(),
+            subnet.subnet().unwrap().subnet_id().unwrap().to_string(),
+        ));
+    }
+    subnets
+}
+
+/// Starts an instance in `subnet`; returns (instance ID, private DNS name, private IP).
+async fn run_instance(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    subnet: &str,
+) -> (String, String, String) {
+    let image = ec2
+        .describe_images()
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .first()
+        .and_then(|i| i.image_id())
+        .expect("moto serves some AMIs")
+        .to_string();
+    let reply = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::T3Medium)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(subnet)
+        .placement(Placement::builder().availability_zone(zone).build())
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .tags(cluster_tag())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let i = &reply.instances()[0];
+    (
+        i.instance_id().unwrap().to_string(),
+        i.private_dns_name().unwrap().to_string(),
+        i.private_ip_address().unwrap().to_string(),
+    )
+}
+
+async fn state_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    ec2.describe_instances()
+        .filters(Filter::builder().name("instance-id").values(id).build())
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .state()
+        .unwrap()
+        .name()
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+#[tokio::test]
+async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
+    let moto = Moto::start();
+    let ec2 = ec2(&moto).await;
+    let subnets = seed_network(&ec2).await;
+    let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
+    let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+
+    let plane = ControlPlane::start()
+        .await
+        .expect("control plane (run `make testenv`)");
+    let client = plane.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cloud.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
+            moto.url()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "--cloud-provider=aws".to_string(),
+        format!("--cloud-config={}", config.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, &AWS_ENV);
+
+    // Nodes named by private DNS name, as kubelets on EC2 register.
+    for (_, dns, _) in [&a, &b, &c] {
+        create_tainted_node(&client, dns).await;
+    }
+    let node = initialised(&client, &b.1).await;
+    assert_eq!(
+        node.spec.as_ref().unwrap().provider_id.as_deref(),
+        Some(format!("aws:///us-east-1b/{}", b.0).as_str()),
+        "{}",
+        ccm.log_text()
+    );
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(LABEL_INSTANCE_TYPE).map(String::as_str),
+        Some("t3.medium")
+    );
+    assert_eq!(
+        labels.get(LABEL_ZONE).map(String::as_str),
+        Some("us-east-1b")
+    );
+    assert_eq!(labels.get(LABEL_REGION).map(String::as_str), Some(REGION));
+    assert!(
+        labels
+            .get("topology.k8s.aws/zone-id")
+            .is_some_and(|z| !z.is_empty()),
+        "{labels:?}"
+    );
+    let addresses: Vec<(String, String)> = node
+        .status
+        .unwrap()
+        .addresses
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.type_, a.address))
+        .collect();
+    for want in [
+        ("InternalIP", b.2.as_str()),
+        ("InternalDNS", b.1.as_str()),
+        ("Hostname", b.1.as_str()),
+    ] {
+        assert!(
+            addresses.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} in {addresses:?}"
+        );
+    }
+    initialised(&client, &a.1).await;
+    initialised(&client, &c.1).await;
+
+    // Terminated → the NotReady Node is deleted.
+    ec2.terminate_instances()
+        .instance_ids(&a.0)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state_of(&ec2, &a.0).await, "terminated");
+    let nodes: Api<Node> = Api::all(client.clone());
+    eventually(
+        "the terminated instance's Node is deleted",
+        SOON,
+        || async { nodes.get_opt(&a.1).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+
+    // Stopped → the shutdown taint; the Node stays.
+    ec2.stop_instances()
+        .instance_ids(&c.0)
+        .send()
+        .await
+        .unwrap();
+    eventually("the stopped instance's Node is tainted", SOON, || async {
+        let n = nodes.get(&c.1).await.ok()?;
+        n.spec?
+            .taints?
+            .iter()
+            .any(|t| t.key == TAINT_SHUTDOWN)
+            .then_some(())
+    })
+    .await;
+    assert!(nodes.get_opt(&b.1).await.unwrap().is_some());
+    let metrics = ccm.get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains(
+            "cloudprovider_aws_api_request_duration_seconds_count{request=\"describe_instance\"}"
+        ),
+        "{metrics}"
+    );
+}

@@ -1,0 +1,314 @@
+//! cloud-provider-aws's `--cloud-config` (gcfg INI): the `[Global]` keys
+//! that apply here and `[ServiceOverride "N"]` endpoint overrides.
+//!
+//! Upstream (gcfg with FatalOnly) drops unknown keys silently; here every
+//! key is accounted for: unknown ones, and upstream ones without effect in
+//! Overcast, come back as warnings naming the line, so a file that works
+//! with cloud-provider-aws still starts, and nothing is ignored unseen.
+
+use crate::ini::{self, Section};
+
+/// cloud-provider-aws's ServiceOverride `Service` values (SDK service IDs)
+/// that Overcast calls.
+pub const SERVICE_EC2: &str = "EC2";
+pub const SERVICE_ELBV2: &str = "Elastic Load Balancing v2";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AwsConfig {
+    pub zone: String,
+    pub region: String,
+    pub vpc: String,
+    pub subnet_id: String,
+    pub route_table_id: String,
+    pub kubernetes_cluster_tag: String,
+    pub kubernetes_cluster_id: String,
+    pub disable_security_group_ingress: bool,
+    pub node_ip_families: Vec<String>,
+    pub service_overrides: Vec<ServiceOverride>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceOverride {
+    /// The section's subsection name ("1" in `[ServiceOverride "1"]`).
+    pub name: String,
+    pub service: String,
+    pub region: String,
+    pub url: String,
+    pub signing_region: String,
+    pub signing_name: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("aws cloud config: {0}")]
+pub struct ConfigError(pub String);
+
+/// Upstream [Global] keys that Overcast reads but that have no effect yet.
+const WITHOUT_EFFECT: [&str; 10] = [
+    "RoleARN",
+    "SourceARN",
+    "ElbSecurityGroup",
+    "ClusterServiceLoadBalancerHealthProbeMode",
+    "ClusterServiceSharedLoadBalancerHealthProbePort",
+    "ClusterServiceSharedLoadBalancerHealthProbePath",
+    "SupportedTopologyInstanceTypePattern",
+    "NLBSecurityGroupMode",
+    "DisableStrictZoneCheck",
+    "SigningMethod",
+];
+
+/// gcfg matches names case-insensitively, with `-` matching `_`.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.chars().zip(b.chars()).all(|(x, y)| {
+            let norm = |c: char| {
+                if c == '-' {
+                    '_'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            norm(x) == norm(y)
+        })
+}
+
+impl AwsConfig {
+    /// Parses the file; returns the config and warnings to log.
+    pub fn parse(bytes: &[u8]) -> Result<(Self, Vec<String>), ConfigError> {
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| ConfigError(format!("not UTF-8: {e}")))?;
+        let sections = ini::parse(text).map_err(|e| ConfigError(e.to_string()))?;
+        let mut config = AwsConfig::default();
+        let mut warnings = Vec::new();
+        for section in &sections {
+            if same(&section.name, "Global") && section.subsection.is_none() {
+                config.global(section, &mut warnings)?;
+            } else if same(&section.name, "ServiceOverride") && section.subsection.is_some() {
+                config.service_override(section, &mut warnings)?;
+            } else {
+                warnings.push(format!(
+                    "line {}: unknown section [{}{}], ignored",
+                    section.line,
+                    section.name,
+                    section
+                        .subsection
+                        .as_ref()
+                        .map(|s| format!(" {s:?}"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        if !config.kubernetes_cluster_tag.is_empty()
+            && !config.kubernetes_cluster_id.is_empty()
+            && config.kubernetes_cluster_tag != config.kubernetes_cluster_id
+        {
+            return Err(ConfigError(format!(
+                "[Global] KubernetesClusterTag ({:?}) and KubernetesClusterID ({:?}) differ",
+                config.kubernetes_cluster_tag, config.kubernetes_cluster_id
+            )));
+        }
+        if config.node_ip_families.is_empty() {
+            config.node_ip_families.push("ipv4".into());
+        }
+        let mut seen = Vec::new();
+        for o in &config.service_overrides {
+            let key = (o.service.clone(), o.region.clone());
+            if seen.contains(&key) {
+                return Err(ConfigError(format!(
+                    "[ServiceOverride {:?}]: a second override for Service {:?} in Region {:?}",
+                    o.name, o.service, o.region
+                )));
+            }
+            seen.push(key);
+        }
+        Ok((config, warnings))
+    }
+
+    fn global(&mut self, section: &Section, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+        for e in &section.entries {
+            let at = || format!("[Global] {} (line {})", e.key, e.line);
+            let k = e.key.as_str();
+            let value = e.value.trim().to_string();
+            if same(k, "Zone") {
+                self.zone = value;
+            } else if same(k, "Region") {
+                self.region = value;
+            } else if same(k, "VPC") {
+                self.vpc = value;
+            } else if same(k, "SubnetID") {
+                self.subnet_id = value;
+            } else if same(k, "RouteTableID") {
+                self.route_table_id = value;
+            } else if same(k, "KubernetesClusterTag") {
+                self.kubernetes_cluster_tag = value;
+            } else if same(k, "KubernetesClusterID") {
+                self.kubernetes_cluster_id = value;
+            } else if same(k, "DisableSecurityGroupIngress") {
+                self.disable_security_group_ingress = ini::parse_bool(&value)
+                    .ok_or_else(|| ConfigError(format!("{}: {value:?} is not a boolean", at())))?;
+            } else if same(k, "NodeIPFamilies") {
+                // A list: each line adds; a blank value resets.
+                if value.is_empty() {
+                    self.node_ip_families.clear();
+                } else if value == "ipv4" || value == "ipv6" {
+                    self.node_ip_families.push(value);
+                } else {
+                    warnings.push(format!("{}: {value:?} is not ipv4 or ipv6, ignored", at()));
+                }
+            } else if WITHOUT_EFFECT.iter().any(|w| same(k, w)) {
+                warnings.push(format!(
+                    "{}: has no effect in overcast's aws provider",
+                    at()
+                ));
+            } else {
+                warnings.push(format!("{}: unknown key, ignored", at()));
+            }
+        }
+        Ok(())
+    }
+
+    fn service_override(
+        &mut self,
+        section: &Section,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), ConfigError> {
+        let name = section.subsection.clone().unwrap_or_default();
+        let mut o = ServiceOverride {
+            name: name.clone(),
+            ..Default::default()
+        };
+        for e in &section.entries {
+            let value = e.value.trim().to_string();
+            let k = e.key.as_str();
+            if same(k, "Service") {
+                o.service = value;
+            } else if same(k, "Region") {
+                o.region = value;
+            } else if same(k, "URL") {
+                o.url = value;
+            } else if same(k, "SigningRegion") {
+                o.signing_region = value;
+            } else if same(k, "SigningName") {
+                o.signing_name = value;
+            } else if same(k, "SigningMethod") {
+                warnings.push(format!(
+                    "[ServiceOverride {name:?}] SigningMethod (line {}): has no effect (upstream ignores it too)",
+                    e.line
+                ));
+            } else {
+                warnings.push(format!(
+                    "[ServiceOverride {name:?}] {} (line {}): unknown key, ignored",
+                    e.key, e.line
+                ));
+            }
+        }
+        for (field, value) in [
+            ("Service", &o.service),
+            ("Region", &o.region),
+            ("URL", &o.url),
+            ("SigningRegion", &o.signing_region),
+        ] {
+            if value.is_empty() {
+                return Err(ConfigError(format!(
+                    "[ServiceOverride {name:?}] (line {}): {field} is required",
+                    section.line
+                )));
+            }
+        }
+        if o.service != SERVICE_EC2 && o.service != SERVICE_ELBV2 {
+            warnings.push(format!(
+                "[ServiceOverride {name:?}] Service {:?}: overcast calls only {SERVICE_EC2:?} and {SERVICE_ELBV2:?}; ignored",
+                o.service
+            ));
+        }
+        self.service_overrides.push(o);
+        Ok(())
+    }
+
+    /// The cluster ID resources are tagged with, if configured.
+    pub fn cluster_id(&self) -> Option<&str> {
+        [&self.kubernetes_cluster_id, &self.kubernetes_cluster_tag]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map(String::as_str)
+    }
+
+    /// The configured region: from Zone when set (as upstream), else Region.
+    pub fn configured_region(&self) -> Option<String> {
+        if !self.zone.is_empty() {
+            return Some(crate::instances::region_of_zone(&self.zone));
+        }
+        (!self.region.is_empty()).then(|| self.region.clone())
+    }
+
+    /// The override for `service` in `region`, if any.
+    pub fn override_for(&self, service: &str, region: &str) -> Option<&ServiceOverride> {
+        self.service_overrides
+            .iter()
+            .find(|o| o.service == service && o.region == region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloud_provider_aws_config_reads_as_upstream() {
+        let text = r#"
+[Global]
+Zone = us-east-1a
+VPC = vpc-0123
+kubernetesclusterid = prod
+RouteTableID = rtb-1
+DisableSecurityGroupIngress = yes
+RoleARN = arn:aws:iam::1:role/x
+DisableStrictZoneCheck = true
+Typo = 1
+
+[ServiceOverride "1"]
+Service = EC2
+Region = us-east-1
+URL = http://127.0.0.1:5000
+SigningRegion = us-east-1
+"#;
+        let (c, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
+        assert_eq!(c.cluster_id(), Some("prod"));
+        assert_eq!(c.configured_region().as_deref(), Some("us-east-1"));
+        assert_eq!(c.vpc, "vpc-0123");
+        assert!(c.disable_security_group_ingress);
+        assert_eq!(c.node_ip_families, ["ipv4"]);
+        assert_eq!(
+            c.override_for(SERVICE_EC2, "us-east-1").unwrap().url,
+            "http://127.0.0.1:5000"
+        );
+        assert_eq!(
+            warnings,
+            [
+                "[Global] RoleARN (line 8): has no effect in overcast's aws provider",
+                "[Global] DisableStrictZoneCheck (line 9): has no effect in overcast's aws provider",
+                "[Global] Typo (line 10): unknown key, ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_section_key_and_line() {
+        for (text, want) in [
+            (
+                "[Global]\nDisableSecurityGroupIngress = maybe",
+                "[Global] DisableSecurityGroupIngress (line 2): \"maybe\" is not a boolean",
+            ),
+            (
+                "[Global]\nKubernetesClusterTag = a\nKubernetesClusterID = b",
+                "KubernetesClusterTag (\"a\") and KubernetesClusterID (\"b\") differ",
+            ),
+            (
+                "[ServiceOverride \"x\"]\nService = EC2\nRegion = r\nURL = u",
+                "[ServiceOverride \"x\"] (line 1): SigningRegion is required",
+            ),
+        ] {
+            let err = AwsConfig::parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want), "{text}\n got: {err}");
+        }
+    }
+}

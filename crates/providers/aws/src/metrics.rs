@@ -1,0 +1,40 @@
+//! cloudprovider_aws_api_request_duration_seconds and
+//! cloudprovider_aws_api_request_errors, labelled by request as
+//! cloud-provider-aws labels them ("describe_instance", ...).
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+static DURATION: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    prometheus::register_histogram_vec!(
+        "cloudprovider_aws_api_request_duration_seconds",
+        "Latency of AWS API calls",
+        &["request"]
+    )
+    .expect("registers once")
+});
+
+static ERRORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "cloudprovider_aws_api_request_errors",
+        "AWS API errors",
+        &["request"]
+    )
+    .expect("registers once")
+});
+
+/// Runs one AWS call, recording its latency, or an error.
+pub async fn timed<T, E>(
+    request: &'static str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let start = Instant::now();
+    let result = call.await;
+    match &result {
+        Ok(_) => DURATION
+            .with_label_values(&[request])
+            .observe(start.elapsed().as_secs_f64()),
+        Err(_) => ERRORS.with_label_values(&[request]).inc(),
+    }
+    result
+}

@@ -1,0 +1,67 @@
+//! moto_server (the AWS emulator, from the project's .venv) on a free
+//! loopback port, for tests of AWS code; killed on drop.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `MOTO_SERVER` overrides where moto_server is found.
+pub const MOTO_SERVER_ENV: &str = "MOTO_SERVER";
+
+#[derive(Debug)]
+pub struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    /// Starts moto_server and waits until it listens. Panics with the fix
+    /// (`make venv`) when it is not installed: a missing emulator is a
+    /// failure, never a skip.
+    pub fn start() -> Moto {
+        let bin = std::env::var_os(MOTO_SERVER_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace_root().join(".venv/bin/moto_server"));
+        assert!(
+            bin.is_file(),
+            "{} missing: run `make venv` (part of `make test`)",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// The endpoint URL (`AWS_ENDPOINT_URL`) for every service.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
