@@ -1,14 +1,17 @@
 //! overcast-ccm --cloud-provider=aws against moto's EC2 (on loopback) and
 //! the real apiserver: Nodes initialised from EC2, a terminated instance's
-//! Node deleted, a stopped one tainted as shut down.
+//! Node deleted, a stopped one tainted as shut down; a LoadBalancer Service
+//! served by an NLB whose targets follow the Nodes, and nothing left behind
+//! when the Service goes.
 #![cfg(feature = "aws")]
 
 mod common;
 
 use aws_sdk_ec2::types::{Filter, InstanceType, Placement, ResourceType, Tag, TagSpecification};
 use common::*;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_SHUTDOWN,
 };
@@ -25,16 +28,19 @@ const AWS_ENV: [(&str, &str); 4] = [
     ("AWS_REGION", REGION),
 ];
 
-async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+async fn sdk_config(moto: &Moto) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(REGION))
         .endpoint_url(moto.url())
         .credentials_provider(aws_sdk_ec2::config::Credentials::new(
             "testing", "testing", None, None, "test",
         ))
         .load()
-        .await;
-    aws_sdk_ec2::Client::new(&config)
+        .await
+}
+
+async fn ec2(moto: &Moto) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk_config(moto).await)
 }
 
 fn cluster_tag() -> Tag {
@@ -59,6 +65,40 @@ async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
         .await
         .unwrap();
     let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+    // Public subnets: the main route table routes to an internet gateway.
+    let igw = ec2.create_internet_gateway().send().await.unwrap();
+    let igw_id = igw
+        .internet_gateway()
+        .unwrap()
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    ec2.attach_internet_gateway()
+        .internet_gateway_id(&igw_id)
+        .vpc_id(&vpc_id)
+        .send()
+        .await
+        .unwrap();
+    let main = ec2
+        .describe_route_tables()
+        .filters(Filter::builder().name("vpc-id").values(&vpc_id).build())
+        .filters(
+            Filter::builder()
+                .name("association.main")
+                .values("true")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let main_id = main.route_tables()[0].route_table_id().unwrap().to_string();
+    ec2.create_route()
+        .route_table_id(&main_id)
+        .destination_cidr_block("0.0.0.0/0")
+        .gateway_id(&igw_id)
+        .send()
+        .await
+        .unwrap();
     let mut subnets = Vec::new();
     for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
         let subnet = ec2
@@ -261,5 +301,234 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
             "cloudprovider_aws_api_request_duration_seconds_count{request=\"describe_instance\"}"
         ),
         "{metrics}"
+    );
+}
+
+/// Target instance IDs of the target group behind the listener on `port`.
+async fn nlb_targets(elb: &aws_sdk_elasticloadbalancingv2::Client, lb_arn: &str) -> Vec<String> {
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(lb_arn)
+        .send()
+        .await
+        .unwrap();
+    let tg = listeners.listeners()[0].default_actions()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let mut ids: Vec<String> = elb
+        .describe_target_health()
+        .target_group_arn(tg)
+        .send()
+        .await
+        .unwrap()
+        .target_health_descriptions()
+        .iter()
+        .filter_map(|d| d.target()?.id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Every ELBv2 resource tagged for the Service: (ARN, kind).
+async fn tagged_for(elb: &aws_sdk_elasticloadbalancingv2::Client, service: &str) -> Vec<String> {
+    let mut arns: Vec<String> = Vec::new();
+    for lb in elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()
+    {
+        arns.push(lb.load_balancer_arn().unwrap().to_string());
+    }
+    for tg in elb
+        .describe_target_groups()
+        .send()
+        .await
+        .unwrap()
+        .target_groups()
+    {
+        arns.push(tg.target_group_arn().unwrap().to_string());
+    }
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let tags = elb
+        .describe_tags()
+        .set_resource_arns(Some(arns))
+        .send()
+        .await
+        .unwrap();
+    tags.tag_descriptions()
+        .iter()
+        .filter(|d| {
+            d.tags().iter().any(|t| {
+                t.key() == Some("kubernetes.io/service-name") && t.value() == Some(service)
+            })
+        })
+        .map(|d| d.resource_arn().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_nothing_behind() {
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let subnets = seed_network(&ec2).await;
+    let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
+
+    let plane = ControlPlane::start()
+        .await
+        .expect("control plane (run `make testenv`)");
+    let client = plane.client().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cloud.conf");
+    std::fs::write(
+        &config,
+        format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+    )
+    .unwrap();
+    let args = [
+        "--cloud-provider=aws".to_string(),
+        format!("--cloud-config={}", config.display()),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The SDK's own endpoint variable this time, instead of [ServiceOverride].
+    let mut env: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    env.push(("AWS_ENDPOINT_URL", moto.url()));
+    let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, &env);
+    for (_, dns, _) in [&a, &b] {
+        create_tainted_node(&client, dns).await;
+    }
+    initialised(&client, &a.1).await;
+    initialised(&client, &b.1).await;
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc = Service {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            annotations: Some(
+                [(
+                    "service.beta.kubernetes.io/aws-load-balancer-type".to_string(),
+                    "nlb".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    let node_port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
+        .node_port
+        .unwrap();
+    let lb_name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let hostname = eventually("the Service's status hostname", SOON, || async {
+        let s = services.get("web").await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+    })
+    .await;
+    let lbs = elb
+        .describe_load_balancers()
+        .names(&lb_name)
+        .send()
+        .await
+        .unwrap();
+    let lb = &lbs.load_balancers()[0];
+    assert_eq!(lb.dns_name(), Some(hostname.as_str()), "{}", ccm.log_text());
+    assert_eq!(lb.r#type().map(|t| t.as_str()), Some("network"));
+    assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
+    let mut zones: Vec<&str> = lb
+        .availability_zones()
+        .iter()
+        .filter_map(|z| z.zone_name())
+        .collect();
+    zones.sort();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"], "one subnet per zone");
+    let lb_arn = lb.load_balancer_arn().unwrap().to_string();
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(&lb_arn)
+        .send()
+        .await
+        .unwrap();
+    let listener = &listeners.listeners()[0];
+    assert_eq!(listener.port(), Some(80));
+    assert_eq!(listener.protocol().map(|p| p.as_str()), Some("TCP"));
+    let tg_arn = listener.default_actions()[0].target_group_arn().unwrap();
+    let tgs = elb
+        .describe_target_groups()
+        .target_group_arns(tg_arn)
+        .send()
+        .await
+        .unwrap();
+    let tg = &tgs.target_groups()[0];
+    assert_eq!(tg.port(), Some(node_port));
+    assert!(
+        tg.target_group_name()
+            .unwrap()
+            .starts_with("k8s-default-web-")
+    );
+    let mut both = vec![a.0.clone(), b.0.clone()];
+    both.sort();
+    assert_eq!(nlb_targets(&elb, &lb_arn).await, both);
+    assert_eq!(
+        tagged_for(&elb, "default/web").await.len(),
+        2,
+        "the NLB and its target group"
+    );
+
+    // A node leaving the balancer set leaves the targets.
+    Api::<Node>::all(client.clone())
+        .patch(
+            &a.1,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": "true"
+            }}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "the excluded node's instance is deregistered",
+        SOON,
+        || async { (nlb_targets(&elb, &lb_arn).await == [b.0.clone()]).then_some(()) },
+    )
+    .await;
+
+    // Deleting the Service deletes every AWS resource it created.
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the Service is gone", SOON, || async {
+        services
+            .get_opt("web")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(tagged_for(&elb, "default/web").await, Vec::<String>::new());
+    assert!(
+        elb.describe_load_balancers()
+            .names(&lb_name)
+            .send()
+            .await
+            .is_err()
     );
 }

@@ -9,7 +9,9 @@
 pub mod config;
 pub mod ini;
 pub mod instances;
+mod loadbalancer;
 mod metrics;
+pub mod nlb_plan;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +19,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
-use overcast_cloud_provider::{CloudError, CloudProvider, InstancesV2, Result as CloudResult};
+use overcast_cloud_provider::{
+    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult,
+};
 use tokio::sync::OnceCell;
 
 pub use config::{AwsConfig, ConfigError};
@@ -149,6 +153,10 @@ impl CloudProvider for AwsCloud {
     }
 
     fn instances_v2(&self) -> Option<&dyn InstancesV2> {
+        Some(self)
+    }
+
+    fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
         Some(self)
     }
 }

@@ -1,0 +1,629 @@
+//! LoadBalancer through ELBv2 Network Load Balancers, as cloud-provider-aws
+//! (for Services annotated `aws-load-balancer-type: nlb`). Every resource is
+//! named deterministically (the LB "a"+UID, target groups by a hash of what
+//! defines them) and tagged with the cluster and the Service, so a restart
+//! finds them and deletion finds every one, even after a crash mid-way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::Filter;
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use elbv2::error::ProvideErrorMetadata;
+use elbv2::types::{
+    Action, ActionTypeEnum, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum,
+    SubnetMapping, Tag, TargetDescription, TargetTypeEnum,
+};
+use overcast_cloud_provider::k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Node, Service,
+};
+use overcast_cloud_provider::{CloudError, LoadBalancer, Result};
+
+use crate::AwsCloud;
+use crate::instances::instance_id_from_provider_id;
+use crate::metrics::timed;
+use crate::nlb_plan::*;
+
+fn aws_err<E>(what: String) -> impl FnOnce(E) -> CloudError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| CloudError::other(format!("{what}: {}", elbv2::error::DisplayErrorContext(&e)))
+}
+
+fn code<E: ProvideErrorMetadata, R>(e: &elbv2::error::SdkError<E, R>) -> Option<&str> {
+    e.as_service_error().and_then(|s| s.code())
+}
+
+fn tags(map: &BTreeMap<String, String>) -> Vec<Tag> {
+    map.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn status(dns_name: Option<&str>) -> LoadBalancerStatus {
+    LoadBalancerStatus {
+        ingress: dns_name.filter(|d| !d.is_empty()).map(|d| {
+            vec![LoadBalancerIngress {
+                hostname: Some(d.to_string()),
+                ..Default::default()
+            }]
+        }),
+    }
+}
+
+/// The instance IDs behind the Nodes (those with an AWS provider ID).
+fn instance_ids(nodes: &[Node], filter: &BTreeMap<String, String>) -> BTreeSet<String> {
+    nodes
+        .iter()
+        .filter(|n| node_selected(n, filter))
+        .filter_map(|n| n.spec.as_ref()?.provider_id.as_deref())
+        .filter_map(|pid| instance_id_from_provider_id(pid).ok())
+        .collect()
+}
+
+struct Found {
+    arn: String,
+    dns_name: Option<String>,
+    state: Option<String>,
+}
+
+impl AwsCloud {
+    fn cluster_id_required(&self) -> Result<&str> {
+        self.config.cluster_id().ok_or_else(|| {
+            CloudError::other("no cluster ID: set [Global] KubernetesClusterID in --cloud-config")
+        })
+    }
+
+    async fn find_load_balancer(&self, name: &str) -> Result<Option<Found>> {
+        let elb = &self.clients().await?.elb;
+        match timed(
+            "describe_load_balancers",
+            elb.describe_load_balancers().names(name).send(),
+        )
+        .await
+        {
+            Ok(reply) => Ok(reply.load_balancers().first().map(|lb| Found {
+                arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
+                dns_name: lb.dns_name().map(str::to_string),
+                state: lb
+                    .state()
+                    .and_then(|s| s.code())
+                    .map(|c| c.as_str().to_string()),
+            })),
+            Err(e) if code(&e) == Some("LoadBalancerNotFound") => Ok(None),
+            Err(e) => Err(aws_err(format!("describing load balancer {name}"))(e)),
+        }
+    }
+
+    /// The VPC: configured, else the one of the first Node's instance.
+    async fn vpc_id(&self, nodes: &[Node]) -> Result<String> {
+        if !self.config.vpc.is_empty() {
+            return Ok(self.config.vpc.clone());
+        }
+        let ec2 = &self.clients().await?.ec2;
+        let Some(id) = instance_ids(nodes, &BTreeMap::new()).into_iter().next() else {
+            return Err(CloudError::other(
+                "cannot tell the VPC: no [Global] VPC in --cloud-config and no Node with an AWS provider ID",
+            ));
+        };
+        let reply = timed(
+            "describe_instance",
+            ec2.describe_instances().instance_ids(&id).send(),
+        )
+        .await
+        .map_err(aws_err(format!("describing instance {id}")))?;
+        reply
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .find_map(|i| i.vpc_id())
+            .map(str::to_string)
+            .ok_or_else(|| CloudError::other(format!("instance {id} has no VPC")))
+    }
+
+    /// Upstream's subnet discovery: subnets of the VPC that carry this
+    /// cluster's tag or no cluster tag at all; for an internet-facing LB only
+    /// public ones (a route to an internet gateway); one per zone, preferring
+    /// the role tag, then the cluster tag, then the lowest ID.
+    async fn discover_subnets(
+        &self,
+        vpc: &str,
+        internal: bool,
+        cluster_id: &str,
+    ) -> Result<Vec<String>> {
+        let ec2 = &self.clients().await?.ec2;
+        let reply = timed(
+            "describe_subnets",
+            ec2.describe_subnets()
+                .filters(Filter::builder().name("vpc-id").values(vpc).build())
+                .send(),
+        )
+        .await
+        .map_err(aws_err(format!("describing the subnets of {vpc}")))?;
+        let cluster_key = cluster_tag_key(cluster_id);
+        let role_key = if internal {
+            "kubernetes.io/role/internal-elb"
+        } else {
+            "kubernetes.io/role/elb"
+        };
+        let mut best: BTreeMap<String, (bool, bool, String)> = BTreeMap::new();
+        for subnet in reply.subnets() {
+            let id = subnet.subnet_id().unwrap_or_default().to_string();
+            let zone = subnet.availability_zone().unwrap_or_default().to_string();
+            let has = |key: &str| subnet.tags().iter().any(|t| t.key() == Some(key));
+            let ours = has(&cluster_key);
+            let someone_elses = subnet.tags().iter().any(|t| {
+                t.key()
+                    .is_some_and(|k| k.starts_with("kubernetes.io/cluster/") && k != cluster_key)
+            });
+            if someone_elses && !ours {
+                continue;
+            }
+            if !internal && !self.subnet_is_public(vpc, &id).await? {
+                continue;
+            }
+            let candidate = (has(role_key), ours, id);
+            let better = match best.get(&zone) {
+                None => true,
+                Some(current) => {
+                    (candidate.0, candidate.1, std::cmp::Reverse(&candidate.2))
+                        > (current.0, current.1, std::cmp::Reverse(&current.2))
+                }
+            };
+            if better {
+                best.insert(zone, candidate);
+            }
+        }
+        if best.is_empty() {
+            return Err(CloudError::other(format!(
+                "could not find any suitable subnets for creating the ELB in {vpc}"
+            )));
+        }
+        Ok(best.into_values().map(|(_, _, id)| id).collect())
+    }
+
+    async fn subnet_is_public(&self, vpc: &str, subnet: &str) -> Result<bool> {
+        let ec2 = &self.clients().await?.ec2;
+        let by_association = timed(
+            "describe_route_tables",
+            ec2.describe_route_tables()
+                .filters(
+                    Filter::builder()
+                        .name("association.subnet-id")
+                        .values(subnet)
+                        .build(),
+                )
+                .send(),
+        )
+        .await
+        .map_err(aws_err(format!("describing the route table of {subnet}")))?;
+        let tables = if by_association.route_tables().is_empty() {
+            timed(
+                "describe_route_tables",
+                ec2.describe_route_tables()
+                    .filters(Filter::builder().name("vpc-id").values(vpc).build())
+                    .filters(
+                        Filter::builder()
+                            .name("association.main")
+                            .values("true")
+                            .build(),
+                    )
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!("describing the main route table of {vpc}")))?
+        } else {
+            by_association
+        };
+        Ok(tables.route_tables().iter().any(|t| {
+            t.routes()
+                .iter()
+                .any(|r| r.gateway_id().is_some_and(|g| g.starts_with("igw")))
+        }))
+    }
+
+    /// Every target group tagged for this Service in this cluster: (ARN, name).
+    async fn service_target_groups(
+        &self,
+        service: &str,
+        cluster_id: &str,
+    ) -> Result<Vec<(String, String)>> {
+        let elb = &self.clients().await?.elb;
+        let mut all = Vec::new();
+        let mut marker = None;
+        loop {
+            let reply = timed(
+                "describe_target_groups",
+                elb.describe_target_groups()
+                    .set_marker(marker.take())
+                    .send(),
+            )
+            .await
+            .map_err(aws_err("listing target groups".into()))?;
+            for tg in reply.target_groups() {
+                all.push((
+                    tg.target_group_arn().unwrap_or_default().to_string(),
+                    tg.target_group_name().unwrap_or_default().to_string(),
+                ));
+            }
+            match reply.next_marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+                _ => break,
+            }
+        }
+        let cluster_key = cluster_tag_key(cluster_id);
+        let mut mine = Vec::new();
+        for chunk in all.chunks(20) {
+            let reply = timed(
+                "describe_tags",
+                elb.describe_tags()
+                    .set_resource_arns(Some(chunk.iter().map(|(arn, _)| arn.clone()).collect()))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err("reading target group tags".into()))?;
+            for d in reply.tag_descriptions() {
+                let tag = |key: &str| {
+                    d.tags()
+                        .iter()
+                        .find(|t| t.key() == Some(key))
+                        .and_then(|t| t.value())
+                };
+                if tag(TAG_SERVICE_NAME) == Some(service) && tag(&cluster_key).is_some() {
+                    let arn = d.resource_arn().unwrap_or_default();
+                    if let Some(found) = chunk.iter().find(|(a, _)| a == arn) {
+                        mine.push(found.clone());
+                    }
+                }
+            }
+        }
+        Ok(mine)
+    }
+
+    /// The target group of one listener, created when missing; its targets
+    /// made exactly `targets`.
+    async fn ensure_target_group(
+        &self,
+        plan: &NlbPlan,
+        l: &ListenerPlan,
+        vpc: &str,
+        existing: &[(String, String)],
+        targets: &BTreeSet<String>,
+    ) -> Result<String> {
+        let elb = &self.clients().await?.elb;
+        let arn = match existing.iter().find(|(_, name)| *name == l.target_group) {
+            Some((arn, _)) => arn.clone(),
+            None => {
+                let mut create = elb
+                    .create_target_group()
+                    .name(&l.target_group)
+                    .protocol(ProtocolEnum::from(l.protocol.as_str()))
+                    .port(l.node_port)
+                    .vpc_id(vpc)
+                    .target_type(TargetTypeEnum::Instance)
+                    .health_check_protocol(ProtocolEnum::from(l.health.protocol.as_str()))
+                    .health_check_port(&l.health.port)
+                    .health_check_interval_seconds(l.health.interval)
+                    .healthy_threshold_count(l.health.healthy)
+                    .unhealthy_threshold_count(l.health.unhealthy)
+                    .set_tags(Some(tags(&plan.tags)));
+                if let Some(path) = &l.health.path {
+                    create = create.health_check_path(path);
+                }
+                let reply = timed("create_target_group", create.send())
+                    .await
+                    .map_err(aws_err(format!("creating target group {}", l.target_group)))?;
+                let arn = reply
+                    .target_groups()
+                    .first()
+                    .and_then(|t| t.target_group_arn())
+                    .ok_or_else(|| CloudError::other("CreateTargetGroup returned no ARN"))?
+                    .to_string();
+                tracing::info!(target_group = %l.target_group, port = l.port, "created target group");
+                arn
+            }
+        };
+        let health = timed(
+            "describe_target_health",
+            elb.describe_target_health().target_group_arn(&arn).send(),
+        )
+        .await
+        .map_err(aws_err(format!(
+            "reading the targets of {}",
+            l.target_group
+        )))?;
+        let current: BTreeSet<String> = health
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| {
+                d.target_health()
+                    .and_then(|h| h.state())
+                    .is_none_or(|s| s.as_str() != "draining")
+            })
+            .filter_map(|d| d.target()?.id().map(str::to_string))
+            .collect();
+        let target = |id: &String| {
+            TargetDescription::builder()
+                .id(id)
+                .port(l.node_port)
+                .build()
+        };
+        let remove: Vec<TargetDescription> = current.difference(targets).map(target).collect();
+        let add: Vec<TargetDescription> = targets.difference(&current).map(target).collect();
+        if !remove.is_empty() {
+            timed(
+                "deregister_targets",
+                elb.deregister_targets()
+                    .target_group_arn(&arn)
+                    .set_targets(Some(remove))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "deregistering targets of {}",
+                l.target_group
+            )))?;
+        }
+        for chunk in add.chunks(100) {
+            timed(
+                "register_targets",
+                elb.register_targets()
+                    .target_group_arn(&arn)
+                    .set_targets(Some(chunk.to_vec()))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "registering targets of {}",
+                l.target_group
+            )))?;
+        }
+        Ok(arn)
+    }
+
+    async fn ensure_nlb(&self, service: &Service, nodes: &[Node]) -> Result<LoadBalancerStatus> {
+        let cluster_id = self.cluster_id_required()?.to_string();
+        let plan = plan(service, &cluster_id)?;
+        let key = service_key(service);
+        let elb = &self.clients().await?.elb;
+        let vpc = self.vpc_id(nodes).await?;
+        let lb = match self.find_load_balancer(&plan.name).await? {
+            Some(lb) => lb,
+            None => {
+                let subnets = if plan.subnets.is_empty() {
+                    self.discover_subnets(&vpc, plan.internal, &cluster_id)
+                        .await?
+                } else {
+                    plan.subnets.clone()
+                };
+                let mut create = elb
+                    .create_load_balancer()
+                    .name(&plan.name)
+                    .r#type(LoadBalancerTypeEnum::Network)
+                    .set_tags(Some(tags(&plan.tags)));
+                // Upstream leaves internet-facing to AWS's default; saying
+                // it is the same request, explicit.
+                create = create.scheme(if plan.internal {
+                    LoadBalancerSchemeEnum::Internal
+                } else {
+                    LoadBalancerSchemeEnum::InternetFacing
+                });
+                for s in &subnets {
+                    create = create.subnet_mappings(SubnetMapping::builder().subnet_id(s).build());
+                }
+                let reply = timed("create_load_balancer", create.send())
+                    .await
+                    .map_err(aws_err(format!("creating load balancer {}", plan.name)))?;
+                let lb = reply
+                    .load_balancers()
+                    .first()
+                    .ok_or_else(|| CloudError::other("CreateLoadBalancer returned nothing"))?;
+                tracing::info!(service = %key, name = %plan.name, ?subnets, "created network load balancer");
+                Found {
+                    arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
+                    dns_name: lb.dns_name().map(str::to_string),
+                    state: None,
+                }
+            }
+        };
+
+        let targets = instance_ids(nodes, &plan.target_node_labels);
+        let existing = self.service_target_groups(&key, &cluster_id).await?;
+        let listeners = timed(
+            "describe_listeners",
+            elb.describe_listeners().load_balancer_arn(&lb.arn).send(),
+        )
+        .await
+        .map_err(aws_err(format!("reading the listeners of {}", plan.name)))?;
+        let mut kept_listeners = BTreeSet::new();
+        let mut used_groups = BTreeSet::new();
+        for l in &plan.listeners {
+            let tg_arn = self
+                .ensure_target_group(&plan, l, &vpc, &existing, &targets)
+                .await?;
+            used_groups.insert(tg_arn.clone());
+            let forward = Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg_arn)
+                .build();
+            let current = listeners.listeners().iter().find(|x| {
+                x.port() == Some(l.port)
+                    && x.protocol().map(|p| p.as_str()) == Some(l.protocol.as_str())
+            });
+            match current {
+                Some(x) => {
+                    let arn = x.listener_arn().unwrap_or_default().to_string();
+                    kept_listeners.insert(arn.clone());
+                    let points_at = x
+                        .default_actions()
+                        .first()
+                        .and_then(|a| a.target_group_arn());
+                    if points_at != Some(tg_arn.as_str()) {
+                        timed(
+                            "modify_listener",
+                            elb.modify_listener()
+                                .listener_arn(&arn)
+                                .default_actions(forward)
+                                .send(),
+                        )
+                        .await
+                        .map_err(aws_err(format!(
+                            "pointing listener {} at its target group",
+                            l.port
+                        )))?;
+                    }
+                }
+                None => {
+                    let reply = timed(
+                        "create_listener",
+                        elb.create_listener()
+                            .load_balancer_arn(&lb.arn)
+                            .port(l.port)
+                            .protocol(ProtocolEnum::from(l.protocol.as_str()))
+                            .default_actions(forward)
+                            .set_tags(Some(tags(&plan.tags)))
+                            .send(),
+                    )
+                    .await
+                    .map_err(aws_err(format!(
+                        "creating listener {}/{}",
+                        l.port, l.protocol
+                    )))?;
+                    if let Some(arn) = reply.listeners().first().and_then(|x| x.listener_arn()) {
+                        kept_listeners.insert(arn.to_string());
+                    }
+                }
+            }
+        }
+        for x in listeners.listeners() {
+            let arn = x.listener_arn().unwrap_or_default();
+            if !kept_listeners.contains(arn) {
+                timed(
+                    "delete_listener",
+                    elb.delete_listener().listener_arn(arn).send(),
+                )
+                .await
+                .map_err(aws_err(format!("deleting listener {arn}")))?;
+            }
+        }
+        // Groups of ports that went away, or that a spec change replaced.
+        for (arn, name) in &existing {
+            if !used_groups.contains(arn) {
+                timed(
+                    "delete_target_group",
+                    elb.delete_target_group().target_group_arn(arn).send(),
+                )
+                .await
+                .map_err(aws_err(format!("deleting target group {name}")))?;
+            }
+        }
+        let dns = match lb.state.as_deref() {
+            None | Some("active" | "provisioning") => lb.dns_name.as_deref(),
+            Some(_) => None,
+        };
+        Ok(status(dns))
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for AwsCloud {
+    async fn get_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+    ) -> Result<Option<LoadBalancerStatus>> {
+        if kind(service) != Kind::Nlb {
+            return Ok(None);
+        }
+        let name = self.get_load_balancer_name(_cluster_name, service);
+        Ok(self.find_load_balancer(&name).await?.map(|lb| {
+            let dns = match lb.state.as_deref() {
+                None | Some("active" | "provisioning") => lb.dns_name.as_deref(),
+                Some(_) => None,
+            };
+            status(dns)
+        }))
+    }
+
+    async fn ensure_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<LoadBalancerStatus> {
+        match kind(service) {
+            Kind::Nlb => self.ensure_nlb(service, nodes).await,
+            Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
+            Kind::Classic => Err(CloudError::other(format!(
+                "Service {}: Classic ELBs are not supported by overcast's aws provider; annotate {ANN_TYPE}: nlb",
+                service_key(service)
+            ))),
+        }
+    }
+
+    /// As upstream for NLBs: the whole ensure again (idempotent).
+    async fn update_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[Node],
+    ) -> Result<()> {
+        match kind(service) {
+            Kind::Nlb => self
+                .ensure_load_balancer(cluster_name, service, nodes)
+                .await
+                .map(|_| ()),
+            Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
+            Kind::Classic => Ok(()),
+        }
+    }
+
+    /// Deletes the NLB (its listeners go with it), then every target group
+    /// tagged for the Service, found by tag so none is left behind.
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> Result<()> {
+        if kind(service) == Kind::Elsewhere {
+            return Ok(());
+        }
+        let Some(cluster_id) = self.config.cluster_id().map(str::to_string) else {
+            return Ok(());
+        };
+        let elb = &self.clients().await?.elb;
+        let name = self.get_load_balancer_name(cluster_name, service);
+        if let Some(lb) = self.find_load_balancer(&name).await? {
+            timed(
+                "delete_load_balancer",
+                elb.delete_load_balancer().load_balancer_arn(&lb.arn).send(),
+            )
+            .await
+            .map_err(aws_err(format!("deleting load balancer {name}")))?;
+            tracing::info!(service = %service_key(service), %name, "deleted network load balancer");
+        }
+        for (arn, tg) in self
+            .service_target_groups(&service_key(service), &cluster_id)
+            .await?
+        {
+            match timed(
+                "delete_target_group",
+                elb.delete_target_group().target_group_arn(&arn).send(),
+            )
+            .await
+            {
+                Ok(_) => {}
+                // Still detaching from the deleted LB: retry later.
+                Err(e) if code(&e) == Some("ResourceInUse") => {
+                    return Err(CloudError::retry(
+                        format!("target group {tg} is still in use"),
+                        std::time::Duration::from_secs(5),
+                    ));
+                }
+                Err(e) => return Err(aws_err(format!("deleting target group {tg}"))(e)),
+            }
+        }
+        Ok(())
+    }
+}
