@@ -99,6 +99,18 @@ async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
         .send()
         .await
         .unwrap();
+    // The cluster's route table, found by its tag.
+    ec2.create_route_table()
+        .vpc_id(&vpc_id)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::RouteTable)
+                .tags(cluster_tag())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
     let mut subnets = Vec::new();
     for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
         let subnet = ec2
@@ -395,6 +407,10 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     let args = [
         "--cloud-provider=aws".to_string(),
         format!("--cloud-config={}", config.display()),
+        "--configure-cloud-routes=true".into(),
+        "--allocate-node-cidrs=true".into(),
+        "--cluster-cidr=10.244.0.0/16".into(),
+        "--route-reconciliation-period=1s".into(),
     ];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The SDK's own endpoint variable this time, instead of [ServiceOverride].
@@ -509,6 +525,35 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     )
     .await;
 
+    // Routes: each Node's pod CIDR to its instance, in the tagged table.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cidr_of = |n: Node| n.spec.and_then(|s| s.pod_cidr);
+    let cidr_a = eventually("a's pod CIDR", SOON, || async {
+        cidr_of(nodes.get(&a.1).await.ok()?)
+    })
+    .await;
+    let cidr_b = eventually("b's pod CIDR", SOON, || async {
+        cidr_of(nodes.get(&b.1).await.ok()?)
+    })
+    .await;
+    let want = |pairs: &[(&str, &str)]| {
+        let mut v: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(c, i)| (c.to_string(), i.to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    eventually("a route per Node", SOON, || async {
+        (cluster_routes(&ec2).await == want(&[(&cidr_a, &a.0), (&cidr_b, &b.0)])).then_some(())
+    })
+    .await;
+    nodes.delete(&a.1, &DeleteParams::default()).await.unwrap();
+    eventually("the deleted Node's route is removed", SOON, || async {
+        (cluster_routes(&ec2).await == want(&[(&cidr_b, &b.0)])).then_some(())
+    })
+    .await;
+
     // Deleting the Service deletes every AWS resource it created.
     services
         .delete("web", &DeleteParams::default())
@@ -531,4 +576,31 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
             .await
             .is_err()
     );
+}
+
+/// (destination, instance) of the instance routes in the cluster's table.
+async fn cluster_routes(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
+    let reply = ec2
+        .describe_route_tables()
+        .filters(
+            Filter::builder()
+                .name("tag-key")
+                .values(format!("kubernetes.io/cluster/{CLUSTER}"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut out: Vec<(String, String)> = reply.route_tables()[0]
+        .routes()
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.destination_cidr_block()?.to_string(),
+                r.instance_id()?.to_string(),
+            ))
+        })
+        .collect();
+    out.sort();
+    out
 }

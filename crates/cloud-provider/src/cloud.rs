@@ -204,6 +204,11 @@ pub struct Route {
 /// Routes for pod CIDRs (upstream's `Routes`).
 #[async_trait]
 pub trait Routes: Send + Sync {
+    /// The Nodes as the route controller sees them, handed over before each
+    /// [`Routes::list_routes`]: upstream providers read them from a Node
+    /// informer to name a route's target Node from the cloud's own target
+    /// (an instance ID). Default: unused.
+    fn use_nodes(&self, _nodes: &[&Node]) {}
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>>;
     /// `name_hint` is the Node's UID, unique and stable for naming the route.
     async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> Result<()>;

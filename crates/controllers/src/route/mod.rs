@@ -117,9 +117,10 @@ impl RouteController {
     /// One pass: list the cloud's routes, delete, create, set conditions.
     pub async fn reconcile(&self) -> Result<(), overcast_cloud_provider::CloudError> {
         crate::metrics::ROUTE_SYNC.inc();
-        let routes = self.routes().list_routes(&self.cluster_name).await?;
         let nodes = self.nodes.list();
         let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
+        self.routes().use_nodes(&node_refs);
+        let routes = self.routes().list_routes(&self.cluster_name).await?;
         let mut plan = plan(&node_refs, &routes, &self.config.cluster_cidrs);
 
         // Deletes first: a cloud that routes by address may refuse a new

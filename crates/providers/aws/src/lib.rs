@@ -1,5 +1,5 @@
-//! The `aws` provider: EC2 instances (and, to come, Network Load Balancers
-//! and VPC routes) with cloud-provider-aws's semantics, through the official
+//! The `aws` provider: EC2 instances, Network Load Balancers and VPC routes
+//! with cloud-provider-aws's semantics, through the official
 //! AWS SDK: the aws-config credential chain and region resolution, SDK
 //! retries with back-off, and endpoint overrides for emulators (the
 //! `[ServiceOverride]` sections, or `AWS_ENDPOINT_URL`).
@@ -12,6 +12,7 @@ pub mod instances;
 mod loadbalancer;
 mod metrics;
 pub mod nlb_plan;
+mod routes;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use overcast_cloud_provider::{
-    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult,
+    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult, Routes,
 };
 use tokio::sync::OnceCell;
 
@@ -47,6 +48,8 @@ pub struct AwsCloud {
     clients: OnceCell<Clients>,
     /// Availability zone name → zone ID, from DescribeAvailabilityZones.
     zone_ids: Mutex<HashMap<String, String>>,
+    /// From the route controller's Nodes (upstream: a Node informer).
+    node_instances: Mutex<routes::NodeInstances>,
 }
 
 impl AwsCloud {
@@ -64,6 +67,7 @@ impl AwsCloud {
             config,
             clients: OnceCell::new(),
             zone_ids: Mutex::new(HashMap::new()),
+            node_instances: Mutex::new(routes::NodeInstances::default()),
         })
     }
 
@@ -157,6 +161,10 @@ impl CloudProvider for AwsCloud {
     }
 
     fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
+        Some(self)
+    }
+
+    fn routes(&self) -> Option<&dyn Routes> {
         Some(self)
     }
 }
