@@ -198,6 +198,39 @@ async fn state_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
         .to_string()
 }
 
+/// A control plane and overcast-ccm --cloud-provider=aws with `cloud_config`.
+struct AwsCcm {
+    _plane: ControlPlane,
+    client: kube::Client,
+    ccm: Ccm,
+    _dir: tempfile::TempDir,
+}
+
+impl AwsCcm {
+    async fn start(cloud_config: &str, flags: &[&str], vars: &[(&str, &str)]) -> AwsCcm {
+        let plane = ControlPlane::start()
+            .await
+            .expect("control plane (run `make testenv`)");
+        let client = plane.client().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cloud.conf");
+        std::fs::write(&config, cloud_config).unwrap();
+        let mut args = vec![
+            "--cloud-provider=aws".to_string(),
+            format!("--cloud-config={}", config.display()),
+        ];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, vars);
+        AwsCcm {
+            _plane: plane,
+            client,
+            ccm,
+            _dir: dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
     let moto = Moto::start();
@@ -207,32 +240,18 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
     let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
 
-    let plane = ControlPlane::start()
-        .await
-        .expect("control plane (run `make testenv`)");
-    let client = plane.client().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cloud.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
-            moto.url()
-        ),
-    )
-    .unwrap();
-    let args = [
-        "--cloud-provider=aws".to_string(),
-        format!("--cloud-config={}", config.display()),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, &AWS_ENV);
+    let cloud_config = format!(
+        "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
+        moto.url()
+    );
+    let env = AwsCcm::start(&cloud_config, &[], &AWS_ENV).await;
+    let (client, ccm) = (&env.client, &env.ccm);
 
     // Nodes named by private DNS name, as kubelets on EC2 register.
     for (_, dns, _) in [&a, &b, &c] {
-        create_tainted_node(&client, dns).await;
+        create_tainted_node(client, dns).await;
     }
-    let node = initialised(&client, &b.1).await;
+    let node = initialised(client, &b.1).await;
     assert_eq!(
         node.spec.as_ref().unwrap().provider_id.as_deref(),
         Some(format!("aws:///us-east-1b/{}", b.0).as_str()),
@@ -273,8 +292,8 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
             "{want:?} in {addresses:?}"
         );
     }
-    initialised(&client, &a.1).await;
-    initialised(&client, &c.1).await;
+    initialised(client, &a.1).await;
+    initialised(client, &c.1).await;
 
     // Terminated → the NotReady Node is deleted.
     ec2.terminate_instances()
@@ -393,35 +412,26 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
 
-    let plane = ControlPlane::start()
-        .await
-        .expect("control plane (run `make testenv`)");
-    let client = plane.client().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("cloud.conf");
-    std::fs::write(
-        &config,
-        format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .unwrap();
-    let args = [
-        "--cloud-provider=aws".to_string(),
-        format!("--cloud-config={}", config.display()),
-        "--configure-cloud-routes=true".into(),
-        "--allocate-node-cidrs=true".into(),
-        "--cluster-cidr=10.244.0.0/16".into(),
-        "--route-reconciliation-period=1s".into(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     // The SDK's own endpoint variable this time, instead of [ServiceOverride].
-    let mut env: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    env.push(("AWS_ENDPOINT_URL", moto.url()));
-    let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, &env);
+    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    vars.push(("AWS_ENDPOINT_URL", moto.url()));
+    let env = AwsCcm::start(
+        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+        &[
+            "--configure-cloud-routes=true",
+            "--allocate-node-cidrs=true",
+            "--cluster-cidr=10.244.0.0/16",
+            "--route-reconciliation-period=1s",
+        ],
+        &vars,
+    )
+    .await;
+    let (client, ccm) = (&env.client, &env.ccm);
     for (_, dns, _) in [&a, &b] {
-        create_tainted_node(&client, dns).await;
+        create_tainted_node(client, dns).await;
     }
-    initialised(&client, &a.1).await;
-    initialised(&client, &b.1).await;
+    initialised(client, &a.1).await;
+    initialised(client, &b.1).await;
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let svc = Service {

@@ -170,6 +170,17 @@ impl Env {
         .await
     }
 
+    /// Registers node-1…node-`count` as kubelets do and waits until the
+    /// CCM has initialised them.
+    async fn register_nodes(&self, count: usize) {
+        for i in 1..=count {
+            create_tainted_node(&self.client, &format!("node-{i}")).await;
+        }
+        for i in 1..=count {
+            initialised(&self.client, &format!("node-{i}")).await;
+        }
+    }
+
     async fn node_exists(&self, name: &str) -> bool {
         Api::<Node>::all(self.client.clone())
             .get_opt(name)
@@ -177,6 +188,23 @@ impl Env {
             .unwrap()
             .is_some()
     }
+}
+
+/// An inventory of `machines` nodes on `<net>.1`…, a pool on
+/// `<net>.100-110`, and health checks every `interval` (one probe decides).
+fn loopback_cluster(net: &str, machines: usize, interval: &str) -> String {
+    let mut config = String::from("instances:\n");
+    for i in 1..=machines {
+        config += &format!(
+            "  - name: node-{i}\n    addresses: [{{type: InternalIP, address: {net}.{i}}}]\n"
+        );
+    }
+    config + &format!(
+        "loadBalancer:
+  pools: [{{name: default, addresses: [{net}.100-{net}.110]}}]
+  healthCheck: {{interval: {interval}, timeout: {interval}, healthyThreshold: 1, unhealthyThreshold: 1}}
+"
+    )
 }
 
 fn has_taint(node: &Node, key: &str) -> bool {
@@ -464,24 +492,9 @@ async fn who_answers(vip: SocketAddr) -> Result<(String, BufReader<TcpStream>), 
 
 #[tokio::test]
 async fn traffic_through_the_vip_reaches_every_backend_and_avoids_a_killed_one() {
-    let mut config = String::from("instances:\n");
-    for i in 1..=4 {
-        config += &format!(
-            "  - name: node-{i}\n    addresses: [{{type: InternalIP, address: 127.0.13.{i}}}]\n"
-        );
-    }
-    config += "loadBalancer:
-  pools: [{name: default, addresses: [127.0.13.100-127.0.13.110]}]
-  healthCheck: {interval: 500ms, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 1}
-";
-    let env = env(&config).await;
+    let env = env(&loopback_cluster("127.0.13", 4, "500ms")).await;
     let _ccm = env.ccm();
-    for i in 1..=3 {
-        create_tainted_node(&env.client, &format!("node-{i}")).await;
-    }
-    for i in 1..=3 {
-        initialised(&env.client, &format!("node-{i}")).await;
-    }
+    env.register_nodes(3).await;
     let svc = env
         .create_service("default", "echo", &[], &[("TCP", 8080), ("UDP", 8053)])
         .await;
@@ -825,24 +838,9 @@ async fn proxy_protocol_backend(addr: SocketAddr) -> tokio::task::JoinHandle<()>
 
 #[tokio::test]
 async fn local_traffic_policy_health_checks_proxy_protocol_and_draining() {
-    let mut config = String::from("instances:\n");
-    for i in 1..=3 {
-        config += &format!(
-            "  - name: node-{i}\n    addresses: [{{type: InternalIP, address: 127.0.15.{i}}}]\n"
-        );
-    }
-    config += "loadBalancer:
-  pools: [{name: default, addresses: [127.0.15.100-127.0.15.110]}]
-  healthCheck: {interval: 300ms, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 1}
-";
-    let env = env(&config).await;
+    let env = env(&loopback_cluster("127.0.15", 3, "300ms")).await;
     let _ccm = env.ccm();
-    for i in 1..=3 {
-        create_tainted_node(&env.client, &format!("node-{i}")).await;
-    }
-    for i in 1..=3 {
-        initialised(&env.client, &format!("node-{i}")).await;
-    }
+    env.register_nodes(3).await;
     const NAMES: [&str; 3] = ["node-1", "node-2", "node-3"];
 
     // externalTrafficPolicy: Local: only nodes whose health check answers 200.

@@ -39,6 +39,31 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// A non-blocking socket bound to `address`. With `freebind` (VIPs managed
+/// on an interface) the address need not be on the host yet: it may be
+/// moving here from another replica.
+fn bound_socket(
+    address: SocketAddr,
+    kind: socket2::Type,
+    freebind: bool,
+) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), kind, None)?;
+    socket.set_reuse_address(true)?;
+    if freebind {
+        if address.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
 /// One listener's wanted state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Frontend {

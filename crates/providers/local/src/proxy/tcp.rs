@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use socket2::{Domain, Socket, Type};
+use socket2::Type;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -20,21 +20,7 @@ const COPY_BUFFER: usize = 32 * 1024;
 const CONNECT_ATTEMPTS: usize = 3;
 
 pub fn bind(address: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if freebind {
-        // The VIP may not be on the interface yet (or just moved here).
-        if address.is_ipv4() {
-            socket.set_freebind_v4(true)?;
-        } else {
-            socket.set_freebind_v6(true)?;
-        }
-    }
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
+    let socket = super::bound_socket(address, Type::STREAM, freebind)?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
-use socket2::{Domain, Socket, Type};
+use socket2::Type;
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
@@ -16,20 +16,7 @@ use super::{Counted, Settings, Targets};
 const MAX_DATAGRAM: usize = 65_535;
 
 pub fn bind(address: SocketAddr, freebind: bool) -> std::io::Result<UdpSocket> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
-    socket.set_reuse_address(true)?;
-    if freebind {
-        if address.is_ipv4() {
-            socket.set_freebind_v4(true)?;
-        } else {
-            socket.set_freebind_v6(true)?;
-        }
-    }
-    if address.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
+    let socket = super::bound_socket(address, Type::DGRAM, freebind)?;
     UdpSocket::from_std(socket.into())
 }
 
