@@ -517,6 +517,56 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
         "the NLB and its target group"
     );
 
+    // The internal annotation makes an internal NLB.
+    let mut internal = svc.clone();
+    internal.metadata = ObjectMeta {
+        name: Some("private".into()),
+        annotations: Some(
+            [
+                ("service.beta.kubernetes.io/aws-load-balancer-type", "nlb"),
+                (
+                    "service.beta.kubernetes.io/aws-load-balancer-internal",
+                    "true",
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ),
+        ..Default::default()
+    };
+    if let Some(spec) = internal.spec.as_mut() {
+        spec.cluster_ip = None;
+        spec.cluster_ips = None;
+        for p in spec.ports.iter_mut().flatten() {
+            p.node_port = None;
+        }
+    }
+    internal.status = None;
+    let internal = services
+        .create(&PostParams::default(), &internal)
+        .await
+        .unwrap();
+    let internal_name = overcast_cloud_provider::default_load_balancer_name(&internal);
+    eventually("the internal Service's status hostname", SOON, || async {
+        let s = services.get("private").await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+    })
+    .await;
+    let lbs = elb
+        .describe_load_balancers()
+        .names(&internal_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        lbs.load_balancers()[0].scheme().map(|s| s.as_str()),
+        Some("internal")
+    );
+    services
+        .delete("private", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // A node leaving the balancer set leaves the targets.
     Api::<Node>::all(client.clone())
         .patch(

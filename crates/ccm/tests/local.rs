@@ -722,7 +722,7 @@ mod arp_capture {
 }
 
 #[tokio::test]
-async fn with_an_interface_the_vip_is_added_announced_and_removed_on_stop() {
+async fn with_an_interface_the_vip_is_added_announced_and_removed_on_stop_or_a_lost_lease() {
     let Some(veth) = Veth::create() else {
         eprintln!("SKIPPED: creating network interfaces needs CAP_NET_ADMIN");
         return;
@@ -776,6 +776,42 @@ loadBalancer:
     assert!(
         ccm.wait_exit(Duration::from_secs(20)).success(),
         "{}",
+        ccm.log_text()
+    );
+    assert!(
+        !veth.addresses().contains("10.254.14.8"),
+        "{}",
+        veth.addresses()
+    );
+
+    // A lost lease also lets go of the VIP before the process exits.
+    let mut ccm = env.ccm();
+    eventually("the VIP is back on the interface", SOON, || async {
+        veth.addresses().contains("10.254.14.8/32").then_some(())
+    })
+    .await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "kube-system");
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
+    leases
+        .patch(
+            "cloud-controller-manager",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "another-replica",
+                "leaseDurationSeconds": 60,
+                "renewTime": now,
+            }})),
+        )
+        .await
+        .unwrap();
+    let status = ccm.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a lost lease exits 1: {}",
         ccm.log_text()
     );
     assert!(
