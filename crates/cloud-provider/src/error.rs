@@ -26,8 +26,8 @@ pub enum CloudError {
         retry_after: Duration,
     },
     /// Anything else: a failed or refused cloud call. Transient by default.
-    #[error("{0}")]
-    Other(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl CloudError {

@@ -18,18 +18,12 @@ pub enum RegistryError {
     NoProvider { known: String },
     #[error("--cloud-provider={name}: unknown cloud provider; known providers: {known}")]
     Unknown { name: String, known: String },
-    #[error("--cloud-config={}: cannot read the cloud config file: {source}", path.display())]
-    Config {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("--cloud-provider={name}: could not init cloud provider: {source}")]
-    Init {
-        name: String,
-        #[source]
-        source: CloudError,
-    },
+    // The cause is part of the message, not also a `source()`, so a
+    // printed error chain says it once.
+    #[error("--cloud-config={}: cannot read the cloud config file: {cause}", path.display())]
+    Config { path: PathBuf, cause: std::io::Error },
+    #[error("--cloud-provider={name}: could not init cloud provider: {cause}")]
+    Init { name: String, cause: CloudError },
     #[error("cloud provider {0:?} was registered twice")]
     Duplicate(String),
 }
@@ -103,15 +97,15 @@ impl ProviderRegistry {
                 known: self.known(),
             })?;
         let contents = match config {
-            Some(path) => Some(std::fs::read(path).map_err(|source| RegistryError::Config {
+            Some(path) => Some(std::fs::read(path).map_err(|cause| RegistryError::Config {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?),
             None => None,
         };
-        factory(contents.as_deref()).map_err(|source| RegistryError::Init {
+        factory(contents.as_deref()).map_err(|cause| RegistryError::Init {
             name: name.to_string(),
-            source,
+            cause,
         })
     }
 }
