@@ -285,6 +285,29 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
         "{stderr}"
     );
 
+    // The local provider: the field path, said once on the error line.
+    std::fs::write(&bad, "instances:\n  - name: a\n    state: paused\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--cloud-provider=local",
+            &format!("--cloud-config={}", bad.display()),
+            "--kubeconfig=/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert_eq!(
+        line.matches("instances[0].state: \"paused\" is not running or stopped")
+            .count(),
+        1,
+        "{line}"
+    );
+
     let out = std::process::Command::new(BIN)
         .args(["--cloud-provider=gce"])
         .output()

@@ -21,7 +21,10 @@ pub enum RegistryError {
     // The cause is part of the message, not also a `source()`, so a
     // printed error chain says it once.
     #[error("--cloud-config={}: cannot read the cloud config file: {cause}", path.display())]
-    Config { path: PathBuf, cause: std::io::Error },
+    Config {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("--cloud-provider={name}: could not init cloud provider: {cause}")]
     Init { name: String, cause: CloudError },
     #[error("cloud provider {0:?} was registered twice")]
