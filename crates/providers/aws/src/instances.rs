@@ -9,7 +9,7 @@ use overcast_cloud_provider::k8s_openapi::api::core::v1::{Node, NodeAddress};
 use overcast_cloud_provider::{CloudError, InstanceMetadata, InstancesV2, Result};
 
 use crate::AwsCloud;
-use crate::metrics::timed;
+use crate::metrics::{aws_err, timed};
 
 /// cloud-provider-aws's label for the availability zone's ID.
 pub const LABEL_ZONE_ID: &str = "topology.k8s.aws/zone-id";
@@ -157,11 +157,10 @@ impl AwsCloud {
                 if not_found {
                     return Ok(None);
                 }
-                return Err(CloudError::other(format!(
-                    "describing the instance of Node {}: {}",
-                    node.metadata.name.as_deref().unwrap_or_default(),
-                    aws_sdk_ec2::error::DisplayErrorContext(&e)
-                )));
+                return Err(aws_err(format!(
+                    "describing the instance of Node {}",
+                    node.metadata.name.as_deref().unwrap_or_default()
+                ))(e));
             }
         };
         let mut found: Vec<Instance> = reply

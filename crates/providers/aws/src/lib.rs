@@ -124,12 +124,7 @@ impl AwsCloud {
             ec2.describe_availability_zones().send(),
         )
         .await
-        .map_err(|e| {
-            CloudError::other(format!(
-                "describing availability zones: {}",
-                aws_sdk_ec2::error::DisplayErrorContext(&e)
-            ))
-        })?;
+        .map_err(metrics::aws_err("describing availability zones".into()))?;
         let mut ids = self.zone_ids.lock().expect("zone ids lock");
         for az in reply.availability_zones() {
             if let (Some(name), Some(id)) = (az.zone_name(), az.zone_id()) {

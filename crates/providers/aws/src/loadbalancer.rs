@@ -21,15 +21,8 @@ use overcast_cloud_provider::{CloudError, LoadBalancer, Result};
 
 use crate::AwsCloud;
 use crate::instances::instance_id_from_provider_id;
-use crate::metrics::timed;
+use crate::metrics::{aws_err, timed};
 use crate::nlb_plan::*;
-
-fn aws_err<E>(what: String) -> impl FnOnce(E) -> CloudError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    move |e| CloudError::other(format!("{what}: {}", elbv2::error::DisplayErrorContext(&e)))
-}
 
 fn code<E: ProvideErrorMetadata, R>(e: &elbv2::error::SdkError<E, R>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
@@ -66,6 +59,17 @@ struct Found {
     arn: String,
     dns_name: Option<String>,
     state: Option<String>,
+}
+
+impl Found {
+    /// The DNS name goes into the status while the NLB is provisioning or
+    /// active, as upstream.
+    fn status(&self) -> LoadBalancerStatus {
+        match self.state.as_deref() {
+            None | Some("active" | "provisioning") => status(self.dns_name.as_deref()),
+            Some(_) => status(None),
+        }
+    }
 }
 
 impl AwsCloud {
@@ -281,13 +285,23 @@ impl AwsCloud {
         Ok(mine)
     }
 
+    /// The VPC, looked up at most once per sync and only when something is
+    /// created in it: a sync that changes nothing makes no DescribeInstances.
+    async fn vpc_once<'a>(&self, slot: &'a mut Option<String>, nodes: &[Node]) -> Result<&'a str> {
+        if slot.is_none() {
+            *slot = Some(self.vpc_id(nodes).await?);
+        }
+        Ok(slot.as_deref().unwrap_or_default())
+    }
+
     /// The target group of one listener, created when missing; its targets
     /// made exactly `targets`.
     async fn ensure_target_group(
         &self,
         plan: &NlbPlan,
         l: &ListenerPlan,
-        vpc: &str,
+        vpc: &mut Option<String>,
+        nodes: &[Node],
         existing: &[(String, String)],
         targets: &BTreeSet<String>,
     ) -> Result<String> {
@@ -295,6 +309,7 @@ impl AwsCloud {
         let arn = match existing.iter().find(|(_, name)| *name == l.target_group) {
             Some((arn, _)) => arn.clone(),
             None => {
+                let vpc = self.vpc_once(vpc, nodes).await?;
                 let mut create = elb
                     .create_target_group()
                     .name(&l.target_group)
@@ -387,12 +402,13 @@ impl AwsCloud {
         let plan = plan(service, &cluster_id)?;
         let key = service_key(service);
         let elb = &self.clients().await?.elb;
-        let vpc = self.vpc_id(nodes).await?;
+        let mut vpc = None;
         let lb = match self.find_load_balancer(&plan.name).await? {
             Some(lb) => lb,
             None => {
                 let subnets = if plan.subnets.is_empty() {
-                    self.discover_subnets(&vpc, plan.internal, &cluster_id)
+                    let vpc = self.vpc_once(&mut vpc, nodes).await?;
+                    self.discover_subnets(vpc, plan.internal, &cluster_id)
                         .await?
                 } else {
                     plan.subnets.clone()
@@ -440,7 +456,7 @@ impl AwsCloud {
         let mut used_groups = BTreeSet::new();
         for l in &plan.listeners {
             let tg_arn = self
-                .ensure_target_group(&plan, l, &vpc, &existing, &targets)
+                .ensure_target_group(&plan, l, &mut vpc, nodes, &existing, &targets)
                 .await?;
             used_groups.insert(tg_arn.clone());
             let forward = Action::builder()
@@ -518,11 +534,7 @@ impl AwsCloud {
                 .map_err(aws_err(format!("deleting target group {name}")))?;
             }
         }
-        let dns = match lb.state.as_deref() {
-            None | Some("active" | "provisioning") => lb.dns_name.as_deref(),
-            Some(_) => None,
-        };
-        Ok(status(dns))
+        Ok(lb.status())
     }
 }
 
@@ -537,13 +549,7 @@ impl LoadBalancer for AwsCloud {
             return Ok(None);
         }
         let name = self.get_load_balancer_name(_cluster_name, service);
-        Ok(self.find_load_balancer(&name).await?.map(|lb| {
-            let dns = match lb.state.as_deref() {
-                None | Some("active" | "provisioning") => lb.dns_name.as_deref(),
-                Some(_) => None,
-            };
-            status(dns)
-        }))
+        Ok(self.find_load_balancer(&name).await?.map(|lb| lb.status()))
     }
 
     async fn ensure_load_balancer(

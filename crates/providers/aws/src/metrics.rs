@@ -38,3 +38,17 @@ pub async fn timed<T, E>(
     }
     result
 }
+
+/// A failed AWS call as a CloudError: what was being done, then the SDK's
+/// whole error context (code, message, request ID).
+pub fn aws_err<E>(what: String) -> impl FnOnce(E) -> overcast_cloud_provider::CloudError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| {
+        overcast_cloud_provider::CloudError::other(format!(
+            "{what}: {}",
+            aws_sdk_ec2::error::DisplayErrorContext(&e)
+        ))
+    }
+}

@@ -13,20 +13,8 @@ use overcast_cloud_provider::{CloudError, Result, Route, Routes};
 
 use crate::AwsCloud;
 use crate::instances::instance_id_from_provider_id;
-use crate::metrics::timed;
+use crate::metrics::{aws_err, timed};
 use crate::nlb_plan::cluster_tag_key;
-
-fn ec2_err<E>(what: String) -> impl FnOnce(E) -> CloudError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    move |e| {
-        CloudError::other(format!(
-            "{what}: {}",
-            aws_sdk_ec2::error::DisplayErrorContext(&e)
-        ))
-    }
-}
 
 /// Node name ↔ instance ID, from the Nodes' provider IDs.
 #[derive(Debug, Default)]
@@ -53,7 +41,7 @@ impl AwsCloud {
         }
         let reply = timed("describe_route_tables", request.send())
             .await
-            .map_err(ec2_err("describing route tables".into()))?;
+            .map_err(aws_err("describing route tables".into()))?;
         let cluster_id = self.config.cluster_id().unwrap_or_default();
         let cluster_key = cluster_tag_key(cluster_id);
         let mut tables: Vec<RouteTable> = reply
@@ -167,7 +155,7 @@ impl Routes for AwsCloud {
                 .send(),
         )
         .await
-        .map_err(ec2_err(format!(
+        .map_err(aws_err(format!(
             "turning off the source/destination check of {instance}"
         )))?;
         let table = self.route_table(cluster_name).await?;
@@ -185,7 +173,7 @@ impl Routes for AwsCloud {
                     .send(),
             )
             .await
-            .map_err(ec2_err(format!(
+            .map_err(aws_err(format!(
                 "deleting the blackholed route {}",
                 route.destination_cidr
             )))?;
@@ -199,7 +187,7 @@ impl Routes for AwsCloud {
                 .send(),
         )
         .await
-        .map_err(ec2_err(format!(
+        .map_err(aws_err(format!(
             "creating the route {} to {instance}",
             route.destination_cidr
         )))?;
@@ -217,7 +205,7 @@ impl Routes for AwsCloud {
                 .send(),
         )
         .await
-        .map_err(ec2_err(format!(
+        .map_err(aws_err(format!(
             "deleting the route {}",
             route.destination_cidr
         )))?;
