@@ -15,9 +15,8 @@ use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_SHUTDOWN,
 };
-use overcast_testenv::{ControlPlane, Moto};
+use overcast_testenv::Moto;
 
-const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
 const CLUSTER: &str = "overcast-test";
 const REGION: &str = "us-east-1";
 
@@ -198,39 +197,6 @@ async fn state_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
         .to_string()
 }
 
-/// A control plane and overcast-ccm --cloud-provider=aws with `cloud_config`.
-struct AwsCcm {
-    _plane: ControlPlane,
-    client: kube::Client,
-    ccm: Ccm,
-    _dir: tempfile::TempDir,
-}
-
-impl AwsCcm {
-    async fn start(cloud_config: &str, flags: &[&str], vars: &[(&str, &str)]) -> AwsCcm {
-        let plane = ControlPlane::start()
-            .await
-            .expect("control plane (run `make testenv`)");
-        let client = plane.client().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("cloud.conf");
-        std::fs::write(&config, cloud_config).unwrap();
-        let mut args = vec![
-            "--cloud-provider=aws".to_string(),
-            format!("--cloud-config={}", config.display()),
-        ];
-        args.extend(flags.iter().map(|f| f.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let ccm = Ccm::start_with_env(BIN, plane.kubeconfig_path(), dir.path(), &args, vars);
-        AwsCcm {
-            _plane: plane,
-            client,
-            ccm,
-            _dir: dir,
-        }
-    }
-}
-
 #[tokio::test]
 async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
     let moto = Moto::start();
@@ -244,8 +210,9 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
         "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
         moto.url()
     );
-    let env = AwsCcm::start(&cloud_config, &[], &AWS_ENV).await;
-    let (client, ccm) = (&env.client, &env.ccm);
+    let env = CloudEnv::start("aws", "cloud.conf", &cloud_config).await;
+    let ccm = &env.ccm_with_env(&[], &AWS_ENV);
+    let client = &env.client;
 
     // Nodes named by private DNS name, as kubelets on EC2 register.
     for (_, dns, _) in [&a, &b, &c] {
@@ -415,8 +382,13 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     // The SDK's own endpoint variable this time, instead of [ServiceOverride].
     let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
     vars.push(("AWS_ENDPOINT_URL", moto.url()));
-    let env = AwsCcm::start(
+    let env = CloudEnv::start(
+        "aws",
+        "cloud.conf",
         &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+    )
+    .await;
+    let ccm = &env.ccm_with_env(
         &[
             "--configure-cloud-routes=true",
             "--allocate-node-cidrs=true",
@@ -424,9 +396,8 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
             "--route-reconciliation-period=1s",
         ],
         &vars,
-    )
-    .await;
-    let (client, ccm) = (&env.client, &env.ccm);
+    );
+    let client = &env.client;
     for (_, dns, _) in [&a, &b] {
         create_tainted_node(client, dns).await;
     }

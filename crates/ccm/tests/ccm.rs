@@ -9,48 +9,19 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
-use overcast_testenv::ControlPlane;
 
 const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
 
-struct Env {
-    plane: ControlPlane,
-    client: kube::Client,
-    dir: tempfile::TempDir,
-    cloud_config: std::path::PathBuf,
-}
-
-async fn env() -> Env {
-    let plane = ControlPlane::start()
-        .await
-        .expect("control plane (run `make testenv`)");
-    let client = plane.client().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cloud_config = dir.path().join("fake.yaml");
-    std::fs::write(
-        &cloud_config,
+async fn env() -> CloudEnv {
+    CloudEnv::start(
+        "fake",
+        "fake.yaml",
         "anyInstance:\n  instanceType: bm.small\n  zone: rack-1\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n",
     )
-    .unwrap();
-    Env {
-        plane,
-        client,
-        dir,
-        cloud_config,
-    }
+    .await
 }
 
-impl Env {
-    fn ccm(&self, extra: &[&str]) -> Ccm {
-        let mut args = vec![
-            "--cloud-provider=fake".to_string(),
-            format!("--cloud-config={}", self.cloud_config.display()),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ccm::start(BIN, self.plane.kubeconfig_path(), self.dir.path(), &args)
-    }
-
+impl CloudEnv {
     async fn lease(&self) -> Option<Lease> {
         Api::<Lease>::namespaced(self.client.clone(), "kube-system")
             .get_opt("cloud-controller-manager")

@@ -9,58 +9,27 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Service, ServicePort, ServiceSpec};
+use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_SHUTDOWN,
 };
-use overcast_testenv::ControlPlane;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
 const SHARED: &str = "local.overcast.dev/allow-shared-ip";
 const IPS: &str = "local.overcast.dev/load-balancer-ips";
 const POOL: &str = "local.overcast.dev/address-pool";
 
-struct Env {
-    plane: ControlPlane,
-    client: Client,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+async fn env(config: &str) -> CloudEnv {
+    CloudEnv::start("local", "local.yaml", config).await
 }
 
-async fn env(config: &str) -> Env {
-    let plane = ControlPlane::start()
-        .await
-        .expect("control plane (run `make testenv`)");
-    let client = plane.client().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("local.yaml");
-    std::fs::write(&config_path, config).unwrap();
-    Env {
-        plane,
-        client,
-        dir,
-        config: config_path,
-    }
-}
-
-impl Env {
-    fn ccm(&self) -> Ccm {
-        let args = [
-            "--cloud-provider=local".to_string(),
-            format!("--cloud-config={}", self.config.display()),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        Ccm::start(BIN, self.plane.kubeconfig_path(), self.dir.path(), &args)
-    }
-
+impl CloudEnv {
     /// Replaces the config file atomically, as a ConfigMap update does.
     fn write_config(&self, text: &str) {
         let tmp = self.dir.path().join("local.yaml.new");
@@ -232,7 +201,7 @@ async fn the_inventory_drives_nodes_and_edits_apply_without_a_restart() {
         )
     };
     let env = env(&inventory("running", true)).await;
-    let ccm = env.ccm();
+    let ccm = env.ccm(&[]);
     create_tainted_node(&env.client, "worker-1").await;
     create_tainted_node(&env.client, "worker-2").await;
     create_tainted_node(&env.client, "stranger").await;
@@ -328,7 +297,7 @@ const POOLS: &str = "loadBalancer:
 async fn vips_are_allocated_shared_released_and_survive_a_restart() {
     let env = env(POOLS).await;
     env.namespace("team").await;
-    let mut ccm = env.ccm();
+    let mut ccm = env.ccm(&[]);
 
     env.create_service("default", "a", &[], &[("TCP", 80)])
         .await;
@@ -387,7 +356,7 @@ async fn vips_are_allocated_shared_released_and_survive_a_restart() {
         .unwrap();
     env.create_service("default", "d", &[], &[("TCP", 80)])
         .await;
-    let _ccm = env.ccm();
+    let _ccm = env.ccm(&[]);
     let msg = env.event("default", "d", "SyncLoadBalancerFailed").await;
     assert!(msg.contains("no free IPv4 address"), "{msg}");
     let msg = env.event("default", "b", "SyncLoadBalancerFailed").await;
@@ -493,7 +462,7 @@ async fn who_answers(vip: SocketAddr) -> Result<(String, BufReader<TcpStream>), 
 #[tokio::test]
 async fn traffic_through_the_vip_reaches_every_backend_and_avoids_a_killed_one() {
     let env = env(&loopback_cluster("127.0.13", 4, "500ms")).await;
-    let _ccm = env.ccm();
+    let _ccm = env.ccm(&[]);
     env.register_nodes(3).await;
     let svc = env
         .create_service("default", "echo", &[], &[("TCP", 8080), ("UDP", 8053)])
@@ -739,7 +708,7 @@ loadBalancer:
     );
     let capture = arp_capture::Capture::open(&veth.peer);
     let env = env(&config).await;
-    let mut ccm = env.ccm();
+    let mut ccm = env.ccm(&[]);
     create_tainted_node(&env.client, "node-1").await;
     initialised(&env.client, "node-1").await;
     let svc = env
@@ -785,7 +754,7 @@ loadBalancer:
     );
 
     // A lost lease also lets go of the VIP before the process exits.
-    let mut ccm = env.ccm();
+    let mut ccm = env.ccm(&[]);
     eventually("the VIP is back on the interface", SOON, || async {
         veth.addresses().contains("10.254.14.8/32").then_some(())
     })
@@ -875,7 +844,7 @@ async fn proxy_protocol_backend(addr: SocketAddr) -> tokio::task::JoinHandle<()>
 #[tokio::test]
 async fn local_traffic_policy_health_checks_proxy_protocol_and_draining() {
     let env = env(&loopback_cluster("127.0.15", 3, "300ms")).await;
-    let _ccm = env.ccm();
+    let _ccm = env.ccm(&[]);
     env.register_nodes(3).await;
     const NAMES: [&str; 3] = ["node-1", "node-2", "node-3"];
 

@@ -23,6 +23,57 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A control plane and a `--cloud-config` file for one provider, in a
+/// scratch directory that the CCM processes started from it share.
+pub struct CloudEnv {
+    pub plane: overcast_testenv::ControlPlane,
+    pub client: Client,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    provider: &'static str,
+}
+
+impl CloudEnv {
+    pub async fn start(provider: &'static str, file_name: &str, config: &str) -> CloudEnv {
+        let plane = overcast_testenv::ControlPlane::start()
+            .await
+            .expect("control plane (run `make testenv`)");
+        let client = plane.client().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join(file_name);
+        std::fs::write(&config_path, config).unwrap();
+        CloudEnv {
+            plane,
+            client,
+            dir,
+            config: config_path,
+            provider,
+        }
+    }
+
+    /// overcast-ccm with this provider and config file, and `extra` flags.
+    pub fn ccm(&self, extra: &[&str]) -> Ccm {
+        self.ccm_with_env(extra, &[])
+    }
+
+    /// As [`CloudEnv::ccm`], with extra environment variables.
+    pub fn ccm_with_env(&self, extra: &[&str], vars: &[(&str, &str)]) -> Ccm {
+        let mut args = vec![
+            format!("--cloud-provider={}", self.provider),
+            format!("--cloud-config={}", self.config.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ccm::start_with_env(
+            env!("CARGO_BIN_EXE_overcast-ccm"),
+            self.plane.kubeconfig_path(),
+            self.dir.path(),
+            &args,
+            vars,
+        )
+    }
+}
+
 /// A CCM process; killed when dropped.
 pub struct Ccm {
     pub child: Child,
