@@ -147,7 +147,7 @@ pub trait LoadBalancer: Send + Sync {
         &self,
         cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<LoadBalancerStatus>;
 
     /// Updates the balancer's backends to `nodes`.
@@ -155,7 +155,7 @@ pub trait LoadBalancer: Send + Sync {
         &self,
         cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<()>;
 
     /// Called once after the caches have synced and before the first sync,

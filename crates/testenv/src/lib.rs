@@ -339,6 +339,13 @@ impl ControlPlane {
         &self.server
     }
 
+    /// Process IDs of the apiserver and etcd while they run, for
+    /// benchmarks that measure their CPU time.
+    pub fn process_ids(&self) -> Option<(u32, u32)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.as_ref().map(|r| (r.apiserver.id(), r.etcd.id()))
+    }
+
     /// The directory holding logs, certificates and the kubeconfig.
     pub fn dir(&self) -> &Path {
         &self.dir_path

@@ -86,7 +86,7 @@ impl std::fmt::Debug for Inner {
 }
 
 /// (node generation, eligible Nodes, their set).
-type EligibleMemo = (u64, Arc<Vec<Node>>, Arc<NodeSet>);
+type EligibleMemo = (u64, Arc<Vec<Arc<Node>>>, Arc<NodeSet>);
 
 #[derive(Debug, Clone)]
 struct Cached {
@@ -288,7 +288,9 @@ impl Inner {
 
     /// The eligible Nodes and their set, computed once per change of the
     /// Node cache and shared by every Service sync until the next change.
-    fn eligible_nodes(&self) -> (Arc<Vec<Node>>, Arc<NodeSet>) {
+    /// The Nodes are the cache's own (shared, not copied: a copy of every
+    /// Node was a third of peak memory at 5,000 Nodes).
+    fn eligible_nodes(&self) -> (Arc<Vec<Arc<Node>>>, Arc<NodeSet>) {
         let generation = self
             .node_generation
             .load(std::sync::atomic::Ordering::SeqCst);
@@ -298,15 +300,14 @@ impl Inner {
         {
             return (Arc::clone(nodes), Arc::clone(set));
         }
-        let mut nodes: Vec<Node> = self
+        let mut nodes: Vec<Arc<Node>> = self
             .nodes
             .list()
             .into_iter()
             .filter(|n| node_eligible(n))
-            .map(|n| n.as_ref().clone())
             .collect();
         nodes.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-        let set = Arc::new(node_set(&nodes));
+        let set = Arc::new(node_set(nodes.iter().map(AsRef::as_ref)));
         let nodes = Arc::new(nodes);
         *memo = Some((generation, Arc::clone(&nodes), Arc::clone(&set)));
         (nodes, set)
@@ -445,6 +446,7 @@ impl Inner {
                 .await
                 .map_err(api_err("failed to add load balancer cleanup finalizer"))?;
             let (nodes, set) = self.eligible_nodes();
+            let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
             if nodes.is_empty() {
                 self.recorder.publish(
                     svc,
@@ -531,6 +533,7 @@ impl Inner {
             return;
         }
         let (nodes, set) = self.eligible_nodes();
+        let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
         let parallel = self.config.concurrent_service_syncs.max(1);
         futures::stream::iter(services)
             .for_each_concurrent(parallel, |cached| {
@@ -560,7 +563,7 @@ impl Inner {
     }
 
     /// Returns false when the Service needs a full sync.
-    async fn update_backends(&self, svc: &Service, nodes: &[Node]) -> bool {
+    async fn update_backends(&self, svc: &Service, nodes: &[&Node]) -> bool {
         match self
             .balancer()
             .update_load_balancer(&self.cluster_name, svc, nodes)

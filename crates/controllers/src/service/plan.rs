@@ -168,7 +168,7 @@ pub fn finalizers_with(svc: &Service, present: bool) -> Option<Vec<String>> {
 
 /// Node names for an event message, sorted, at most 20 and then "<N more>"
 /// (upstream's loggableNodeNames, printed as Go prints a slice).
-pub fn node_names_for_event(nodes: &[Node]) -> String {
+pub fn node_names_for_event(nodes: &[&Node]) -> String {
     const SHOWN: usize = 20;
     let mut names: Vec<String> = nodes
         .iter()
@@ -365,7 +365,7 @@ mod tests {
                 ..Default::default()
             })
             .collect();
-        let text = node_names_for_event(&nodes);
+        let text = node_names_for_event(&nodes.iter().collect::<Vec<_>>());
         // The first twenty, sorted as strings (Go's sets.List), then the rest counted.
         assert!(text.starts_with("[n0 n1 n10 "), "{text}");
         assert!(text.ends_with(" n9 <3 more>]"), "{text}");

@@ -46,7 +46,7 @@ fn status(dns_name: Option<&str>) -> LoadBalancerStatus {
 }
 
 /// The instance IDs behind the Nodes (those with an AWS provider ID).
-fn instance_ids(nodes: &[Node], filter: &BTreeMap<String, String>) -> BTreeSet<String> {
+fn instance_ids(nodes: &[&Node], filter: &BTreeMap<String, String>) -> BTreeSet<String> {
     nodes
         .iter()
         .filter(|n| node_selected(n, filter))
@@ -101,7 +101,7 @@ impl AwsCloud {
     }
 
     /// The VPC: configured, else the one of the first Node's instance.
-    async fn vpc_id(&self, nodes: &[Node]) -> Result<String> {
+    async fn vpc_id(&self, nodes: &[&Node]) -> Result<String> {
         if !self.config.vpc.is_empty() {
             return Ok(self.config.vpc.clone());
         }
@@ -287,7 +287,7 @@ impl AwsCloud {
 
     /// The VPC, looked up at most once per sync and only when something is
     /// created in it: a sync that changes nothing makes no DescribeInstances.
-    async fn vpc_once<'a>(&self, slot: &'a mut Option<String>, nodes: &[Node]) -> Result<&'a str> {
+    async fn vpc_once<'a>(&self, slot: &'a mut Option<String>, nodes: &[&Node]) -> Result<&'a str> {
         if slot.is_none() {
             *slot = Some(self.vpc_id(nodes).await?);
         }
@@ -301,7 +301,7 @@ impl AwsCloud {
         plan: &NlbPlan,
         l: &ListenerPlan,
         vpc: &mut Option<String>,
-        nodes: &[Node],
+        nodes: &[&Node],
         existing: &[(String, String)],
         targets: &BTreeSet<String>,
     ) -> Result<String> {
@@ -397,7 +397,7 @@ impl AwsCloud {
         Ok(arn)
     }
 
-    async fn ensure_nlb(&self, service: &Service, nodes: &[Node]) -> Result<LoadBalancerStatus> {
+    async fn ensure_nlb(&self, service: &Service, nodes: &[&Node]) -> Result<LoadBalancerStatus> {
         let cluster_id = self.cluster_id_required()?.to_string();
         let plan = plan(service, &cluster_id)?;
         let key = service_key(service);
@@ -556,7 +556,7 @@ impl LoadBalancer for AwsCloud {
         &self,
         _cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
         match kind(service) {
             Kind::Nlb => self.ensure_nlb(service, nodes).await,
@@ -573,7 +573,7 @@ impl LoadBalancer for AwsCloud {
         &self,
         cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<()> {
         match kind(service) {
             Kind::Nlb => self

@@ -290,7 +290,7 @@ impl FakeCloud {
 
     /// Records an Ensure/Update call with its hosts, unless quiet; returns
     /// the hosts to keep on the balancer (none when quiet).
-    fn record_lb_call(&self, op: &'static str, service: &Service, nodes: &[Node]) -> Vec<String> {
+    fn record_lb_call(&self, op: &'static str, service: &Service, nodes: &[&Node]) -> Vec<String> {
         let mut state = self.state();
         if state.quiet {
             return Vec::new();
@@ -399,7 +399,7 @@ fn service_key(service: &Service) -> String {
     )
 }
 
-fn host_names(nodes: &[Node]) -> Vec<String> {
+fn host_names(nodes: &[&Node]) -> Vec<String> {
     let mut hosts: Vec<String> = nodes
         .iter()
         .filter_map(|n| n.metadata.name.clone())
@@ -587,7 +587,7 @@ impl LoadBalancer for FakeCloud {
         &self,
         cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
         let hosts = self.record_lb_call("ensure", service, nodes);
         self.enter("create").await?;
@@ -623,7 +623,7 @@ impl LoadBalancer for FakeCloud {
         &self,
         cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<()> {
         let hosts = self.record_lb_call("update", service, nodes);
         self.enter("update").await?;
@@ -791,7 +791,7 @@ mod tests {
             ..Default::default()
         };
         let first = lb
-            .ensure_load_balancer("kubernetes", &svc, &[node("b", None), node("a", None)])
+            .ensure_load_balancer("kubernetes", &svc, &[&node("b", None), &node("a", None)])
             .await
             .unwrap();
         let again = lb
@@ -799,7 +799,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first, again);
-        lb.update_load_balancer("kubernetes", &svc, &[node("c", None)])
+        lb.update_load_balancer("kubernetes", &svc, &[&node("c", None)])
             .await
             .unwrap();
         assert_eq!(cloud.balancers()["a12345678"].hosts, vec!["c"]);

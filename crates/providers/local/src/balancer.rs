@@ -139,7 +139,7 @@ fn node_ip(node: &Node, v4: bool) -> Option<IpAddr> {
 }
 
 /// The listeners that serve the Service on `ips`.
-fn frontends(svc: &Service, ips: &[IpAddr], nodes: &[Node]) -> Result<Vec<Frontend>> {
+fn frontends(svc: &Service, ips: &[IpAddr], nodes: &[&Node]) -> Result<Vec<Frontend>> {
     let spec = svc.spec.clone().unwrap_or_default();
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
     let health_port = spec.health_check_node_port.filter(|p| *p > 0);
@@ -253,7 +253,7 @@ impl LoadBalancer for LocalCloud {
         &self,
         _cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
         let req = request(service)?;
         let pools = self.config().load_balancer.pools.clone();
@@ -275,7 +275,7 @@ impl LoadBalancer for LocalCloud {
         &self,
         _cluster_name: &str,
         service: &Service,
-        nodes: &[Node],
+        nodes: &[&Node],
     ) -> Result<()> {
         let Some(ips) = self.allocation(service) else {
             return Ok(());
@@ -441,7 +441,7 @@ mod tests {
             node(&["fd00::2", "192.168.1.2"]),
             node(&[]),
         ];
-        let f = frontends(&s, &[ip], &nodes).unwrap();
+        let f = frontends(&s, &[ip], &nodes.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].address, "10.0.0.1:80".parse().unwrap());
         assert!(f[0].proxy_protocol);
@@ -473,7 +473,7 @@ mod tests {
         let f = frontends(
             &s,
             &["10.0.0.1".parse().unwrap()],
-            &[node(&["192.168.1.1"])],
+            &[&node(&["192.168.1.1"])],
         )
         .unwrap();
         assert_eq!(
