@@ -7,10 +7,15 @@
 //! A third run, with no CCM, is the bound on node initialisation: the
 //! benchmark makes each Node's two writes (the address patch and the
 //! initialising patch) itself as soon as the Node's create returns, so no CCM
-//! that initialises Nodes through this apiserver can finish sooner.
+//! that initialises Nodes through this apiserver can finish sooner. A fourth
+//! run only creates the Nodes: the floor under any CCM, whatever it costs.
 //!
 //! usage: overcast-bench --overcast BIN --go BIN [--nodes N] [--services M]
-//!        [--profile default|lifted] [--out FILE]
+//!        [--profile default|lifted] [--out FILE] [--apiserver-profile DIR]
+//!
+//! `--apiserver-profile DIR` saves a CPU profile of the apiserver over the
+//! first seconds of each run's Node phase as DIR/<run>-apiserver.pprof
+//! (`go tool pprof -top` reads it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +44,7 @@ struct Args {
     services: usize,
     profile: String,
     out: Option<PathBuf>,
+    apiserver_profile: Option<PathBuf>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -49,6 +55,7 @@ fn parse_args() -> anyhow::Result<Args> {
         services: 1000,
         profile: "lifted".into(),
         out: None,
+        apiserver_profile: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -60,6 +67,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--services" => a.services = value()?.parse().context("--services")?,
             "--profile" => a.profile = value()?,
             "--out" => a.out = Some(value()?.into()),
+            "--apiserver-profile" => a.apiserver_profile = Some(value()?.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -100,6 +108,9 @@ enum Initialiser<'a> {
     /// The benchmark itself, writing what a CCM would write per Node as soon
     /// as the Node exists; Services are left alone.
     Bound,
+    /// Nothing: the run ends when every Node created is seen by the watch.
+    /// The floor under any CCM's time, which starts with those creates.
+    CreatesOnly,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +139,19 @@ impl RunResult {
             .map(|(_, v)| v)
             .sum()
     }
+    /// Writes to one resource (and its subresources), e.g. "nodes".
+    fn writes_to(&self, resource: &str) -> usize {
+        self.requests
+            .iter()
+            .filter(|(k, _)| {
+                let (verb, target) = k.split_once(' ').unwrap_or_default();
+                ["create", "update", "patch", "delete"].contains(&verb)
+                    && target.split('/').next() == Some(resource)
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Events created or updated (a repeat of an Event is a patch of it).
     fn events_written(&self) -> usize {
         ["create events", "patch events", "update events"]
@@ -247,7 +271,9 @@ async fn run_one(
     let client = Client::try_from(config)?;
 
     let log_path = dir.join(format!("{name}.log"));
+    let creates_only = matches!(initialiser, Initialiser::CreatesOnly);
     let (child, bound_client) = match initialiser {
+        Initialiser::CreatesOnly => (None, None),
         Initialiser::Ccm(binary, extra) => {
             let mut flags = common_flags(&args.profile, &plane.user_kubeconfig_path("ccm"));
             flags.extend(extra);
@@ -276,13 +302,23 @@ async fn run_one(
     };
     let pid = child.as_ref().map(|c| c.0.id());
     let plane_cpu_before = control_plane_cpu(&plane);
-
-    let node_times = watch_until(Api::<Node>::all(client.clone()), args.nodes, |n: &Node| {
-        !n.spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
+    let profile = args.apiserver_profile.as_ref().map(|dir| {
+        let path = dir.join(format!("{name}-apiserver.pprof"));
+        tokio::spawn(save_apiserver_profile(client.clone(), path))
     });
+
+    let node_times = watch_until(
+        Api::<Node>::all(client.clone()),
+        args.nodes,
+        move |n: &Node| {
+            creates_only
+                || !n
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
+        },
+    );
     let created = Arc::new(Mutex::new(BTreeMap::new()));
     let started = Instant::now();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -332,6 +368,9 @@ async fn run_one(
         .context("nodes not initialised in time")??;
     let nodes_total = started.elapsed();
     let plane_cpu_after = control_plane_cpu(&plane);
+    if let Some(profile) = profile {
+        profile.await??;
+    }
     let created = created.lock().unwrap().clone();
     let mut latencies: Vec<Duration> = done
         .iter()
@@ -406,6 +445,25 @@ async fn run_one(
         etcd_node_cpu,
         requests,
     })
+}
+
+/// Seconds of apiserver CPU profile taken from the start of the Node phase.
+const PROFILE_SECONDS: u64 = 8;
+
+async fn save_apiserver_profile(client: Client, path: PathBuf) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+    let request = http::Request::get(format!("/debug/pprof/profile?seconds={PROFILE_SECONDS}"))
+        .body(kube::client::Body::empty())?;
+    let response = client
+        .send(request)
+        .await
+        .context("apiserver CPU profile")?;
+    if !response.status().is_success() {
+        bail!("apiserver CPU profile: HTTP {}", response.status());
+    }
+    let bytes = response.into_body().collect().await?.to_bytes();
+    std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// Node workers of the bound run: the lifted profile's --concurrent-node-syncs.
@@ -567,6 +625,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&fake_config);
     eprintln!("bench: bound (the benchmark writes what a CCM would, no CCM)");
     let bound = run_one("bound", Initialiser::Bound, &args).await?;
+    eprintln!("bench: floor (the Nodes are created, nothing more)");
+    let floor = run_one("floor", Initialiser::CreatesOnly, &args).await?;
 
     let ratio = |a: f64, b: f64| {
         if b == 0.0 {
@@ -651,7 +711,27 @@ async fn main() -> anyhow::Result<()> {
             go.events_written().to_string(),
         ),
         (
-            "apiserver writes",
+            "writes to Nodes per Node",
+            ours.writes_to("nodes") as f64 / args.nodes as f64,
+            go.writes_to("nodes") as f64 / args.nodes as f64,
+            format!("{:.3}", ours.writes_to("nodes") as f64 / args.nodes as f64),
+            format!("{:.3}", go.writes_to("nodes") as f64 / args.nodes as f64),
+        ),
+        (
+            "writes to Services per Service",
+            ours.writes_to("services") as f64 / args.services.max(1) as f64,
+            go.writes_to("services") as f64 / args.services.max(1) as f64,
+            format!(
+                "{:.3}",
+                ours.writes_to("services") as f64 / args.services.max(1) as f64
+            ),
+            format!(
+                "{:.3}",
+                go.writes_to("services") as f64 / args.services.max(1) as f64
+            ),
+        ),
+        (
+            "apiserver writes (all)",
             ours.writes() as f64,
             go.writes() as f64,
             ours.writes().to_string(),
@@ -673,13 +753,21 @@ async fn main() -> anyhow::Result<()> {
         "\nBound: with no CCM, the benchmark making each Node's two writes itself as soon as \
          its create returns ({NODE_WORKERS} writers) had all Nodes initialised in {} s \
          (p50 {} s, p99 {} s; apiserver CPU {:.2} s, etcd {:.2} s). No CCM making those writes \
-         here can be faster than that: at most {} × the Go CCM's throughput.\n",
+         here can be faster than that: at most {} × the Go CCM's throughput. Creating the Nodes \
+         alone, with nothing initialising them, took {} s (apiserver CPU {:.2} s): a CCM that \
+         cost the apiserver nothing could be at most {} × as fast as the Go CCM.\n",
         secs(bound.nodes_total),
         secs(bound.node_p50),
         secs(bound.node_p99),
         bound.apiserver_node_cpu,
         bound.etcd_node_cpu,
         ratio(go.nodes_total.as_secs_f64(), bound_secs),
+        secs(floor.nodes_total),
+        floor.apiserver_node_cpu,
+        ratio(
+            go.nodes_total.as_secs_f64(),
+            floor.nodes_total.as_secs_f64()
+        ),
     ));
     out.push_str("\nRequests by verb and resource (from the apiserver's audit log):\n\n| request | overcast-ccm | Go CCM |\n|---|---|---|\n");
     let keys: std::collections::BTreeSet<&String> =
