@@ -300,7 +300,6 @@ async fn run_one(
             (None, Some(Client::try_from(config)?))
         }
     };
-    let pid = child.as_ref().map(|c| c.0.id());
     let plane_cpu_before = control_plane_cpu(&plane);
     let profile = args.apiserver_profile.as_ref().map(|dir| {
         let path = dir.join(format!("{name}-apiserver.pprof"));
@@ -377,74 +376,54 @@ async fn run_one(
         .filter_map(|(n, t)| created.get(n).map(|c| t.saturating_duration_since(*c)))
         .collect();
     latencies.sort();
-    let (apiserver_node_cpu, etcd_node_cpu) = (
-        plane_cpu_after.0 - plane_cpu_before.0,
-        plane_cpu_after.1 - plane_cpu_before.1,
-    );
-
-    let Some(child) = child else {
-        let requests = audit_counts(&audit_log);
-        drop(plane);
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(RunResult {
-            nodes_total,
-            node_p50: percentile(&latencies, 0.5),
-            node_p99: percentile(&latencies, 0.99),
-            apiserver_node_cpu,
-            etcd_node_cpu,
-            requests,
-            ..Default::default()
-        });
-    };
-    let svc_times = watch_until(
-        Api::<Service>::namespaced(client.clone(), "default"),
-        args.services,
-        |s: &Service| {
-            s.status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .is_some_and(|i| !i.is_empty())
-        },
-    );
-    let started = Instant::now();
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    futures::stream::iter(0..args.services)
-        .map(|i| {
-            let services = services.clone();
-            async move {
-                services
-                    .create(&PostParams::default(), &lb_service(&format!("svc-{i:05}")))
-                    .await?;
-                anyhow::Ok(())
-            }
-        })
-        .buffer_unordered(CLIENT_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    tokio::time::timeout(TIMEOUT, svc_times)
-        .await
-        .context("services not served in time")??;
-    let services_total = started.elapsed();
-    // Let trailing writes (events) land before counting.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (peak_rss_kib, cpu_seconds) = pid.map(process_usage).unwrap_or_default();
-    drop(child);
-    let requests = audit_counts(&audit_log);
-
-    drop(plane);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(RunResult {
+    let mut result = RunResult {
         nodes_total,
         node_p50: percentile(&latencies, 0.5),
         node_p99: percentile(&latencies, 0.99),
-        services_total,
-        peak_rss_kib,
-        cpu_seconds,
-        apiserver_node_cpu,
-        etcd_node_cpu,
-        requests,
-    })
+        apiserver_node_cpu: plane_cpu_after.0 - plane_cpu_before.0,
+        etcd_node_cpu: plane_cpu_after.1 - plane_cpu_before.1,
+        ..Default::default()
+    };
+    // Services are served only where a CCM runs.
+    if let Some(child) = child {
+        let svc_times = watch_until(
+            Api::<Service>::namespaced(client.clone(), "default"),
+            args.services,
+            |s: &Service| {
+                s.status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.as_ref())
+                    .is_some_and(|i| !i.is_empty())
+            },
+        );
+        let started = Instant::now();
+        let services: Api<Service> = Api::namespaced(client.clone(), "default");
+        futures::stream::iter(0..args.services)
+            .map(|i| {
+                let services = services.clone();
+                async move {
+                    services
+                        .create(&PostParams::default(), &lb_service(&format!("svc-{i:05}")))
+                        .await?;
+                    anyhow::Ok(())
+                }
+            })
+            .buffer_unordered(CLIENT_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        tokio::time::timeout(TIMEOUT, svc_times)
+            .await
+            .context("services not served in time")??;
+        result.services_total = started.elapsed();
+        // Let trailing writes (events) land before counting.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        (result.peak_rss_kib, result.cpu_seconds) = process_usage(child.0.id());
+    }
+    result.requests = audit_counts(&audit_log);
+    drop(plane);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result)
 }
 
 /// Seconds of apiserver CPU profile taken from the start of the Node phase.
