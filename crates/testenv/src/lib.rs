@@ -376,6 +376,8 @@ impl ControlPlane {
             drop(etcd);
             if std::env::var(KEEP_ENV).as_deref() == Ok("1") {
                 let kept = dir.keep();
+                // The marker keeps a later run's sweep of dead runs' directories off it.
+                let _ = std::fs::write(kept.join(process::KEPT_MARKER), "");
                 eprintln!("testenv: kept {}", kept.display());
             }
         }

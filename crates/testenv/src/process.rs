@@ -134,6 +134,10 @@ pub(crate) fn tail(path: &Path) -> String {
 
 const DIR_PREFIX: &str = "overcast-testenv-";
 
+/// A file in a directory kept on purpose ([`crate::KEEP_ENV`]): the sweep
+/// leaves it alone.
+pub(crate) const KEPT_MARKER: &str = "KEPT";
+
 /// Temporary directories carry the owning pid, so a later run can remove the
 /// ones a killed test binary left behind.
 pub(crate) fn dir_prefix() -> String {
@@ -152,7 +156,8 @@ pub(crate) fn remove_stale_dirs(root: &Path) {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if !Path::new(&format!("/proc/{pid}")).exists() && !entry.path().join(KEPT_MARKER).exists()
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -164,5 +169,27 @@ pub(crate) fn stop_at_exit(f: extern "C" fn()) {
     // SAFETY: registering a plain function pointer.
     unsafe {
         libc::atexit(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweep_removes_dead_runs_directories_but_not_kept_ones() {
+        let root = tempfile::tempdir().unwrap();
+        // No process has pid 2^31-1 (above pid_max's ceiling of 2^22).
+        let dead = root.path().join(format!("{DIR_PREFIX}2147483647-abc"));
+        let kept = root.path().join(format!("{DIR_PREFIX}2147483647-def"));
+        let live = root.path().join(format!("{}xyz", dir_prefix()));
+        for dir in [&dead, &kept, &live] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        std::fs::write(kept.join(KEPT_MARKER), "").unwrap();
+        remove_stale_dirs(root.path());
+        assert!(!dead.exists());
+        assert!(kept.exists());
+        assert!(live.exists());
     }
 }
