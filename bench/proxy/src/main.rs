@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Service, ServicePort, ServiceSpec, Taint};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -287,18 +287,9 @@ impl Drop for Killed {
 
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
-    mut probe: impl FnMut() -> F,
+    probe: impl FnMut() -> F,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Ok(overcast_testenv::wait_until(what, Duration::from_secs(60), probe).await?)
 }
 
 /// Runs overcast-ccm with the local provider and a Service in front of the
@@ -334,22 +325,7 @@ async fn start_overcast(
     let ccm = Killed(child);
     let nodes: Api<Node> = Api::all(client.clone());
     for i in 0..BACKENDS.len() {
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(format!("node-{i}")),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                taints: Some(vec![Taint {
-                    key: overcast_cloud_provider::names::TAINT_UNINITIALIZED.into(),
-                    value: Some("true".into()),
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let node = overcast_testenv::uninitialized_node(&format!("node-{i}"));
         nodes.create(&PostParams::default(), &node).await?;
     }
     let services: Api<Service> = Api::namespaced(client, "default");

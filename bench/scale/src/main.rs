@@ -25,13 +25,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Service, ServicePort, ServiceSpec, Taint};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use overcast_testenv::{ControlPlane, StartOptions};
 
-const TAINT: &str = "node.cloudprovider.kubernetes.io/uninitialized";
+use overcast_cloud_provider::names::TAINT_UNINITIALIZED as TAINT;
 /// Requests from the benchmark itself are done at this concurrency.
 const CLIENT_CONCURRENCY: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(1800);
@@ -346,7 +346,10 @@ async fn run_one(
             async move {
                 let name = format!("node-{i:05}");
                 nodes
-                    .create(&PostParams::default(), &tainted_node(&name))
+                    .create(
+                        &PostParams::default(),
+                        &overcast_testenv::uninitialized_node(&name),
+                    )
                     .await?;
                 created.lock().unwrap().insert(name.clone(), Instant::now());
                 if let Some(tx) = to_initialise {
@@ -518,25 +521,6 @@ where
         anyhow::Ok(seen)
     });
     async move { handle.await? }
-}
-
-fn tainted_node(name: &str) -> Node {
-    Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            taints: Some(vec![Taint {
-                key: TAINT.into(),
-                value: Some("true".into()),
-                effect: "NoSchedule".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 fn lb_service(name: &str) -> Service {

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Service, ServicePort, ServiceSpec, Taint};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
@@ -60,18 +60,9 @@ fn inventory() -> String {
 
 async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     what: &str,
-    mut probe: impl FnMut() -> F,
+    probe: impl FnMut() -> F,
 ) -> anyhow::Result<T> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe().await {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {WAIT:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    Ok(overcast_testenv::wait_until(what, WAIT, probe).await?)
 }
 
 /// A node's HTTP server: answers every request with the node's name.
@@ -167,22 +158,7 @@ async fn run(plane: &overcast_testenv::ControlPlane, client: &kube::Client) -> a
     let nodes: Api<Node> = Api::all(client.clone());
     for (name, _, _) in NODES {
         // As a kubelet with --cloud-provider=external registers itself.
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(name.into()),
-                ..Default::default()
-            },
-            spec: Some(NodeSpec {
-                taints: Some(vec![Taint {
-                    key: TAINT_UNINITIALIZED.into(),
-                    value: Some("true".into()),
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let node = overcast_testenv::uninitialized_node(name);
         nodes.create(&PostParams::default(), &node).await?;
     }
     println!(

@@ -26,6 +26,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::process::Supervised;
@@ -467,7 +469,31 @@ fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {
 /// Polls `check` until it returns `Some`, and panics naming `what` after
 /// `timeout`. For tests: bounds are generous, since a loaded 2-core CI machine
 /// must not make them flake; timing goals belong in benchmarks.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    wait_until(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What [`wait_until`] returns when `check` never answered.
+#[derive(Debug, thiserror::Error)]
+#[error("timed out after {timeout:?} waiting for: {what}")]
+pub struct TimedOut {
+    pub what: String,
+    pub timeout: Duration,
+}
+
+/// Polls `check` every 100 ms until it returns `Some`; an error naming `what`
+/// after `timeout`. For the demo and benchmarks, which report rather than panic.
+pub async fn wait_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut check: F,
+) -> Result<T, TimedOut>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -475,12 +501,35 @@ where
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check().await {
-            return v;
+            return Ok(v);
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
+        if Instant::now() >= deadline {
+            return Err(TimedOut {
+                what: what.to_string(),
+                timeout,
+            });
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Node as a kubelet started with `--cloud-provider=external` registers
+/// it: named, carrying the uninitialized taint, waiting for a CCM.
+pub fn uninitialized_node(name: &str) -> Node {
+    Node {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: overcast_cloud_provider::names::TAINT_UNINITIALIZED.into(),
+                value: Some("true".into()),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }

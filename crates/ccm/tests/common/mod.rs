@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
-use kube::api::{ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::PostParams;
 use kube::{Api, Client};
 use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
 
@@ -186,22 +186,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 pub use overcast_testenv::eventually;
 
 pub async fn create_tainted_node(client: &Client, name: &str) {
-    let node = Node {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(NodeSpec {
-            taints: Some(vec![Taint {
-                key: TAINT_UNINITIALIZED.into(),
-                value: Some("true".into()),
-                effect: "NoSchedule".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let node = overcast_testenv::uninitialized_node(name);
     Api::<Node>::all(client.clone())
         .create(&PostParams::default(), &node)
         .await
