@@ -118,22 +118,12 @@ async fn sigterm_releases_the_lease_so_the_standby_need_not_wait_for_expiry() {
 async fn a_lease_held_by_another_identity_is_respected_until_it_expires() {
     let env = env().await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
-    let now = || MicroTime(k8s_openapi::jiff::Timestamp::now());
     // What a Go cloud-controller-manager writes through client-go.
-    let foreign = Lease {
-        metadata: ObjectMeta {
-            name: Some("cloud-controller-manager".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("go-ccm-host_6f1c1b8e-0000-4000-8000-000000000000".into()),
-            lease_duration_seconds: Some(4),
-            acquire_time: Some(now()),
-            renew_time: Some(now()),
-            lease_transitions: Some(3),
-            ..Default::default()
-        }),
-    };
+    let foreign = held_lease(
+        "cloud-controller-manager",
+        "go-ccm-host_6f1c1b8e-0000-4000-8000-000000000000",
+        3,
+    );
     leases
         .create(&PostParams::default(), &foreign)
         .await
@@ -144,12 +134,7 @@ async fn a_lease_held_by_another_identity_is_respected_until_it_expires() {
     // The other holder keeps renewing for a while: overcast-ccm must wait.
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut lease = leases.get("cloud-controller-manager").await.unwrap();
-        lease.spec.as_mut().unwrap().renew_time = Some(now());
-        leases
-            .replace("cloud-controller-manager", &PostParams::default(), &lease)
-            .await
-            .unwrap();
+        renew(&leases, "cloud-controller-manager").await;
         assert!(!ccm.is_leader(), "took a lease that was being renewed");
     }
     assert!(
@@ -297,22 +282,12 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
 async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease() {
     let env = env().await;
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), "kube-system");
-    let now = || MicroTime(k8s_openapi::jiff::Timestamp::now());
     // The old kube-controller-manager holds the migration lease.
-    let held = Lease {
-        metadata: ObjectMeta {
-            name: Some("cloud-provider-extraction-migration".into()),
-            ..Default::default()
-        },
-        spec: Some(LeaseSpec {
-            holder_identity: Some("kcm-host_00000000-0000-4000-8000-000000000001".into()),
-            lease_duration_seconds: Some(4),
-            acquire_time: Some(now()),
-            renew_time: Some(now()),
-            lease_transitions: Some(0),
-            ..Default::default()
-        }),
-    };
+    let held = held_lease(
+        "cloud-provider-extraction-migration",
+        "kcm-host_00000000-0000-4000-8000-000000000001",
+        0,
+    );
     leases.create(&PostParams::default(), &held).await.unwrap();
     let ccm = env.ccm(&["--enable-leader-migration"]);
     let running = |ccm: &Ccm, name: &str| {
@@ -327,19 +302,7 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
     create_tainted_node(&env.client, "node-1").await;
     initialised(&env.client, "node-1").await;
     for _ in 0..4 {
-        let mut lease = leases
-            .get("cloud-provider-extraction-migration")
-            .await
-            .unwrap();
-        lease.spec.as_mut().unwrap().renew_time = Some(now());
-        leases
-            .replace(
-                "cloud-provider-extraction-migration",
-                &PostParams::default(),
-                &lease,
-            )
-            .await
-            .unwrap();
+        renew(&leases, "cloud-provider-extraction-migration").await;
         // The default configuration lists route, service and
         // cloud-node-lifecycle: matched through aliases, all wait.
         assert!(running(&ccm, "cloud-node"));
@@ -366,4 +329,34 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
         env.holder().await,
         "both leases held by the same identity"
     );
+}
+
+/// A Lease in kube-system held just now for 4 s by another process, as
+/// client-go's leader election writes it.
+fn held_lease(name: &str, holder: &str, transitions: i32) -> Lease {
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: Some(4),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Renews a Lease [`held_lease`] wrote, as its holder would.
+async fn renew(leases: &Api<Lease>, name: &str) {
+    let mut lease = leases.get(name).await.unwrap();
+    lease.spec.as_mut().unwrap().renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
+    leases
+        .replace(name, &PostParams::default(), &lease)
+        .await
+        .unwrap();
 }
