@@ -2,7 +2,7 @@
 //! election (and migration), controllers, shutdown.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use overcast_controllers::route::{RouteController, RouteControllerConfig};
 use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
 
 use crate::controllers::{KNOWN, short_name};
+use crate::delegation::Gate;
 use crate::leader::{LeaseLock, Timings, identity};
 use crate::migration::{MigrationConfig, Placement};
 use crate::options::Config;
@@ -82,7 +83,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     // controller traffic in the rate limiter (as client-go's lock client).
     let lease_client = build_client(opts, false).await?;
     let health = Arc::new(Health::default());
-    serve(&config, &health).await?;
+    serve(&config, &health, &lease_client).await?;
 
     let identity = identity();
     let timings = Timings {
@@ -264,13 +265,7 @@ async fn build_client(
     rate_limited: bool,
 ) -> anyhow::Result<kube::Client> {
     let mut config = match &opts.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("--kubeconfig={}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("--kubeconfig={}", path.display()))?
-        }
+        Some(path) => config_from_kubeconfig(path, "--kubeconfig").await?,
         // In a Pod: the in-cluster service account (KUBECONFIG, then
         // ~/.kube/config, are tried first, as kube-rs infers).
         None => kube::Config::infer()
@@ -292,7 +287,23 @@ async fn build_client(
     )
 }
 
-async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
+async fn config_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Config> {
+    let kubeconfig =
+        Kubeconfig::read_from(path).with_context(|| format!("{flag}={}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("{flag}={}", path.display()))
+}
+
+async fn client_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(config_from_kubeconfig(path, flag).await?)
+        .with_context(|| format!("{flag}={}: building the client", path.display()))
+}
+
+/// `client`: asks the apiserver about the secure port's requests unless
+/// --authentication-kubeconfig / --authorization-kubeconfig say otherwise;
+/// not rate-limited, as upstream's delegation clients are separate.
+async fn serve(config: &Config, health: &Arc<Health>, client: &kube::Client) -> anyhow::Result<()> {
     let opts = &config.options;
     if opts.secure_port != 0 {
         let tls = tls_config(
@@ -301,15 +312,34 @@ async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
             opts.cert_dir.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
+        let delegate = |path: &Option<PathBuf>, flag: &'static str| {
+            let client = client.clone();
+            let path = path.clone();
+            async move {
+                match path {
+                    None => Ok(client),
+                    Some(path) => client_from_kubeconfig(&path, flag).await,
+                }
+            }
+        };
+        let gate = Gate::new(
+            delegate(
+                &opts.authentication_kubeconfig,
+                "--authentication-kubeconfig",
+            )
+            .await?,
+            delegate(&opts.authorization_kubeconfig, "--authorization-kubeconfig").await?,
+            &opts.authorization_always_allow_paths,
+        );
         let addr = SocketAddr::new(opts.bind_address, opts.secure_port);
-        let server = bind(addr, Some(tls), Arc::clone(health))
+        let server = bind(addr, Some(tls), Arc::clone(health), Some(Arc::new(gate)))
             .await
             .map_err(|e| anyhow::anyhow!("--secure-port={}: {e}", opts.secure_port))?;
         tokio::spawn(server);
     }
     if opts.insecure_port != 0 {
         let addr = SocketAddr::new(opts.bind_address, opts.insecure_port);
-        let server = bind(addr, None, Arc::clone(health))
+        let server = bind(addr, None, Arc::clone(health), None)
             .await
             .map_err(|e| anyhow::anyhow!("--insecure-port={}: {e}", opts.insecure_port))?;
         tokio::spawn(server);

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod controllers;
+pub mod delegation;
 pub mod leader;
 pub mod migration;
 pub mod options;

@@ -151,17 +151,23 @@ pub struct Options {
     #[arg(long, default_value = "")]
     pub feature_gates: String,
 
-    /// Upstream's delegated authentication/authorisation, TLS tuning and
-    /// logging flags: accepted so a manifest written for the Go CCM starts,
-    /// and ignored (docs/running.md says what that means).
-    #[arg(long, hide = true)]
-    pub authentication_kubeconfig: Option<String>,
-    #[arg(long, hide = true)]
-    pub authorization_kubeconfig: Option<String>,
+    /// kubeconfig for TokenReviews of the secure port's bearer tokens
+    /// (default: the --kubeconfig or in-cluster credentials).
+    #[arg(long)]
+    pub authentication_kubeconfig: Option<PathBuf>,
+    /// kubeconfig for SubjectAccessReviews of the secure port's requests
+    /// (default: the --kubeconfig or in-cluster credentials).
+    #[arg(long)]
+    pub authorization_kubeconfig: Option<PathBuf>,
+    /// Paths served on the secure port without authentication or
+    /// authorisation; one ending in `*` is a prefix.
+    #[arg(long, default_value = crate::delegation::DEFAULT_ALWAYS_ALLOW)]
+    pub authorization_always_allow_paths: String,
+    /// Upstream's client-CA lookup, TLS tuning and logging flags: accepted
+    /// so a manifest written for the Go CCM starts, and ignored
+    /// (docs/running.md says what that means).
     #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub authentication_skip_lookup: Option<String>,
-    #[arg(long, hide = true)]
-    pub authorization_always_allow_paths: Option<String>,
     #[arg(long, hide = true)]
     pub client_ca_file: Option<String>,
     #[arg(long, hide = true)]

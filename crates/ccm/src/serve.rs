@@ -1,6 +1,7 @@
 //! /healthz, /livez, /readyz and /metrics over HTTPS (a self-signed
-//! certificate when none is given, as upstream), and plain HTTP only on
-//! --insecure-port.
+//! certificate when none is given, as upstream) behind delegated
+//! authentication and authorisation ([`crate::delegation`]), and plain HTTP
+//! without either only on --insecure-port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 
+use crate::delegation::{Gate, Verdict};
 use crate::leader::ElectionState;
 
 /// The health of the process, as the endpoints report it.
@@ -184,17 +186,43 @@ pub fn route(health: &Health, path: &str, query: &str) -> Response<Full<Bytes>> 
 
 async fn handle(
     health: Arc<Health>,
+    gate: Option<Arc<Gate>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let uri = req.uri();
+    if let Some(gate) = gate {
+        let authorization = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match gate
+            .check(req.method().as_str(), uri.path(), authorization)
+            .await
+        {
+            Verdict::Allow => {}
+            Verdict::Unauthorized => {
+                return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized\n".into()));
+            }
+            Verdict::Forbidden(reason) => {
+                return Ok(text(StatusCode::FORBIDDEN, format!("{reason}\n")));
+            }
+            Verdict::Error(reason) => {
+                return Ok(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("{reason}\n"),
+                ));
+            }
+        }
+    }
     Ok(route(&health, uri.path(), uri.query().unwrap_or_default()))
 }
 
-async fn serve_connection<IO>(io: IO, health: Arc<Health>)
+async fn serve_connection<IO>(io: IO, health: Arc<Health>, gate: Option<Arc<Gate>>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| handle(Arc::clone(&health), req));
+    let service =
+        hyper::service::service_fn(move |req| handle(Arc::clone(&health), gate.clone(), req));
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .await
@@ -262,11 +290,13 @@ fn self_signed(cert_dir: Option<&Path>) -> Result<(Vec<u8>, Vec<u8>), String> {
     Ok((cert, key))
 }
 
-/// Binds now (so a busy port fails start-up) and serves until dropped.
+/// Binds now (so a busy port fails start-up) and serves until dropped;
+/// requests pass `gate` first when there is one.
 pub async fn bind(
     addr: SocketAddr,
     tls: Option<rustls::ServerConfig>,
     health: Arc<Health>,
+    gate: Option<Arc<Gate>>,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
     let listener = TcpListener::bind(addr)
         .await
@@ -279,14 +309,15 @@ pub async fn bind(
                 continue;
             };
             let health = Arc::clone(&health);
+            let gate = gate.clone();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 match acceptor {
                     Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => serve_connection(tls, health).await,
+                        Ok(tls) => serve_connection(tls, health, gate).await,
                         Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                     },
-                    None => serve_connection(stream, health).await,
+                    None => serve_connection(stream, health, gate).await,
                 }
             });
         }

@@ -79,6 +79,7 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     let cloud_config = dir.path().join("fake.yaml");
     std::fs::write(&cloud_config, "anyInstance:\n  instanceType: bm.small\n").unwrap();
 
+    let secure_port = free_port();
     let ccm = Ccm::start(
         BIN,
         &kubeconfig,
@@ -86,12 +87,36 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
         &[
             "--cloud-provider=fake",
             &format!("--cloud-config={}", cloud_config.display()),
+            &format!("--secure-port={secure_port}"),
         ],
     );
     eventually("leading with the service account", SOON, || async {
         ccm.is_leader().then_some(())
     })
     .await;
+
+    // The secure port asks the apiserver, with the service account's
+    // rights, who a caller is and what it may do.
+    let admin_token = admin_kubeconfig
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("token: "))
+        .expect("the admin kubeconfig has a token")
+        .trim()
+        .to_string();
+    let get = |path: &'static str, token: Option<String>| async move {
+        tokio::task::spawn_blocking(move || https_get(secure_port, path, token.as_deref()))
+            .await
+            .unwrap()
+            .expect("an HTTPS answer")
+    };
+    assert_eq!(get("/healthz", None).await.0, 200, "always allowed");
+    let (status, body) = get("/metrics", None).await;
+    assert_eq!(status, 403, "anonymous: {body}");
+    assert!(body.contains("system:anonymous"), "{body}");
+    assert_eq!(get("/metrics", Some("not-a-token".into())).await.0, 401);
+    let (status, body) = get("/metrics", Some(admin_token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("leader_election_master_status"));
 
     create_tainted_node(&admin, "node-1").await;
     initialised(&admin, "node-1").await;
