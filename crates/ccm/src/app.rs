@@ -18,7 +18,7 @@ use overcast_controllers::route::{RouteController, RouteControllerConfig};
 use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
 
 use crate::controllers::{KNOWN, short_name};
-use crate::delegation::Gate;
+use crate::delegation::{CacheTtls, Gate, parse_always_allow};
 use crate::leader::{LeaseLock, Timings, identity};
 use crate::migration::{MigrationConfig, Placement};
 use crate::options::Config;
@@ -78,12 +78,16 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     }
     // Signals are watched from the start, so one during start-up is not lost.
     let mut shutdown = Shutdown::install()?;
-    let client = build_client(opts, true).await?;
+    let client = build_client(
+        opts,
+        RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst),
+    )
+    .await?;
     // The Leases get a client of their own: renewals never wait behind
     // controller traffic in the rate limiter (as client-go's lock client).
-    let lease_client = build_client(opts, false).await?;
+    let lease_client = build_client(opts, None).await?;
     let health = Arc::new(Health::default());
-    serve(&config, &health, &lease_client).await?;
+    serve(&config, &health).await?;
 
     let identity = identity();
     let timings = Timings {
@@ -260,9 +264,10 @@ impl Shutdown {
     }
 }
 
+/// The client for --kubeconfig (or in-cluster), with `limit` in front.
 async fn build_client(
     opts: &crate::options::Options,
-    rate_limited: bool,
+    limit: Option<RateLimitLayer>,
 ) -> anyhow::Result<kube::Client> {
     let mut config = match &opts.kubeconfig {
         Some(path) => config_from_kubeconfig(path, "--kubeconfig").await?,
@@ -279,12 +284,10 @@ async fn build_client(
     }
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
-    Ok(
-        match RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst).filter(|_| rate_limited) {
-            Some(layer) => builder.with_layer(&layer).build(),
-            None => builder.build(),
-        },
-    )
+    Ok(match limit {
+        Some(layer) => builder.with_layer(&layer).build(),
+        None => builder.build(),
+    })
 }
 
 async fn config_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Config> {
@@ -295,15 +298,24 @@ async fn config_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube:
         .with_context(|| format!("{flag}={}", path.display()))
 }
 
-async fn client_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Client> {
-    kube::Client::try_from(config_from_kubeconfig(path, flag).await?)
-        .with_context(|| format!("{flag}={}: building the client", path.display()))
+/// The reviews' own client limit, upstream's for delegation clients (200 QPS,
+/// burst 400): a flood of requests to the secure port cannot starve the
+/// controllers' or the Lease's clients.
+fn delegation_limit() -> RateLimitLayer {
+    RateLimitLayer::new(200.0, 400).expect("a positive limit")
 }
 
-/// `client`: asks the apiserver about the secure port's requests unless
-/// --authentication-kubeconfig / --authorization-kubeconfig say otherwise;
-/// not rate-limited, as upstream's delegation clients are separate.
-async fn serve(config: &Config, health: &Arc<Health>, client: &kube::Client) -> anyhow::Result<()> {
+async fn client_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Client> {
+    let config = config_from_kubeconfig(path, flag).await?;
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .with_context(|| format!("{flag}={}: building the client", path.display()))?;
+    Ok(builder.with_layer(&delegation_limit()).build())
+}
+
+/// The secure port asks the apiserver about its requests through clients of
+/// its own: --authentication-kubeconfig / --authorization-kubeconfig, or the
+/// main credentials.
+async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
     let opts = &config.options;
     if opts.secure_port != 0 {
         let tls = tls_config(
@@ -312,12 +324,13 @@ async fn serve(config: &Config, health: &Arc<Health>, client: &kube::Client) -> 
             opts.cert_dir.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
+        let always_allow = parse_always_allow(&opts.authorization_always_allow_paths)
+            .map_err(anyhow::Error::msg)?;
         let delegate = |path: &Option<PathBuf>, flag: &'static str| {
-            let client = client.clone();
             let path = path.clone();
             async move {
                 match path {
-                    None => Ok(client),
+                    None => build_client(opts, Some(delegation_limit())).await,
                     Some(path) => client_from_kubeconfig(&path, flag).await,
                 }
             }
@@ -329,7 +342,12 @@ async fn serve(config: &Config, health: &Arc<Health>, client: &kube::Client) -> 
             )
             .await?,
             delegate(&opts.authorization_kubeconfig, "--authorization-kubeconfig").await?,
-            &opts.authorization_always_allow_paths,
+            always_allow,
+            CacheTtls {
+                token: opts.authentication_token_webhook_cache_ttl,
+                allowed: opts.authorization_webhook_cache_authorized_ttl,
+                denied: opts.authorization_webhook_cache_unauthorized_ttl,
+            },
         );
         let addr = SocketAddr::new(opts.bind_address, opts.secure_port);
         let server = bind(addr, Some(tls), Arc::clone(health), Some(Arc::new(gate)))

@@ -163,11 +163,24 @@ pub struct Options {
     /// authorisation; one ending in `*` is a prefix.
     #[arg(long, default_value = crate::delegation::DEFAULT_ALWAYS_ALLOW)]
     pub authorization_always_allow_paths: String,
+    /// How long TokenReview answers are cached.
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    pub authentication_token_webhook_cache_ttl: Duration,
+    /// How long allowing SubjectAccessReview answers are cached.
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+    /// How long denying SubjectAccessReview answers are cached.
+    #[arg(long, default_value = "10s", value_parser = go_duration)]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
     /// Upstream's client-CA lookup, TLS tuning and logging flags: accepted
     /// so a manifest written for the Go CCM starts, and ignored
     /// (docs/running.md says what that means).
     #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub authentication_skip_lookup: Option<String>,
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub authentication_tolerate_lookup_failure: Option<String>,
+    #[arg(long, hide = true)]
+    pub requestheader_uid_headers: Option<String>,
     #[arg(long, hide = true)]
     pub client_ca_file: Option<String>,
     #[arg(long, hide = true)]

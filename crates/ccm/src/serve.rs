@@ -184,37 +184,64 @@ pub fn route(health: &Health, path: &str, query: &str) -> Response<Full<Bytes>> 
     text(StatusCode::NOT_FOUND, "404 page not found\n".into())
 }
 
+/// A JSON `Status` body, as the apiserver library writes 401 and 403.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .header("x-content-type-options", "nosniff")
+        .body(Full::new(Bytes::from(format!("{body}\n"))))
+        .expect("static response")
+}
+
 async fn handle(
     health: Arc<Health>,
     gate: Option<Arc<Gate>>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let uri = req.uri();
+    // The gate decides on the path that is served, so "/metrics/" is
+    // authorised as "/metrics" and cannot slip through a prefix rule.
+    let path = match uri.path().trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    };
     if let Some(gate) = gate {
         let authorization = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        match gate
-            .check(req.method().as_str(), uri.path(), authorization)
-            .await
-        {
+        match gate.check(req.method().as_str(), path, authorization).await {
             Verdict::Allow => {}
             Verdict::Unauthorized => {
-                return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized\n".into()));
+                return Ok(status(
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "Unauthorized",
+                ));
             }
-            Verdict::Forbidden(reason) => {
-                return Ok(text(StatusCode::FORBIDDEN, format!("{reason}\n")));
+            Verdict::Forbidden(message) => {
+                return Ok(status(StatusCode::FORBIDDEN, "Forbidden", &message));
             }
-            Verdict::Error(reason) => {
+            // Plain text, as upstream's InternalError.
+            Verdict::Error(message) => {
                 return Ok(text(
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("{reason}\n"),
+                    format!("{message}\n"),
                 ));
             }
         }
     }
-    Ok(route(&health, uri.path(), uri.query().unwrap_or_default()))
+    Ok(route(&health, path, uri.query().unwrap_or_default()))
 }
 
 async fn serve_connection<IO>(io: IO, health: Arc<Health>, gate: Option<Arc<Gate>>)

@@ -96,11 +96,21 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     .await;
 
     // The secure port asks the apiserver, with the service account's
-    // rights, who a caller is and what it may do.
-    let admin_token = admin_kubeconfig
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("token: "))
-        .expect("the admin kubeconfig has a token")
+    // rights, who a caller is and what it may do. A scraper gets the
+    // non-resource rule a Prometheus would.
+    let scraper = dir.path().join("scraper.yaml");
+    std::fs::write(
+        &scraper,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: scraper, namespace: default}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: scraper}\n\
+         rules: [{nonResourceURLs: [/metrics], verbs: [get]}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: scraper}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: scraper}\n\
+         subjects: [{kind: ServiceAccount, name: scraper, namespace: default}]\n",
+    )
+    .unwrap();
+    kubectl(&plane, &["apply", "-f", scraper.to_str().unwrap()]);
+    let scraper_token = kubectl(&plane, &["create", "token", "scraper", "-n", "default"])
         .trim()
         .to_string();
     let get = |path: &'static str, token: Option<String>| async move {
@@ -113,8 +123,15 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     let (status, body) = get("/metrics", None).await;
     assert_eq!(status, 403, "anonymous: {body}");
     assert!(body.contains("system:anonymous"), "{body}");
+    // A trailing slash is authorised as the path it serves.
+    assert_eq!(get("/metrics/", None).await.0, 403);
     assert_eq!(get("/metrics", Some("not-a-token".into())).await.0, 401);
-    let (status, body) = get("/metrics", Some(admin_token)).await;
+    let (status, body) = get("/metrics", Some(token.trim().to_string())).await;
+    assert_eq!(
+        status, 403,
+        "the CCM's own account has no /metrics rule: {body}"
+    );
+    let (status, body) = get("/metrics", Some(scraper_token)).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("leader_election_master_status"));
 
