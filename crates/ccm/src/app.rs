@@ -324,7 +324,7 @@ async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
             opts.cert_dir.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
-        let always_allow = parse_always_allow(&opts.authorization_always_allow_paths)
+        let always_allow = parse_always_allow(&opts.authorization_always_allow_paths.join(","))
             .map_err(anyhow::Error::msg)?;
         let delegate = |path: &Option<PathBuf>, flag: &'static str| {
             let path = path.clone();

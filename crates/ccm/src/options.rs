@@ -160,9 +160,14 @@ pub struct Options {
     #[arg(long)]
     pub authorization_kubeconfig: Option<PathBuf>,
     /// Paths served on the secure port without authentication or
-    /// authorisation; one ending in `*` is a prefix.
-    #[arg(long, default_value = crate::delegation::DEFAULT_ALWAYS_ALLOW)]
-    pub authorization_always_allow_paths: String,
+    /// authorisation; one ending in `*` is a prefix. Comma-separated; given
+    /// again, it adds to the list (a string slice, as upstream's).
+    #[arg(
+        long,
+        default_value = crate::delegation::DEFAULT_ALWAYS_ALLOW,
+        action = clap::ArgAction::Append
+    )]
+    pub authorization_always_allow_paths: Vec<String>,
     /// How long TokenReview answers are cached.
     #[arg(long, default_value = "10s", value_parser = go_duration)]
     pub authentication_token_webhook_cache_ttl: Duration,
@@ -314,6 +319,22 @@ mod tests {
         assert_eq!(c.route_reconciliation_period, Duration::from_secs(10));
         assert_eq!((c.kube_api_qps, c.kube_api_burst), (20.0, 30));
         assert_eq!(c.cluster_name, "kubernetes");
+        assert_eq!(
+            c.authorization_always_allow_paths,
+            ["/healthz,/readyz,/livez"]
+        );
+    }
+
+    #[test]
+    fn always_allow_paths_given_twice_add_up_and_replace_the_default() {
+        let c = parse(&[
+            "--cloud-provider=fake",
+            "--authorization-always-allow-paths=/healthz",
+            "--authorization-always-allow-paths=/metrics",
+        ])
+        .unwrap()
+        .options;
+        assert_eq!(c.authorization_always_allow_paths, ["/healthz", "/metrics"]);
     }
 
     #[test]
