@@ -579,8 +579,11 @@ struct Veth {
 
 impl Veth {
     fn create() -> Option<Veth> {
+        // Unique per test too: tests of one binary share the pid.
+        static PAIRS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pair = PAIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id() % 100_000;
-        let (name, peer) = (format!("ovc{id}a"), format!("ovc{id}b"));
+        let (name, peer) = (format!("ovc{id}-{pair}a"), format!("ovc{id}-{pair}b"));
         let out = std::process::Command::new("ip")
             .args(["link", "add", &name, "type", "veth", "peer", "name", &peer])
             .output()
@@ -630,21 +633,23 @@ fn ip(args: &[&str]) {
     );
 }
 
-/// Receives ARP frames on an interface (AF_PACKET), for the announcement.
+/// Receives frames of one ethertype on an interface (AF_PACKET), for the
+/// announcements.
 #[allow(unsafe_code)]
-mod arp_capture {
+mod capture {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     pub struct Capture(OwnedFd);
 
     impl Capture {
-        pub fn open(interface: &str) -> Capture {
+        /// `ethertype`: `libc::ETH_P_ARP` or `libc::ETH_P_IPV6`.
+        pub fn open(interface: &str, ethertype: i32) -> Capture {
             let index: i32 = std::fs::read_to_string(format!("/sys/class/net/{interface}/ifindex"))
                 .unwrap()
                 .trim()
                 .parse()
                 .unwrap();
-            let protocol = (libc::ETH_P_ARP as u16).to_be();
+            let protocol = (ethertype as u16).to_be();
             // SAFETY: socket(2), bind(2) and setsockopt(2) with valid,
             // correctly sized arguments; the descriptor is owned at once.
             unsafe {
@@ -676,7 +681,7 @@ mod arp_capture {
             }
         }
 
-        /// The next ARP frame, or `None` after a second without one.
+        /// The next frame, or `None` after a second without one.
         pub fn next(&self) -> Option<Vec<u8>> {
             let mut buf = vec![0u8; 1500];
             // SAFETY: the buffer is valid for its length.
@@ -706,7 +711,7 @@ loadBalancer:
 ",
         veth.name
     );
-    let capture = arp_capture::Capture::open(&veth.peer);
+    let capture = capture::Capture::open(&veth.peer, libc::ETH_P_ARP);
     let env = env(&config).await;
     let mut ccm = env.ccm(&[]);
     create_tainted_node(&env.client, "node-1").await;
@@ -966,4 +971,74 @@ async fn local_traffic_policy_health_checks_proxy_protocol_and_draining() {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await.unwrap();
     assert_eq!(line.trim(), local.to_string());
+}
+
+#[tokio::test]
+async fn an_ipv6_vip_is_usable_at_once_announced_by_neighbour_advertisement_and_removed() {
+    let Some(veth) = Veth::create() else {
+        eprintln!("SKIPPED: creating network interfaces needs CAP_NET_ADMIN");
+        return;
+    };
+    let mac: Vec<u8> = std::fs::read_to_string(format!("/sys/class/net/{}/address", veth.name))
+        .unwrap()
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let vip: std::net::Ipv6Addr = "fd00:0:0:14::8".parse().unwrap();
+    let capture = capture::Capture::open(&veth.peer, libc::ETH_P_IPV6);
+    let vips = overcast_provider_local::vip::Vips::new(&veth.name);
+    vips.acquire(vip.into()).await.unwrap();
+    let added = veth.addresses();
+    let line = added
+        .lines()
+        .find(|l| l.contains("fd00:0:0:14::8/128"))
+        .unwrap_or_else(|| panic!("the VIP on the interface: {added}"));
+    assert!(
+        line.contains("nodad") && !line.contains("tentative"),
+        "usable at once, without DAD: {line}"
+    );
+
+    // Ethernet (14) + IPv6 (40): ICMPv6 type 136, the override flag, the VIP
+    // as target and the interface's MAC as target link-layer address.
+    let advertised = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let Some(frame) = capture.next() else {
+                continue;
+            };
+            if frame.len() >= 86
+                && frame[20] == 58
+                && frame[54] == 136
+                && frame[62..78] == vip.octets()
+            {
+                return Some(frame);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("a neighbour advertisement for the VIP on the peer");
+    assert_eq!(
+        &advertised[6..12],
+        mac.as_slice(),
+        "sent from the interface"
+    );
+    assert_eq!(advertised[21], 255, "hop limit 255, or receivers drop it");
+    assert_eq!(
+        &advertised[38..54],
+        &[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    );
+    assert_eq!(advertised[58] & 0x20, 0x20, "override flag");
+    assert_eq!(
+        &advertised[78..80],
+        &[2, 1],
+        "target link-layer address option"
+    );
+    assert_eq!(&advertised[80..86], mac.as_slice());
+
+    vips.release(vip.into()).await;
+    let left = veth.addresses();
+    assert!(!left.contains("fd00:0:0:14::8"), "{left}");
 }
