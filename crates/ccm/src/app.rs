@@ -78,14 +78,12 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     }
     // Signals are watched from the start, so one during start-up is not lost.
     let mut shutdown = Shutdown::install()?;
-    let client = build_client(
-        opts,
-        RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst),
-    )
-    .await?;
+    let client_config = client_config(opts).await?;
+    // The shared informers' client.
+    let client = limited_client(&client_config, opts)?;
     // The Leases get a client of their own: renewals never wait behind
     // controller traffic in the rate limiter (as client-go's lock client).
-    let lease_client = build_client(opts, None).await?;
+    let lease_client = client_with(client_config.clone(), None)?;
     let health = Arc::new(Health::default());
     serve(&config, &health).await?;
 
@@ -102,6 +100,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     );
     let mut manager = Manager {
         config: config.clone(),
+        client_config,
         ctx,
         cloud,
         health: Arc::clone(&health),
@@ -264,11 +263,8 @@ impl Shutdown {
     }
 }
 
-/// The client for --kubeconfig (or in-cluster), with `limit` in front.
-async fn build_client(
-    opts: &crate::options::Options,
-    limit: Option<RateLimitLayer>,
-) -> anyhow::Result<kube::Client> {
+/// The client configuration for --kubeconfig (or in-cluster) and --master.
+async fn client_config(opts: &crate::options::Options) -> anyhow::Result<kube::Config> {
     let mut config = match &opts.kubeconfig {
         Some(path) => config_from_kubeconfig(path, "--kubeconfig").await?,
         // In a Pod: the in-cluster service account (KUBECONFIG, then
@@ -282,12 +278,33 @@ async fn build_client(
             .parse()
             .with_context(|| format!("--master={master}: not a URL"))?;
     }
+    Ok(config)
+}
+
+/// A client of `config` with `limit` (a token bucket of its own) in front.
+fn client_with(
+    config: kube::Config,
+    limit: Option<RateLimitLayer>,
+) -> anyhow::Result<kube::Client> {
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(match limit {
         Some(layer) => builder.with_layer(&layer).build(),
         None => builder.build(),
     })
+}
+
+/// A client with its own --kube-api-qps/--kube-api-burst bucket. Upstream
+/// builds one per controller (and one for the shared informers), so a busy
+/// controller does not hold back the others.
+fn limited_client(
+    config: &kube::Config,
+    opts: &crate::options::Options,
+) -> anyhow::Result<kube::Client> {
+    client_with(
+        config.clone(),
+        RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst),
+    )
 }
 
 async fn config_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Config> {
@@ -330,7 +347,7 @@ async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
             let path = path.clone();
             async move {
                 match path {
-                    None => build_client(opts, Some(delegation_limit())).await,
+                    None => client_with(client_config(opts).await?, Some(delegation_limit())),
                     Some(path) => client_from_kubeconfig(&path, flag).await,
                 }
             }
@@ -367,6 +384,8 @@ async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
 
 struct Manager {
     config: Config,
+    /// Each controller gets a client (and rate limit) of its own from this.
+    client_config: kube::Config,
     ctx: Context,
     cloud: Arc<dyn CloudProvider>,
     health: Arc<Health>,
@@ -406,7 +425,10 @@ impl Manager {
                 let jitter = 1.0 + f64::from(std::process::id() % 1000) / 1000.0;
                 tokio::time::sleep(opts.controller_start_interval.mul_f64(jitter)).await;
             }
-            let ctx = &self.ctx;
+            let ctx = &Context {
+                client: limited_client(&self.client_config, opts)?,
+                ..self.ctx.clone()
+            };
             let run: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
                 match name {
                     CLOUD_NODE => NodeController::new(
