@@ -353,14 +353,8 @@ async fn start_overcast(
         .spec
         .and_then(|s| s.ports?.first()?.node_port)
         .context("no nodePort")? as u16;
-    let vip = wait_for("the bench Service's VIP", || {
-        let services = services.clone();
-        async move {
-            let s = services.get("bench").await.ok()?;
-            s.status?.load_balancer?.ingress?.first()?.ip.clone()
-        }
-    })
-    .await?;
+    let vip =
+        overcast_testenv::load_balancer_ip(&services, "bench", Duration::from_secs(60)).await?;
     let target: SocketAddr = format!("{vip}:{SERVICE_PORT}").parse()?;
     Ok((ccm, target, node_port))
 }

@@ -210,14 +210,7 @@ async fn run(plane: &overcast_testenv::ControlPlane, client: &kube::Client) -> a
         backend(ip, node_port, name).await?;
     }
     println!("Started an HTTP server on each node's NodePort ({node_port})");
-    let vip = wait_for("the Service's EXTERNAL-IP", || {
-        let services = services.clone();
-        async move {
-            let s = services.get("hello").await.ok()?;
-            s.status?.load_balancer?.ingress?.first()?.ip.clone()
-        }
-    })
-    .await?;
+    let vip = overcast_testenv::load_balancer_ip(&services, "hello", WAIT).await?;
 
     show(
         "kubectl get nodes -o wide -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone",

@@ -241,14 +241,7 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
             .is_some_and(|z| !z.is_empty()),
         "{labels:?}"
     );
-    let addresses: Vec<(String, String)> = node
-        .status
-        .unwrap()
-        .addresses
-        .unwrap()
-        .into_iter()
-        .map(|a| (a.type_, a.address))
-        .collect();
+    let addresses = node_addresses(&node);
     for want in [
         ("InternalIP", b.2.as_str()),
         ("InternalDNS", b.1.as_str()),
@@ -586,19 +579,7 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     .await;
 
     // Deleting the Service deletes every AWS resource it created.
-    services
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the Service is gone", SOON, || async {
-        services
-            .get_opt("web")
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    delete_service_and_wait(&services, "web").await;
     assert_eq!(tagged_for(&elb, "default/web").await, Vec::<String>::new());
     assert!(
         elb.describe_load_balancers()

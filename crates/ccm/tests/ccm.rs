@@ -212,30 +212,22 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("fake.yaml");
     std::fs::write(&bad, "instances:\n  w1:\n    instanceTyp: big\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--cloud-provider=fake",
-            &format!("--cloud-config={}", bad.display()),
-            "--kubeconfig=/nonexistent",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(&[
+        "--cloud-provider=fake",
+        &format!("--cloud-config={}", bad.display()),
+        "--kubeconfig=/nonexistent",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("--cloud-provider=fake") && stderr.contains("instanceTyp"),
         "{stderr}"
     );
 
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--cloud-provider=fake",
-            "--cloud-config=/nonexistent/cloud.yaml",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, stderr) = run_to_exit(&[
+        "--cloud-provider=fake",
+        "--cloud-config=/nonexistent/cloud.yaml",
+    ]);
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains("--cloud-config=/nonexistent/cloud.yaml"),
         "{stderr}"
@@ -243,16 +235,12 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
 
     // The local provider: the field path, said once on the error line.
     std::fs::write(&bad, "instances:\n  - name: a\n    state: paused\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "--cloud-provider=local",
-            &format!("--cloud-config={}", bad.display()),
-            "--kubeconfig=/nonexistent",
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_exit(&[
+        "--cloud-provider=local",
+        &format!("--cloud-config={}", bad.display()),
+        "--kubeconfig=/nonexistent",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
     let line = stderr
         .lines()
         .find(|l| l.starts_with("error: "))
@@ -264,18 +252,12 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
         "{line}"
     );
 
-    let out = std::process::Command::new(BIN)
-        .args(["--cloud-provider=gce"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown cloud provider"));
+    let (_, stderr) = run_to_exit(&["--cloud-provider=gce"]);
+    assert!(stderr.contains("unknown cloud provider"));
 
-    let out = std::process::Command::new(BIN)
-        .args(["--cloud-provider=fake", "--node-monitor-period=5"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "clap's usage error");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-monitor-period"));
+    let (code, stderr) = run_to_exit(&["--cloud-provider=fake", "--node-monitor-period=5"]);
+    assert_eq!(code, Some(2), "clap's usage error");
+    assert!(stderr.contains("--node-monitor-period"));
 }
 
 #[tokio::test]
@@ -359,4 +341,13 @@ async fn renew(leases: &Api<Lease>, name: &str) {
         .replace(name, &PostParams::default(), &lease)
         .await
         .unwrap();
+}
+
+/// Runs overcast-ccm to its exit: the exit code and stderr.
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::Api;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, PostParams};
 use overcast_testenv::ControlPlane;
 
 const BIN: &str = env!("CARGO_BIN_EXE_overcast-ccm");
@@ -167,22 +167,7 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
         }
     })
     .await;
-    services
-        .delete("web", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("service gone (finalizer removed)", SOON, || {
-        let services = services.clone();
-        async move {
-            services
-                .get_opt("web")
-                .await
-                .unwrap()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    delete_service_and_wait(&services, "web").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let log = ccm.log_text();
     assert!(

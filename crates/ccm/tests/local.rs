@@ -225,14 +225,7 @@ async fn the_inventory_drives_nodes_and_edits_apply_without_a_restart() {
         labels.get("example.com/rack").map(String::as_str),
         Some("r1")
     );
-    let addresses: Vec<(String, String)> = n
-        .status
-        .unwrap()
-        .addresses
-        .unwrap()
-        .into_iter()
-        .map(|a| (a.type_, a.address))
-        .collect();
+    let addresses = node_addresses(&n);
     assert!(
         addresses.contains(&("InternalIP".into(), "127.0.11.1".into())),
         "{addresses:?}"

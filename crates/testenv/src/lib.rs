@@ -26,7 +26,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, Service, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -511,6 +511,31 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until the Service `name` has a load-balancer ingress IP; returns it.
+pub async fn load_balancer_ip(
+    services: &kube::Api<Service>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, TimedOut> {
+    wait_until(
+        &format!("an ingress IP for Service {name}"),
+        timeout,
+        || async {
+            services
+                .get(name)
+                .await
+                .ok()?
+                .status?
+                .load_balancer?
+                .ingress?
+                .first()?
+                .ip
+                .clone()
+        },
+    )
+    .await
 }
 
 /// A Node as a kubelet started with `--cloud-provider=external` registers

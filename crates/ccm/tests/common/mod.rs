@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
 
@@ -268,6 +268,37 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 }
 
 pub use overcast_testenv::eventually;
+
+/// A Node's status addresses as (type, address) pairs.
+pub fn node_addresses(node: &Node) -> Vec<(String, String)> {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| (a.type_.clone(), a.address.clone()))
+        .collect()
+}
+
+/// Deletes a Service and waits until it is gone, which takes the CCM
+/// removing its finalizer once the balancer is gone.
+pub async fn delete_service_and_wait(services: &Api<Service>, name: &str) {
+    services
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        &format!("Service {name} gone (finalizer removed)"),
+        SOON,
+        || async {
+            services
+                .get_opt(name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
 
 pub async fn create_tainted_node(client: &Client, name: &str) {
     let node = overcast_testenv::uninitialized_node(name);
