@@ -85,7 +85,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     // controller traffic in the rate limiter (as client-go's lock client).
     let lease_client = client_with(client_config.clone(), None)?;
     let health = Arc::new(Health::default());
-    serve(&config, &health).await?;
+    serve(&config, &health, &client_config).await?;
 
     let identity = identity();
     let timings = Timings {
@@ -322,17 +322,23 @@ fn delegation_limit() -> RateLimitLayer {
     RateLimitLayer::new(200.0, 400).expect("a positive limit")
 }
 
+/// A review client for a kubeconfig given by `flag`.
 async fn client_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube::Client> {
-    let config = config_from_kubeconfig(path, flag).await?;
-    let builder = kube::client::ClientBuilder::try_from(config)
-        .with_context(|| format!("{flag}={}: building the client", path.display()))?;
-    Ok(builder.with_layer(&delegation_limit()).build())
+    client_with(
+        config_from_kubeconfig(path, flag).await?,
+        Some(delegation_limit()),
+    )
+    .with_context(|| format!("{flag}={}", path.display()))
 }
 
 /// The secure port asks the apiserver about its requests through clients of
 /// its own: --authentication-kubeconfig / --authorization-kubeconfig, or the
 /// main credentials.
-async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
+async fn serve(
+    config: &Config,
+    health: &Arc<Health>,
+    client_config: &kube::Config,
+) -> anyhow::Result<()> {
     let opts = &config.options;
     if opts.secure_port != 0 {
         let tls = tls_config(
@@ -347,7 +353,7 @@ async fn serve(config: &Config, health: &Arc<Health>) -> anyhow::Result<()> {
             let path = path.clone();
             async move {
                 match path {
-                    None => client_with(client_config(opts).await?, Some(delegation_limit())),
+                    None => client_with(client_config.clone(), Some(delegation_limit())),
                     Some(path) => client_from_kubeconfig(&path, flag).await,
                 }
             }
