@@ -16,7 +16,7 @@ CARGO_LOCKED := $(if $(CI),--locked,)
 help:
 	@echo "make demo       start a local control plane and show what Overcast runs against"
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
-	@echo "make testenv    build the pinned kube-apiserver, kubectl and etcd into testenv/bin"
+	@echo "make testenv    build the pinned Kubernetes components, etcd and the node images into testenv/bin"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM) and bench-proxy (local LB vs HAProxy)"
 
@@ -28,8 +28,22 @@ prerequisites:
 	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
 
+# What the test cluster's nodes run besides the Go components (Debian's
+# packages; ../shared/reference/real-nodes.md): containerd and runc, the CNI
+# plugins, iptables and conntrack for kube-proxy, busybox-static for the
+# images, and a registry with htpasswd for the credential-provider tests.
+NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 \
+  busybox-static docker-registry apache2-utils
+.PHONY: node-packages
+node-packages:
+	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the test nodes' packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
 .PHONY: testenv
-testenv: prerequisites
+testenv: prerequisites node-packages
 	testenv/build.sh
 
 # Regenerate the Go wrapper modules after changing testenv/versions.env.

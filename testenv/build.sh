@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Builds the pinned control plane (kube-apiserver, kubectl, etcd) into testenv/bin/
-# from the wrapper modules, through the Go module proxy only.
+# Builds the pinned upstream components into testenv/bin/ from the wrapper
+# modules, through the Go module proxy only: the control plane (kube-apiserver,
+# kubectl, etcd) and what a real cluster adds to it (kube-scheduler,
+# kube-controller-manager, and per node kubelet and kube-proxy).
 #
 # Cached by version: bin/.stamp records what the binaries were built from (the
 # versions, the wrapper go.mod/go.sum and the Go toolchain); when it matches and
@@ -13,9 +15,15 @@ export GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 
 command -v go >/dev/null || { echo "testenv: Go is required to build the control plane (https://go.dev/doc/install)" >&2; exit 1; }
 
-stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum kube/cmd/*/*.go; go version; } | sha256sum | cut -d' ' -f1)
+kube_cmds=(kube-apiserver kubectl kube-scheduler kube-controller-manager kubelet kube-proxy)
+all_built() {
+  for bin in "${kube_cmds[@]}" etcd credprovider-harness; do [ -x "bin/$bin" ] || return 1; done
+  for image in pause echo-server; do [ -f "bin/images/$image.tar" ] || return 1; done
+}
+
+stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum kube/cmd/*/*.go images.sh; go version; } | sha256sum | cut -d' ' -f1)
 if [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp_now" ] \
-   && [ -x bin/kube-apiserver ] && [ -x bin/kubectl ] && [ -x bin/etcd ] && [ -x bin/credprovider-harness ]; then
+   && all_built; then
   echo "testenv: control plane ${KUBE_VERSION} / etcd ${ETCD_VERSION} is up to date in testenv/bin"
   exit 0
 fi
@@ -34,9 +42,14 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   kube_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
 done
 
-echo "testenv: building kube-apiserver, kubectl and the kubelet credential-provider harness ${KUBE_VERSION} (first build takes several minutes)"
+echo "testenv: building ${kube_cmds[*]} and the kubelet credential-provider harness ${KUBE_VERSION} (first build takes several minutes)"
 (cd kube && go build -trimpath -ldflags "$kube_ldflags" -o ../bin/ \
-  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl ./cmd/credprovider-harness)
+  "${kube_cmds[@]/#/k8s.io/kubernetes/cmd/}" ./cmd/credprovider-harness)
+
+echo "testenv: building the node images (pause, echo-server)"
+(cd kube && go build -trimpath -ldflags "-s -w" -o ../bin/image-bin/ ./cmd/pause ./cmd/echo-server)
+./images.sh bin/images/pause.tar pause:1 /pause bin/image-bin/pause
+./images.sh bin/images/echo-server.tar echo-server:1 /echo-server bin/image-bin/echo-server
 
 echo "testenv: building etcd ${ETCD_VERSION}"
 (cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)

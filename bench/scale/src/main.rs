@@ -270,6 +270,7 @@ async fn run_one(
                 "--max-requests-inflight=2000".into(),
                 "--max-mutating-requests-inflight=1000".into(),
             ],
+            ..StartOptions::default()
         },
     )
     .await?;

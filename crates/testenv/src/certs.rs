@@ -23,7 +23,15 @@ pub(crate) struct Pki {
     pub extra_tokens: Vec<(String, String)>,
 }
 
-pub(crate) fn generate(dir: &Path, extra_users: &[String]) -> Result<Pki, Error> {
+pub(crate) const CA_FILE: &str = "ca.crt";
+pub(crate) const SERVICE_ACCOUNT_KEY_FILE: &str = "sa.key";
+
+/// `address` is where the apiserver serves, besides localhost.
+pub(crate) fn generate(
+    dir: &Path,
+    extra_users: &[String],
+    address: std::net::Ipv4Addr,
+) -> Result<Pki, Error> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
@@ -36,8 +44,11 @@ pub(crate) fn generate(dir: &Path, extra_users: &[String]) -> Result<Pki, Error>
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut serving_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    if !address.is_loopback() {
+        names.push(address.to_string());
+    }
+    let mut serving_params = CertificateParams::new(names)?;
     serving_params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -63,11 +74,12 @@ pub(crate) fn generate(dir: &Path, extra_users: &[String]) -> Result<Pki, Error>
             .map_err(Error::io(format!("writing {}", path.display())))?;
         Ok(path)
     };
+    write(CA_FILE, &ca.pem())?;
     Ok(Pki {
         ca_pem: ca.pem(),
         serving_cert: write("apiserver.crt", &serving.pem())?,
         serving_key: write("apiserver.key", &serving_key.serialize_pem())?,
-        service_account_key: write("sa.key", &service_account.serialize_pem())?,
+        service_account_key: write(SERVICE_ACCOUNT_KEY_FILE, &service_account.serialize_pem())?,
         service_account_public: write("sa.pub", &service_account.public_key_pem())?,
         // token,user,uid,"groups": system:masters is cluster-admin.
         token_file: write("tokens.csv", &tokens_csv)?,

@@ -15,8 +15,10 @@
 //! `make testenv`; nothing here ever skips a test.
 
 mod certs;
+pub mod cluster;
 mod moto;
 mod process;
+pub use cluster::{Cluster, ClusterOptions};
 pub use moto::{MOTO_SERVER_ENV, Moto};
 
 use std::fmt::Write as _;
@@ -60,7 +62,7 @@ pub enum Error {
     Certificates(#[from] rcgen::Error),
     #[error("testenv: {name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
     Exited {
-        name: &'static str,
+        name: String,
         status: std::process::ExitStatus,
         log: PathBuf,
         tail: String,
@@ -110,7 +112,7 @@ pub fn workspace_root() -> PathBuf {
     compiled.canonicalize().unwrap_or(compiled)
 }
 
-fn binary(dir: &Path, name: &'static str) -> Result<PathBuf, Error> {
+pub(crate) fn binary(dir: &Path, name: &'static str) -> Result<PathBuf, Error> {
     let path = dir.join(name);
     if path.is_file() {
         Ok(path)
@@ -128,6 +130,13 @@ pub struct StartOptions {
     pub extra_users: Vec<String>,
     /// Extra kube-apiserver flags (e.g. an audit policy).
     pub apiserver_args: Vec<String>,
+    /// Where the apiserver listens and what it advertises (the `kubernetes`
+    /// Service's endpoint); loopback when unset. A [`Cluster`] sets its
+    /// bridge's address, which its nodes' network namespaces can reach.
+    pub bind_address: Option<std::net::Ipv4Addr>,
+    /// Admit Pods with service-account tokens (the ServiceAccount admission
+    /// plugin). Only where a controller-manager creates the accounts.
+    pub service_accounts: bool,
 }
 
 /// A running etcd + kube-apiserver pair.
@@ -174,7 +183,10 @@ impl ControlPlane {
             ))?;
         let root = dir.path().to_path_buf();
 
-        let pki = certs::generate(&root, &options.extra_users)?;
+        let address = options
+            .bind_address
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let pki = certs::generate(&root, &options.extra_users, address)?;
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let secure_port = free_port()?;
@@ -199,8 +211,8 @@ impl ControlPlane {
         let mut apiserver = Command::new(&apiserver_bin);
         apiserver.args([
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_string(),
-            "--advertise-address=127.0.0.1".to_string(),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
             format!("--secure-port={secure_port}"),
             format!("--cert-dir={}", root.join("apiserver").display()),
             format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -219,9 +231,14 @@ impl ControlPlane {
             // Big enough for the scale benchmarks' thousands of Services.
             "--service-cluster-ip-range=10.96.0.0/12".to_string(),
             "--allow-privileged=true".to_string(),
-            // No controller-manager runs, so no default ServiceAccount is ever created.
-            "--disable-admission-plugins=ServiceAccount".to_string(),
+            // `kubectl logs/exec` reach a kubelet by its InternalIP, never by a
+            // hostname the machine's resolver would be asked for.
+            "--kubelet-preferred-address-types=InternalIP".to_string(),
         ]);
+        if !options.service_accounts {
+            // No controller-manager runs, so no default ServiceAccount is ever created.
+            apiserver.arg("--disable-admission-plugins=ServiceAccount");
+        }
         apiserver.args(&options.apiserver_args);
         let apiserver = Supervised::spawn(
             "kube-apiserver",
@@ -229,7 +246,7 @@ impl ControlPlane {
             &root.join("kube-apiserver.log"),
         )?;
 
-        let server = format!("https://127.0.0.1:{secure_port}");
+        let server = format!("https://{address}:{secure_port}");
         let kubeconfig_path = root.join("kubeconfig");
         std::fs::write(
             &kubeconfig_path,
@@ -336,7 +353,7 @@ impl ControlPlane {
         &self.kubeconfig_path
     }
 
-    /// The apiserver's URL, `https://127.0.0.1:<port>`.
+    /// The apiserver's URL, `https://127.0.0.1:<port>` (a [`Cluster`]'s: its bridge address).
     pub fn server(&self) -> &str {
         &self.server
     }
@@ -346,6 +363,18 @@ impl ControlPlane {
     pub fn process_ids(&self) -> Option<(u32, u32)> {
         let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.as_ref().map(|r| (r.apiserver.id(), r.etcd.id()))
+    }
+
+    /// The cluster CA's certificate (PEM): it signed the apiserver's serving
+    /// certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir_path.join(certs::CA_FILE)
+    }
+
+    /// The service-account signing key (PEM), for a controller-manager's
+    /// `--service-account-private-key-file`.
+    pub fn service_account_key_path(&self) -> PathBuf {
+        self.dir_path.join(certs::SERVICE_ACCOUNT_KEY_FILE)
     }
 
     /// The directory holding logs, certificates and the kubeconfig.
@@ -437,7 +466,7 @@ fn scratch_root() -> PathBuf {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(Error::io("finding a free loopback port"))?;
     let port = listener

@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
+use std::os::fd::AsRawFd as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -16,9 +17,17 @@ use crate::Error;
 /// (SIGTERM, then SIGKILL after a grace period) and reaps it.
 #[derive(Debug)]
 pub(crate) struct Supervised {
-    name: &'static str,
+    name: String,
     child: Child,
     log: PathBuf,
+}
+
+/// Where a child runs: a network namespace (a path under /run/netns) and the
+/// `cgroup.procs` files of the cgroups it joins.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Placement {
+    pub netns: Option<PathBuf>,
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
@@ -43,21 +52,60 @@ fn spawner() -> &'static mpsc::Sender<SpawnRequest> {
 }
 
 impl Supervised {
-    pub(crate) fn spawn(
-        name: &'static str,
+    pub(crate) fn spawn(name: &str, command: Command, log: &Path) -> Result<Self, Error> {
+        Self::spawn_placed(name, command, log, &Placement::default())
+    }
+
+    /// Spawns `command` inside `placement`: the child joins the network
+    /// namespace and cgroups before it execs, so nothing it starts escapes them.
+    pub(crate) fn spawn_placed(
+        name: &str,
         mut command: Command,
         log: &Path,
+        placement: &Placement,
     ) -> Result<Self, Error> {
         let out = File::create(log).map_err(Error::io(format!("creating {}", log.display())))?;
         let err = out
             .try_clone()
             .map_err(Error::io(format!("opening {}", log.display())))?;
         command.stdin(Stdio::null()).stdout(out).stderr(err);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // Opened here, used in the child: pre_exec may not allocate.
+        let netns = match &placement.netns {
+            Some(path) => {
+                Some(File::open(path).map_err(Error::io(format!("opening {}", path.display())))?)
+            }
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(|f| f.as_raw_fd());
+        let cgroups = placement
+            .cgroup_procs
+            .iter()
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(Error::io(format!("opening {}", path.display())))
+            })
+            .collect::<Result<Vec<File>, Error>>()?;
+        let cgroup_fds: Vec<i32> = cgroups.iter().map(|f| f.as_raw_fd()).collect();
+        // SAFETY: prctl, setns and write are async-signal-safe syscalls on
+        // descriptors the parent keeps open until spawn returns; nothing here
+        // allocates or touches the parent's memory.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = netns_fd
+                    && libc::setns(fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" written to a v1 cgroup.procs moves the writing process.
+                for &fd in &cgroup_fds {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
@@ -70,8 +118,9 @@ impl Supervised {
             .recv()
             .expect("the testenv spawner thread always replies")
             .map_err(Error::io(format!("starting {name}")))?;
+        drop((netns, cgroups));
         Ok(Supervised {
-            name,
+            name: name.to_string(),
             child,
             log: log.to_path_buf(),
         })
@@ -85,7 +134,7 @@ impl Supervised {
     pub(crate) fn check_running(&mut self) -> Result<(), Error> {
         match self.child.try_wait() {
             Ok(Some(status)) => Err(Error::Exited {
-                name: self.name,
+                name: self.name.clone(),
                 status,
                 log: self.log.clone(),
                 tail: tail(&self.log),
