@@ -80,6 +80,7 @@ fn leftovers() -> Vec<String> {
 #[tokio::test]
 async fn kubelets_register_for_an_external_ccm_and_pods_talk_across_nodes() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    let before = leftovers();
     let cluster = Cluster::start(2)
         .await
         .expect("cluster (run `make testenv`)");
@@ -177,8 +178,8 @@ async fn kubelets_register_for_an_external_ccm_and_pods_talk_across_nodes() {
     cluster.stop();
     assert_eq!(
         leftovers(),
-        Vec::<String>::new(),
-        "stop removes every link, namespace and cgroup"
+        before,
+        "stop removes every link, namespace, cgroup and host file of the cluster"
     );
 }
 
@@ -212,6 +213,7 @@ async fn cluster_child_process() {
 #[tokio::test]
 async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
     let _serial = ONE_AT_A_TIME.lock().await;
+    let before = leftovers();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -250,8 +252,9 @@ async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
         !pgrep(&slot_dir, "containerd-shim").is_empty(),
         "the Pod's shim outlives the test"
     );
-    assert!(
-        !leftovers().is_empty(),
+    assert_ne!(
+        leftovers(),
+        before,
         "a SIGKILLed test leaves its cluster's namespaces and cgroups"
     );
 
@@ -264,7 +267,7 @@ async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
     next.stop();
     assert_eq!(
         leftovers(),
-        Vec::<String>::new(),
+        before,
         "the next cluster removed the killed one's"
     );
     assert!(

@@ -85,6 +85,7 @@ impl Slot {
         for cgroup in cgroups::roots_with_prefix(&prefix) {
             cgroups::kill_and_remove(&cgroup);
         }
+        remove_host_files_of(&self.dir);
         unmount_under(&self.dir);
         net::remove_slot(self.addressing);
         if keep_dir {
@@ -95,25 +96,76 @@ impl Slot {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-        // libcni keeps results in /var/lib/cni/results/<network>-<container>-<if>.
-        if let Ok(entries) = std::fs::read_dir("/var/lib/cni/results") {
-            for entry in entries.flatten() {
-                if entry.file_name().to_string_lossy().starts_with(&prefix) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
+        if !self.others_in_use() {
+            remove_host_dirs();
         }
-        // Directories the node software makes at fixed host paths; removed
-        // only when empty, so nobody else's are touched.
-        for dir in HOST_DIRS {
-            let _ = std::fs::remove_dir(dir);
-        }
+    }
+
+    /// Whether another cluster (of any process, this one included) holds a slot.
+    fn others_in_use(&self) -> bool {
+        (0..SLOTS).filter(|&k| k != self.addressing.slot).any(|k| {
+            File::open(base().join(format!("slot-{k}.lock")))
+                .is_ok_and(|f| sys::try_lock(&f).is_ok_and(|locked| !locked))
+        })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.clean(std::env::var(crate::KEEP_ENV).as_deref() == Ok("1"));
+    }
+}
+
+/// The files containerd's shims and libcni leave at fixed host paths for the
+/// sandboxes and containers of the nodes under `slot_dir`, when they are
+/// killed rather than stopped. They are named after the container IDs, which
+/// the nodes' containerd state still lists.
+fn remove_host_files_of(slot_dir: &Path) {
+    use sha2::Digest as _;
+    let Ok(nodes) = std::fs::read_dir(slot_dir) else {
+        return;
+    };
+    for node in nodes.flatten() {
+        let containerd = node.path().join("containerd");
+        let socket = containerd.join("containerd.sock");
+        let tasks = containerd.join("state/io.containerd.runtime.v2.task/k8s.io");
+        let Ok(ids) = std::fs::read_dir(&tasks) else {
+            continue;
+        };
+        for id in ids.flatten() {
+            let id = id.file_name().to_string_lossy().to_string();
+            // containerd 1.6 runtime/v2/shim: /run/containerd/s/<sha256 of
+            // "<containerd address>/<namespace>/<id>">.
+            let digest = sha2::Sha256::digest(format!("{}/k8s.io/{id}", socket.display()));
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            let _ = std::fs::remove_file(Path::new("/run/containerd/s").join(hex));
+            // libcni: /var/lib/cni/results/<network>-<id>-<interface>.
+            if let Ok(results) = std::fs::read_dir("/var/lib/cni/results") {
+                for result in results.flatten() {
+                    if result
+                        .file_name()
+                        .to_string_lossy()
+                        .contains(&format!("-{id}-"))
+                    {
+                        let _ = std::fs::remove_file(result.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the node software makes at fixed host paths, once no cluster runs:
+/// the kubelets' shared device-plugin socket, `ip netns`'s mount, and the
+/// directories, each only when empty.
+fn remove_host_dirs() {
+    let _ = std::fs::remove_file("/var/lib/kubelet/device-plugins/kubelet.sock");
+    let netns_empty = std::fs::read_dir("/run/netns").is_ok_and(|mut d| d.next().is_none());
+    if netns_empty {
+        let _ = sys::unmount(Path::new("/run/netns"));
+    }
+    for dir in HOST_DIRS {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 
