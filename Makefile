@@ -17,6 +17,7 @@ help:
 	@echo "make demo       start a local control plane and show what Overcast runs against"
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
 	@echo "make testenv    build the pinned Kubernetes components, etcd and the node images into testenv/bin"
+	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM) and bench-proxy (local LB vs HAProxy)"
 
@@ -115,6 +116,11 @@ bench: bench-scale bench-proxy
 demo: testenv
 	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo
 	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo
+
+# A real cluster (NODES nodes, default 2) to point kubectl or overcast-ccm at, until Ctrl-C.
+.PHONY: cluster
+cluster: testenv
+	$(CARGO) run --quiet -p overcast-testenv --example cluster
 
 # A bare control plane to point kubectl or overcast-ccm at, until Ctrl-C.
 .PHONY: control-plane

@@ -94,13 +94,18 @@ fn request(svc: &Service) -> Result<Request> {
     })
 }
 
+/// `ipMode: Proxy` (KEP-1860): the data plane is a proxy on the leader, so
+/// kube-proxy must not capture the VIP on the nodes. Measured on real
+/// kube-proxy (crates/ccm/tests/e2e.rs): with `VIP`, a Pod's request to the VIP
+/// was DNATed on its own node straight to a Pod, and the PROXY header and the
+/// health checks never applied to it.
 fn status(ips: &[IpAddr]) -> LoadBalancerStatus {
     LoadBalancerStatus {
         ingress: Some(
             ips.iter()
                 .map(|ip| LoadBalancerIngress {
                     ip: Some(ip.to_string()),
-                    ip_mode: Some("VIP".into()),
+                    ip_mode: Some("Proxy".into()),
                     ..Default::default()
                 })
                 .collect(),
