@@ -23,10 +23,12 @@ mod cgroups;
 mod images;
 mod net;
 mod node;
+mod registry;
 mod slot;
 mod sys;
 
 pub use images::{ECHO_SERVER, PAUSE};
+pub use registry::RegistryOptions;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -48,11 +50,22 @@ const NODES_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// The network namespace standing for a client outside the cluster.
 const OUTSIDE: &str = "out";
 
+/// One node of [`ClusterOptions`].
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    /// More kubelet flags, e.g. `--image-credential-provider-config`.
+    pub kubelet_args: Vec<String>,
+}
+
 /// What [`Cluster::start_with`] builds.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Node names; node `i` (1-based) gets InternalIP 10.250.k.(10+i).
-    pub nodes: Vec<String>,
+    /// The nodes; node `i` (1-based) gets InternalIP 10.250.k.(10+i).
+    pub nodes: Vec<NodeOptions>,
+    /// A password-protected registry on the host's bridge address that every
+    /// node may pull from over HTTP ([`Cluster::push_image`]).
+    pub registry: Option<RegistryOptions>,
     /// kube-controller-manager's `--node-monitor-grace-period`: how long a
     /// silent kubelet's Node stays Ready. Upstream's default is 50 s; tests
     /// that stop a kubelet want less.
@@ -65,7 +78,13 @@ impl ClusterOptions {
     /// `count` nodes named `node-1`…`node-N`.
     pub fn nodes(count: usize) -> ClusterOptions {
         ClusterOptions {
-            nodes: (1..=count).map(|i| format!("node-{i}")).collect(),
+            nodes: (1..=count)
+                .map(|i| NodeOptions {
+                    name: format!("node-{i}"),
+                    kubelet_args: Vec::new(),
+                })
+                .collect(),
+            registry: None,
             node_monitor_grace_period: Duration::from_secs(20),
             node_labels: Vec::new(),
         }
@@ -78,6 +97,7 @@ pub struct Cluster {
     plane: ControlPlane,
     names: Vec<String>,
     addressing: net::Addressing,
+    registry: Option<(String, RegistryOptions)>,
     running: Mutex<Option<Running>>,
 }
 
@@ -85,6 +105,7 @@ pub struct Cluster {
 struct Running {
     // Stopped in this order by `Cluster::stop`.
     nodes: Vec<RunningNode>,
+    registry: Option<registry::Registry>,
     controller_manager: Supervised,
     scheduler: Supervised,
     slot: Slot,
@@ -129,17 +150,31 @@ impl Cluster {
         let controller_manager =
             start_controller_manager(&plane, &controller_manager_bin, options)?;
 
+        let registry = match &options.registry {
+            Some(r) => Some(registry::Registry::start(
+                a.host(),
+                r,
+                &slot.dir.join("registry"),
+            )?),
+            None => None,
+        };
+        let registry_hosts: Vec<(String, String)> = registry
+            .iter()
+            .map(|r| (r.host.clone(), r.hosts_toml()))
+            .collect();
         // A client's place outside the cluster: on the bridge, not a node.
         net::create_attached_netns(a, OUTSIDE, a.outside())?;
         let mut nodes = Vec::new();
         let count = options.nodes.len();
-        for (i, name) in options.nodes.iter().enumerate() {
+        for (i, node) in options.nodes.iter().enumerate() {
             let index = i + 1;
             net::create_attached_netns(a, &format!("n{index}"), a.node(index))?;
             net::route_node(a, index, count)?;
             let spec = NodeSpec {
                 index,
-                name: name.clone(),
+                name: node.name.clone(),
+                kubelet_args: node.kubelet_args.clone(),
+                registry_hosts: registry_hosts.clone(),
                 address: a.node(index),
                 pod_subnet: a.pod_subnet(index),
                 labels: options.node_labels.clone(),
@@ -156,10 +191,15 @@ impl Cluster {
         }
         let cluster = Cluster {
             plane,
-            names: options.nodes.clone(),
+            names: options.nodes.iter().map(|n| n.name.clone()).collect(),
             addressing: a,
+            registry: registry
+                .as_ref()
+                .zip(options.registry.clone())
+                .map(|(r, o)| (r.host.clone(), o)),
             running: Mutex::new(Some(Running {
                 nodes,
+                registry,
                 controller_manager,
                 scheduler,
                 slot,
@@ -292,6 +332,48 @@ impl Cluster {
         }
     }
 
+    /// The registry's `host:port` ([`ClusterOptions::registry`]).
+    pub fn registry_host(&self) -> Option<&str> {
+        self.registry.as_ref().map(|(host, _)| host.as_str())
+    }
+
+    /// Pushes the image `source` (one every node has, e.g. [`ECHO_SERVER`])
+    /// to the registry as `<registry>/<repository>:<tag>`, with the
+    /// registry's credentials, from the first node's containerd, and removes
+    /// that name there again: no node has it until it pulls it. Returns the
+    /// pushed reference.
+    pub fn push_image(&self, source: &str, repository_and_tag: &str) -> Result<String, Error> {
+        let (host, options) = self.registry.as_ref().ok_or_else(|| Error::Io {
+            what: "pushing an image".into(),
+            source: std::io::Error::other("the cluster was started without a registry"),
+        })?;
+        let target = format!("{host}/{repository_and_tag}");
+        let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let node = &guard.as_ref().expect("cluster stopped").nodes[0];
+        let user = format!("{}:{}", options.username, options.password);
+        let steps: [Vec<&str>; 3] = [
+            vec!["images", "tag", source, &target],
+            vec!["images", "push", "--plain-http", "--user", &user, &target],
+            vec!["images", "rm", &target],
+        ];
+        for args in steps {
+            let out = node
+                .ctr()
+                .args(&args)
+                .output()
+                .map_err(Error::io("running ctr"))?;
+            if !out.status.success() {
+                return Err(Error::Io {
+                    what: format!("ctr {}", args[..2].join(" ")),
+                    source: std::io::Error::other(
+                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                    ),
+                });
+            }
+        }
+        Ok(target)
+    }
+
     /// The directory holding the nodes' configuration and logs.
     pub fn dir(&self) -> std::path::PathBuf {
         let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
@@ -310,12 +392,14 @@ impl Cluster {
             .take();
         if let Some(Running {
             nodes,
+            registry,
             controller_manager,
             scheduler,
             slot,
         }) = running
         {
             drop(nodes);
+            drop(registry);
             drop(controller_manager);
             drop(scheduler);
             self.plane.stop();

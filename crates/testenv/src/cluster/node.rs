@@ -24,6 +24,9 @@ pub(crate) struct NodeSpec {
     pub labels: Vec<(String, String)>,
     /// `--register-with-taints` of the kubelet, as `key=value:Effect`.
     pub taints: Vec<String>,
+    pub kubelet_args: Vec<String>,
+    /// (host:port, hosts.toml) of registries containerd reaches over HTTP.
+    pub registry_hosts: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -125,6 +128,15 @@ impl RunningNode {
             ipam = self.dir.join("cni/ipam").display(),
         );
         self.write("cni/net.d/10-bridge.conflist", &cni)?;
+        for (host, toml) in &self.spec.registry_hosts {
+            let dir = self.dir.join("certs.d").join(host);
+            std::fs::create_dir_all(&dir)
+                .map_err(Error::io(format!("creating {}", dir.display())))?;
+            std::fs::write(dir.join("hosts.toml"), toml).map_err(Error::io(format!(
+                "writing {}",
+                dir.join("hosts.toml").display()
+            )))?;
+        }
         let root = self.dir.join("containerd");
         let config = format!(
             r#"version = 2
@@ -311,6 +323,7 @@ maxPods: 30
                 self.spec.taints.join(",")
             ));
         }
+        cmd.args(&self.spec.kubelet_args);
         let name = format!("kubelet ({})", self.spec.name);
         self.kubelet = Some(Supervised::spawn_placed(
             &name,
