@@ -14,7 +14,8 @@ CARGO_LOCKED := $(if $(CI),--locked,)
 
 .PHONY: help
 help:
-	@echo "make demo       start a local control plane and show what Overcast runs against"
+	@echo "make demo       a real cluster on this machine, overcast-ccm, a LoadBalancer Service and curl through its VIP"
+	@echo "make demo-lite  the same on a bare control plane, without root"
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
 	@echo "make testenv    build the pinned Kubernetes components, etcd and the node images into testenv/bin"
 	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
@@ -110,12 +111,19 @@ bench-proxy: testenv
 .PHONY: bench
 bench: bench-scale bench-proxy
 
-# The local provider end to end: control plane, overcast-ccm, Nodes, a
-# LoadBalancer Service and requests through its VIP; stops what it started.
+# The local provider end to end on a real cluster: nodes with kubelets and
+# kube-proxy, overcast-ccm, a Deployment, a LoadBalancer Service and requests
+# through its VIP from outside; stops and removes what it started. Needs root.
 .PHONY: demo
 demo: testenv
 	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo
 	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo
+
+# The same on a bare control plane, Nodes written as kubelets would (no root).
+.PHONY: demo-lite
+demo-lite: testenv
+	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo_lite
+	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo_lite
 
 # A real cluster (NODES nodes, default 2) to point kubectl or overcast-ccm at, until Ctrl-C.
 .PHONY: cluster

@@ -1,39 +1,34 @@
-//! `make demo`: the local provider end to end on one machine.
+//! `make demo`: the local provider on a real cluster on this machine.
 //!
-//! Starts the pinned kube-apiserver + etcd, runs overcast-ccm with the local
-//! provider and a generated inventory (nodes on 127.0.10.x), creates Nodes
-//! as kubelets would (tainted uninitialised), starts a small HTTP server on
-//! each node's NodePort, creates a LoadBalancer Service, and shows the
-//! initialised Nodes, the Service's EXTERNAL-IP and replies through the VIP.
-//! Everything it started is stopped on exit.
+//! Starts a cluster from overcast-testenv (control plane, scheduler,
+//! controller-manager, three nodes with containerd, kubelet and kube-proxy),
+//! runs overcast-ccm with the local provider and an inventory of the nodes,
+//! deploys an echo server with a LoadBalancer Service, and sends requests to
+//! the VIP from a network namespace standing for a client outside the cluster.
+//! Everything it started is stopped and removed on exit.
 //!
-//! The overcast-ccm binary is taken from $OVERCAST_CCM.
+//! The overcast-ccm binary is taken from $OVERCAST_CCM. Needs root (network
+//! namespaces, cgroups); `make demo-lite` does not.
 
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
 use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use overcast_testenv::Cluster;
 
-const NODES: [(&str, &str, &str); 3] = [
-    ("node-1", "127.0.10.1", "zone-a"),
-    ("node-2", "127.0.10.2", "zone-a"),
-    ("node-3", "127.0.10.3", "zone-b"),
-];
-const SERVICE_PORT: u16 = 8080;
-const WAIT: Duration = Duration::from_secs(60);
+const NODES: usize = 3;
+const WAIT: Duration = Duration::from_secs(90);
 
-/// Kills the CCM when the demo ends, however it ends.
+/// Stops the CCM when the demo ends, however it ends: SIGTERM first, so it
+/// releases its lease and VIPs as in production.
 struct Stop(Child);
 
 impl Drop for Stop {
     fn drop(&mut self) {
-        // SIGTERM first, so it releases its lease and VIPs as in production.
         let _ = Command::new("kill").arg(self.0.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -47,67 +42,62 @@ impl Drop for Stop {
     }
 }
 
-fn inventory() -> String {
+fn inventory(cluster: &Cluster) -> String {
     let mut out = String::from("instances:\n");
-    for (name, ip, zone) in NODES {
+    for (i, name) in cluster.node_names().iter().enumerate() {
         out += &format!(
-            "  - name: {name}\n    instanceType: demo.small\n    region: home\n    zone: {zone}\n    addresses: [{{type: InternalIP, address: {ip}}}]\n"
+            "  - name: {name}\n    instanceType: demo.small\n    region: home\n    zone: zone-{}\n    \
+             addresses: [{{type: InternalIP, address: {}}}]\n",
+            if i < 2 { "a" } else { "b" },
+            cluster.node_ip(name)
         );
     }
-    out += "loadBalancer:\n  pools:\n    - name: default\n      addresses: [127.0.10.100-127.0.10.110]\n  healthCheck: {interval: 1s}\n";
+    let (first, last) = cluster.free_addresses();
+    out += &format!(
+        "loadBalancer:\n  interface: {}\n  pools:\n    - name: default\n      addresses: [{first}-{last}]\n  \
+         healthCheck: {{interval: 1s}}\n",
+        cluster.bridge()
+    );
     out
 }
 
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    probe: impl FnMut() -> F,
-) -> anyhow::Result<T> {
-    Ok(overcast_testenv::wait_until(what, WAIT, probe).await?)
-}
+const APP: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      topologySpreadConstraints:
+        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: hello}}}
+      containers:
+        - name: echo
+          image: IMAGE
+          imagePullPolicy: Never
+          env: [{name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}]
+          readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello}
+spec:
+  type: LoadBalancer
+  selector: {app: hello}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
 
-/// A node's HTTP server: answers every request with the node's name.
-async fn backend(ip: &str, port: u16, name: &'static str) -> anyhow::Result<()> {
-    let listener = TcpListener::bind((ip, port))
-        .await
-        .with_context(|| format!("listening on {ip}:{port}"))?;
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 2048];
-                let _ = s.read(&mut buf).await;
-                let body = format!("hello from {name}\n");
-                let reply = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            });
-        }
-    });
-    Ok(())
-}
-
-async fn http_get(addr: &str) -> anyhow::Result<String> {
-    let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut reply))
-        .await
-        .context("no reply")??;
-    Ok(reply
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.trim().to_string())
-        .unwrap_or(reply))
-}
-
-fn show(title: &str, cmd: &mut Command) -> anyhow::Result<()> {
-    println!("\n$ {title}");
-    let status = cmd.status().context("running kubectl")?;
+fn show(cluster: &Cluster, args: &[&str]) -> anyhow::Result<()> {
+    println!("\n$ kubectl {}", args.join(" "));
+    let status = cluster
+        .plane()
+        .kubectl()
+        .args(args)
+        .status()
+        .context("running kubectl")?;
     if !status.success() {
-        bail!("{title} failed: {status}");
+        bail!("kubectl {} failed: {status}", args.join(" "));
     }
     Ok(())
 }
@@ -116,18 +106,48 @@ fn show(title: &str, cmd: &mut Command) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let ccm_bin =
         std::env::var("OVERCAST_CCM").context("set OVERCAST_CCM to the overcast-ccm binary")?;
-    println!("Starting kube-apiserver and etcd ...");
-    let plane = overcast_testenv::ControlPlane::start().await?;
-    let client = plane.client().await?;
-    let config = plane.dir().join("local.yaml");
-    std::fs::write(&config, inventory())?;
-    let log = plane.dir().join("overcast-ccm.log");
-    println!("Inventory ({}):\n{}", config.display(), inventory());
+    let started = Instant::now();
+    println!(
+        "Starting a cluster: control plane, scheduler, controller-manager and {NODES} nodes ..."
+    );
+    let cluster = Cluster::start(NODES).await?;
+    println!(
+        "{NODES} kubelets registered in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let result = run(&cluster, &ccm_bin).await;
+    cluster.stop();
+    println!("\nStopped overcast-ccm and the cluster; removed its nodes, namespaces and files.");
+    result
+}
 
+async fn run(cluster: &Cluster, ccm_bin: &str) -> anyhow::Result<()> {
+    let client = cluster.plane().client().await?;
+    show(
+        cluster,
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "custom-columns=NAME:.metadata.name,STATUS:.status.conditions[-1].type,TAINTS:.spec.taints[*].key",
+        ],
+    )?;
+
+    let config = cluster.dir().join("local.yaml");
+    std::fs::write(&config, inventory(cluster))?;
+    println!(
+        "\nInventory ({}):\n{}",
+        config.display(),
+        inventory(cluster)
+    );
+    let log = cluster.dir().join("overcast-ccm.log");
     let out = std::fs::File::create(&log)?;
-    let child = Command::new(&ccm_bin)
+    let child = Command::new(ccm_bin)
         .args([
-            format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+            format!(
+                "--kubeconfig={}",
+                cluster.plane().kubeconfig_path().display()
+            ),
             "--cloud-provider=local".into(),
             format!("--cloud-config={}", config.display()),
             "--configure-cloud-routes=false".into(),
@@ -140,8 +160,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("starting {ccm_bin}"))?;
     let ccm = Stop(child);
     println!("overcast-ccm is running (log: {})", log.display());
-
-    let result = run(&plane, &client).await;
+    let result = serve(cluster, &client).await;
     if result.is_err() {
         eprintln!(
             "\n--- overcast-ccm log ---\n{}",
@@ -149,91 +168,79 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     drop(ccm);
-    plane.stop();
-    println!("\nStopped overcast-ccm, kube-apiserver and etcd.");
     result
 }
 
-async fn run(plane: &overcast_testenv::ControlPlane, client: &kube::Client) -> anyhow::Result<()> {
+async fn serve(cluster: &Cluster, client: &kube::Client) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    for (name, _, _) in NODES {
-        // As a kubelet with --cloud-provider=external registers itself.
-        let node = overcast_testenv::uninitialized_node(name);
-        nodes.create(&PostParams::default(), &node).await?;
-    }
-    println!(
-        "Created {} Nodes with the {TAINT_UNINITIALIZED} taint",
-        NODES.len()
-    );
-    for (name, _, _) in NODES {
-        wait_for(&format!("{name} to be initialised"), || {
-            let nodes = nodes.clone();
-            async move {
-                let n = nodes.get(name).await.ok()?;
-                let tainted = n
-                    .spec?
-                    .taints
-                    .iter()
-                    .flatten()
-                    .any(|t| t.key == TAINT_UNINITIALIZED);
-                (!tainted).then_some(())
-            }
+    for name in cluster.node_names() {
+        overcast_testenv::wait_until(&format!("{name} initialised"), WAIT, || async {
+            let node = nodes.get(name).await.ok()?;
+            let tainted = node
+                .spec?
+                .taints
+                .iter()
+                .flatten()
+                .any(|t| t.key == TAINT_UNINITIALIZED);
+            (!tainted).then_some(())
         })
         .await?;
     }
-
-    let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc = Service {
-        metadata: ObjectMeta {
-            name: Some("hello".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
-            selector: Some([("app".to_string(), "hello".to_string())].into()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: SERVICE_PORT.into(),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let svc = services.create(&PostParams::default(), &svc).await?;
-    let node_port = svc
-        .spec
-        .and_then(|s| s.ports?.first()?.node_port)
-        .context("the apiserver gave the Service no nodePort")? as u16;
-    for (name, ip, _) in NODES {
-        backend(ip, node_port, name).await?;
-    }
-    println!("Started an HTTP server on each node's NodePort ({node_port})");
-    let vip = overcast_testenv::load_balancer_ip(&services, "hello", WAIT).await?;
-
     show(
-        "kubectl get nodes -o wide -L node.kubernetes.io/instance-type,topology.kubernetes.io/zone",
-        plane.kubectl().args([
+        cluster,
+        &[
             "get",
             "nodes",
             "-o",
             "wide",
             "-L",
             "node.kubernetes.io/instance-type,topology.kubernetes.io/zone",
-        ]),
-    )?;
-    show(
-        "kubectl get service hello",
-        plane.kubectl().args(["get", "service", "hello"]),
+        ],
     )?;
 
-    let addr = format!("{vip}:{SERVICE_PORT}");
-    println!("\n$ curl http://{addr}/   (three times)");
-    for _ in 0..3 {
-        let reply = wait_for("a reply through the VIP", || {
-            let addr = addr.clone();
-            async move { http_get(&addr).await.ok() }
+    let manifest = APP.replace("IMAGE", overcast_testenv::cluster::ECHO_SERVER);
+    println!("\n$ kubectl apply -f - <<EOF\n{manifest}EOF");
+    let mut apply = cluster
+        .plane()
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    apply
+        .stdin
+        .take()
+        .context("kubectl's stdin")?
+        .write_all(manifest.as_bytes())?;
+    if !apply.wait()?.success() {
+        bail!("kubectl apply failed");
+    }
+    let status = cluster
+        .plane()
+        .kubectl()
+        .args(["rollout", "status", "deployment/hello", "--timeout=90s"])
+        .status()?;
+    if !status.success() {
+        bail!("the Deployment did not become ready");
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let vip = overcast_testenv::load_balancer_ip(&services, "hello", WAIT).await?;
+    show(cluster, &["get", "pods", "-o", "wide"])?;
+    show(cluster, &["get", "service", "hello"])?;
+
+    println!(
+        "\n$ curl http://{vip}/   (from a client outside the cluster, {}; four times)",
+        cluster.outside_ip()
+    );
+    for _ in 0..4 {
+        let reply = overcast_testenv::wait_until("a reply through the VIP", WAIT, || async {
+            let out = cluster
+                .from_outside("curl")
+                .args(["-s", "-m", "3", &format!("http://{vip}/")])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
         })
         .await?;
         println!("{reply}");
