@@ -17,11 +17,11 @@ command -v go >/dev/null || { echo "testenv: Go is required to build the control
 
 kube_cmds=(kube-apiserver kubectl kube-scheduler kube-controller-manager kubelet kube-proxy)
 all_built() {
-  for bin in "${kube_cmds[@]}" etcd credprovider-harness; do [ -x "bin/$bin" ] || return 1; done
+  for bin in "${kube_cmds[@]}" etcd helm credprovider-harness; do [ -x "bin/$bin" ] || return 1; done
   for image in pause echo-server; do [ -f "bin/images/$image.tar" ] || return 1; done
 }
 
-stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum kube/cmd/*/*.go images.sh; go version; } | sha256sum | cut -d' ' -f1)
+stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum kube/cmd/*/*.go images.sh; go version; } | sha256sum | cut -d' ' -f1)
 if [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp_now" ] \
    && all_built; then
   echo "testenv: control plane ${KUBE_VERSION} / etcd ${ETCD_VERSION} is up to date in testenv/bin"
@@ -54,6 +54,11 @@ echo "testenv: building the node images (pause, echo-server)"
 echo "testenv: building etcd ${ETCD_VERSION}"
 (cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)
 
+echo "testenv: building helm ${HELM_VERSION}"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+(cd helm && go build -trimpath -ldflags "$helm_ldflags" -o ../bin/helm helm.sh/helm/v3/cmd/helm)
+
 ./bin/kube-apiserver --version
+./bin/helm version --short
 ./bin/etcd --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
 echo "$stamp_now" > bin/.stamp
