@@ -3,7 +3,8 @@
 # test cluster's images are built here, since nothing can be pulled.
 #
 # Usage: images.sh OUT.tar NAME:TAG ENTRYPOINT BINARY...
-# Each BINARY goes to the image's root under its own name, and Debian's
+# Each BINARY goes to the image's root under its own name (with the shared
+# libraries it links, so a dynamically linked one runs too), and Debian's
 # busybox-static to /bin with sh, so a test can exec into a Pod.
 # The image is named 127.0.0.1:1/overcast/NAME:TAG: a pull that should never
 # happen goes to a closed loopback port, never to a resolver or a registry.
@@ -13,7 +14,14 @@ shift 3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp" "$work/oci/blobs/sha256"
-for bin in "$@"; do cp "$bin" "$work/rootfs/"; done
+for bin in "$@"; do
+  cp "$bin" "$work/rootfs/"
+  # A dynamically linked binary brings its shared libraries, at their paths.
+  for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    mkdir -p "$work/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$work/rootfs$lib"
+  done
+done
 linkage=$(ldd /bin/busybox 2>&1 || true)
 if [[ "$linkage" != *"not a dynamic executable"* ]]; then
   echo "images.sh: a static /bin/busybox is needed (apt-get install busybox-static; make test installs it)" >&2

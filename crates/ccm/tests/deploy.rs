@@ -176,35 +176,6 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     );
 }
 
-/// Runs the `helm` that `make testenv` built; its stdout.
-fn helm(args: &[&str]) -> String {
-    let bin = overcast_testenv::bin_dir().join("helm");
-    let out = std::process::Command::new(&bin)
-        .args(args)
-        // No repositories, plugins or caches of the machine's user.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("overcast-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("overcast-helm-config"),
-        )
-        .env(
-            "HELM_DATA_HOME",
-            std::env::temp_dir().join("overcast-helm-data"),
-        )
-        .output()
-        .unwrap_or_else(|e| panic!("{} (run `make testenv`): {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
     let chart = deploy("helm/overcast-ccm");

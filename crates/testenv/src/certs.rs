@@ -44,7 +44,19 @@ pub(crate) fn generate(
     ];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    // In-cluster clients reach the apiserver as the `kubernetes` Service:
+    // its ClusterIP (the first of --service-cluster-ip-range) and DNS names.
+    let mut names: Vec<String> = [
+        "localhost",
+        "127.0.0.1",
+        "10.96.0.1",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
+    .map(String::from)
+    .to_vec();
     if !address.is_loopback() {
         names.push(address.to_string());
     }

@@ -332,6 +332,16 @@ impl Cluster {
         }
     }
 
+    /// Imports an OCI image archive (e.g. one made by testenv/images.sh) into
+    /// every node's containerd, so Pods run it with `imagePullPolicy: Never`.
+    pub fn import_image(&self, archive: &Path) -> Result<(), Error> {
+        let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for node in &guard.as_ref().expect("cluster stopped").nodes {
+            node.import(archive)?;
+        }
+        Ok(())
+    }
+
     /// The registry's `host:port` ([`ClusterOptions::registry`]).
     pub fn registry_host(&self) -> Option<&str> {
         self.registry.as_ref().map(|(host, _)| host.as_str())

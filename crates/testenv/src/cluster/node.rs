@@ -189,26 +189,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         )?);
         self.wait_for_containerd()?;
         for image in images {
-            let out = self
-                .ctr()
-                .args(["images", "import", "--no-unpack=false"])
-                .arg(image)
-                .output()
-                .map_err(Error::io("running ctr images import"))?;
-            if !out.status.success() {
-                return Err(Error::Io {
-                    what: format!(
-                        "importing {} into {}'s containerd",
-                        image.display(),
-                        self.spec.name
-                    ),
-                    source: std::io::Error::other(
-                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    ),
-                });
-            }
+            self.import(image)?;
         }
         Ok(())
+    }
+
+    /// Imports an OCI image archive into this node's containerd, for the CRI.
+    pub(crate) fn import(&self, archive: &Path) -> Result<(), Error> {
+        let out = self
+            .ctr()
+            .args(["images", "import"])
+            .arg(archive)
+            .output()
+            .map_err(Error::io("running ctr images import"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                what: format!(
+                    "importing {} into {}'s containerd",
+                    archive.display(),
+                    self.spec.name
+                ),
+                source: std::io::Error::other(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ),
+            })
+        }
     }
 
     /// `ctr` pointed at this node's containerd, in the namespace the CRI uses.
