@@ -11,7 +11,7 @@
 //! namespaces, cgroups); `make demo-lite` does not.
 
 use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,24 +23,9 @@ use overcast_testenv::Cluster;
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(90);
 
-/// Stops the CCM when the demo ends, however it ends: SIGTERM first, so it
-/// releases its lease and VIPs as in production.
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "shared/stop.rs"]
+mod stop;
+use stop::Stop;
 
 fn inventory(cluster: &Cluster) -> String {
     let mut out = String::from("instances:\n");

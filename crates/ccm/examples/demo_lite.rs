@@ -9,8 +9,8 @@
 //!
 //! The overcast-ccm binary is taken from $OVERCAST_CCM.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
@@ -28,24 +28,9 @@ const NODES: [(&str, &str, &str); 3] = [
 const SERVICE_PORT: u16 = 8080;
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Kills the CCM when the demo ends, however it ends.
-struct Stop(Child);
-
-impl Drop for Stop {
-    fn drop(&mut self) {
-        // SIGTERM first, so it releases its lease and VIPs as in production.
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "shared/stop.rs"]
+mod stop;
+use stop::Stop;
 
 fn inventory() -> String {
     let mut out = String::from("instances:\n");
