@@ -11,7 +11,7 @@
 //! namespaces, cgroups); `make demo-lite` does not.
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,9 +23,8 @@ use overcast_testenv::Cluster;
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(90);
 
-#[path = "shared/stop.rs"]
-mod stop;
-use stop::Stop;
+#[path = "shared/local_ccm.rs"]
+mod local_ccm;
 
 fn inventory(cluster: &Cluster) -> String {
     let mut out = String::from("instances:\n");
@@ -126,24 +125,8 @@ async fn run(cluster: &Cluster, ccm_bin: &str) -> anyhow::Result<()> {
         inventory(cluster)
     );
     let log = cluster.dir().join("overcast-ccm.log");
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new(ccm_bin)
-        .args([
-            format!(
-                "--kubeconfig={}",
-                cluster.plane().kubeconfig_path().display()
-            ),
-            "--cloud-provider=local".into(),
-            format!("--cloud-config={}", config.display()),
-            "--configure-cloud-routes=false".into(),
-            "--secure-port=0".into(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
+    let ccm = local_ccm::start(ccm_bin, cluster.plane().kubeconfig_path(), &config, &log)
         .with_context(|| format!("starting {ccm_bin}"))?;
-    let ccm = Stop(child);
     println!("overcast-ccm is running (log: {})", log.display());
     let result = serve(cluster, &client).await;
     if result.is_err() {

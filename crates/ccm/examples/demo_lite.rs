@@ -9,7 +9,7 @@
 //!
 //! The overcast-ccm binary is taken from $OVERCAST_CCM.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -28,9 +28,8 @@ const NODES: [(&str, &str, &str); 3] = [
 const SERVICE_PORT: u16 = 8080;
 const WAIT: Duration = Duration::from_secs(60);
 
-#[path = "shared/stop.rs"]
-mod stop;
-use stop::Stop;
+#[path = "shared/local_ccm.rs"]
+mod local_ccm;
 
 fn inventory() -> String {
     let mut out = String::from("instances:\n");
@@ -109,21 +108,8 @@ async fn main() -> anyhow::Result<()> {
     let log = plane.dir().join("overcast-ccm.log");
     println!("Inventory ({}):\n{}", config.display(), inventory());
 
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new(&ccm_bin)
-        .args([
-            format!("--kubeconfig={}", plane.kubeconfig_path().display()),
-            "--cloud-provider=local".into(),
-            format!("--cloud-config={}", config.display()),
-            "--configure-cloud-routes=false".into(),
-            "--secure-port=0".into(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()
+    let ccm = local_ccm::start(&ccm_bin, plane.kubeconfig_path(), &config, &log)
         .with_context(|| format!("starting {ccm_bin}"))?;
-    let ccm = Stop(child);
     println!("overcast-ccm is running (log: {})", log.display());
 
     let result = run(&plane, &client).await;

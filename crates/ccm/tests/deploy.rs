@@ -18,16 +18,6 @@ fn deploy(file: &str) -> PathBuf {
     overcast_testenv::workspace_root().join("deploy").join(file)
 }
 
-fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {
-    let out = plane.kubectl().args(args).output().expect("run kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn the_manifests_are_accepted_by_the_apiserver() {
     let plane = ControlPlane::start().await.expect("control plane");

@@ -149,6 +149,19 @@ impl E2e {
         )
         .await
     }
+
+    /// Replaces the config file atomically, as a ConfigMap update does.
+    fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("local.yaml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    fn nodes_of(&self, pods: &[Pod]) -> BTreeSet<String> {
+        pods.iter()
+            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+            .collect()
+    }
 }
 
 fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
@@ -481,21 +494,6 @@ async fn external_traffic_policy_local_uses_only_nodes_with_endpoints() {
     }
 }
 
-impl E2e {
-    /// Replaces the config file atomically, as a ConfigMap update does.
-    fn write_config(&self, text: &str) {
-        let tmp = self.dir.path().join("local.yaml.new");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, &self.config).unwrap();
-    }
-
-    fn nodes_of(&self, pods: &[Pod]) -> BTreeSet<String> {
-        pods.iter()
-            .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-            .collect()
-    }
-}
-
 #[tokio::test]
 async fn a_machine_gone_from_the_inventory_loses_its_node_and_its_pods_move() {
     let e2e = E2e::start(2).await;
@@ -649,17 +647,9 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
     ]);
     let manifest = e2e.dir.path().join("overcast-ccm.yaml");
     std::fs::write(&manifest, rendered).unwrap();
-    let out = e2e
-        .cluster
-        .plane()
-        .kubectl()
-        .args(["apply", "-f", manifest.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::kubectl(
+        e2e.cluster.plane(),
+        &["apply", "-f", manifest.to_str().unwrap()],
     );
 
     // The Pods tolerate the uninitialized taint, so they start on the very
@@ -712,24 +702,16 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
         .filter(|p| log_of(p).contains(&leader))
         .collect();
     assert_eq!(leading.len(), 1, "exactly one Pod holds the lease {leader}");
-    let out = e2e
-        .cluster
-        .plane()
-        .kubectl()
-        .args([
+    common::kubectl(
+        e2e.cluster.plane(),
+        &[
             "delete",
             "pod",
             "-n",
             "kube-system",
             leading[0],
             "--wait=false",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let standby = names.iter().find(|p| *p != leading[0]).unwrap();
     let new_leader = eventually("the standby Pod takes the lease", SOON, || async {

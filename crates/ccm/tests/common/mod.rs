@@ -365,3 +365,15 @@ pub fn helm(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs kubectl against `plane` and returns its stdout; panics with its
+/// stderr when it fails.
+pub fn kubectl(plane: &overcast_testenv::ControlPlane, args: &[&str]) -> String {
+    let out = plane.kubectl().args(args).output().expect("run kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

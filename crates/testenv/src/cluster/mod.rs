@@ -70,8 +70,6 @@ pub struct ClusterOptions {
     /// silent kubelet's Node stays Ready. Upstream's default is 50 s; tests
     /// that stop a kubelet want less.
     pub node_monitor_grace_period: Duration,
-    /// Labels given to every kubelet (`--node-labels`).
-    pub node_labels: Vec<(String, String)>,
 }
 
 impl ClusterOptions {
@@ -86,7 +84,6 @@ impl ClusterOptions {
                 .collect(),
             registry: None,
             node_monitor_grace_period: Duration::from_secs(20),
-            node_labels: Vec::new(),
         }
     }
 }
@@ -97,7 +94,6 @@ pub struct Cluster {
     plane: ControlPlane,
     names: Vec<String>,
     addressing: net::Addressing,
-    registry: Option<(String, RegistryOptions)>,
     running: Mutex<Option<Running>>,
 }
 
@@ -177,8 +173,6 @@ impl Cluster {
                 registry_hosts: registry_hosts.clone(),
                 address: a.node(index),
                 pod_subnet: a.pod_subnet(index),
-                labels: options.node_labels.clone(),
-                taints: Vec::new(),
             };
             let (bins, slot_dir, kubeconfig) = (bins.clone(), slot.dir.clone(), kubeconfig.clone());
             let node = tokio::task::spawn_blocking(move || {
@@ -193,10 +187,6 @@ impl Cluster {
             plane,
             names: options.nodes.iter().map(|n| n.name.clone()).collect(),
             addressing: a,
-            registry: registry
-                .as_ref()
-                .zip(options.registry.clone())
-                .map(|(r, o)| (r.host.clone(), o)),
             running: Mutex::new(Some(Running {
                 nodes,
                 registry,
@@ -295,24 +285,11 @@ impl Cluster {
         self.addressing.vip_range()
     }
 
-    /// A command run inside node `node`'s network namespace (`ip netns exec`).
-    pub fn in_node(&self, node: &str, program: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns",
-            "exec",
-            &self.addressing.netns(&format!("n{}", self.index(node))),
-        ])
-        .arg(program);
-        cmd
-    }
-
     /// A command run as a client outside the cluster: in a network namespace
     /// on the bridge at [`Cluster::outside_ip`], that is neither a node nor the host.
     pub fn from_outside(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.addressing.netns(OUTSIDE)])
-            .arg(program);
+        cmd.args(["netns", "exec", &self.addressing.netns(OUTSIDE), program]);
         cmd
     }
 
@@ -342,44 +319,33 @@ impl Cluster {
         Ok(())
     }
 
-    /// The registry's `host:port` ([`ClusterOptions::registry`]).
-    pub fn registry_host(&self) -> Option<&str> {
-        self.registry.as_ref().map(|(host, _)| host.as_str())
-    }
-
     /// Pushes the image `source` (one every node has, e.g. [`ECHO_SERVER`])
     /// to the registry as `<registry>/<repository>:<tag>`, with the
     /// registry's credentials, from the first node's containerd, and removes
     /// that name there again: no node has it until it pulls it. Returns the
     /// pushed reference.
     pub fn push_image(&self, source: &str, repository_and_tag: &str) -> Result<String, Error> {
-        let (host, options) = self.registry.as_ref().ok_or_else(|| Error::Io {
+        let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let running = guard.as_ref().expect("cluster stopped");
+        let registry = running.registry.as_ref().ok_or_else(|| Error::Io {
             what: "pushing an image".into(),
             source: std::io::Error::other("the cluster was started without a registry"),
         })?;
-        let target = format!("{host}/{repository_and_tag}");
-        let guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let node = &guard.as_ref().expect("cluster stopped").nodes[0];
-        let user = format!("{}:{}", options.username, options.password);
-        let steps: [Vec<&str>; 3] = [
-            vec!["images", "tag", source, &target],
-            vec!["images", "push", "--plain-http", "--user", &user, &target],
-            vec!["images", "rm", &target],
+        let target = format!("{}/{repository_and_tag}", registry.host);
+        let user = format!(
+            "{}:{}",
+            registry.options.username, registry.options.password
+        );
+        let steps: [&[&str]; 3] = [
+            &["images", "tag", source, &target],
+            &["images", "push", "--plain-http", "--user", &user, &target],
+            &["images", "rm", &target],
         ];
         for args in steps {
-            let out = node
-                .ctr()
-                .args(&args)
-                .output()
-                .map_err(Error::io("running ctr"))?;
-            if !out.status.success() {
-                return Err(Error::Io {
-                    what: format!("ctr {}", args[..2].join(" ")),
-                    source: std::io::Error::other(
-                        String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                    ),
-                });
-            }
+            net::run_checked(
+                running.nodes[0].ctr().args(args),
+                &format!("ctr {}", args[..2].join(" ")),
+            )?;
         }
         Ok(target)
     }

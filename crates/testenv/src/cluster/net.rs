@@ -67,12 +67,14 @@ pub(crate) fn ip(args: &[&str]) -> Result<(), Error> {
 
 pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), Error> {
     let what = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(Error::io(format!("running {what}")))?;
+    run_checked(Command::new(program).args(args), &what).map(drop)
+}
+
+/// Runs `cmd`; its output, or an error naming `what`, the exit status and stderr.
+pub(crate) fn run_checked(cmd: &mut Command, what: &str) -> Result<std::process::Output, Error> {
+    let out = cmd.output().map_err(Error::io(format!("running {what}")))?;
     if out.status.success() {
-        Ok(())
+        Ok(out)
     } else {
         Err(Error::Io {
             what: format!("{what} ({})", out.status),

@@ -20,10 +20,6 @@ pub(crate) struct NodeSpec {
     pub name: String,
     pub address: Ipv4Addr,
     pub pod_subnet: String,
-    /// `--node-labels` of the kubelet.
-    pub labels: Vec<(String, String)>,
-    /// `--register-with-taints` of the kubelet, as `key=value:Effect`.
-    pub taints: Vec<String>,
     pub kubelet_args: Vec<String>,
     /// (host:port, hosts.toml) of registries containerd reaches over HTTP.
     pub registry_hosts: Vec<(String, String)>,
@@ -196,26 +192,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
     /// Imports an OCI image archive into this node's containerd, for the CRI.
     pub(crate) fn import(&self, archive: &Path) -> Result<(), Error> {
-        let out = self
-            .ctr()
-            .args(["images", "import"])
-            .arg(archive)
-            .output()
-            .map_err(Error::io("running ctr images import"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Io {
-                what: format!(
-                    "importing {} into {}'s containerd",
-                    archive.display(),
-                    self.spec.name
-                ),
-                source: std::io::Error::other(
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                ),
-            })
-        }
+        let what = format!(
+            "importing {} into {}'s containerd",
+            archive.display(),
+            self.spec.name
+        );
+        net::run_checked(self.ctr().args(["images", "import"]).arg(archive), &what).map(drop)
     }
 
     /// `ctr` pointed at this node's containerd, in the namespace the CRI uses.
@@ -315,21 +297,6 @@ maxPods: 30
             format!("--root-dir={}", self.dir.join("kubelet").display()),
             format!("--cert-dir={}", self.dir.join("kubelet/pki").display()),
         ]);
-        if !self.spec.labels.is_empty() {
-            let labels: Vec<String> = self
-                .spec
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            cmd.arg(format!("--node-labels={}", labels.join(",")));
-        }
-        if !self.spec.taints.is_empty() {
-            cmd.arg(format!(
-                "--register-with-taints={}",
-                self.spec.taints.join(",")
-            ));
-        }
         cmd.args(&self.spec.kubelet_args);
         let name = format!("kubelet ({})", self.spec.name);
         self.kubelet = Some(Supervised::spawn_placed(

@@ -22,6 +22,7 @@ pub struct RegistryOptions {
 #[derive(Debug)]
 pub(crate) struct Registry {
     pub host: String,
+    pub options: RegistryOptions,
     _process: Supervised,
 }
 
@@ -33,18 +34,10 @@ impl Registry {
     ) -> Result<Registry, Error> {
         std::fs::create_dir_all(dir.join("storage"))
             .map_err(Error::io(format!("creating {}", dir.display())))?;
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", &options.username, &options.password])
-            .output()
-            .map_err(Error::io("running htpasswd (apache2-utils)"))?;
-        if !htpasswd.status.success() {
-            return Err(Error::Io {
-                what: "htpasswd -Bbn".into(),
-                source: std::io::Error::other(
-                    String::from_utf8_lossy(&htpasswd.stderr).trim().to_string(),
-                ),
-            });
-        }
+        let htpasswd = crate::cluster::net::run_checked(
+            Command::new("htpasswd").args(["-Bbn", &options.username, &options.password]),
+            "htpasswd -Bbn (apache2-utils)",
+        )?;
         let htpasswd_path = dir.join("htpasswd");
         std::fs::write(&htpasswd_path, &htpasswd.stdout)
             .map_err(Error::io(format!("writing {}", htpasswd_path.display())))?;
@@ -64,6 +57,7 @@ impl Registry {
         wait_listening(&host, dir)?;
         Ok(Registry {
             host,
+            options: options.clone(),
             _process: process,
         })
     }

@@ -125,31 +125,30 @@ fn remove_host_files_of(slot_dir: &Path) {
     let Ok(nodes) = std::fs::read_dir(slot_dir) else {
         return;
     };
+    let mut ids = Vec::new();
     for node in nodes.flatten() {
         let containerd = node.path().join("containerd");
         let socket = containerd.join("containerd.sock");
         let tasks = containerd.join("state/io.containerd.runtime.v2.task/k8s.io");
-        let Ok(ids) = std::fs::read_dir(&tasks) else {
+        let Ok(entries) = std::fs::read_dir(&tasks) else {
             continue;
         };
-        for id in ids.flatten() {
+        for id in entries.flatten() {
             let id = id.file_name().to_string_lossy().to_string();
             // containerd 1.6 runtime/v2/shim: /run/containerd/s/<sha256 of
             // "<containerd address>/<namespace>/<id>">.
             let digest = sha2::Sha256::digest(format!("{}/k8s.io/{id}", socket.display()));
             let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
             let _ = std::fs::remove_file(Path::new("/run/containerd/s").join(hex));
-            // libcni: /var/lib/cni/results/<network>-<id>-<interface>.
-            if let Ok(results) = std::fs::read_dir("/var/lib/cni/results") {
-                for result in results.flatten() {
-                    if result
-                        .file_name()
-                        .to_string_lossy()
-                        .contains(&format!("-{id}-"))
-                    {
-                        let _ = std::fs::remove_file(result.path());
-                    }
-                }
+            ids.push(format!("-{id}-"));
+        }
+    }
+    // libcni: /var/lib/cni/results/<network>-<id>-<interface>.
+    if let Ok(results) = std::fs::read_dir("/var/lib/cni/results") {
+        for result in results.flatten() {
+            let name = result.file_name().to_string_lossy().to_string();
+            if ids.iter().any(|id| name.contains(id.as_str())) {
+                let _ = std::fs::remove_file(result.path());
             }
         }
     }
