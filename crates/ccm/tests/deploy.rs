@@ -166,6 +166,45 @@ async fn overcast_ccm_needs_no_more_than_the_rbac_manifest_grants() {
     );
 }
 
+/// The chart rendered with `values` and applied (server-side dry run, so
+/// validated and defaulted by the apiserver): the objects, as JSON.
+fn applied_chart(plane: &ControlPlane, values: &[&str]) -> Vec<serde_json::Value> {
+    let chart = deploy("helm/overcast-ccm");
+    let template: Vec<&str> = [
+        "template",
+        "ccm",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "kube-system",
+    ]
+    .into_iter()
+    .chain(values.iter().copied())
+    .collect();
+    let rendered = helm(&template);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &rendered).unwrap();
+    let applied = kubectl(
+        plane,
+        &[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    let list: serde_json::Value = serde_json::from_str(&applied).unwrap();
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![list])
+}
+
+fn object_of<'a>(objects: &'a [serde_json::Value], kind: &str) -> Option<&'a serde_json::Value> {
+    objects.iter().find(|o| o["kind"] == kind)
+}
+
 #[tokio::test]
 async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
     let chart = deploy("helm/overcast-ccm");
@@ -181,29 +220,136 @@ async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
         .chain(values)
         .collect();
     helm(&lint);
-    let template: Vec<&str> = ["template", "ccm", chart, "--namespace", "kube-system"]
-        .into_iter()
-        .chain(values)
-        .collect();
-    let rendered = helm(&template);
-    assert!(
-        rendered.contains("--cloud-provider=local")
-            && rendered.contains("--cloud-config=/etc/overcast/cloud.yaml"),
-        "the values reach the container's flags:\n{rendered}"
-    );
     let plane = ControlPlane::start().await.expect("control plane");
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), &rendered).unwrap();
-    let applied = kubectl(
+    let objects = applied_chart(&plane, &values);
+    let deployment = object_of(&objects, "Deployment").expect("a Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        args.contains(&"--cloud-provider=local")
+            && args.contains(&"--cloud-config=/etc/overcast/cloud.yaml"),
+        "the values reach the container's flags: {args:?}"
+    );
+    // The local provider adds VIPs and announces them: it gets exactly the
+    // capabilities for that, as root (added capabilities are not effective
+    // for a non-root container).
+    let security = &container["securityContext"];
+    assert_eq!(
+        security["capabilities"],
+        serde_json::json!({"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]}),
+    );
+    assert_eq!(security["runAsUser"], 0);
+    // Two host-network replicas can never share a node: the port is a host
+    // port (the scheduler's NodePorts filter) and anti-affinity is required.
+    assert_eq!(container["ports"][0]["hostPort"], 10258);
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][0]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pdb = object_of(&objects, "PodDisruptionBudget").expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert!(
+        object_of(&objects, "Service").is_none(),
+        "no metrics Service by default"
+    );
+
+    // Another provider: no capabilities, not root; the ServiceAccount
+    // carries an IAM role; env reaches the container; a DaemonSet has no
+    // PodDisruptionBudget and no required anti-affinity.
+    let objects = applied_chart(
         &plane,
         &[
-            "apply",
-            "--dry-run=server",
-            "-f",
-            file.path().to_str().unwrap(),
+            "--set",
+            "cloudProvider=aws,kind=DaemonSet,metrics.service.enabled=true",
+            "--set",
+            "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/ccm",
+            "--set",
+            "env[0].name=AWS_REGION,env[0].value=eu-west-1",
         ],
     );
-    for kind in ["serviceaccount/ccm", "deployment.apps/ccm"] {
-        assert!(applied.contains(kind), "{kind} in:\n{applied}");
+    let daemonset = object_of(&objects, "DaemonSet").expect("a DaemonSet");
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["securityContext"]["capabilities"],
+        serde_json::json!({"drop": ["ALL"]})
+    );
+    assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        container["env"][0],
+        serde_json::json!({"name": "AWS_REGION", "value": "eu-west-1"})
+    );
+    assert!(pod["affinity"].is_null(), "{}", pod["affinity"]);
+    assert!(object_of(&objects, "PodDisruptionBudget").is_none());
+    let account = object_of(&objects, "ServiceAccount").unwrap();
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::111122223333:role/ccm"
+    );
+    let service = object_of(&objects, "Service").expect("the metrics Service");
+    assert_eq!(service["spec"]["ports"][0]["port"], 10258);
+
+    // The ServiceMonitor needs the Prometheus operator's CRDs, which the test
+    // cluster has not: rendered and linted only.
+    let monitor = [
+        "--set",
+        "cloudProvider=aws,metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prom",
+    ];
+    let lint: Vec<&str> = ["lint", "--strict", chart]
+        .into_iter()
+        .chain(monitor)
+        .collect();
+    helm(&lint);
+    let template: Vec<&str> = ["template", "ccm", chart]
+        .into_iter()
+        .chain(monitor)
+        .collect();
+    let rendered = helm(&template);
+    let doc = rendered
+        .split("\n---")
+        .find(|d| d.contains("kind: ServiceMonitor"))
+        .expect("a ServiceMonitor");
+    assert!(
+        doc.contains("release: prom") && doc.contains("port: https"),
+        "{doc}"
+    );
+}
+
+/// A default provider would act on the cluster it is installed in (the fake
+/// one deletes every Node it does not know); a misspelled value would be
+/// ignored. The chart refuses both, naming what is wrong.
+#[test]
+fn the_helm_chart_refuses_no_provider_and_unknown_values() {
+    let chart = deploy("helm/overcast-ccm");
+    let chart = chart.to_str().unwrap();
+    for (values, expected) in [
+        (vec![], "cloudProvider is required"),
+        (
+            vec!["--set", "cloudProvider=local,replica=3"],
+            "'replica' not allowed",
+        ),
+        (
+            vec!["--set", "cloudProvider=local,kind=StatefulSet"],
+            "kind",
+        ),
+        (
+            vec!["--set", "cloudProvider=local,image.tags=1"],
+            "'tags' not allowed",
+        ),
+    ] {
+        let args: Vec<&str> = ["template", "ccm", chart]
+            .into_iter()
+            .chain(values.iter().copied())
+            .collect();
+        let out = common::helm_output(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "helm {args:?} rendered");
+        assert!(stderr.contains(expected), "helm {args:?}: {stderr}");
     }
 }

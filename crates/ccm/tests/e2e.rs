@@ -603,8 +603,12 @@ async fn a_stopped_machine_is_tainted_shut_down_and_kept() {
 
 /// overcast-ccm installed as users install it: an image built here
 /// (testenv/images.sh: the binary, its libraries and iproute2), the Helm
-/// chart rendered by a real helm and applied, one Pod per node with host
-/// networking; one leads, and when its Pod goes the other takes over.
+/// chart with its defaults for the local provider, rendered by a real helm
+/// and applied. Three replicas on two nodes: two run, on different nodes,
+/// and the third waits Pending (on the host network it would clash). The
+/// leader's Pod adds the VIP to its node's interface (the capabilities the
+/// chart grants) and serves it; when that Pod goes, the standby takes the
+/// lease and the VIP, and an outside client is served again.
 #[tokio::test]
 async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
     let e2e = E2e::start(2).await;
@@ -625,12 +629,13 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
     e2e.cluster.import_image(&image).unwrap();
 
     let chart = overcast_testenv::workspace_root().join("deploy/helm/overcast-ccm");
-    // The inventory only: VIPs on a node's interface need capabilities the
-    // chart does not grant yet (#14).
-    let inventory = local_config(&e2e.cluster);
-    let inventory = &inventory[..inventory.find("loadBalancer:").unwrap()];
+    // In a Pod on the host network the node's interface is its namespace's.
+    let config = local_config(&e2e.cluster).replace(
+        &format!("interface: {}", e2e.cluster.bridge()),
+        "interface: eth0",
+    );
     let cloud_config_file = e2e.dir.path().join("cloud.yaml");
-    std::fs::write(&cloud_config_file, inventory).unwrap();
+    std::fs::write(&cloud_config_file, config).unwrap();
     let cloud_config = format!("cloudConfig={}", cloud_config_file.display());
     let rendered = common::helm(&[
         "template",
@@ -639,7 +644,7 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
         "--namespace",
         "kube-system",
         "--set",
-        "kind=DaemonSet,cloudProvider=local,image.repository=127.0.0.1:1/overcast/overcast-ccm,image.tag=e2e,image.pullPolicy=Never",
+        "replicas=3,cloudProvider=local,image.repository=127.0.0.1:1/overcast/overcast-ccm,image.tag=e2e,image.pullPolicy=Never",
         "--set",
         "leaderElection.leaseDuration=4s,leaderElection.renewDeadline=3s,leaderElection.retryPeriod=500ms",
         "--set-file",
@@ -666,10 +671,40 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
         )
         .await;
     }
-    let pods = e2e
-        .ready_pods_matching("kube-system", "app.kubernetes.io/name=overcast-ccm", 2)
-        .await;
+    let selector = "app.kubernetes.io/name=overcast-ccm";
+    let pods = e2e.ready_pods_matching("kube-system", selector, 2).await;
     assert_eq!(e2e.nodes_of(&pods).len(), 2, "one Pod on each node");
+    let pods_api: Api<Pod> = Api::namespaced(e2e.client.clone(), "kube-system");
+    let unschedulable = |pod: &Pod| {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| {
+                c.iter().any(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
+    };
+    eventually("the third replica Pending, unschedulable", SOON, || async {
+        let list = pods_api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .ok()?;
+        list.items.iter().any(unschedulable).then_some(())
+    })
+    .await;
+
+    e2e.namespace("web").await;
+    e2e.deployment("web", "echo", 2, None).await;
+    e2e.ready_pods("web", "echo", 2).await;
+    let vip = e2e.load_balancer("web", "echo", json!({})).await;
+    let url = format!("http://{vip}/");
+    eventually("the VIP served by the leading Pod", SOON, || async {
+        get(e2e.cluster.from_outside("curl"), &url)
+    })
+    .await;
 
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(e2e.client.clone(), "kube-system");
@@ -721,4 +756,9 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
     })
     .await;
     assert_ne!(new_leader, leader);
+    let reply = eventually("the VIP served again, by the new leader", SOON, || async {
+        get(e2e.cluster.from_outside("curl"), &url)
+    })
+    .await;
+    assert!(reply.pod.starts_with("echo-"), "{reply:?}");
 }

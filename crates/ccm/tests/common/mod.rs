@@ -339,8 +339,20 @@ pub async fn is_tainted(client: &Client, name: &str) -> bool {
 
 /// Runs the `helm` that `make testenv` built; its stdout.
 pub fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// helm's output, successful or not.
+pub fn helm_output(args: &[&str]) -> std::process::Output {
     let bin = overcast_testenv::bin_dir().join("helm");
-    let out = std::process::Command::new(&bin)
+    std::process::Command::new(&bin)
         .args(args)
         // No repositories, plugins or caches of the machine's user.
         .env(
@@ -356,14 +368,7 @@ pub fn helm(args: &[&str]) -> String {
             std::env::temp_dir().join("overcast-helm-data"),
         )
         .output()
-        .unwrap_or_else(|e| panic!("{} (run `make testenv`): {e}", bin.display()));
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .unwrap_or_else(|e| panic!("{} (run `make testenv`): {e}", bin.display()))
 }
 
 /// Runs kubectl against `plane` and returns its stdout; panics with its
