@@ -219,7 +219,16 @@ fn watch_cloud_config(cloud: Arc<dyn CloudProvider>, path: PathBuf) {
                 continue;
             }
             last = Some(current.clone());
-            match cloud.reload_config(&current).await {
+            // In a task of its own: a provider that panics on some input
+            // must not end the watch, or no later edit would ever apply.
+            let reload = {
+                let cloud = Arc::clone(&cloud);
+                tokio::spawn(async move { cloud.reload_config(&current).await })
+            };
+            let result = reload.await.unwrap_or_else(|panic| {
+                Err(CloudError::other(format!("the provider panicked reloading it: {panic}")))
+            });
+            match result {
                 Ok(()) => tracing::info!(file = %path.display(), "cloud config reloaded"),
                 Err(CloudError::NotImplemented) => {
                     tracing::warn!(
@@ -388,6 +397,33 @@ async fn serve(
     Ok(())
 }
 
+/// Runs a controller; if its task ends (it should not while we lead) or
+/// panics, logs it and fails its health check. A stop by the manager drops
+/// the future instead, and reports nothing.
+async fn report_end(
+    name: &'static str,
+    run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    check: crate::serve::ControllerCheck,
+) {
+    use futures::FutureExt as _;
+    let reason = match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(()) => "the controller's task ended".to_string(),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_string());
+            format!("the controller panicked: {message}")
+        }
+    };
+    tracing::error!(controller = name, "{reason}; /healthz reports it failed");
+    RUNNING_CONTROLLERS
+        .with_label_values(&[short_name(name), MANAGER])
+        .set(0);
+    check.fail(reason);
+}
+
 struct Manager {
     config: Config,
     /// Each controller gets a client (and rate limit) of its own from this.
@@ -495,8 +531,8 @@ impl Manager {
                     RUNNING_CONTROLLERS
                         .with_label_values(&[short_name(name), MANAGER])
                         .set(1);
-                    self.health.add_controller(short_name(name));
-                    self.tasks.spawn(fut);
+                    let check = self.health.add_controller(short_name(name));
+                    self.tasks.spawn(report_end(name, fut, check));
                     started.push(name);
                 }
                 None => tracing::warn!(
@@ -518,5 +554,19 @@ impl Manager {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_controller_is_reported_with_its_message() {
+        let health = Health::default();
+        let check = health.add_controller("route");
+        report_end("route", Box::pin(async { panic!("period is zero") }), check).await;
+        let failed = health.controller_failure("route");
+        assert_eq!(failed.as_deref(), Some("the controller panicked: period is zero"));
     }
 }

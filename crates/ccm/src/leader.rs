@@ -167,7 +167,7 @@ impl LeaseLock {
                 }
             }
             // client-go's JitterUntil with factor 1.2.
-            let jitter = 1.0 + 1.2 * pseudo_random_fraction();
+            let jitter = 1.0 + JITTER_FACTOR * pseudo_random_fraction();
             tokio::time::sleep(self.timings.retry_period.mul_f64(jitter)).await;
         }
     }
@@ -343,6 +343,10 @@ impl LeaseLock {
             .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 }
+
+/// client-go's leaderelection.JitterFactor: a retry waits the retry period
+/// plus up to this many more of it.
+pub const JITTER_FACTOR: f64 = 1.2;
 
 /// A fraction in [0, 1) for jitter; no need for a random number crate.
 fn pseudo_random_fraction() -> f64 {

@@ -40,12 +40,21 @@ pub fn main(registry: ProviderRegistry) -> ExitCode {
     // links aws-lc-rs beside kube's ring: choose ring for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let options = Options::parse();
-    init_logging(options.verbosity);
+    // Bad flags exit 2 (as clap's parse errors do), anything later 1; each
+    // error is said once, on stderr, in the chosen log format.
+    let format = match LogFormat::parse(options.logging_format.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(options.verbosity, format);
     let config = match options.validate() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
+            tracing::error!("{e}");
+            return ExitCode::from(2);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -54,7 +63,7 @@ pub fn main(registry: ProviderRegistry) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
+            tracing::error!("starting the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -62,14 +71,32 @@ pub fn main(registry: ProviderRegistry) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
+/// --logging-format: upstream's "text" (the default) or "json".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    fn parse(flag: Option<&str>) -> Result<Self, String> {
+        match flag {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(format!(
+                "--logging-format={other}: unsupported; one of text, json"
+            )),
+        }
+    }
+}
+
 /// klog's -v mapped onto tracing levels; RUST_LOG, when set, wins.
-fn init_logging(verbosity: u8) {
+fn init_logging(verbosity: u8, format: LogFormat) {
     let level = match verbosity {
         0..=2 => "info",
         3..=5 => "debug",
@@ -79,9 +106,14 @@ fn init_logging(verbosity: u8) {
         tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn,rustls=warn"))
     });
     use std::io::IsTerminal as _;
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        // One object per line, the fields flattened, as klog's JSON format.
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

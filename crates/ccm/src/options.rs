@@ -239,12 +239,41 @@ impl Options {
             ));
         }
         if self.leader_elect {
+            // client-go's NewLeaderElector checks, in its order.
             if self.leader_elect_lease_duration <= self.leader_elect_renew_deadline {
                 return Err("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline".into());
             }
-            if self.leader_elect_renew_deadline <= self.leader_elect_retry_period {
-                return Err("--leader-elect-renew-deadline must be greater than --leader-elect-retry-period".into());
+            if self.leader_elect_renew_deadline.as_secs_f64()
+                <= self.leader_elect_retry_period.as_secs_f64() * crate::leader::JITTER_FACTOR
+            {
+                return Err(format!(
+                    "--leader-elect-renew-deadline must be greater than --leader-elect-retry-period \
+                     times the retry jitter ({}), so the last retry lands before the deadline",
+                    crate::leader::JITTER_FACTOR
+                ));
             }
+            for (flag, value) in [
+                ("--leader-elect-lease-duration", self.leader_elect_lease_duration),
+                ("--leader-elect-renew-deadline", self.leader_elect_renew_deadline),
+                ("--leader-elect-retry-period", self.leader_elect_retry_period),
+            ] {
+                if value.is_zero() {
+                    return Err(format!("{flag} must be greater than zero"));
+                }
+            }
+        }
+        // Periods of loops: zero would spin (upstream's wait.Until does).
+        for (flag, value) in [
+            ("--node-monitor-period", self.node_monitor_period),
+            ("--node-status-update-frequency", self.node_status_update_frequency),
+            ("--route-reconciliation-period", self.route_reconciliation_period),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be greater than zero"));
+            }
+        }
+        if !self.kube_api_qps.is_finite() {
+            return Err(format!("--kube-api-qps={}: must be a number", self.kube_api_qps));
         }
         if self.leader_migration_config.is_some() && !self.enable_leader_migration {
             return Err(
@@ -393,5 +422,31 @@ mod tests {
             err(&["--cloud-provider=fake", "--leader-elect-renew-deadline=20s"])
                 .contains("--leader-elect-lease-duration")
         );
+    }
+
+    /// Values a user can type that once panicked a task or spun a loop.
+    #[test]
+    fn out_of_range_and_zero_values_are_refused_by_name() {
+        let err = |flag: &str| {
+            parse(&["--cloud-provider=fake", flag])
+                .err()
+                .unwrap_or_else(|| panic!("{flag} accepted"))
+        };
+        for (flag, names) in [
+            ("--node-monitor-period=99999999999999999999h", "--node-monitor-period"),
+            ("--node-monitor-period=0s", "--node-monitor-period"),
+            ("--node-status-update-frequency=0s", "--node-status-update-frequency"),
+            ("--route-reconciliation-period=0", "--route-reconciliation-period"),
+            ("--leader-elect-retry-period=0s", "--leader-elect-retry-period"),
+            // client-go: renewDeadline > retryPeriod × 1.2.
+            ("--leader-elect-retry-period=9s", "--leader-elect-renew-deadline"),
+            ("--kube-api-qps=NaN", "--kube-api-qps"),
+        ] {
+            let e = err(flag);
+            assert!(e.contains(names), "{flag}: {e}");
+        }
+        // The smallest and largest values are fine (no panic downstream).
+        parse(&["--cloud-provider=fake", "--kube-api-qps=1e-30"]).unwrap();
+        parse(&["--cloud-provider=fake", "--node-monitor-period=2562047h"]).unwrap();
     }
 }

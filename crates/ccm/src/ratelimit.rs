@@ -90,7 +90,10 @@ where
                 self.reserved = true;
             } else {
                 let wait = (1.0 - self.tokens) / self.qps;
-                self.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_secs_f64(wait))));
+                self.sleep = Some(Box::pin(tokio::time::sleep(
+                    // A tiny QPS waits "forever", as client-go would.
+                    Duration::try_from_secs_f64(wait).unwrap_or(Duration::MAX),
+                )));
             }
         }
         self.inner.poll_ready(cx)

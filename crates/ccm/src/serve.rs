@@ -24,8 +24,10 @@ use crate::leader::ElectionState;
 #[derive(Debug, Default)]
 pub struct Health {
     elections: Mutex<Vec<Arc<ElectionState>>>,
-    /// Started controllers (short names), each a ping check as upstream's.
-    controllers: Mutex<Vec<String>>,
+    /// Started controllers (short names) and, once its task has ended
+    /// while it should run, why: upstream's checks are pings; a dead task
+    /// fails /healthz here, so the kubelet's liveness probe restarts us.
+    controllers: Mutex<Vec<(String, Arc<Mutex<Option<String>>>)>>,
     caches_synced: AtomicBool,
     leading: AtomicBool,
 }
@@ -38,11 +40,21 @@ impl Health {
             .push(state);
     }
 
-    pub fn add_controller(&self, name: &str) {
-        self.controllers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(name.to_string());
+    /// Registers (or re-registers) a running controller; the handle reports
+    /// its task's end.
+    pub fn add_controller(&self, name: &str) -> ControllerCheck {
+        let state = Arc::new(Mutex::new(None));
+        let mut controllers = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        controllers.retain(|(n, _)| n != name);
+        controllers.push((name.to_string(), Arc::clone(&state)));
+        ControllerCheck(state)
+    }
+
+    /// Why the controller `name` failed, if it did.
+    pub fn controller_failure(&self, name: &str) -> Option<String> {
+        let controllers = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
+        let (_, state) = controllers.iter().find(|(n, _)| n == name)?;
+        state.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// This process runs controllers (leads, or runs without election).
@@ -76,7 +88,8 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            checks.push((c.clone(), Ok(())));
+            let failure = c.1.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            checks.push((c.0.clone(), failure.map_or(Ok(()), Err)));
         }
         checks
     }
@@ -96,6 +109,16 @@ impl Health {
             },
         ));
         checks
+    }
+}
+
+/// One controller's /healthz check.
+#[derive(Debug, Clone)]
+pub struct ControllerCheck(Arc<Mutex<Option<String>>>);
+
+impl ControllerCheck {
+    pub fn fail(&self, reason: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 }
 
@@ -380,6 +403,22 @@ mod tests {
             body(route(&h, "/healthz/nope", "")).0,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn a_controller_whose_task_ended_fails_healthz() {
+        let h = Health::default();
+        let check = h.add_controller("route");
+        h.add_controller("cloud-node");
+        check.fail("the controller panicked: boom".into());
+        let (status, text) = body(route(&h, "/healthz", ""));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(text.contains("[-]route failed"), "{text}");
+        assert!(text.contains("[+]cloud-node ok"), "{text}");
+        assert_eq!(body(route(&h, "/livez", "")).0, StatusCode::INTERNAL_SERVER_ERROR);
+        // Started again (a new term as leader): healthy again.
+        h.add_controller("route");
+        assert_eq!(body(route(&h, "/healthz", "")).0, StatusCode::OK);
     }
 
     #[test]

@@ -788,6 +788,95 @@ loadBalancer:
     );
 }
 
+/// A leader killed with SIGKILL cannot remove its VIPs. They carry the
+/// provider's mark (a renewed lifetime, `noprefixroute`, the `:ovc` label),
+/// so a restarted leader adopts them (and removes them on SIGTERM), and with
+/// none coming back they expire by themselves within `vipLifetime`. An
+/// address someone else put on the interface is served and left alone.
+#[tokio::test]
+async fn a_killed_leaders_vip_is_adopted_on_restart_or_expires_and_a_foreign_one_is_kept() {
+    let Some(veth) = Veth::create() else {
+        eprintln!("SKIPPED: creating network interfaces needs CAP_NET_ADMIN");
+        return;
+    };
+    let config = format!(
+        "instances:
+  - name: node-1
+    addresses: [{{type: InternalIP, address: 127.0.15.1}}]
+loadBalancer:
+  interface: {}
+  vipLifetime: 2s
+  pools: [{{name: default, addresses: [10.254.15.8/30]}}]
+",
+        veth.name
+    );
+    // Someone else's address, inside the pool.
+    ip(&["addr", "add", "10.254.15.10/32", "dev", &veth.name]);
+    let env = env(&config).await;
+    let mut ccm = env.ccm(&["--leader-elect=false"]);
+    create_tainted_node(&env.client, "node-1").await;
+    initialised(&env.client, "node-1").await;
+    env.create_service("default", "web", &[], &[("TCP", 8080)]).await;
+    env.create_service(
+        "default",
+        "theirs",
+        &[("local.overcast.dev/load-balancer-ips", "10.254.15.10")],
+        &[("TCP", 8081)],
+    )
+    .await;
+    assert_eq!(env.vip("default", "web").await, "10.254.15.8");
+    assert_eq!(env.vip("default", "theirs").await, "10.254.15.10");
+    let ours = |addresses: &str| {
+        addresses
+            .lines()
+            .find(|l| l.contains("10.254.15.8/32"))
+            .map(str::to_string)
+    };
+    let line = eventually("the VIP on the interface", SOON, || async {
+        ours(&veth.addresses())
+    })
+    .await;
+    assert!(
+        line.contains(&format!("{}:ovc", veth.name)) && line.contains("valid_lft 2sec"),
+        "marked and with a lifetime: {line}"
+    );
+    // Renewed while the leader lives: still there after twice its lifetime.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(ours(&veth.addresses()).is_some(), "{}", veth.addresses());
+
+    // SIGKILL: nothing is removed; a restart adopts the leftover, so its
+    // SIGTERM removes it (and only it). Without leader election the restart
+    // serves at once, within the lifetime; with it, the lease outlasts the
+    // default lifetime and the leftover is gone before anyone takes over.
+    ccm.signal(libc::SIGKILL);
+    ccm.wait_exit(Duration::from_secs(10));
+    assert!(ours(&veth.addresses()).is_some(), "{}", veth.addresses());
+    let mut ccm = env.ccm(&["--leader-elect=false"]);
+    eventually("the restarted leader adopts the VIP", SOON, || async {
+        ccm.log_text().contains("adopted").then_some(())
+    })
+    .await;
+    ccm.signal(libc::SIGTERM);
+    assert!(ccm.wait_exit(Duration::from_secs(20)).success(), "{}", ccm.log_text());
+    let after = veth.addresses();
+    assert!(ours(&after).is_none(), "the adopted VIP removed on SIGTERM: {after}");
+    assert!(after.contains("10.254.15.10/32"), "the foreign address kept: {after}");
+
+    // SIGKILL with no restart: the address expires by itself.
+    let mut ccm = env.ccm(&["--leader-elect=false"]);
+    eventually("the VIP back on the interface", SOON, || async {
+        ours(&veth.addresses())
+    })
+    .await;
+    ccm.signal(libc::SIGKILL);
+    ccm.wait_exit(Duration::from_secs(10));
+    eventually("the dead leader's VIP expires", Duration::from_secs(10), || async {
+        ours(&veth.addresses()).is_none().then_some(())
+    })
+    .await;
+    assert!(veth.addresses().contains("10.254.15.10/32"), "{}", veth.addresses());
+}
+
 /// kube-proxy's health check server for a node: 200 with a local endpoint,
 /// 503 without.
 async fn health_server(addr: SocketAddr, healthy: bool) -> tokio::task::JoinHandle<()> {
@@ -980,7 +1069,7 @@ async fn an_ipv6_vip_is_usable_at_once_announced_by_neighbour_advertisement_and_
         .collect();
     let vip: std::net::Ipv6Addr = "fd00:0:0:14::8".parse().unwrap();
     let capture = capture::Capture::open(&veth.peer, libc::ETH_P_IPV6);
-    let vips = overcast_provider_local::vip::Vips::new(&veth.name);
+    let vips = overcast_provider_local::vip::Vips::new(&veth.name, overcast_provider_local::vip::DEFAULT_LIFETIME);
     vips.acquire(vip.into()).await.unwrap();
     let added = veth.addresses();
     let line = added

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// Go's limit: a duration is an int64 of nanoseconds (about 290 years).
+pub const MAX_GO_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Parses `s`; a value beyond Go's range is an error, as in Go, never a
+/// panic.
 pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?} (want e.g. 10s, 5m, 1h30m, 500ms)");
     let mut rest = s.trim();
@@ -38,7 +43,12 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         total += value * seconds;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_GO_DURATION => Ok(d),
+        _ => Err(format!(
+            "invalid duration {s:?}: out of range (at most 2562047h47m16s)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -62,8 +72,20 @@ mod tests {
             Duration::from_secs(5400)
         );
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "s", "10x", "-5s", "1h-5m"] {
+        for bad in ["", "10", "s", "10x", "-5s", "1h-5m", "1..5s"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_is_an_error_not_a_panic() {
+        assert_eq!(
+            parse_go_duration("2562047h").unwrap(),
+            Duration::from_secs(2562047 * 3600)
+        );
+        for huge in ["99999999999999999999h", "2562048h", "1e400s", "9999999999999999999999999999999999999999s"] {
+            let err = parse_go_duration(huge).unwrap_err();
+            assert!(err.contains("out of range") || err.contains("invalid"), "{huge}: {err}");
         }
     }
 }

@@ -173,7 +173,11 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
             };
         rest = &rest[u..];
     }
-    Ok(Duration::from_secs_f64(secs))
+    // Go's range (int64 nanoseconds); beyond it an error, never a panic.
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= Duration::from_nanos(i64::MAX as u64) => Ok(d),
+        _ => Err(format!("invalid duration {s:?}: out of range (at most 2562047h)")),
+    }
 }
 
 #[cfg(test)]
@@ -281,5 +285,7 @@ mod tests {
             Duration::from_secs(5400)
         );
         assert!(parse_go_duration("5").is_err());
+        let huge = parse_go_duration("99999999999999999999h").unwrap_err();
+        assert!(huge.contains("out of range"), "{huge}");
     }
 }

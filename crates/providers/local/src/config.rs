@@ -74,6 +74,8 @@ struct RawLoadBalancer {
     health_check: RawHealthCheck,
     #[serde(default)]
     udp_idle_timeout: Option<String>,
+    #[serde(default)]
+    vip_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,6 +147,11 @@ pub struct LoadBalancerConfig {
     pub health_check: HealthCheck,
     /// How long a UDP flow with no packets keeps its backend.
     pub udp_idle_timeout: Duration,
+    /// The lifetime of the VIPs added to `interface`, renewed by the
+    /// leader: how long a killed leader's VIP stays behind. Keep it below
+    /// the leader election's lease duration, so it is gone before a standby
+    /// can take over.
+    pub vip_lifetime: Duration,
 }
 
 impl Default for LoadBalancerConfig {
@@ -154,6 +161,7 @@ impl Default for LoadBalancerConfig {
             interface: String::new(),
             health_check: HealthCheck::default(),
             udp_idle_timeout: Duration::from_secs(60),
+            vip_lifetime: crate::vip::DEFAULT_LIFETIME,
         }
     }
 }
@@ -294,10 +302,11 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
     let hc = lb.health_check;
     let duration = |field: &str, value: Option<String>, default: Duration| match value {
         None => Ok(default),
-        Some(v) => parse_go_duration(&v)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| format!("{field}: {v:?} is not a positive duration (e.g. 5s, 500ms)")),
+        Some(v) => match parse_go_duration(&v) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            Ok(_) => Err(format!("{field}: {v:?} must be greater than zero")),
+            Err(e) => Err(format!("{field}: {e}")),
+        },
     };
     let health_check = HealthCheck {
         interval: duration(
@@ -326,6 +335,16 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
         lb.udp_idle_timeout,
         LoadBalancerConfig::default().udp_idle_timeout,
     )?;
+    let vip_lifetime = duration(
+        "loadBalancer.vipLifetime",
+        lb.vip_lifetime,
+        LoadBalancerConfig::default().vip_lifetime,
+    )?;
+    if vip_lifetime < Duration::from_secs(1) {
+        return Err(format!(
+            "loadBalancer.vipLifetime: {vip_lifetime:?} is below the 1s an address lifetime can have"
+        ));
+    }
     if lb.interface.contains(['/', ' ']) || lb.interface.len() > 15 {
         return Err(format!(
             "loadBalancer.interface: {:?} is not a network interface name",
@@ -339,6 +358,7 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
             interface: lb.interface,
             health_check,
             udp_idle_timeout,
+            vip_lifetime,
         },
     })
 }
@@ -435,7 +455,15 @@ loadBalancer:
             ),
             (
                 "loadBalancer: {healthCheck: {interval: often}}",
-                "loadBalancer.healthCheck.interval: \"often\" is not a positive duration",
+                "loadBalancer.healthCheck.interval: invalid duration \"often\"",
+            ),
+            (
+                "loadBalancer: {healthCheck: {interval: 99999999999999999999h}}",
+                "loadBalancer.healthCheck.interval: invalid duration \"99999999999999999999h\": out of range",
+            ),
+            (
+                "loadBalancer: {healthCheck: {timeout: 0s}}",
+                "loadBalancer.healthCheck.timeout: \"0s\" must be greater than zero",
             ),
             (
                 "loadBalancer: {healthCheck: {unhealthyThreshold: 0}}",

@@ -84,6 +84,7 @@ fn settings(config: &LocalConfig) -> Settings {
     Settings {
         health_check: config.load_balancer.health_check,
         udp_idle_timeout: config.load_balancer.udp_idle_timeout,
+        vip_lifetime: config.load_balancer.vip_lifetime,
     }
 }
 

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,32 +23,52 @@ pub enum VipError {
     },
 }
 
+/// The label suffix of the IPv4 addresses this provider adds (`eth0:ovc`).
+pub const LABEL_SUFFIX: &str = ":ovc";
+
+/// The default lifetime of an added VIP; see [`Vips::new`].
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Default)]
 struct Held {
     users: usize,
-    /// Whether this process added it (and so removes it).
+    /// Whether this process owns it (added or adopted it, renews and
+    /// removes it).
     added: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     interface: String,
+    lifetime: Duration,
     held: HashMap<IpAddr, Held>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The VIPs this process serves. Every address it adds is marked as its own
+/// (a finite lifetime it keeps renewing, `noprefixroute`, and for IPv4 the
+/// label `<interface>:ovc`), so after a crash the address is recognised:
+/// a restarted process adopts it, and if none comes back it expires by
+/// itself within the lifetime, so a standby that takes over later never
+/// shares the VIP with a dead leader's leftover. An address without the mark
+/// is someone else's: used, never removed.
 #[derive(Debug)]
 pub struct Vips {
-    state: tokio::sync::Mutex<State>,
+    state: Arc<tokio::sync::Mutex<State>>,
     managed: AtomicBool,
 }
 
 impl Vips {
-    pub fn new(interface: &str) -> Self {
+    /// `lifetime`: how long an added VIP outlives this process if it is
+    /// killed; renewed every third of it.
+    pub fn new(interface: &str, lifetime: Duration) -> Self {
         Self {
-            state: tokio::sync::Mutex::new(State {
+            state: Arc::new(tokio::sync::Mutex::new(State {
                 interface: interface.to_string(),
+                lifetime,
                 held: HashMap::new(),
-            }),
+                renewer: None,
+            })),
             managed: AtomicBool::new(!interface.is_empty()),
         }
     }
@@ -60,12 +81,12 @@ impl Vips {
 
     pub async fn acquire(&self, ip: IpAddr) -> Result<(), VipError> {
         let mut state = self.state.lock().await;
-        let interface = state.interface.clone();
+        let (interface, lifetime) = (state.interface.clone(), state.lifetime);
         let held = state.held.entry(ip).or_default();
         held.users += 1;
         if held.users == 1 && !interface.is_empty() {
-            match add_address(&interface, ip).await {
-                Ok(added) => held.added = added,
+            match add_address(&interface, ip, lifetime).await {
+                Ok(owned) => held.added = owned,
                 Err(e) => {
                     held.users -= 1;
                     if held.users == 0 {
@@ -75,8 +96,18 @@ impl Vips {
                 }
             }
             announce(interface, ip);
+            self.ensure_renewer(&mut state);
         }
         Ok(())
+    }
+
+    /// Starts renewing the owned addresses' lifetimes, once.
+    fn ensure_renewer(&self, state: &mut State) {
+        if state.renewer.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.state);
+        state.renewer = Some(tokio::spawn(renew(weak, state.lifetime)));
     }
 
     pub async fn release(&self, ip: IpAddr) {
@@ -94,10 +125,13 @@ impl Vips {
         }
     }
 
-    /// Removes every address this process added.
+    /// Removes every address this process owns and stops renewing.
     pub async fn release_all(&self) {
         let mut state = self.state.lock().await;
         let interface = state.interface.clone();
+        if let Some(renewer) = state.renewer.take() {
+            renewer.abort();
+        }
         for (ip, held) in state.held.drain() {
             if held.added {
                 remove_address(&interface, ip).await;
@@ -105,9 +139,11 @@ impl Vips {
         }
     }
 
-    /// Moves every held VIP to `interface` ("" stops managing them).
-    pub async fn set_interface(&self, interface: &str) -> Result<(), VipError> {
+    /// Moves every held VIP to `interface` ("" stops managing them) and
+    /// applies a new lifetime.
+    pub async fn reconfigure(&self, interface: &str, lifetime: Duration) -> Result<(), VipError> {
         let mut state = self.state.lock().await;
+        state.lifetime = lifetime;
         if state.interface == interface {
             return Ok(());
         }
@@ -119,66 +155,215 @@ impl Vips {
                 held.added = false;
             }
             if !interface.is_empty() {
-                held.added = add_address(interface, *ip).await?;
+                held.added = add_address(interface, *ip, lifetime).await?;
                 announce(interface.to_string(), *ip);
             }
+        }
+        if !interface.is_empty() && !state.held.is_empty() {
+            self.ensure_renewer(&mut state);
         }
         tracing::info!(from = %old, to = %interface, "VIPs moved to another interface");
         Ok(())
     }
 }
 
-/// `Ok(false)` when the address was already there (someone else's).
-async fn add_address(interface: &str, ip: IpAddr) -> Result<bool, VipError> {
+impl Drop for Vips {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.state.try_lock()
+            && let Some(renewer) = state.renewer.take()
+        {
+            renewer.abort();
+        }
+    }
+}
+
+/// Renews every owned address's lifetime each third of it, in one `ip
+/// -batch`; ends when the [`Vips`] is gone.
+async fn renew(state: Weak<tokio::sync::Mutex<State>>, lifetime: Duration) {
+    let mut period = lifetime / 3;
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(state) = state.upgrade() else { return };
+        let state = state.lock().await;
+        period = state.lifetime / 3;
+        if state.interface.is_empty() {
+            continue;
+        }
+        let lines: String = state
+            .held
+            .iter()
+            .filter(|(_, h)| h.added)
+            .map(|(ip, _)| {
+                let args = owned_address_args(&state.interface, *ip, state.lifetime);
+                format!("addr {}\n", args.join(" "))
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        if let Err(e) = ip_batch(&lines).await {
+            tracing::warn!(interface = %state.interface, "renewing the VIPs' lifetimes failed: {e}");
+        }
+    }
+}
+
+/// An address as `ip -j addr show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ListedAddress {
+    pub local: IpAddr,
+    #[serde(rename = "prefixlen")]
+    pub prefix_len: u8,
+    #[serde(default)]
+    pub dynamic: bool,
+    #[serde(default)]
+    pub noprefixroute: bool,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// Who has `ip` on the interface, decided from its addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Absent,
+    /// Carries this provider's mark: added by this process or a killed
+    /// predecessor on this node.
+    Ours,
+    /// Put there by someone else: used, left alone.
+    Foreign,
+}
+
+pub fn presence(interface: &str, ip: IpAddr, listed: &[ListedAddress]) -> Presence {
+    let Some(address) = listed.iter().find(|a| a.local == ip) else {
+        return Presence::Absent;
+    };
+    let full_length = address.prefix_len == if ip.is_ipv4() { 32 } else { 128 };
+    let label_matches = match (ip, label_for(interface)) {
+        (IpAddr::V4(_), Some(label)) => address.label.as_deref() == Some(label.as_str()),
+        _ => true,
+    };
+    if full_length && address.dynamic && address.noprefixroute && label_matches {
+        Presence::Ours
+    } else {
+        Presence::Foreign
+    }
+}
+
+/// The IPv4 label marking our addresses, when it fits IFNAMSIZ (labels must
+/// start with the interface's name).
+pub fn label_for(interface: &str) -> Option<String> {
+    let label = format!("{interface}{LABEL_SUFFIX}");
+    (label.len() <= 15).then_some(label)
+}
+
+/// `ip addr` arguments that add or renew an owned address.
+fn owned_address_args(interface: &str, ip: IpAddr, lifetime: Duration) -> Vec<String> {
     let prefix = if ip.is_ipv4() { "32" } else { "128" };
+    // Lifetimes are whole seconds; never below one.
+    let seconds = lifetime.as_secs().max(1).to_string();
     let mut args = vec![
-        "addr".to_string(),
-        "add".into(),
+        "replace".to_string(),
         format!("{ip}/{prefix}"),
         "dev".into(),
         interface.into(),
     ];
+    if let (IpAddr::V4(_), Some(label)) = (ip, label_for(interface)) {
+        args.extend(["label".into(), label]);
+    }
+    args.extend([
+        "noprefixroute".into(),
+        "valid_lft".into(),
+        seconds.clone(),
+        "preferred_lft".into(),
+        seconds,
+    ]);
     if ip.is_ipv6() {
         // Usable at once: a VIP moving here must not wait for DAD.
         args.push("nodad".into());
     }
+    args
+}
+
+/// The interface's addresses.
+async fn listed_addresses(interface: &str) -> Result<Vec<ListedAddress>, String> {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        #[serde(default)]
+        addr_info: Vec<serde_json::Value>,
+    }
+    let out = run_ip(&["-j", "addr", "show", "dev", interface]).await?;
+    let links: Vec<Link> = serde_json::from_slice(&out)
+        .map_err(|e| format!("reading `ip -j addr show dev {interface}`: {e}"))?;
+    // Entries of other shapes (no `local`) are not VIPs: skipped.
+    Ok(links
+        .into_iter()
+        .flat_map(|l| l.addr_info)
+        .filter_map(|a| serde_json::from_value(a).ok())
+        .collect())
+}
+
+async fn run_ip(args: &[&str]) -> Result<Vec<u8>, String> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("running `ip` (iproute2 is needed with loadBalancer.interface): {e}"))?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+async fn ip_batch(lines: &str) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut child = tokio::process::Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running `ip`: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(lines.as_bytes()).await.map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Adds `ip` (or adopts our own leftover); `Ok(false)` when it is someone
+/// else's, which is used but never touched.
+async fn add_address(interface: &str, ip: IpAddr, lifetime: Duration) -> Result<bool, VipError> {
     let err = |message: String| VipError::Add {
         ip,
         interface: interface.to_string(),
         message,
     };
-    let out = tokio::process::Command::new("ip")
-        .args(&args)
-        .output()
-        .await
-        .map_err(|e| {
-            err(format!(
-                "running `ip` (iproute2 is needed with loadBalancer.interface): {e}"
-            ))
-        })?;
-    if out.status.success() {
-        tracing::info!(%ip, interface, "VIP added");
-        return Ok(true);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if stderr.contains("File exists") {
-        tracing::info!(%ip, interface, "VIP already on the interface; leaving it there on release");
+    let listed = listed_addresses(interface).await.map_err(err)?;
+    let presence = presence(interface, ip, &listed);
+    if presence == Presence::Foreign {
+        tracing::info!(%ip, interface, "VIP already on the interface, put there by someone else; leaving it there on release");
         return Ok(false);
     }
-    Err(err(stderr))
+    let mut args = vec!["addr".to_string()];
+    args.extend(owned_address_args(interface, ip, lifetime));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ip(&args).await.map_err(err)?;
+    if presence == Presence::Ours {
+        tracing::info!(%ip, interface, "VIP left by an earlier run adopted");
+    } else {
+        tracing::info!(%ip, interface, "VIP added");
+    }
+    Ok(true)
 }
 
 async fn remove_address(interface: &str, ip: IpAddr) {
     let prefix = if ip.is_ipv4() { "32" } else { "128" };
-    match tokio::process::Command::new("ip")
-        .args(["addr", "del", &format!("{ip}/{prefix}"), "dev", interface])
-        .output()
-        .await
-    {
-        Ok(out) if out.status.success() => tracing::info!(%ip, interface, "VIP removed"),
-        Ok(out) => {
-            tracing::warn!(%ip, interface, "removing the VIP failed: {}", String::from_utf8_lossy(&out.stderr).trim())
-        }
+    match run_ip(&["addr", "del", &format!("{ip}/{prefix}"), "dev", interface]).await {
+        Ok(_) => tracing::info!(%ip, interface, "VIP removed"),
         Err(e) => tracing::warn!(%ip, interface, "removing the VIP failed: {e}"),
     }
 }
@@ -316,6 +501,52 @@ mod tests {
         assert_eq!(&f[22..28], mac);
         assert_eq!(&f[28..32], [192, 168, 50, 7]);
         assert_eq!(&f[38..42], [192, 168, 50, 7]);
+    }
+
+    fn listed(json: &str) -> Vec<ListedAddress> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn only_addresses_with_our_mark_are_ours() {
+        let ip: IpAddr = "10.9.9.9".parse().unwrap();
+        // As `ip -j addr show` lists them (iproute2 6.1).
+        let ours = r#"[{"family":"inet","local":"10.9.9.9","prefixlen":32,"scope":"global","dynamic":true,"noprefixroute":true,"label":"eth0:ovc","valid_life_time":5,"preferred_life_time":5}]"#;
+        assert_eq!(presence("eth0", ip, &listed(ours)), Presence::Ours);
+        assert_eq!(presence("eth0", ip, &[]), Presence::Absent);
+        let other: IpAddr = "10.9.9.10".parse().unwrap();
+        assert_eq!(presence("eth0", other, &listed(ours)), Presence::Absent);
+        // A static address, or one labelled otherwise, or a subnet address,
+        // is someone else's.
+        for foreign in [
+            r#"[{"local":"10.9.9.9","prefixlen":32,"label":"eth0","valid_life_time":4294967295}]"#,
+            r#"[{"local":"10.9.9.9","prefixlen":32,"dynamic":true,"noprefixroute":true,"label":"eth0"}]"#,
+            r#"[{"local":"10.9.9.9","prefixlen":24,"dynamic":true,"noprefixroute":true,"label":"eth0:ovc"}]"#,
+            r#"[{"local":"10.9.9.9","prefixlen":32,"dynamic":true,"label":"eth0:ovc"}]"#,
+        ] {
+            assert_eq!(presence("eth0", ip, &listed(foreign)), Presence::Foreign, "{foreign}");
+        }
+        // IPv6 has no labels; an interface name too long for one neither.
+        let v6: IpAddr = "fd00::9".parse().unwrap();
+        let ours6 = r#"[{"local":"fd00::9","prefixlen":128,"dynamic":true,"noprefixroute":true,"nodad":true}]"#;
+        assert_eq!(presence("eth0", v6, &listed(ours6)), Presence::Ours);
+        let long = r#"[{"local":"10.9.9.9","prefixlen":32,"dynamic":true,"noprefixroute":true,"label":"enp0s31f6long"}]"#;
+        assert_eq!(presence("enp0s31f6long", ip, &listed(long)), Presence::Ours);
+    }
+
+    #[test]
+    fn owned_addresses_carry_the_mark_and_the_lifetime() {
+        let args = owned_address_args("eth0", "10.9.9.9".parse().unwrap(), Duration::from_millis(10_500));
+        assert_eq!(
+            args.join(" "),
+            "replace 10.9.9.9/32 dev eth0 label eth0:ovc noprefixroute valid_lft 10 preferred_lft 10"
+        );
+        let args = owned_address_args("eth0", "fd00::9".parse().unwrap(), Duration::from_millis(300));
+        assert_eq!(
+            args.join(" "),
+            "replace fd00::9/128 dev eth0 noprefixroute valid_lft 1 preferred_lft 1 nodad"
+        );
+        assert_eq!(label_for("enp0s31f6long"), None, "15 characters at most");
     }
 
     #[test]

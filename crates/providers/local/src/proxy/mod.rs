@@ -175,6 +175,8 @@ impl Drop for Listener {
 pub struct Settings {
     pub health_check: HealthCheck,
     pub udp_idle_timeout: Duration,
+    /// How long an added VIP outlives a killed process (crate::vip).
+    pub vip_lifetime: Duration,
 }
 
 /// Every listener of this process.
@@ -201,18 +203,21 @@ impl DataPlane {
             health: HealthChecks::new(health_rx),
             settings: watch::channel(settings).0,
             health_settings,
-            vips: Vips::new(interface),
+            vips: Vips::new(interface, settings.vip_lifetime),
             connections: Arc::new(AtomicUsize::new(0)),
         }
     }
 
     /// Applies settings from a reloaded config: health checks pick them up
     /// on their next round, new UDP flows get the new idle timeout; a new
-    /// interface takes over every VIP.
+    /// interface takes over every VIP; a new VIP lifetime applies from the
+    /// next renewal.
     pub async fn reconfigure(&self, settings: Settings, interface: &str) -> Result<(), ProxyError> {
         self.health_settings.send_replace(settings.health_check);
         self.settings.send_replace(settings);
-        self.vips.set_interface(interface).await?;
+        self.vips
+            .reconfigure(interface, settings.vip_lifetime)
+            .await?;
         Ok(())
     }
 
