@@ -226,7 +226,9 @@ fn watch_cloud_config(cloud: Arc<dyn CloudProvider>, path: PathBuf) {
                 tokio::spawn(async move { cloud.reload_config(&current).await })
             };
             let result = reload.await.unwrap_or_else(|panic| {
-                Err(CloudError::other(format!("the provider panicked reloading it: {panic}")))
+                Err(CloudError::other(format!(
+                    "the provider panicked reloading it: {panic}"
+                )))
             });
             match result {
                 Ok(()) => tracing::info!(file = %path.display(), "cloud config reloaded"),
@@ -354,6 +356,7 @@ async fn serve(
             opts.tls_cert_file.as_deref(),
             opts.tls_private_key_file.as_deref(),
             opts.cert_dir.as_deref(),
+            opts.tls_min_version.as_deref() == Some("VersionTLS13"),
         )
         .map_err(anyhow::Error::msg)?;
         let always_allow = parse_always_allow(&opts.authorization_always_allow_paths.join(","))
@@ -382,16 +385,28 @@ async fn serve(
             },
         );
         let addr = SocketAddr::new(opts.bind_address, opts.secure_port);
-        let server = bind(addr, Some(tls), Arc::clone(health), Some(Arc::new(gate)))
-            .await
-            .map_err(|e| anyhow::anyhow!("--secure-port={}: {e}", opts.secure_port))?;
+        let server = bind(
+            addr,
+            Some(tls),
+            Arc::clone(health),
+            Some(Arc::new(gate)),
+            opts.permit_port_sharing,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("--secure-port={}: {e}", opts.secure_port))?;
         tokio::spawn(server);
     }
     if opts.insecure_port != 0 {
         let addr = SocketAddr::new(opts.bind_address, opts.insecure_port);
-        let server = bind(addr, None, Arc::clone(health), None)
-            .await
-            .map_err(|e| anyhow::anyhow!("--insecure-port={}: {e}", opts.insecure_port))?;
+        let server = bind(
+            addr,
+            None,
+            Arc::clone(health),
+            None,
+            opts.permit_port_sharing,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("--insecure-port={}: {e}", opts.insecure_port))?;
         tokio::spawn(server);
     }
     Ok(())
@@ -567,6 +582,9 @@ mod tests {
         let check = health.add_controller("route");
         report_end("route", Box::pin(async { panic!("period is zero") }), check).await;
         let failed = health.controller_failure("route");
-        assert_eq!(failed.as_deref(), Some("the controller panicked: period is zero"));
+        assert_eq!(
+            failed.as_deref(),
+            Some("the controller panicked: period is zero")
+        );
     }
 }

@@ -42,14 +42,21 @@ pub fn main(registry: ProviderRegistry) -> ExitCode {
     let options = Options::parse();
     // Bad flags exit 2 (as clap's parse errors do), anything later 1; each
     // error is said once, on stderr, in the chosen log format.
-    let format = match LogFormat::parse(options.logging_format.as_deref()) {
+    let format = match LogFormat::parse(&options.logging_format) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    init_logging(options.verbosity, format);
+    let split = match format {
+        LogFormat::Text => options.log_text_split_stream,
+        LogFormat::Json => options.log_json_split_stream,
+    };
+    init_logging(options.verbosity, format, split);
+    for warning in options.no_effect_warnings() {
+        tracing::warn!("{warning}");
+    }
     let config = match options.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -84,11 +91,11 @@ enum LogFormat {
 }
 
 impl LogFormat {
-    fn parse(flag: Option<&str>) -> Result<Self, String> {
+    fn parse(flag: &str) -> Result<Self, String> {
         match flag {
-            None | Some("text") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some(other) => Err(format!(
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
                 "--logging-format={other}: unsupported; one of text, json"
             )),
         }
@@ -96,7 +103,9 @@ impl LogFormat {
 }
 
 /// klog's -v mapped onto tracing levels; RUST_LOG, when set, wins.
-fn init_logging(verbosity: u8, format: LogFormat) {
+/// `split`: errors to stderr, the rest to stdout, as
+/// --log-*-split-stream; otherwise everything to stderr.
+fn init_logging(verbosity: u8, format: LogFormat, split: bool) {
     let level = match verbosity {
         0..=2 => "info",
         3..=5 => "debug",
@@ -106,9 +115,19 @@ fn init_logging(verbosity: u8, format: LogFormat) {
         tracing_subscriber::EnvFilter::new(format!("{level},kube=warn,hyper=warn,rustls=warn"))
     });
     use std::io::IsTerminal as _;
+    use tracing_subscriber::fmt::writer::MakeWriterExt as _;
+    let writer = if split {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(
+            std::io::stderr
+                .with_max_level(tracing::Level::ERROR)
+                .or_else(std::io::stdout),
+        )
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())

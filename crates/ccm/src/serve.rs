@@ -27,7 +27,7 @@ pub struct Health {
     /// Started controllers (short names) and, once its task has ended
     /// while it should run, why: upstream's checks are pings; a dead task
     /// fails /healthz here, so the kubelet's liveness probe restarts us.
-    controllers: Mutex<Vec<(String, Arc<Mutex<Option<String>>>)>>,
+    controllers: Mutex<Vec<(String, ControllerCheck)>>,
     caches_synced: AtomicBool,
     leading: AtomicBool,
 }
@@ -43,18 +43,18 @@ impl Health {
     /// Registers (or re-registers) a running controller; the handle reports
     /// its task's end.
     pub fn add_controller(&self, name: &str) -> ControllerCheck {
-        let state = Arc::new(Mutex::new(None));
+        let check = ControllerCheck(Arc::new(Mutex::new(None)));
         let mut controllers = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         controllers.retain(|(n, _)| n != name);
-        controllers.push((name.to_string(), Arc::clone(&state)));
-        ControllerCheck(state)
+        controllers.push((name.to_string(), check.clone()));
+        check
     }
 
     /// Why the controller `name` failed, if it did.
     pub fn controller_failure(&self, name: &str) -> Option<String> {
         let controllers = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
-        let (_, state) = controllers.iter().find(|(n, _)| n == name)?;
-        state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        let (_, check) = controllers.iter().find(|(n, _)| n == name)?;
+        check.failure()
     }
 
     /// This process runs controllers (leads, or runs without election).
@@ -88,8 +88,7 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let failure = c.1.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            checks.push((c.0.clone(), failure.map_or(Ok(()), Err)));
+            checks.push((c.0.clone(), c.1.failure().map_or(Ok(()), Err)));
         }
         checks
     }
@@ -119,6 +118,10 @@ pub struct ControllerCheck(Arc<Mutex<Option<String>>>);
 impl ControllerCheck {
     pub fn fail(&self, reason: String) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -283,29 +286,58 @@ where
 
 /// The TLS identity: the given files, or a self-signed pair (written to
 /// --cert-dir as cloud-controller-manager.crt/.key when set, reused after).
+/// The secure port's TLS: the given certificate and key, or a self-signed
+/// pair (kept in `cert_dir` when given); TLS 1.3 only when `tls13_only`.
+/// Errors name the flag and the file.
 pub fn tls_config(
     cert_file: Option<&Path>,
     key_file: Option<&Path>,
     cert_dir: Option<&Path>,
+    tls13_only: bool,
 ) -> Result<rustls::ServerConfig, String> {
-    let (cert_pem, key_pem) = match (cert_file, key_file) {
+    let (cert_pem, key_pem, cert_source, key_source) = match (cert_file, key_file) {
         (Some(c), Some(k)) => (
             std::fs::read(c).map_err(|e| format!("--tls-cert-file={}: {e}", c.display()))?,
             std::fs::read(k).map_err(|e| format!("--tls-private-key-file={}: {e}", k.display()))?,
+            format!("--tls-cert-file={}", c.display()),
+            format!("--tls-private-key-file={}", k.display()),
         ),
-        _ => self_signed(cert_dir)?,
+        _ => {
+            let (c, k) = self_signed(cert_dir)?;
+            (
+                c,
+                k,
+                "the self-signed certificate".into(),
+                "the self-signed key".into(),
+            )
+        }
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("serving certificate: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| format!("serving key: {e}"))?;
+        .map_err(|e| format!("{cert_source}: not a PEM certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{cert_source}: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)"
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => format!(
+            "{key_source}: no PEM private key in it (want -----BEGIN PRIVATE KEY-----, RSA or EC)"
+        ),
+        e => format!("{key_source}: not a PEM private key: {e}"),
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+    let builder = rustls::ServerConfig::builder_with_provider(provider);
+    let builder = if tls13_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS13])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    }
+    .map_err(|e| e.to_string())?;
+    builder
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("serving certificate: {e}"))
+        .map_err(|e| format!("{cert_source} and {key_source}: {e}"))
 }
 
 fn self_signed(cert_dir: Option<&Path>) -> Result<(Vec<u8>, Vec<u8>), String> {
@@ -347,10 +379,10 @@ pub async fn bind(
     tls: Option<rustls::ServerConfig>,
     health: Arc<Health>,
     gate: Option<Arc<Gate>>,
+    reuse_port: bool,
 ) -> Result<impl std::future::Future<Output = ()>, String> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("failed to listen on {addr}: {e}"))?;
+    let listener =
+        listen(addr, reuse_port).map_err(|e| format!("failed to listen on {addr}: {e}"))?;
     let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
     tracing::info!(%addr, tls = acceptor.is_some(), "serving health and metrics");
     Ok(async move {
@@ -372,6 +404,19 @@ pub async fn bind(
             });
         }
     })
+}
+
+/// A listener with SO_REUSEADDR (as tokio's own bind) and, for
+/// --permit-port-sharing, SO_REUSEPORT.
+fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 #[cfg(test)]
@@ -415,7 +460,10 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(text.contains("[-]route failed"), "{text}");
         assert!(text.contains("[+]cloud-node ok"), "{text}");
-        assert_eq!(body(route(&h, "/livez", "")).0, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body(route(&h, "/livez", "")).0,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
         // Started again (a new term as leader): healthy again.
         h.add_controller("route");
         assert_eq!(body(route(&h, "/healthz", "")).0, StatusCode::OK);
@@ -440,9 +488,9 @@ mod tests {
     #[test]
     fn self_signed_certificates_are_written_to_the_cert_dir_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        tls_config(None, None, Some(dir.path())).unwrap();
+        tls_config(None, None, Some(dir.path()), false).unwrap();
         let first = std::fs::read(dir.path().join("cloud-controller-manager.crt")).unwrap();
-        tls_config(None, None, Some(dir.path())).unwrap();
+        tls_config(None, None, Some(dir.path()), false).unwrap();
         assert_eq!(
             first,
             std::fs::read(dir.path().join("cloud-controller-manager.crt")).unwrap()
@@ -451,8 +499,52 @@ mod tests {
             Some(Path::new("/nonexistent.crt")),
             Some(Path::new("/x.key")),
             None,
+            false,
         )
         .unwrap_err();
         assert!(err.starts_with("--tls-cert-file=/nonexistent.crt"), "{err}");
+    }
+
+    #[test]
+    fn garbage_certificate_files_are_named_with_their_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").unwrap();
+        let good = dir.path().join("good");
+        tls_config(None, None, Some(&good), false).unwrap();
+        let (cert, key) = (
+            good.join("cloud-controller-manager.crt"),
+            good.join("cloud-controller-manager.key"),
+        );
+        let err = tls_config(Some(&garbage), Some(&key), None, false).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "--tls-cert-file={}: no PEM certificate in it (want -----BEGIN CERTIFICATE-----)",
+                garbage.display()
+            )
+        );
+        let err = tls_config(Some(&cert), Some(&garbage), None, false).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "--tls-private-key-file={}: no PEM private key",
+                garbage.display()
+            )),
+            "{err}"
+        );
+        // The key of another certificate: both named.
+        let other = dir.path().join("other");
+        tls_config(None, None, Some(&other), false).unwrap();
+        let err = tls_config(
+            Some(&cert),
+            Some(&other.join("cloud-controller-manager.key")),
+            None,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("--tls-cert-file=") && err.contains("--tls-private-key-file="),
+            "{err}"
+        );
     }
 }

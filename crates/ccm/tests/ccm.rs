@@ -233,7 +233,7 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
         "{stderr}"
     );
 
-    // The local provider: the field path, said once on the error line.
+    // The local provider: the field path, said once, on one error line.
     std::fs::write(&bad, "instances:\n  - name: a\n    state: paused\n").unwrap();
     let (code, stderr) = run_to_exit(&[
         "--cloud-provider=local",
@@ -241,15 +241,18 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
         "--kubeconfig=/nonexistent",
     ]);
     assert_eq!(code, Some(1), "{stderr}");
-    let line = stderr
-        .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("an error line: {stderr}"));
     assert_eq!(
-        line.matches("instances[0].state: \"paused\" is not running or stopped")
+        stderr
+            .matches("instances[0].state: \"paused\" is not running or stopped")
             .count(),
         1,
-        "{line}"
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("instances[0].state")),
+        "{stderr}"
     );
 
     let (_, stderr) = run_to_exit(&["--cloud-provider=gce"]);
@@ -258,6 +261,47 @@ fn a_bad_cloud_config_stops_the_program_naming_the_file_and_field() {
     let (code, stderr) = run_to_exit(&["--cloud-provider=fake", "--node-monitor-period=5"]);
     assert_eq!(code, Some(2), "clap's usage error");
     assert!(stderr.contains("--node-monitor-period"));
+    // A value that parses but is refused: also a bad flag, also 2.
+    let (code, stderr) = run_to_exit(&["--cloud-provider=fake", "--node-monitor-period=0s"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("--node-monitor-period must be greater than zero")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let (code, stderr) = run_to_exit(&[
+        "--logging-format=json",
+        "--cloud-provider=fake",
+        "--cloud-config=/nonexistent/cloud.yaml",
+    ]);
+    assert_eq!(code, Some(1));
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/cloud.yaml"),
+        "{error}"
+    );
+    let (code, stderr) = run_to_exit(&["--logging-format=xml", "--cloud-provider=fake"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--logging-format=xml: unsupported; one of text, json"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -816,7 +816,8 @@ loadBalancer:
     let mut ccm = env.ccm(&["--leader-elect=false"]);
     create_tainted_node(&env.client, "node-1").await;
     initialised(&env.client, "node-1").await;
-    env.create_service("default", "web", &[], &[("TCP", 8080)]).await;
+    env.create_service("default", "web", &[], &[("TCP", 8080)])
+        .await;
     env.create_service(
         "default",
         "theirs",
@@ -857,10 +858,20 @@ loadBalancer:
     })
     .await;
     ccm.signal(libc::SIGTERM);
-    assert!(ccm.wait_exit(Duration::from_secs(20)).success(), "{}", ccm.log_text());
+    assert!(
+        ccm.wait_exit(Duration::from_secs(20)).success(),
+        "{}",
+        ccm.log_text()
+    );
     let after = veth.addresses();
-    assert!(ours(&after).is_none(), "the adopted VIP removed on SIGTERM: {after}");
-    assert!(after.contains("10.254.15.10/32"), "the foreign address kept: {after}");
+    assert!(
+        ours(&after).is_none(),
+        "the adopted VIP removed on SIGTERM: {after}"
+    );
+    assert!(
+        after.contains("10.254.15.10/32"),
+        "the foreign address kept: {after}"
+    );
 
     // SIGKILL with no restart: the address expires by itself.
     let mut ccm = env.ccm(&["--leader-elect=false"]);
@@ -870,11 +881,17 @@ loadBalancer:
     .await;
     ccm.signal(libc::SIGKILL);
     ccm.wait_exit(Duration::from_secs(10));
-    eventually("the dead leader's VIP expires", Duration::from_secs(10), || async {
-        ours(&veth.addresses()).is_none().then_some(())
-    })
+    eventually(
+        "the dead leader's VIP expires",
+        Duration::from_secs(10),
+        || async { ours(&veth.addresses()).is_none().then_some(()) },
+    )
     .await;
-    assert!(veth.addresses().contains("10.254.15.10/32"), "{}", veth.addresses());
+    assert!(
+        veth.addresses().contains("10.254.15.10/32"),
+        "{}",
+        veth.addresses()
+    );
 }
 
 /// kube-proxy's health check server for a node: 200 with a local endpoint,
@@ -1069,7 +1086,10 @@ async fn an_ipv6_vip_is_usable_at_once_announced_by_neighbour_advertisement_and_
         .collect();
     let vip: std::net::Ipv6Addr = "fd00:0:0:14::8".parse().unwrap();
     let capture = capture::Capture::open(&veth.peer, libc::ETH_P_IPV6);
-    let vips = overcast_provider_local::vip::Vips::new(&veth.name, overcast_provider_local::vip::DEFAULT_LIFETIME);
+    let vips = overcast_provider_local::vip::Vips::new(
+        &veth.name,
+        overcast_provider_local::vip::DEFAULT_LIFETIME,
+    );
     vips.acquire(vip.into()).await.unwrap();
     let added = veth.addresses();
     let line = added

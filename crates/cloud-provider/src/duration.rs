@@ -83,9 +83,17 @@ mod tests {
             parse_go_duration("2562047h").unwrap(),
             Duration::from_secs(2562047 * 3600)
         );
-        for huge in ["99999999999999999999h", "2562048h", "1e400s", "9999999999999999999999999999999999999999s"] {
+        for huge in [
+            "99999999999999999999h",
+            "2562048h",
+            "1e400s",
+            "9999999999999999999999999999999999999999s",
+        ] {
             let err = parse_go_duration(huge).unwrap_err();
-            assert!(err.contains("out of range") || err.contains("invalid"), "{huge}: {err}");
+            assert!(
+                err.contains("out of range") || err.contains("invalid"),
+                "{huge}: {err}"
+            );
         }
     }
 }

@@ -176,7 +176,9 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     // Go's range (int64 nanoseconds); beyond it an error, never a panic.
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if d <= Duration::from_nanos(i64::MAX as u64) => Ok(d),
-        _ => Err(format!("invalid duration {s:?}: out of range (at most 2562047h)")),
+        _ => Err(format!(
+            "invalid duration {s:?}: out of range (at most 2562047h)"
+        )),
     }
 }
 

@@ -306,7 +306,9 @@ async fn run_ip(args: &[&str]) -> Result<Vec<u8>, String> {
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("running `ip` (iproute2 is needed with loadBalancer.interface): {e}"))?;
+        .map_err(|e| {
+            format!("running `ip` (iproute2 is needed with loadBalancer.interface): {e}")
+        })?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -324,7 +326,10 @@ async fn ip_batch(lines: &str) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("running `ip`: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(lines.as_bytes()).await.map_err(|e| e.to_string())?;
+        stdin
+            .write_all(lines.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
     if out.status.success() {
@@ -524,7 +529,11 @@ mod tests {
             r#"[{"local":"10.9.9.9","prefixlen":24,"dynamic":true,"noprefixroute":true,"label":"eth0:ovc"}]"#,
             r#"[{"local":"10.9.9.9","prefixlen":32,"dynamic":true,"label":"eth0:ovc"}]"#,
         ] {
-            assert_eq!(presence("eth0", ip, &listed(foreign)), Presence::Foreign, "{foreign}");
+            assert_eq!(
+                presence("eth0", ip, &listed(foreign)),
+                Presence::Foreign,
+                "{foreign}"
+            );
         }
         // IPv6 has no labels; an interface name too long for one neither.
         let v6: IpAddr = "fd00::9".parse().unwrap();
@@ -536,12 +545,20 @@ mod tests {
 
     #[test]
     fn owned_addresses_carry_the_mark_and_the_lifetime() {
-        let args = owned_address_args("eth0", "10.9.9.9".parse().unwrap(), Duration::from_millis(10_500));
+        let args = owned_address_args(
+            "eth0",
+            "10.9.9.9".parse().unwrap(),
+            Duration::from_millis(10_500),
+        );
         assert_eq!(
             args.join(" "),
             "replace 10.9.9.9/32 dev eth0 label eth0:ovc noprefixroute valid_lft 10 preferred_lft 10"
         );
-        let args = owned_address_args("eth0", "fd00::9".parse().unwrap(), Duration::from_millis(300));
+        let args = owned_address_args(
+            "eth0",
+            "fd00::9".parse().unwrap(),
+            Duration::from_millis(300),
+        );
         assert_eq!(
             args.join(" "),
             "replace fd00::9/128 dev eth0 noprefixroute valid_lft 1 preferred_lft 1 nodad"
