@@ -74,7 +74,7 @@ impl MigrationConfig {
     }
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let file: File = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let file: File = overcast_cloud_provider::yaml::parse_yaml(text)?;
         let versions = [
             "controllermanager.config.k8s.io/v1",
             "controllermanager.config.k8s.io/v1beta1",

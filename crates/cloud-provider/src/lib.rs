@@ -12,6 +12,7 @@ pub mod duration;
 mod error;
 pub mod names;
 mod registry;
+pub mod yaml;
 
 pub use cloud::{
     CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer, Route, Routes,

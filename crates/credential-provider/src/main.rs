@@ -16,8 +16,28 @@ const MAX_REQUEST: u64 = 1 << 20;
 const USAGE: &str =
     "usage: overcast-credential-provider static --config FILE | overcast-credential-provider ecr";
 
+const HELP: &str = "overcast-credential-provider: a kubelet image credential provider plugin.
+
+The kubelet runs it (CredentialProviderConfig `args`) with a
+CredentialProviderRequest on stdin and reads the response from stdout.
+
+usage:
+  overcast-credential-provider static --config FILE   credentials from a file (docs/credential-provider.md)
+  overcast-credential-provider ecr                    Amazon ECR tokens (when built with the ecr feature)
+  overcast-credential-provider --help | --version";
+
 fn main() -> ExitCode {
-    match run() {
+    // Answered before stdin is read: in a terminal, nothing would come.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version") {
+        println!("overcast-credential-provider {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match run(args) {
         Ok(out) => {
             let mut stdout = std::io::stdout().lock();
             if writeln!(stdout, "{out}")
@@ -35,8 +55,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<String, Error> {
-    let mut args = std::env::args().skip(1);
+fn run(args: Vec<String>) -> Result<String, Error> {
+    let mut args = args.into_iter();
     let provider = args.next().ok_or_else(|| Error::Usage(USAGE.into()))?;
     let mut config: Option<PathBuf> = None;
     while let Some(arg) = args.next() {
@@ -54,20 +74,29 @@ fn run() -> Result<String, Error> {
             other => return Err(Error::Usage(format!("unknown argument {other:?}; {USAGE}"))),
         }
     }
+    // Arguments and config are checked before stdin is read, so a mistake
+    // is reported at once rather than after the kubelet's request.
+    let static_provider = match provider.as_str() {
+        "static" => {
+            let path = config.ok_or_else(|| Error::Usage("static needs --config FILE".into()))?;
+            Some(StaticProvider::load(&path, &|name| {
+                std::env::var(name).ok()
+            })?)
+        }
+        "ecr" => None,
+        other => return Err(Error::Usage(format!("unknown provider {other:?}; {USAGE}"))),
+    };
     let mut input = Vec::new();
     std::io::stdin()
         .take(MAX_REQUEST)
         .read_to_end(&mut input)
         .map_err(|e| Error::Request(format!("reading stdin: {e}")))?;
-    match provider.as_str() {
-        "static" => {
-            let path = config.ok_or_else(|| Error::Usage("static needs --config FILE".into()))?;
-            let provider = StaticProvider::load(&path, &|name| std::env::var(name).ok())?;
+    match static_provider {
+        Some(provider) => {
             let request = Request::parse(&input)?;
             Ok(provider.provide(&request).to_json(&request.api_version))
         }
-        "ecr" => ecr(&input),
-        other => Err(Error::Usage(format!("unknown provider {other:?}; {USAGE}"))),
+        None => ecr(&input),
     }
 }
 

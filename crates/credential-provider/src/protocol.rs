@@ -143,44 +143,8 @@ pub fn go_duration(d: Duration) -> String {
     }
 }
 
-/// Parses Go durations such as "5m", "1h30m", "90s" (for config files).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (want e.g. 30s, 5m, 1h30m)");
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(err());
-    }
-    let mut secs = 0f64;
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
-        let value: f64 = rest[..n].parse().map_err(|_| err())?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        secs += value
-            * match &rest[..u] {
-                "ms" => 0.001,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(err()),
-            };
-        rest = &rest[u..];
-    }
-    // Go's range (int64 nanoseconds); beyond it an error, never a panic.
-    match Duration::try_from_secs_f64(secs) {
-        Ok(d) if d <= Duration::from_nanos(i64::MAX as u64) => Ok(d),
-        _ => Err(format!(
-            "invalid duration {s:?}: out of range (at most 2562047h)"
-        )),
-    }
-}
+/// Go durations ("5m", "1h30m", "90s") for config files, as the CCM's.
+pub use overcast_cloud_provider::duration::parse_go_duration;
 
 #[cfg(test)]
 mod tests {

@@ -218,11 +218,71 @@ fn run(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // The plugin may exit before reading (a bad argument or config).
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
     child.wait_with_output().unwrap()
+}
+
+/// A bad static config: one line naming the file, where, and what, before
+/// any request is read; no snippet, no parser-library hints.
+#[test]
+fn a_bad_static_config_is_one_line_naming_the_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("static.yaml");
+    for (text, want) in [
+        (
+            "registries:\n  - matchImages: [\"a\"]\n    usernam: x\n",
+            "line 3 column 5: unknown field `usernam`",
+        ),
+        (
+            "registries: []\nregistries: []\n",
+            "duplicate mapping key `registries`",
+        ),
+        ("registries:\n  - matchImages: 5\n", "line 2 column 18"),
+        (
+            "cacheDuration: 99999999999999999999h\nregistries: []\n",
+            "cacheDuration: invalid duration \"99999999999999999999h\": out of range",
+        ),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let out = run(&["static", "--config", cfg.to_str().unwrap()], "");
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(cfg.to_str().unwrap()) && err.contains(want),
+            "{text:?}: {err}"
+        );
+        assert!(
+            !err.contains("Options") && !err.contains("<input>"),
+            "{err}"
+        );
+    }
+}
+
+/// --help answers without waiting for a request on stdin (in a terminal
+/// none comes).
+#[test]
+fn help_does_not_wait_for_stdin() {
+    for flag in ["--help", "-h", "--version"] {
+        let mut child = Command::new(PLUGIN)
+            .arg(flag)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _stdin_kept_open = child.stdin.take();
+        let mut waited = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(waited < 100, "{flag} waited for stdin");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            waited += 1;
+        };
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("overcast-credential-provider"));
+    }
 }

@@ -54,7 +54,7 @@ impl StaticProvider {
     }
 
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let file: File = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+        let file: File = overcast_cloud_provider::yaml::parse_yaml(text)?;
         let cache_duration = file
             .cache_duration
             .as_deref()

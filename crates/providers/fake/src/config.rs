@@ -85,5 +85,5 @@ pub fn parse(bytes: &[u8]) -> Result<FakeConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(FakeConfig::default());
     }
-    serde_saphyr::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    overcast_cloud_provider::yaml::parse_yaml(text).map_err(ConfigError)
 }

@@ -180,7 +180,7 @@ impl LocalConfig {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| ConfigError(e.to_string()))?
+            overcast_cloud_provider::yaml::parse_yaml(text).map_err(ConfigError)?
         };
         validate(raw).map_err(ConfigError)
     }
