@@ -616,3 +616,166 @@ async fn cluster_routes(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// Waits for the proxy to have killed `ccm` after `action`.
+async fn killed(proxy: &overcast_testenv::CrashProxy, action: &str, ccm: &mut Ccm) {
+    let fired = tokio::time::timeout(SOON, async {
+        while proxy.fired().as_deref() != Some(action) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        fired.is_ok(),
+        "no {action} call to kill at; calls: {:?}\n{}",
+        proxy.actions(),
+        ccm.log_text()
+    );
+    ccm.wait_exit(std::time::Duration::from_secs(10));
+}
+
+fn nlb_service(name: &str) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                [(
+                    "service.beta.kubernetes.io/aws-load-balancer-type".to_string(),
+                    "nlb".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ports: Some(
+                [("http", 80), ("https", 443)]
+                    .map(|(n, port)| ServicePort {
+                        name: Some(n.into()),
+                        port,
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .to_vec(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A kill -9 right after each mutating ELB call of a create and of a delete
+/// (moto has carried it out; the CCM never hears back), then a restart: the
+/// Service ends with exactly one NLB and one target group per port, and once
+/// deleted nothing tagged for it is left, whichever call the crash followed.
+#[tokio::test]
+async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let subnets = seed_network(&ec2).await;
+    let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let proxy = overcast_testenv::CrashProxy::start(moto.url())
+        .await
+        .unwrap();
+    let proxy_url = proxy.url();
+    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    vars.push(("AWS_ENDPOINT_URL", &proxy_url));
+    let env = CloudEnv::start(
+        "aws",
+        "cloud.conf",
+        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+    )
+    .await;
+    // No election: a restart serves at once.
+    let start = || env.ccm_with_env(&["--leader-elect=false"], &vars);
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let hostname = |name: &'static str| {
+        let services = services.clone();
+        async move {
+            eventually(&format!("{name}'s status hostname"), SOON, || async {
+                let s = services.get(name).await.ok()?;
+                s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+            })
+            .await
+        }
+    };
+    let parts = |name: &'static str| {
+        let elb = elb.clone();
+        async move {
+            let tagged = tagged_for(&elb, &format!("default/{name}")).await;
+            let count = |kind: &str| tagged.iter().filter(|a| a.contains(kind)).count();
+            (count(":loadbalancer/"), count(":targetgroup/"))
+        }
+    };
+    {
+        let _ccm = start();
+        create_tainted_node(&env.client, &dns).await;
+        initialised(&env.client, &dns).await;
+    }
+
+    let creates = [
+        ("CreateLoadBalancer", "c1"),
+        ("CreateTargetGroup", "c2"),
+        ("RegisterTargets", "c3"),
+        ("CreateListener", "c4"),
+    ];
+    for (action, name) in creates {
+        let mut ccm = start();
+        proxy.arm(action, ccm.child.id());
+        services
+            .create(&PostParams::default(), &nlb_service(name))
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let _ccm = start();
+        hostname(name).await;
+        assert_eq!(
+            parts(name).await,
+            (1, 2),
+            "after a kill at {action}: one NLB, a group per port"
+        );
+    }
+
+    let deletes = [("DeleteLoadBalancer", "d1"), ("DeleteTargetGroup", "d2")];
+    for (action, name) in deletes {
+        let mut ccm = start();
+        services
+            .create(&PostParams::default(), &nlb_service(name))
+            .await
+            .unwrap();
+        hostname(name).await;
+        assert_eq!(parts(name).await, (1, 2));
+        proxy.arm(action, ccm.child.id());
+        services
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let _ccm = start();
+        eventually(
+            &format!("{name} gone after a kill at {action}"),
+            SOON,
+            || async {
+                services
+                    .get_opt(name)
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            parts(name).await,
+            (0, 0),
+            "after a kill at {action}: nothing left"
+        );
+    }
+    let seen = proxy.actions();
+    for (action, _) in creates.iter().chain(&deletes) {
+        assert!(seen.iter().any(|a| a == action), "{action} in {seen:?}");
+    }
+}

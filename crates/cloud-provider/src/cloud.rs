@@ -128,7 +128,13 @@ pub trait Instances: Send + Sync {
 /// `type: LoadBalancer` Services (upstream's `LoadBalancer`).
 #[async_trait]
 pub trait LoadBalancer: Send + Sync {
-    /// The balancer's status, or `None` when this controller never created one.
+    /// The balancer's status, or `None` when nothing of it exists. Report it
+    /// as existing (an empty status will do) while *any* cloud resource made
+    /// for the Service remains, not only its front end: the service
+    /// controller asks this before a cleanup and drops the Service's
+    /// finalizer without calling `ensure_load_balancer_deleted` when it says
+    /// `None`, so a deletion interrupted half-way (a crash, a resource still
+    /// detaching) would otherwise leak the rest.
     async fn get_load_balancer(
         &self,
         cluster_name: &str,

@@ -16,9 +16,11 @@
 
 mod certs;
 pub mod cluster;
+pub mod crash_proxy;
 mod moto;
 mod process;
 pub use cluster::{Cluster, ClusterOptions};
+pub use crash_proxy::CrashProxy;
 pub use moto::{MOTO_SERVER_ENV, Moto};
 
 use std::fmt::Write as _;

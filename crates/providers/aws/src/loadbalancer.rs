@@ -549,7 +549,21 @@ impl LoadBalancer for AwsCloud {
             return Ok(None);
         }
         let name = self.get_load_balancer_name(_cluster_name, service);
-        Ok(self.find_load_balancer(&name).await?.map(|lb| lb.status()))
+        if let Some(lb) = self.find_load_balancer(&name).await? {
+            return Ok(Some(lb.status()));
+        }
+        // The balancer is its NLB and every part tagged for the Service: a
+        // deletion that stopped between DeleteLoadBalancer and the last
+        // DeleteTargetGroup (a crash, or a group still detaching) leaves
+        // target groups, and the service controller must call
+        // ensure_load_balancer_deleted again before it drops its finalizer.
+        let Some(cluster_id) = self.config.cluster_id() else {
+            return Ok(None);
+        };
+        let parts = self
+            .service_target_groups(&service_key(service), cluster_id)
+            .await?;
+        Ok((!parts.is_empty()).then(LoadBalancerStatus::default))
     }
 
     async fn ensure_load_balancer(
