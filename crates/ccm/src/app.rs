@@ -80,10 +80,10 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     let mut shutdown = Shutdown::install()?;
     let client_config = client_config(opts).await?;
     // The shared informers' client.
-    let client = limited_client(&client_config, opts)?;
+    let client = limited_client(&client_config, opts, "shared-informers")?;
     // The Leases get a client of their own: renewals never wait behind
     // controller traffic in the rate limiter (as client-go's lock client).
-    let lease_client = client_with(client_config.clone(), None)?;
+    let lease_client = client_with(client_config.clone(), None, "leader-election")?;
     let health = Arc::new(Health::default());
     serve(&config, &health, &client_config).await?;
 
@@ -292,11 +292,43 @@ async fn client_config(opts: &crate::options::Options) -> anyhow::Result<kube::C
     Ok(config)
 }
 
-/// A client of `config` with `limit` (a token bucket of its own) in front.
+/// upstream's rest.DefaultKubernetesUserAgent plus the client's name, as
+/// the Go ClientBuilder gives each controller:
+/// `overcast-ccm/v0.1.0 (linux/amd64) overcast/service-controller`. The
+/// apiserver names the field manager of an update without one after the
+/// part before the first `/`.
+pub fn user_agent(client: &str) -> String {
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| {
+            Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "overcast-ccm".to_string());
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!(
+        "{binary}/v{} ({}/{arch}) overcast/{client}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS
+    )
+}
+
+/// A client of `config` named `name` (its User-Agent) with `limit` (a token
+/// bucket of its own) in front.
 fn client_with(
-    config: kube::Config,
+    mut config: kube::Config,
     limit: Option<RateLimitLayer>,
+    name: &str,
 ) -> anyhow::Result<kube::Client> {
+    let agent = http::HeaderValue::from_str(&user_agent(name))
+        .context("the User-Agent is not a valid header")?;
+    config.headers.push((http::header::USER_AGENT, agent));
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     Ok(match limit {
@@ -311,10 +343,12 @@ fn client_with(
 fn limited_client(
     config: &kube::Config,
     opts: &crate::options::Options,
+    name: &str,
 ) -> anyhow::Result<kube::Client> {
     client_with(
         config.clone(),
         RateLimitLayer::new(opts.kube_api_qps, opts.kube_api_burst),
+        name,
     )
 }
 
@@ -338,6 +372,7 @@ async fn client_from_kubeconfig(path: &Path, flag: &str) -> anyhow::Result<kube:
     client_with(
         config_from_kubeconfig(path, flag).await?,
         Some(delegation_limit()),
+        "delegated-auth",
     )
     .with_context(|| format!("{flag}={}", path.display()))
 }
@@ -365,7 +400,11 @@ async fn serve(
             let path = path.clone();
             async move {
                 match path {
-                    None => client_with(client_config.clone(), Some(delegation_limit())),
+                    None => client_with(
+                        client_config.clone(),
+                        Some(delegation_limit()),
+                        "delegated-auth",
+                    ),
                     Some(path) => client_from_kubeconfig(&path, flag).await,
                 }
             }
@@ -410,6 +449,17 @@ async fn serve(
         tokio::spawn(server);
     }
     Ok(())
+}
+
+/// The client name upstream's controller init contexts give each controller
+/// (k8s.io/cloud-provider app: DefaultInitFuncConstructors).
+fn client_name(controller: &str) -> &'static str {
+    match controller {
+        CLOUD_NODE | CLOUD_NODE_LIFECYCLE | NODE_IPAM => "node-controller",
+        SERVICE_LB => "service-controller",
+        NODE_ROUTE => "route-controller",
+        _ => "controller",
+    }
 }
 
 /// Runs a controller; if its task ends (it should not while we lead) or
@@ -483,7 +533,7 @@ impl Manager {
                 tokio::time::sleep(opts.controller_start_interval.mul_f64(jitter)).await;
             }
             let ctx = &Context {
-                client: limited_client(&self.client_config, opts)?,
+                client: limited_client(&self.client_config, opts, client_name(name))?,
                 ..self.ctx.clone()
             };
             let run: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
@@ -575,6 +625,24 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_agents_have_upstreams_shape_with_the_clients_name() {
+        let agent = user_agent("service-controller");
+        let (binary, rest) = agent.split_once('/').unwrap();
+        assert!(!binary.is_empty() && !binary.contains(' '), "{agent}");
+        assert!(
+            rest.starts_with(&format!("v{} (", env!("CARGO_PKG_VERSION"))),
+            "{agent}"
+        );
+        assert!(
+            agent.contains(&format!("({}/", std::env::consts::OS)),
+            "{agent}"
+        );
+        assert!(agent.ends_with(") overcast/service-controller"), "{agent}");
+        assert_eq!(client_name(SERVICE_LB), "service-controller");
+        assert_eq!(client_name(CLOUD_NODE_LIFECYCLE), "node-controller");
+    }
 
     #[tokio::test]
     async fn a_panicking_controller_is_reported_with_its_message() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -112,6 +113,38 @@ async fn sigterm_releases_the_lease_so_the_standby_need_not_wait_for_expiry() {
     let lease = env.lease().await.unwrap().spec.unwrap();
     assert_ne!(lease.holder_identity.as_deref(), Some(a_identity.as_str()));
     assert!(lease.lease_transitions.unwrap() >= 1);
+}
+
+/// Each client says who it is, as the Go ClientBuilder's do, so the
+/// apiserver names the Lease's writer after the binary instead of `unknown`.
+#[tokio::test]
+async fn the_lease_and_node_writes_carry_the_binarys_name_not_unknown() {
+    let env = env().await;
+    let ccm = env.ccm(&[]);
+    eventually("leads", SOON, || async { ccm.is_leader().then_some(()) }).await;
+    let lease = env.lease().await.unwrap();
+    let managers: Vec<String> = lease
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert_eq!(managers, ["overcast-ccm"], "the Lease's field managers");
+    create_tainted_node(&env.client, "n1").await;
+    initialised(&env.client, "n1").await;
+    let node = Api::<Node>::all(env.client.clone())
+        .get("n1")
+        .await
+        .unwrap();
+    let managers: Vec<String> = node
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(!managers.iter().any(|m| m == "unknown"), "{managers:?}");
 }
 
 #[tokio::test]

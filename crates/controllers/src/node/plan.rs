@@ -151,11 +151,28 @@ pub fn desired_addresses(
     if let Some(provided) = provided {
         addresses = filter_by_provided_node_ip(provided, addresses)?;
     }
-    if addresses == current {
-        Ok(None)
-    } else {
+    if addresses_changed(current, &addresses) {
         Ok(Some(addresses))
+    } else {
+        Ok(None)
     }
+}
+
+/// Upstream's nodeAddressesChangeDetected: the same length and, for each new
+/// address, the old address of its type (the last one, for a type listed
+/// twice) is the same. So a list in another order across types is no change
+/// and the Node keeps its order, as with the Go CCM; its quirks with a type
+/// listed twice are kept too, so the two never disagree about a write.
+pub fn addresses_changed(old: &[NodeAddress], new: &[NodeAddress]) -> bool {
+    if old.len() != new.len() {
+        return true;
+    }
+    let by_type: std::collections::HashMap<&str, &str> = old
+        .iter()
+        .map(|a| (a.type_.as_str(), a.address.as_str()))
+        .collect();
+    new.iter()
+        .any(|a| by_type.get(a.type_.as_str()).copied().unwrap_or("") != a.address)
 }
 
 /// Upstream's `GetNodeAddressesFromNodeIP`: each provided IP must be one of
@@ -428,6 +445,43 @@ mod tests {
                 .unwrap_err()
                 .contains("dual-stack")
         );
+    }
+
+    #[test]
+    fn address_changes_are_detected_per_type_as_upstream() {
+        let a = |t: &str, ip: &str| addr(t, ip);
+        let old = [a("InternalIP", "10.0.0.1"), a("Hostname", "n1")];
+        // Another order across types: no change (the Node keeps its order).
+        assert!(!addresses_changed(
+            &old,
+            &[a("Hostname", "n1"), a("InternalIP", "10.0.0.1")]
+        ));
+        assert!(addresses_changed(
+            &old,
+            &[a("InternalIP", "10.0.0.2"), a("Hostname", "n1")]
+        ));
+        assert!(addresses_changed(&old, &[a("InternalIP", "10.0.0.1")]));
+        // Two of one type: the map keeps the last, as upstream's.
+        let two = [a("InternalIP", "10.0.0.1"), a("InternalIP", "10.0.0.2")];
+        assert!(addresses_changed(
+            &two,
+            &[a("InternalIP", "10.0.0.2"), a("InternalIP", "10.0.0.1")]
+        ));
+        assert!(!addresses_changed(
+            &two,
+            &[a("InternalIP", "10.0.0.2"), a("InternalIP", "10.0.0.2")]
+        ));
+    }
+
+    #[test]
+    fn the_cloud_reporting_the_nodes_addresses_in_another_order_writes_nothing() {
+        let mut n = node(&[], None);
+        n.status.get_or_insert_default().addresses = Some(vec![
+            addr("Hostname", "n1.local"),
+            addr("InternalIP", "10.0.0.5"),
+        ]);
+        let cloud = [addr("InternalIP", "10.0.0.5"), addr("Hostname", "n1.local")];
+        assert_eq!(desired_addresses(&n, &cloud).unwrap(), None);
     }
 
     #[test]
