@@ -1144,3 +1144,99 @@ async fn an_ipv6_vip_is_usable_at_once_announced_by_neighbour_advertisement_and_
     let left = veth.addresses();
     assert!(!left.contains("fd00:0:0:14::8"), "{left}");
 }
+
+/// A connection to `vip` from `source`: the backend's name, or `None` when
+/// the proxy refuses it.
+async fn answer_from(source: &str, vip: SocketAddr) -> Option<String> {
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(format!("{source}:0").parse().ok()?).ok()?;
+    let stream = tokio::time::timeout(Duration::from_secs(3), socket.connect(vip))
+        .await
+        .ok()?
+        .ok()?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(stream);
+    tokio::time::timeout(Duration::from_secs(3), reader.read_line(&mut line))
+        .await
+        .ok()?
+        .ok()?;
+    Some(line.trim().to_string()).filter(|l| !l.is_empty())
+}
+
+/// loadBalancerSourceRanges (the spec field, else the annotation) decide
+/// which clients the VIP serves, in the proxy itself: with `ipMode: Proxy`
+/// kube-proxy does not enforce them for the VIP. sessionAffinity ClientIP,
+/// which the proxy does not do, is refused with an Event, not ignored.
+#[tokio::test]
+async fn source_ranges_limit_the_clients_and_client_ip_affinity_is_refused() {
+    let env = env(&loopback_cluster("127.0.18", 1, "500ms")).await;
+    let _ccm = env.ccm(&[]);
+    env.register_nodes(1).await;
+    let svc = env
+        .create_service(
+            "default",
+            "ranged",
+            &[(
+                "service.beta.kubernetes.io/load-balancer-source-ranges",
+                "127.0.19.0/24, 127.0.21.9/32",
+            )],
+            &[("TCP", 8080)],
+        )
+        .await;
+    let node_port = svc.spec.unwrap().ports.unwrap()[0].node_port.unwrap();
+    let _backend = tcp_backend(format!("127.0.18.1:{node_port}").parse().unwrap(), "node-1").await;
+    let vip: SocketAddr = format!("{}:8080", env.vip("default", "ranged").await)
+        .parse()
+        .unwrap();
+    eventually("an allowed client is served", SOON, || async {
+        answer_from("127.0.19.5", vip)
+            .await
+            .filter(|n| n == "node-1")
+    })
+    .await;
+    assert_eq!(
+        answer_from("127.0.21.9", vip).await.as_deref(),
+        Some("node-1")
+    );
+    assert_eq!(
+        answer_from("127.0.20.5", vip).await,
+        None,
+        "outside the ranges"
+    );
+
+    // The spec field wins over the annotation; host bits are ignored.
+    env.services("default")
+        .patch(
+            "ranged",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"loadBalancerSourceRanges": ["127.0.20.1/24"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the new ranges apply", SOON, || async {
+        (answer_from("127.0.20.5", vip).await.is_some()
+            && answer_from("127.0.19.5", vip).await.is_none())
+        .then_some(())
+    })
+    .await;
+
+    env.create_service("default", "sticky", &[], &[("TCP", 8081)])
+        .await;
+    env.services("default")
+        .patch(
+            "sticky",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"sessionAffinity": "ClientIP"}})),
+        )
+        .await
+        .unwrap();
+    let msg = env
+        .event("default", "sticky", "SyncLoadBalancerFailed")
+        .await;
+    assert!(
+        msg.contains("spec.sessionAffinity: ClientIP is not supported"),
+        "{msg}"
+    );
+}

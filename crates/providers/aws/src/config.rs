@@ -135,6 +135,10 @@ impl AwsConfig {
             } else if same(k, "VPC") {
                 self.vpc = value;
             } else if same(k, "SubnetID") {
+                warnings.push(format!(
+                    "{}: has no effect in overcast's aws provider yet (NLB subnets come from the subnets annotation or discovery in the VPC)",
+                    at()
+                ));
                 self.subnet_id = value;
             } else if same(k, "RouteTableID") {
                 self.route_table_id = value;
@@ -145,11 +149,23 @@ impl AwsConfig {
             } else if same(k, "DisableSecurityGroupIngress") {
                 self.disable_security_group_ingress = ini::parse_bool(&value)
                     .ok_or_else(|| ConfigError(format!("{}: {value:?} is not a boolean", at())))?;
+                if !self.disable_security_group_ingress {
+                    warnings.push(format!(
+                        "{}: false has no effect: overcast's aws provider never changes security groups (as if true)",
+                        at()
+                    ));
+                }
             } else if same(k, "NodeIPFamilies") {
                 // A list: each line adds; a blank value resets.
                 if value.is_empty() {
                     self.node_ip_families.clear();
                 } else if value == "ipv4" || value == "ipv6" {
+                    if value == "ipv6" {
+                        warnings.push(format!(
+                            "{}: ipv6 has no effect yet: overcast's aws provider reports IPv4 node addresses only",
+                            at()
+                        ));
+                    }
                     self.node_ip_families.push(value);
                 } else {
                     warnings.push(format!("{}: {value:?} is not ipv4 or ipv6, ignored", at()));
@@ -288,6 +304,25 @@ SigningRegion = us-east-1
                 "[Global] DisableStrictZoneCheck (line 9): has no effect in overcast's aws provider",
                 "[Global] Typo (line 10): unknown key, ignored",
             ]
+        );
+    }
+
+    #[test]
+    fn keys_read_but_without_effect_say_so() {
+        let text = "[Global]\nSubnetID = subnet-1\nDisableSecurityGroupIngress = false\nNodeIPFamilies = ipv4\nNodeIPFamilies = ipv6\n";
+        let (_, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with("[Global] SubnetID (line 2): has no effect"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[1].contains("DisableSecurityGroupIngress (line 3): false has no effect"),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[2].contains("NodeIPFamilies (line 5): ipv6 has no effect yet"),
+            "{warnings:?}"
         );
     }
 

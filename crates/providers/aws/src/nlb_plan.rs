@@ -259,6 +259,34 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
     {
         return Err(bad(svc, "unsupported load balancer affinity: ClientIP"));
     }
+    // cloud-provider-aws enforces these in the instances' security groups,
+    // which this provider does not manage yet: refusing is safer than
+    // serving everyone while the user believes it restricted.
+    let annotated = annotation(
+        svc,
+        "service.beta.kubernetes.io/load-balancer-source-ranges",
+    )
+    .map(|v| {
+        v.split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect()
+    })
+    .unwrap_or_default();
+    let ranges: Vec<String> = match spec
+        .load_balancer_source_ranges
+        .clone()
+        .filter(|r| !r.is_empty())
+    {
+        Some(r) => r,
+        None => annotated,
+    };
+    if ranges.iter().any(|r| r != "0.0.0.0/0" && r != "::/0") {
+        return Err(bad(
+            svc,
+            "loadBalancerSourceRanges is not supported by overcast's aws provider yet (cloud-provider-aws enforces it in the instances' security groups, which overcast does not manage); remove it, or restrict the node security groups yourself",
+        ));
+    }
     if spec
         .load_balancer_ip
         .as_deref()
@@ -435,6 +463,39 @@ mod tests {
         assert_eq!(hc.port, "31999");
         assert_eq!(hc.path.as_deref(), Some("/healthz"));
         assert_eq!((hc.interval, hc.healthy, hc.unhealthy), (10, 2, 2));
+    }
+
+    #[test]
+    fn source_ranges_are_refused_not_ignored_unless_they_allow_everyone() {
+        let mut ranged = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
+        ranged.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
+        let err = plan(&ranged, "c").unwrap_err().to_string();
+        assert!(
+            err.contains("loadBalancerSourceRanges is not supported"),
+            "{err}"
+        );
+        let annotated = svc(
+            &[
+                (ANN_TYPE, "nlb"),
+                (
+                    "service.beta.kubernetes.io/load-balancer-source-ranges",
+                    "192.168.0.0/16",
+                ),
+            ],
+            &[("TCP", 80, 30080)],
+        );
+        assert!(plan(&annotated, "c").is_err());
+        let open = svc(
+            &[
+                (ANN_TYPE, "nlb"),
+                (
+                    "service.beta.kubernetes.io/load-balancer-source-ranges",
+                    "0.0.0.0/0",
+                ),
+            ],
+            &[("TCP", 80, 30080)],
+        );
+        assert!(plan(&open, "c").is_ok());
     }
 
     #[test]

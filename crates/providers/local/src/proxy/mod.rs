@@ -13,7 +13,7 @@ mod tcp;
 mod udp;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -72,6 +72,8 @@ pub struct Frontend {
     pub backends: Vec<BackendSpec>,
     /// Send a PROXY protocol v2 header to backends (TCP only).
     pub proxy_protocol: bool,
+    /// Clients allowed (loadBalancerSourceRanges); empty: everyone.
+    pub allowed_sources: Vec<crate::pool::AddressRange>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,10 +117,23 @@ impl Drop for Counted {
 pub struct Targets {
     pub backends: Vec<Arc<Backend>>,
     pub proxy_protocol: bool,
+    /// Empty: every client.
+    pub allowed_sources: Vec<crate::pool::AddressRange>,
     next: AtomicUsize,
 }
 
 impl Targets {
+    /// loadBalancerSourceRanges, as kube-proxy enforces it for a VIP it
+    /// captures: a client outside every range is not served.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allowed_sources.is_empty() || self.allowed_sources.iter().any(|r| r.contains(client))
+    }
+
     /// Round robin over the healthy backends; over all of them when none is
     /// healthy (failing open, as cloud load balancers do).
     pub fn pick(&self) -> Option<Arc<Backend>> {
@@ -315,6 +330,7 @@ impl DataPlane {
         Targets {
             backends,
             proxy_protocol: f.proxy_protocol && f.protocol == Protocol::Tcp,
+            allowed_sources: f.allowed_sources.clone(),
             next: AtomicUsize::new(0),
         }
     }

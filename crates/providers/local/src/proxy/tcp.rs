@@ -43,6 +43,10 @@ pub async fn serve(
             }
         };
         let targets = targets.borrow().clone();
+        if !targets.allows(peer.ip()) {
+            tracing::debug!(client = %peer, ?frontend, "refused: outside loadBalancerSourceRanges");
+            continue;
+        }
         let timeout = settings.borrow().health_check.timeout;
         let counted = Counted::new(&connections);
         tokio::spawn(async move {

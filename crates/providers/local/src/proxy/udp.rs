@@ -41,6 +41,9 @@ pub async fn serve(
                 continue;
             }
         };
+        if !targets.borrow().allows(client.ip()) {
+            continue;
+        }
         let existing = flows.lock().expect("flows lock").get(&client).cloned();
         let upstream = match existing {
             Some(u) => u,
