@@ -1240,3 +1240,97 @@ async fn source_ranges_limit_the_clients_and_client_ip_affinity_is_refused() {
         "{msg}"
     );
 }
+
+/// The proxy's bounds: connections beyond loadBalancer.maxConnections are
+/// closed at once, an idle connection is closed after tcpIdleTimeout, and
+/// datagrams from sources beyond maxUDPFlows are dropped; a flood of either
+/// leaves the process's descriptors where they were.
+#[tokio::test]
+async fn a_flood_of_connections_or_udp_sources_stays_within_the_bounds() {
+    let config = loopback_cluster("127.0.22", 1, "500ms")
+        + "  maxConnections: 5\n  tcpIdleTimeout: 2s\n  maxUDPFlows: 3\n  udpIdleTimeout: 30s\n";
+    let env = env(&config).await;
+    let ccm = env.ccm(&[]);
+    env.register_nodes(1).await;
+    let svc = env
+        .create_service("default", "bounded", &[], &[("TCP", 8080), ("UDP", 8053)])
+        .await;
+    let ports = svc.spec.unwrap().ports.unwrap();
+    let (tcp_port, udp_port) = (
+        ports[0].node_port.unwrap() as u16,
+        ports[1].node_port.unwrap() as u16,
+    );
+    let _tcp = tcp_backend(format!("127.0.22.1:{tcp_port}").parse().unwrap(), "node-1").await;
+    let _udp = udp_backend(format!("127.0.22.1:{udp_port}").parse().unwrap(), "node-1").await;
+    let ip = env.vip("default", "bounded").await;
+    let vip: SocketAddr = format!("{ip}:8080").parse().unwrap();
+    eventually("served", SOON, || async { who_answers(vip).await.ok() }).await;
+    // That connection's slot is released once the proxy sees it closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", ccm.child.id()))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+
+    // Five held open are served; the sixth to twentieth are closed at once.
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(who_answers(vip).await.expect("within the bound"));
+    }
+    for i in 0..15 {
+        assert!(
+            who_answers(vip).await.is_err(),
+            "connection {} beyond the bound was served",
+            6 + i
+        );
+    }
+    // Idle for the timeout: the proxy closes them, and the slots free up.
+    for (_, reader) in &mut held {
+        let mut rest = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut rest)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "closed after the idle timeout: {read:?}"
+        );
+    }
+    drop(held);
+    eventually("a slot is free again", SOON, || async {
+        who_answers(vip).await.ok()
+    })
+    .await;
+
+    // UDP: three sources get flows, the other seven get nothing.
+    let udp_vip: SocketAddr = format!("{ip}:8053").parse().unwrap();
+    let mut answered = 0;
+    for i in 0..10 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client
+            .send_to(format!("ping {i}").as_bytes(), udp_vip)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        if tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf))
+            .await
+            .is_ok()
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 3, "flows beyond maxUDPFlows");
+    // Three flows hold one socket each; nothing else stays behind.
+    assert!(
+        fds() <= before + 3,
+        "descriptors: {before} before, {} after",
+        fds()
+    );
+    let metrics = ccm.get("/metrics").unwrap().1;
+    for line in [
+        "overcast_local_proxy_refused_total{protocol=\"TCP\",reason=\"max_connections\"} 15",
+        "overcast_local_proxy_refused_total{protocol=\"UDP\",reason=\"max_udp_flows\"} 7",
+        "overcast_local_proxy_idle_timeouts_total{protocol=\"TCP\"} 5",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}

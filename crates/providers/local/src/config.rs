@@ -76,6 +76,12 @@ struct RawLoadBalancer {
     udp_idle_timeout: Option<String>,
     #[serde(default)]
     vip_lifetime: Option<String>,
+    #[serde(default)]
+    tcp_idle_timeout: Option<String>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default, rename = "maxUDPFlows")]
+    max_udp_flows: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +158,14 @@ pub struct LoadBalancerConfig {
     /// the leader election's lease duration, so it is gone before a standby
     /// can take over.
     pub vip_lifetime: Duration,
+    /// A TCP connection with no bytes either way for this long is closed
+    /// (an NLB's fixed idle timeout is 350 s).
+    pub tcp_idle_timeout: Duration,
+    /// Open TCP connections per listener; more are closed at once.
+    pub max_connections: usize,
+    /// UDP flows (client addresses) per listener; datagrams from more are
+    /// dropped until one ends.
+    pub max_udp_flows: usize,
 }
 
 impl Default for LoadBalancerConfig {
@@ -162,6 +176,9 @@ impl Default for LoadBalancerConfig {
             health_check: HealthCheck::default(),
             udp_idle_timeout: Duration::from_secs(60),
             vip_lifetime: crate::vip::DEFAULT_LIFETIME,
+            tcp_idle_timeout: Duration::from_secs(350),
+            max_connections: 10_000,
+            max_udp_flows: 10_000,
         }
     }
 }
@@ -340,6 +357,27 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
         lb.vip_lifetime,
         LoadBalancerConfig::default().vip_lifetime,
     )?;
+    let defaults_lb = LoadBalancerConfig::default();
+    let tcp_idle_timeout = duration(
+        "loadBalancer.tcpIdleTimeout",
+        lb.tcp_idle_timeout,
+        defaults_lb.tcp_idle_timeout,
+    )?;
+    let limit = |field: &str, value: Option<u32>, default: usize| match value {
+        None => Ok(default),
+        Some(0) => Err(format!("{field}: must be at least 1")),
+        Some(n) => Ok(n as usize),
+    };
+    let max_connections = limit(
+        "loadBalancer.maxConnections",
+        lb.max_connections,
+        defaults_lb.max_connections,
+    )?;
+    let max_udp_flows = limit(
+        "loadBalancer.maxUDPFlows",
+        lb.max_udp_flows,
+        defaults_lb.max_udp_flows,
+    )?;
     if vip_lifetime < Duration::from_secs(1) {
         return Err(format!(
             "loadBalancer.vipLifetime: {vip_lifetime:?} is below the 1s an address lifetime can have"
@@ -359,6 +397,9 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
             health_check,
             udp_idle_timeout,
             vip_lifetime,
+            tcp_idle_timeout,
+            max_connections,
+            max_udp_flows,
         },
     })
 }

@@ -9,6 +9,7 @@ pub mod allocator;
 mod balancer;
 pub mod config;
 mod instances;
+mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod vip;
@@ -85,6 +86,9 @@ fn settings(config: &LocalConfig) -> Settings {
         health_check: config.load_balancer.health_check,
         udp_idle_timeout: config.load_balancer.udp_idle_timeout,
         vip_lifetime: config.load_balancer.vip_lifetime,
+        tcp_idle_timeout: config.load_balancer.tcp_idle_timeout,
+        max_connections: config.load_balancer.max_connections,
+        max_udp_flows: config.load_balancer.max_udp_flows,
     }
 }
 

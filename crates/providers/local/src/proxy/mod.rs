@@ -192,6 +192,11 @@ pub struct Settings {
     pub udp_idle_timeout: Duration,
     /// How long an added VIP outlives a killed process (crate::vip).
     pub vip_lifetime: Duration,
+    pub tcp_idle_timeout: Duration,
+    /// Per listener; new connections beyond it are closed at once.
+    pub max_connections: usize,
+    /// Per listener; datagrams of new flows beyond it are dropped.
+    pub max_udp_flows: usize,
 }
 
 /// Every listener of this process.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use socket2::Type;
@@ -19,6 +19,88 @@ const COPY_BUFFER: usize = 32 * 1024;
 /// At most this many backends are tried for one connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
+/// Both directions until either side closes, or until neither has sent a
+/// byte for `idle` (then both are closed, as a cloud balancer does).
+async fn copy_until_idle(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    idle: Duration,
+) -> std::io::Result<()> {
+    let activity = Arc::new(AtomicU64::new(0));
+    let started = tokio::time::Instant::now();
+    let mut a = Active {
+        inner: client,
+        activity: Arc::clone(&activity),
+        started,
+    };
+    let mut b = Active {
+        inner: upstream,
+        activity: Arc::clone(&activity),
+        started,
+    };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER);
+    tokio::pin!(copy);
+    loop {
+        let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+        let deadline = started + last + idle;
+        tokio::select! {
+            result = &mut copy => return result.map(|_| ()),
+            () = tokio::time::sleep_until(deadline) => {
+                let now_idle = started.elapsed().saturating_sub(Duration::from_millis(activity.load(Ordering::Relaxed)));
+                if now_idle >= idle {
+                    crate::metrics::IDLE_CLOSED.with_label_values(&["TCP"]).inc();
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "idle timeout"));
+                }
+            }
+        }
+    }
+}
+
+/// A stream that notes when it last read anything.
+struct Active<'a> {
+    inner: &'a mut TcpStream,
+    activity: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+}
+
+impl tokio::io::AsyncRead for Active<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.activity.store(ms, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Active<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
 pub fn bind(address: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
     let socket = super::bound_socket(address, Type::STREAM, freebind)?;
     socket.listen(4096)?;
@@ -32,6 +114,9 @@ pub async fn serve(
     connections: Arc<AtomicUsize>,
 ) {
     let frontend = listener.local_addr().ok();
+    // This listener's open connections, against loadBalancer.maxConnections.
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut refused_logged = None::<std::time::Instant>;
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -44,13 +129,39 @@ pub async fn serve(
         };
         let targets = targets.borrow().clone();
         if !targets.allows(peer.ip()) {
+            crate::metrics::REFUSED
+                .with_label_values(&["TCP", "source_range"])
+                .inc();
             tracing::debug!(client = %peer, ?frontend, "refused: outside loadBalancerSourceRanges");
             continue;
         }
-        let timeout = settings.borrow().health_check.timeout;
-        let counted = Counted::new(&connections);
+        let (timeout, idle, max) = {
+            let s = settings.borrow();
+            (
+                s.health_check.timeout,
+                s.tcp_idle_timeout,
+                s.max_connections,
+            )
+        };
+        if open.load(Ordering::Relaxed) >= max {
+            // Closed at once: a flood costs one descriptor for a moment.
+            drop(client);
+            crate::metrics::REFUSED
+                .with_label_values(&["TCP", "max_connections"])
+                .inc();
+            if refused_logged.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    ?frontend,
+                    max,
+                    "connection refused: loadBalancer.maxConnections reached"
+                );
+                refused_logged = Some(std::time::Instant::now());
+            }
+            continue;
+        }
+        let counted = (Counted::new(&connections), Counted::new(&open));
         tokio::spawn(async move {
-            if let Err(e) = proxy(client, peer, &targets, timeout).await {
+            if let Err(e) = proxy(client, peer, &targets, timeout, idle).await {
                 tracing::debug!(client = %peer, ?frontend, "connection ended: {e}");
             }
             drop(counted);
@@ -63,6 +174,7 @@ async fn proxy(
     peer: SocketAddr,
     targets: &Targets,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
     let frontend = client.local_addr()?;
@@ -79,14 +191,7 @@ async fn proxy(
                         .write_all(&proxy_protocol::header_v2(peer, frontend))
                         .await?;
                 }
-                tokio::io::copy_bidirectional_with_sizes(
-                    &mut client,
-                    &mut upstream,
-                    COPY_BUFFER,
-                    COPY_BUFFER,
-                )
-                .await?;
-                return Ok(());
+                return copy_until_idle(&mut client, &mut upstream, idle_timeout).await;
             }
             Ok(Err(e)) => {
                 tracing::debug!(backend = %backend.address, "connect failed: {e}");

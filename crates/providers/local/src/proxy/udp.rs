@@ -42,11 +42,24 @@ pub async fn serve(
             }
         };
         if !targets.borrow().allows(client.ip()) {
+            crate::metrics::REFUSED
+                .with_label_values(&["UDP", "source_range"])
+                .inc();
             continue;
         }
-        let existing = flows.lock().expect("flows lock").get(&client).cloned();
+        let (existing, open) = {
+            let flows = flows.lock().expect("flows lock");
+            (flows.get(&client).cloned(), flows.len())
+        };
         let upstream = match existing {
             Some(u) => u,
+            None if open >= settings.borrow().max_udp_flows => {
+                // A flood of sources costs no socket or task beyond the bound.
+                crate::metrics::REFUSED
+                    .with_label_values(&["UDP", "max_udp_flows"])
+                    .inc();
+                continue;
+            }
             None => {
                 let Some(backend) = targets.borrow().pick() else {
                     continue;
@@ -71,9 +84,20 @@ pub async fn serve(
                 let counted = Counted::new(&connections);
                 flow_tasks.spawn(async move {
                     let mut buf = vec![0u8; MAX_DATAGRAM];
-                    while let Ok(Ok(n)) = tokio::time::timeout(idle, up.recv(&mut buf)).await {
-                        if socket.send_to(&buf[..n], client).await.is_err() {
-                            break;
+                    loop {
+                        match tokio::time::timeout(idle, up.recv(&mut buf)).await {
+                            Ok(Ok(n)) => {
+                                if socket.send_to(&buf[..n], client).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                crate::metrics::IDLE_CLOSED
+                                    .with_label_values(&["UDP"])
+                                    .inc();
+                                break;
+                            }
                         }
                     }
                     flows.lock().expect("flows lock").remove(&client);
