@@ -559,6 +559,10 @@ impl Manager {
                         ctx,
                         ServiceControllerConfig {
                             concurrent_service_syncs: opts.concurrent_service_syncs,
+                            classes: overcast_controllers::service::plan::ClassPolicy {
+                                class: opts.load_balancer_class.clone(),
+                                skip_classless: !opts.serve_classless_load_balancers,
+                            },
                             ..Default::default()
                         },
                     )

@@ -175,6 +175,12 @@ pub struct Options {
         default_value_t = 1
     )]
     pub concurrent_service_syncs: usize,
+    /// Also serve LoadBalancer Services whose spec.loadBalancerClass is this (e.g. overcast.dev/local), so overcast-ccm runs beside another implementation (overcast-ccm only; upstream serves class-less Services only).
+    #[arg(long, help_heading = "Service-lb-controller flags")]
+    pub load_balancer_class: Option<String>,
+    /// Serve LoadBalancer Services without a loadBalancerClass; false leaves them to another implementation (needs --load-balancer-class; overcast-ccm only).
+    #[arg(long, help_heading = "Service-lb-controller flags", default_value = "true", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub serve_classless_load_balancers: bool,
 
     // --- Webhook flags
     /// A list of webhooks to enable: '*' for all on-by-default ones. overcast-ccm has none, so only '*' and '-name' are accepted.
@@ -578,6 +584,28 @@ impl Options {
             if value.is_zero() {
                 return Err(format!("{flag} must be greater than zero"));
             }
+        }
+        if let Some(class) = &self.load_balancer_class {
+            // As the apiserver validates spec.loadBalancerClass: a
+            // domain-prefixed name.
+            let valid = class.split_once('/').is_some_and(|(domain, name)| {
+                domain.contains('.')
+                    && !name.is_empty()
+                    && name.len() <= 63
+                    && class
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c))
+            });
+            if !valid {
+                return Err(format!(
+                    "--load-balancer-class={class}: not a domain-prefixed name such as overcast.dev/local (as spec.loadBalancerClass must be)"
+                ));
+            }
+        }
+        if !self.serve_classless_load_balancers && self.load_balancer_class.is_none() {
+            return Err(
+                "--serve-classless-load-balancers=false needs --load-balancer-class (otherwise no Service is served)".into(),
+            );
         }
         // Upstream checks names against the provider's webhooks; there are none.
         if let Some(w) = self.webhooks.iter().find(|w| w.as_str() != "*") {

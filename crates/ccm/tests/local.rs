@@ -1334,3 +1334,70 @@ async fn a_flood_of_connections_or_udp_sources_stays_within_the_bounds() {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 }
+
+/// --load-balancer-class lets overcast-ccm run beside another LB
+/// implementation: it serves its class, and with
+/// --serve-classless-load-balancers=false leaves class-less Services (and
+/// every other class) untouched: no finalizer, no status, no Event.
+#[tokio::test]
+async fn a_load_balancer_class_is_served_and_other_services_are_left_alone() {
+    let env = env(&loopback_cluster("127.0.23", 1, "500ms")).await;
+    let _ccm = env.ccm(&[
+        "--load-balancer-class=overcast.dev/local",
+        "--serve-classless-load-balancers=false",
+    ]);
+    env.register_nodes(1).await;
+    let with_class = |name: &str, class: Option<&str>| Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            load_balancer_class: class.map(str::to_string),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let services = env.services("default");
+    for (name, class) in [
+        ("classless", None),
+        ("metallb", Some("metallb.io/metallb")),
+        ("ours", Some("overcast.dev/local")),
+    ] {
+        services
+            .create(&PostParams::default(), &with_class(name, class))
+            .await
+            .unwrap();
+    }
+    env.vip("default", "ours").await;
+    // Give the others every chance: a full resync round of the queue.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for name in ["classless", "metallb"] {
+        let svc = services.get(name).await.unwrap();
+        assert!(
+            svc.metadata.finalizers.unwrap_or_default().is_empty(),
+            "{name}: a finalizer"
+        );
+        let ingress = svc
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress);
+        assert!(ingress.unwrap_or_default().is_empty(), "{name}: an address");
+        let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+        let about = events
+            .list(&kube::api::ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .unwrap();
+        assert!(
+            about.items.is_empty(),
+            "{name}: Events {:?}",
+            about.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+        );
+    }
+}

@@ -37,6 +37,8 @@ pub struct ServiceControllerConfig {
     pub concurrent_service_syncs: usize,
     /// Per-Service retry back-off (upstream: 5s to 5m).
     pub backoff: Backoff,
+    /// Which loadBalancerClass values are ours (upstream: none, class-less only).
+    pub classes: ClassPolicy,
 }
 
 impl Default for ServiceControllerConfig {
@@ -47,6 +49,7 @@ impl Default for ServiceControllerConfig {
                 base: Duration::from_secs(5),
                 max: Duration::from_secs(300),
             },
+            classes: ClassPolicy::default(),
         }
     }
 }
@@ -119,14 +122,15 @@ impl ServiceController {
 
         let queue = services_queue.clone();
         let handler_inner = Arc::clone(&inner);
+        let classes = inner.config.classes.clone();
         ctx.services.on_change(move |change| match change {
             Change::Added(svc) => {
-                if wants_load_balancer(svc) || needs_cleanup(svc) {
+                if wants_load_balancer(svc, &classes) || needs_cleanup(svc) {
                     queue.add(key_of(svc.as_ref()));
                 }
             }
             Change::Updated { old, new } => {
-                if needs_update(old, new) || needs_cleanup(new) {
+                if needs_update(old, new, &classes) || needs_cleanup(new) {
                     queue.add(key_of(new.as_ref()));
                 }
             }
@@ -246,7 +250,7 @@ impl Inner {
             .services
             .list()
             .into_iter()
-            .filter(|svc| wants_load_balancer(svc) || has_finalizer(svc))
+            .filter(|svc| wants_load_balancer(svc, &self.config.classes) || has_finalizer(svc))
             .map(|svc| svc.as_ref().clone())
             .collect();
         let Some(lb) = self.cloud.load_balancer() else {
@@ -363,7 +367,7 @@ impl Inner {
             return Ok(());
         };
         let svc = cached.service.as_ref();
-        if wants_load_balancer(svc) {
+        if wants_load_balancer(svc, &self.config.classes) {
             self.recorder.publish(
                 svc,
                 EventType::Normal,
@@ -396,7 +400,7 @@ impl Inner {
 
     async fn sync_load_balancer(&self, svc: &Service) -> Result<(), SyncError> {
         let key = key_of(svc);
-        let new_status = if !wants_load_balancer(svc) || needs_cleanup(svc) {
+        let new_status = if !wants_load_balancer(svc, &self.config.classes) || needs_cleanup(svc) {
             let exists = self
                 .balancer()
                 .get_load_balancer(&self.cluster_name, svc)
@@ -523,7 +527,7 @@ impl Inner {
         let services: Vec<Cached> = self
             .cache_mut()
             .values()
-            .filter(|c| wants_load_balancer(&c.service))
+            .filter(|c| wants_load_balancer(&c.service, &self.config.classes))
             .cloned()
             .collect();
         // No balancer, nothing to update: do not build the node set (the
@@ -541,7 +545,7 @@ impl Inner {
                 let set = &set;
                 async move {
                     let svc = cached.service.as_ref();
-                    if !wants_load_balancer(svc)
+                    if !wants_load_balancer(svc, &self.config.classes)
                         || cached.synced_nodes.as_deref() == Some(set.as_ref())
                     {
                         return;

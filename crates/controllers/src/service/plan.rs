@@ -16,15 +16,35 @@ fn is_load_balancer_type(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
 }
 
-/// Ours to serve: type LoadBalancer and no loadBalancerClass (a class means
-/// another implementation owns it).
-pub fn wants_load_balancer(svc: &Service) -> bool {
+/// Which Services this controller serves, by `spec.loadBalancerClass`. The
+/// default is upstream's: class-less ones only (a class means another
+/// implementation owns it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClassPolicy {
+    /// `--load-balancer-class`: Services of this class are ours too.
+    pub class: Option<String>,
+    /// `--serve-classless-load-balancers=false`: class-less Services are
+    /// left to another implementation (with a class set).
+    pub skip_classless: bool,
+}
+
+impl ClassPolicy {
+    pub fn serves(&self, class: Option<&str>) -> bool {
+        match class {
+            None => !self.skip_classless,
+            Some(c) => self.class.as_deref() == Some(c),
+        }
+    }
+}
+
+/// Ours to serve: type LoadBalancer and a class `policy` serves.
+pub fn wants_load_balancer(svc: &Service, policy: &ClassPolicy) -> bool {
     is_load_balancer_type(svc)
-        && svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.load_balancer_class.as_ref())
-            .is_none()
+        && policy.serves(
+            svc.spec
+                .as_ref()
+                .and_then(|s| s.load_balancer_class.as_deref()),
+        )
 }
 
 pub fn has_finalizer(svc: &Service) -> bool {
@@ -41,11 +61,11 @@ pub fn needs_cleanup(svc: &Service) -> bool {
 
 /// Whether a change from `old` to `new` matters to the load balancer
 /// (upstream's `needsUpdate`).
-pub fn needs_update(old: &Service, new: &Service) -> bool {
-    if wants_load_balancer(old) != wants_load_balancer(new) {
+pub fn needs_update(old: &Service, new: &Service, policy: &ClassPolicy) -> bool {
+    if wants_load_balancer(old, policy) != wants_load_balancer(new, policy) {
         return true;
     }
-    if !wants_load_balancer(old) && !wants_load_balancer(new) {
+    if !wants_load_balancer(old, policy) && !wants_load_balancer(new, policy) {
         return false;
     }
     let (Some(o), Some(n)) = (old.spec.as_ref(), new.spec.as_ref()) else {
@@ -222,11 +242,27 @@ mod tests {
 
     #[test]
     fn only_classless_load_balancers_are_ours() {
-        assert!(wants_load_balancer(&svc("LoadBalancer")));
-        assert!(!wants_load_balancer(&svc("ClusterIP")));
+        let upstream = ClassPolicy::default();
+        assert!(wants_load_balancer(&svc("LoadBalancer"), &upstream));
+        assert!(!wants_load_balancer(&svc("ClusterIP"), &upstream));
         let mut classed = svc("LoadBalancer");
         classed.spec.as_mut().unwrap().load_balancer_class = Some("example.com/lb".into());
-        assert!(!wants_load_balancer(&classed));
+        assert!(!wants_load_balancer(&classed, &upstream));
+        let ours = ClassPolicy {
+            class: Some("example.com/lb".into()),
+            skip_classless: false,
+        };
+        assert!(wants_load_balancer(&classed, &ours));
+        assert!(wants_load_balancer(&svc("LoadBalancer"), &ours));
+        let only_ours = ClassPolicy {
+            skip_classless: true,
+            ..ours.clone()
+        };
+        assert!(wants_load_balancer(&classed, &only_ours));
+        assert!(!wants_load_balancer(&svc("LoadBalancer"), &only_ours));
+        let mut other = classed.clone();
+        other.spec.as_mut().unwrap().load_balancer_class = Some("metallb.io/metallb".into());
+        assert!(!wants_load_balancer(&other, &ours));
     }
 
     #[test]
@@ -245,23 +281,31 @@ mod tests {
     #[test]
     fn updates_that_matter() {
         let old = svc("LoadBalancer");
-        assert!(!needs_update(&old, &old.clone()));
-        assert!(needs_update(&old, &svc("ClusterIP")));
+        assert!(!needs_update(&old, &old.clone(), &ClassPolicy::default()));
+        assert!(needs_update(
+            &old,
+            &svc("ClusterIP"),
+            &ClassPolicy::default()
+        ));
         let mut ports = old.clone();
         ports.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30081);
-        assert!(needs_update(&old, &ports));
+        assert!(needs_update(&old, &ports, &ClassPolicy::default()));
         let mut annotated = old.clone();
         annotated.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
-        assert!(needs_update(&old, &annotated));
+        assert!(needs_update(&old, &annotated, &ClassPolicy::default()));
         let mut etp = old.clone();
         etp.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-        assert!(needs_update(&old, &etp));
+        assert!(needs_update(&old, &etp, &ClassPolicy::default()));
         // Status and labels are not the balancer's business.
         let mut status = old.clone();
         status.status = Some(ServiceStatus::default());
         status.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
-        assert!(!needs_update(&old, &status));
-        assert!(!needs_update(&svc("ClusterIP"), &svc("NodePort")));
+        assert!(!needs_update(&old, &status, &ClassPolicy::default()));
+        assert!(!needs_update(
+            &svc("ClusterIP"),
+            &svc("NodePort"),
+            &ClassPolicy::default()
+        ));
     }
 
     fn node(labels: &[(&str, &str)], taint: Option<&str>) -> Node {
