@@ -21,6 +21,7 @@ help:
 	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM) and bench-proxy (local LB vs HAProxy)"
+	@echo "make fuzz       cargo fuzz (nightly) each parser for FUZZ_SECONDS; new inputs join fuzz/corpus (seeds in fuzz/seeds)"
 
 .PHONY: prerequisites
 prerequisites:
@@ -83,6 +84,18 @@ BENCH_PROFILE ?= lifted
 BENCH_OUT ?= bench/results/$(shell date +%Y-%m-%d)-scale.md
 
 # The upstream Go cloud-controller-manager with the benchmark's fake cloud.
+# Coverage-guided fuzzing of the parsers of user and kubelet input; the
+# corpora it grows are replayed on stable by each crate's tests/corpus.rs.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := go_duration local_config fake_config credential_request static_credentials
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q nightly || rustup toolchain install nightly --profile minimal
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  CARGO_TARGET_DIR=$(HOME)/.cache/overcast/fuzz-target cargo +nightly fuzz run -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 || exit 1; \
+	done
+
 .PHONY: go-ccm
 go-ccm:
 	cd bench/go-ccm && CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -trimpath -o $(GO_CCM) .
