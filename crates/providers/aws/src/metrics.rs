@@ -43,12 +43,48 @@ pub async fn timed<T, E>(
 /// whole error context (code, message, request ID).
 pub fn aws_err<E>(what: String) -> impl FnOnce(E) -> overcast_cloud_provider::CloudError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata + Send + Sync + 'static,
 {
-    move |e| {
-        overcast_cloud_provider::CloudError::other(format!(
-            "{what}: {}",
-            aws_sdk_ec2::error::DisplayErrorContext(&e)
-        ))
+    move |e| overcast_cloud_provider::CloudError::other(format!("{what}: {}", describe(&e)))
+}
+
+/// An AWS error as a person reads it: `Code: message` when AWS answered,
+/// the transport's own chain (timeout, connection refused) when it did not;
+/// never the SDK's `Error { code: …, message: … }` debug text.
+pub fn describe<E>(e: &E) -> String
+where
+    E: std::error::Error + aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_ec2::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use aws_sdk_ec2::operation::describe_instances::DescribeInstancesError;
+
+    #[test]
+    fn aws_answers_read_as_code_and_message() {
+        let answered = DescribeInstancesError::generic(
+            ErrorMetadata::builder()
+                .code("UnauthorizedOperation")
+                .message("You are not authorized to perform this operation.")
+                .build(),
+        );
+        assert_eq!(
+            describe(&answered),
+            "UnauthorizedOperation: You are not authorized to perform this operation."
+        );
+        let err = aws_err::<DescribeInstancesError>("describing instances".into())(answered);
+        let text = err.to_string();
+        assert!(
+            !text.contains("Error {") && !text.contains("code:"),
+            "{text}"
+        );
     }
 }
