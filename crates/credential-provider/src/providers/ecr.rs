@@ -135,10 +135,13 @@ pub async fn provide(request: &Request) -> Result<Response, Error> {
     let config = loader.load().await;
     let client = aws_sdk_ecr::Client::new(&config);
     let answer = client.get_authorization_token().send().await.map_err(|e| {
-        provider_error(format!(
-            "GetAuthorizationToken for {host}: {}",
-            aws_sdk_ecr::error::DisplayErrorContext(&e)
-        ))
+        use aws_sdk_ecr::error::ProvideErrorMetadata as _;
+        // What ECR answered, or the transport's chain when it did not.
+        let why = match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            _ => aws_sdk_ecr::error::DisplayErrorContext(&e).to_string(),
+        };
+        provider_error(format!("GetAuthorizationToken for {host}: {why}"))
     })?;
     let data = answer.authorization_data().first().ok_or_else(|| {
         provider_error(format!(
