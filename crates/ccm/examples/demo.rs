@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::Api;
-use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
 use overcast_testenv::Cluster;
 
 const NODES: usize = 3;
@@ -144,13 +143,7 @@ async fn serve(cluster: &Cluster, client: &kube::Client) -> anyhow::Result<()> {
     for name in cluster.node_names() {
         overcast_testenv::wait_until(&format!("{name} initialised"), WAIT, || async {
             let node = nodes.get(name).await.ok()?;
-            let tainted = node
-                .spec?
-                .taints
-                .iter()
-                .flatten()
-                .any(|t| t.key == TAINT_UNINITIALIZED);
-            (!tainted).then_some(())
+            (!overcast_testenv::has_uninitialized_taint(&node)).then_some(())
         })
         .await?;
     }

@@ -141,13 +141,7 @@ async fn run(plane: &overcast_testenv::ControlPlane, client: &kube::Client) -> a
             let nodes = nodes.clone();
             async move {
                 let n = nodes.get(name).await.ok()?;
-                let tainted = n
-                    .spec?
-                    .taints
-                    .iter()
-                    .flatten()
-                    .any(|t| t.key == TAINT_UNINITIALIZED);
-                (!tainted).then_some(())
+                (!overcast_testenv::has_uninitialized_taint(&n)).then_some(())
             }
         })
         .await?;

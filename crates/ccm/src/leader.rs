@@ -167,7 +167,8 @@ impl LeaseLock {
                 }
             }
             // client-go's JitterUntil with factor 1.2.
-            let jitter = 1.0 + JITTER_FACTOR * pseudo_random_fraction();
+            let jitter =
+                1.0 + JITTER_FACTOR * overcast_controllers::events::pseudo_random_fraction();
             tokio::time::sleep(self.timings.retry_period.mul_f64(jitter)).await;
         }
     }
@@ -347,15 +348,6 @@ impl LeaseLock {
 /// client-go's leaderelection.JitterFactor: a retry waits the retry period
 /// plus up to this many more of it.
 pub const JITTER_FACTOR: f64 = 1.2;
-
-/// A fraction in [0, 1) for jitter; no need for a random number crate.
-fn pseudo_random_fraction() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1_000_000) / 1_000_000.0
-}
 
 /// `hostname_<random UUID>`, as upstream's controller managers identify themselves.
 pub fn identity() -> String {

@@ -398,29 +398,7 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     initialised(client, &b.1).await;
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    let svc = Service {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            annotations: Some(
-                [(
-                    "service.beta.kubernetes.io/aws-load-balancer-type".to_string(),
-                    "nlb".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("LoadBalancer".into()),
-            ports: Some(vec![ServicePort {
-                port: 80,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let svc = nlb_service("web", &[(None, 80)]);
     let svc = services.create(&PostParams::default(), &svc).await.unwrap();
     let node_port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0]
         .node_port
@@ -634,7 +612,8 @@ async fn killed(proxy: &overcast_testenv::CrashProxy, action: &str, ccm: &mut Cc
     ccm.wait_exit(std::time::Duration::from_secs(10));
 }
 
-fn nlb_service(name: &str) -> Service {
+/// A LoadBalancer Service annotated for an NLB, with TCP `ports` (name, port).
+fn nlb_service(name: &str, ports: &[(Option<&str>, i32)]) -> Service {
     Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -650,20 +629,23 @@ fn nlb_service(name: &str) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".into()),
             ports: Some(
-                [("http", 80), ("https", 443)]
+                ports
+                    .iter()
                     .map(|(n, port)| ServicePort {
-                        name: Some(n.into()),
-                        port,
+                        name: n.map(str::to_string),
+                        port: *port,
                         protocol: Some("TCP".into()),
                         ..Default::default()
                     })
-                    .to_vec(),
+                    .collect(),
             ),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
+
+const TWO_PORTS: &[(Option<&str>, i32)] = &[(Some("http"), 80), (Some("https"), 443)];
 
 /// A kill -9 right after each mutating ELB call of a create and of a delete
 /// (moto has carried it out; the CCM never hears back), then a restart: the
@@ -726,7 +708,7 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
         let mut ccm = start();
         proxy.arm(action, ccm.child.id());
         services
-            .create(&PostParams::default(), &nlb_service(name))
+            .create(&PostParams::default(), &nlb_service(name, TWO_PORTS))
             .await
             .unwrap();
         killed(&proxy, action, &mut ccm).await;
@@ -743,7 +725,7 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
     for (action, name) in deletes {
         let mut ccm = start();
         services
-            .create(&PostParams::default(), &nlb_service(name))
+            .create(&PostParams::default(), &nlb_service(name, TWO_PORTS))
             .await
             .unwrap();
         hostname(name).await;
@@ -755,19 +737,7 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             .unwrap();
         killed(&proxy, action, &mut ccm).await;
         let _ccm = start();
-        eventually(
-            &format!("{name} gone after a kill at {action}"),
-            SOON,
-            || async {
-                services
-                    .get_opt(name)
-                    .await
-                    .unwrap()
-                    .is_none()
-                    .then_some(())
-            },
-        )
-        .await;
+        service_gone(&services, name).await;
         assert_eq!(
             parts(name).await,
             (0, 0),

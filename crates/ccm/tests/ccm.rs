@@ -115,6 +115,14 @@ async fn sigterm_releases_the_lease_so_the_standby_need_not_wait_for_expiry() {
     assert!(lease.lease_transitions.unwrap() >= 1);
 }
 
+fn field_managers(meta: &ObjectMeta) -> Vec<String> {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect()
+}
+
 /// Each client says who it is, as the Go ClientBuilder's do, so the
 /// apiserver names the Lease's writer after the binary instead of `unknown`.
 #[tokio::test]
@@ -123,13 +131,7 @@ async fn the_lease_and_node_writes_carry_the_binarys_name_not_unknown() {
     let ccm = env.ccm(&[]);
     eventually("leads", SOON, || async { ccm.is_leader().then_some(()) }).await;
     let lease = env.lease().await.unwrap();
-    let managers: Vec<String> = lease
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.clone())
-        .collect();
+    let managers = field_managers(&lease.metadata);
     assert_eq!(managers, ["overcast-ccm"], "the Lease's field managers");
     create_tainted_node(&env.client, "n1").await;
     initialised(&env.client, "n1").await;
@@ -137,13 +139,7 @@ async fn the_lease_and_node_writes_carry_the_binarys_name_not_unknown() {
         .get("n1")
         .await
         .unwrap();
-    let managers: Vec<String> = node
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.clone())
-        .collect();
+    let managers = field_managers(&node.metadata);
     assert!(!managers.iter().any(|m| m == "unknown"), "{managers:?}");
 }
 

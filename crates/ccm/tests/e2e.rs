@@ -19,7 +19,7 @@ use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE, TAINT_UNINITIALIZED,
 };
 use overcast_testenv::cluster::ECHO_SERVER;
-use overcast_testenv::{Cluster, eventually};
+use overcast_testenv::{Cluster, eventually, has_uninitialized_taint};
 use serde_json::json;
 
 const SOON: Duration = Duration::from_secs(90);
@@ -266,13 +266,6 @@ fn kubectl_exec_get(cluster: &Cluster, namespace: &str, pod: &str, url: &str) ->
         .ok()?;
     out.status.success().then_some(())?;
     parse_reply(&String::from_utf8_lossy(&out.stdout))
-}
-
-fn has_uninitialized_taint(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|s| s.taints.as_ref())
-        .is_some_and(|t| t.iter().any(|t| t.key == TAINT_UNINITIALIZED))
 }
 
 #[tokio::test]

@@ -224,8 +224,9 @@ impl Writer {
     }
 }
 
-/// A fraction in [0, 1) for jitter, without a random number crate.
-fn pseudo_random_fraction() -> f64 {
+/// A fraction in [0, 1) for jitter (retries, leader election), without a
+/// random number crate.
+pub fn pseudo_random_fraction() -> f64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

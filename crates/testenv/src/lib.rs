@@ -569,6 +569,17 @@ pub async fn load_balancer_ip(
     .await
 }
 
+/// Whether `node` still waits for a CCM (carries the uninitialized taint).
+pub fn has_uninitialized_taint(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| {
+            t.iter()
+                .any(|t| t.key == overcast_cloud_provider::names::TAINT_UNINITIALIZED)
+        })
+}
+
 /// A Node as a kubelet started with `--cloud-provider=external` registers
 /// it: named, carrying the uninitialized taint, waiting for a CCM.
 pub fn uninitialized_node(name: &str) -> Node {

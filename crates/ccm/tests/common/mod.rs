@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use overcast_cloud_provider::names::TAINT_UNINITIALIZED;
 
 pub const SOON: Duration = Duration::from_secs(45);
 
@@ -285,6 +284,11 @@ pub async fn delete_service_and_wait(services: &Api<Service>, name: &str) {
         .delete(name, &DeleteParams::default())
         .await
         .unwrap();
+    service_gone(services, name).await;
+}
+
+/// Waits until the Service `name` is gone (its finalizer removed).
+pub async fn service_gone(services: &Api<Service>, name: &str) {
     eventually(
         &format!("Service {name} gone (finalizer removed)"),
         SOON,
@@ -314,14 +318,7 @@ pub async fn initialised(client: &Client, name: &str) -> Node {
         let nodes = nodes.clone();
         async move {
             let n = nodes.get(name).await.ok()?;
-            let tainted = n
-                .spec
-                .as_ref()?
-                .taints
-                .iter()
-                .flatten()
-                .any(|t| t.key == TAINT_UNINITIALIZED);
-            (!tainted).then_some(n)
+            (!overcast_testenv::has_uninitialized_taint(&n)).then_some(n)
         }
     })
     .await
@@ -329,12 +326,7 @@ pub async fn initialised(client: &Client, name: &str) -> Node {
 
 pub async fn is_tainted(client: &Client, name: &str) -> bool {
     let n = Api::<Node>::all(client.clone()).get(name).await.unwrap();
-    n.spec
-        .unwrap()
-        .taints
-        .iter()
-        .flatten()
-        .any(|t| t.key == TAINT_UNINITIALIZED)
+    overcast_testenv::has_uninitialized_taint(&n)
 }
 
 /// Runs the `helm` that `make testenv` built; its stdout.
