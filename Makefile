@@ -20,7 +20,7 @@ help:
 	@echo "make testenv    build the pinned Kubernetes components, etcd and the node images into testenv/bin"
 	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
-	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM) and bench-proxy (local LB vs HAProxy)"
+	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM), bench-proxy (local LB vs HAProxy), bench-failover (VIP failover)"
 	@echo "make fuzz       cargo fuzz (nightly) each parser for FUZZ_SECONDS; new inputs join fuzz/corpus (seeds in fuzz/seeds)"
 
 .PHONY: prerequisites
@@ -49,6 +49,11 @@ node-packages:
 testenv: prerequisites node-packages
 	testenv/build.sh
 
+# Only what a real cluster needs (no helm): what `make demo` builds.
+.PHONY: testenv-cluster
+testenv-cluster: prerequisites node-packages
+	testenv/build.sh kube etcd
+
 # Regenerate the Go wrapper modules after changing testenv/versions.env.
 .PHONY: testenv-update
 testenv-update:
@@ -72,10 +77,24 @@ lint: prerequisites
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy $(CARGO_LOCKED) --workspace --all-targets $(TEST_FEATURES) -- -D warnings
 
+# One build serves clippy and the tests: clippy-driver compiles the
+# workspace's own crates as `cargo clippy` runs it (lints, -D warnings), but
+# on to the test binaries instead of check-only metadata that the test build
+# would compile again; dependencies are compiled by rustc as usual. (A plain
+# `cargo test` afterwards recompiles the workspace's crates, not their
+# dependencies: the wrapper is part of their fingerprint.)
+CLIPPY_DRIVER = $(shell rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
+TEST_ENV = RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ \
+  PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+# Test binaries run TEST_JOBS at a time (testenv/run-tests.py).
+TEST_JOBS ?= 3
+
 .PHONY: test
-test: testenv venv lint
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) test $(CARGO_LOCKED) --workspace --all-targets $(TEST_FEATURES)
-	$(CARGO) test $(CARGO_LOCKED) --workspace --doc $(TEST_FEATURES)
+test: testenv venv
+	$(CARGO) fmt --all --check
+	@test -x "$(CLIPPY_DRIVER)" || { echo "make: clippy-driver not found (rustup component add clippy)" >&2; exit 1; }
+	$(TEST_ENV) TEST_JOBS=$(TEST_JOBS) $(PYTHON) testenv/run-tests.py $(CARGO_LOCKED) --workspace --all-targets $(TEST_FEATURES)
+	$(TEST_ENV) $(CARGO) test $(CARGO_LOCKED) --workspace --doc $(TEST_FEATURES)
 
 GO_CCM := $(HOME)/.cache/overcast/go-ccm
 BENCH_NODES ?= 1000
@@ -121,22 +140,35 @@ bench-proxy: testenv
 	$(CARGO_TARGET_DIR)/release/overcast-proxy-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
 	  --haproxy $$(command -v haproxy || echo /usr/sbin/haproxy) --seconds $(BENCH_PROXY_SECONDS) --out "$(BENCH_PROXY_OUT)"
 
+# VIP failover on a real two-node cluster: SIGKILL and SIGTERM to the leading
+# overcast-ccm while a client outside sends a request every 10 ms. Needs root.
+# BENCH_FAILOVER_ARGS passes leader-election settings and --vip-lifetime.
+BENCH_FAILOVER_ROUNDS ?= 6
+BENCH_FAILOVER_ARGS ?=
+BENCH_FAILOVER_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-failover.md
+.PHONY: bench-failover
+bench-failover: testenv-cluster
+	$(CARGO) build --release -p overcast-ccm -p overcast-failover-bench --bin overcast-ccm --bin overcast-failover-bench
+	bench/record-header.sh "$(BENCH_FAILOVER_OUT)" "make bench-failover BENCH_FAILOVER_ROUNDS=$(BENCH_FAILOVER_ROUNDS) BENCH_FAILOVER_ARGS='$(BENCH_FAILOVER_ARGS)'"
+	$(CARGO_TARGET_DIR)/release/overcast-failover-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
+	  --rounds $(BENCH_FAILOVER_ROUNDS) $(BENCH_FAILOVER_ARGS) --out "$(BENCH_FAILOVER_OUT)"
+
 .PHONY: bench
-bench: bench-scale bench-proxy
+bench: bench-scale bench-proxy bench-failover
 
 # The local provider end to end on a real cluster: nodes with kubelets and
 # kube-proxy, overcast-ccm, a Deployment, a LoadBalancer Service and requests
 # through its VIP from outside; stops and removes what it started. Needs root.
 .PHONY: demo
-demo: testenv
-	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo
-	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo
+demo: testenv-cluster
+	$(CARGO) build $(CARGO_LOCKED) --release -p overcast-ccm -p overcast-demo --bin overcast-ccm --bin demo
+	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/demo
 
 # The same on a bare control plane, Nodes written as kubelets would (no root).
 .PHONY: demo-lite
-demo-lite: testenv
-	$(CARGO) build --release -p overcast-ccm --bin overcast-ccm --example demo_lite
-	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/examples/demo_lite
+demo-lite: testenv-cluster
+	$(CARGO) build $(CARGO_LOCKED) --release -p overcast-ccm -p overcast-demo --bin overcast-ccm --bin demo-lite
+	OVERCAST_CCM=$(CARGO_TARGET_DIR)/release/overcast-ccm $(CARGO_TARGET_DIR)/release/demo-lite
 
 # A real cluster (NODES nodes, default 2) to point kubectl or overcast-ccm at, until Ctrl-C.
 .PHONY: cluster

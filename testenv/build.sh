@@ -4,9 +4,9 @@
 # kubectl, etcd) and what a real cluster adds to it (kube-scheduler,
 # kube-controller-manager, and per node kubelet and kube-proxy).
 #
-# Cached by version: bin/.stamp records what the binaries were built from (the
-# versions, the wrapper go.mod/go.sum and the Go toolchain); when it matches and
-# every binary is there, this script does nothing.
+# Cached by version, per part: bin/.stamp-PART records what its binaries were
+# built from (the versions, the wrapper go.mod/go.sum and the Go toolchain);
+# when it matches and every binary is there, the part is not built again.
 set -euo pipefail
 cd "$(dirname "$0")"
 source ./versions.env
@@ -16,49 +16,76 @@ export GOCACHE="${GOCACHE:-$HOME/.cache/go-build}"
 command -v go >/dev/null || { echo "testenv: Go is required to build the control plane (https://go.dev/doc/install)" >&2; exit 1; }
 
 kube_cmds=(kube-apiserver kubectl kube-scheduler kube-controller-manager kubelet kube-proxy)
-all_built() {
-  for bin in "${kube_cmds[@]}" etcd helm credprovider-harness; do [ -x "bin/$bin" ] || return 1; done
-  for image in pause echo-server; do [ -f "bin/images/$image.tar" ] || return 1; done
-}
 
-stamp_now=$( { cat versions.env kube/go.mod kube/go.sum etcd/go.mod etcd/go.sum helm/go.mod helm/go.sum kube/cmd/*/*.go images.sh; go version; } | sha256sum | cut -d' ' -f1)
-if [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp_now" ] \
-   && all_built; then
-  echo "testenv: control plane ${KUBE_VERSION} / etcd ${ETCD_VERSION} is up to date in testenv/bin"
-  exit 0
-fi
-mkdir -p bin
-rm -f bin/.stamp
+# What each part builds, and the inputs its stamp is computed from. A part is
+# rebuilt only when its stamp (bin/.stamp-PART) differs or a binary is missing.
+part_outputs() {
+  case $1 in
+    kube) echo "${kube_cmds[*]/#/bin/} bin/credprovider-harness bin/images/pause.tar bin/images/echo-server.tar" ;;
+    etcd) echo bin/etcd ;;
+    helm) echo bin/helm ;;
+  esac
+}
+part_inputs() {
+  case $1 in
+    kube) echo kube/go.mod kube/go.sum kube/cmd/*/*.go images.sh ;;
+    etcd) echo etcd/go.mod etcd/go.sum ;;
+    helm) echo helm/go.mod helm/go.sum ;;
+  esac
+}
+part_stamp() { { cat versions.env $(part_inputs "$1"); go version; } | sha256sum | cut -d' ' -f1; }
+part_current() {
+  [ -f "bin/.stamp-$1" ] && [ "$(cat "bin/.stamp-$1")" = "$(part_stamp "$1")" ] || return 1
+  for out in $(part_outputs "$1"); do [ -e "$out" ] || return 1; done
+}
 
 module_time() { # module@version -> its release time, for a reproducible buildDate
   go mod download -json "$1" | sed -n 's/^\t"Info": "\(.*\)",$/\1/p' | xargs cat | sed -n 's/.*"Time":"\([^"]*\)".*/\1/p'
 }
 
-minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-build_date=$(module_time "k8s.io/kubernetes@${KUBE_VERSION}")
-kube_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  kube_ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
-  kube_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
+build_kube() {
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local build_date kube_ldflags="-s -w"
+  build_date=$(module_time "k8s.io/kubernetes@${KUBE_VERSION}")
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    kube_ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+    kube_ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=${build_date}"
+  done
+  echo "testenv: building ${kube_cmds[*]} and the kubelet credential-provider harness ${KUBE_VERSION} (a first build takes about 10 minutes on 2 cores)"
+  (cd kube && go build -trimpath -ldflags "$kube_ldflags" -o ../bin/ \
+    "${kube_cmds[@]/#/k8s.io/kubernetes/cmd/}" ./cmd/credprovider-harness)
+  echo "testenv: building the node images (pause, echo-server)"
+  (cd kube && go build -trimpath -ldflags "-s -w" -o ../bin/image-bin/ ./cmd/pause ./cmd/echo-server)
+  ./images.sh bin/images/pause.tar pause:1 /pause bin/image-bin/pause
+  ./images.sh bin/images/echo-server.tar echo-server:1 /echo-server bin/image-bin/echo-server
+  ./bin/kube-apiserver --version
+}
+
+build_etcd() {
+  echo "testenv: building etcd ${ETCD_VERSION}"
+  (cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)
+  ./bin/etcd --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
+}
+
+build_helm() {
+  echo "testenv: building helm ${HELM_VERSION}"
+  local helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  (cd helm && go build -trimpath -ldflags "$helm_ldflags" -o ../bin/helm helm.sh/helm/v3/cmd/helm)
+  ./bin/helm version --short
+}
+
+# usage: build.sh [PART...]: kube, etcd, helm; all three when none is named
+# (`make demo` needs only kube and etcd).
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(kube etcd helm)
+mkdir -p bin/images
+for part in "${parts[@]}"; do
+  case $part in kube|etcd|helm) ;; *) echo "testenv/build.sh: unknown part '$part' (kube, etcd, helm)" >&2; exit 2 ;; esac
+  if part_current "$part"; then
+    echo "testenv: $part (${KUBE_VERSION} / etcd ${ETCD_VERSION} / helm ${HELM_VERSION}) is up to date in testenv/bin"
+    continue
+  fi
+  rm -f "bin/.stamp-$part"
+  "build_$part"
+  part_stamp "$part" > "bin/.stamp-$part"
 done
-
-echo "testenv: building ${kube_cmds[*]} and the kubelet credential-provider harness ${KUBE_VERSION} (first build takes several minutes)"
-(cd kube && go build -trimpath -ldflags "$kube_ldflags" -o ../bin/ \
-  "${kube_cmds[@]/#/k8s.io/kubernetes/cmd/}" ./cmd/credprovider-harness)
-
-echo "testenv: building the node images (pause, echo-server)"
-(cd kube && go build -trimpath -ldflags "-s -w" -o ../bin/image-bin/ ./cmd/pause ./cmd/echo-server)
-./images.sh bin/images/pause.tar pause:1 /pause bin/image-bin/pause
-./images.sh bin/images/echo-server.tar echo-server:1 /echo-server bin/image-bin/echo-server
-
-echo "testenv: building etcd ${ETCD_VERSION}"
-(cd etcd && go build -trimpath -ldflags "-s -w" -o ../bin/etcd go.etcd.io/etcd/server/v3)
-
-echo "testenv: building helm ${HELM_VERSION}"
-helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
-(cd helm && go build -trimpath -ldflags "$helm_ldflags" -o ../bin/helm helm.sh/helm/v3/cmd/helm)
-
-./bin/kube-apiserver --version
-./bin/helm version --short
-./bin/etcd --version | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail
-echo "$stamp_now" > bin/.stamp

@@ -45,11 +45,7 @@ fn waiting(pod: &Pod) -> Option<(String, String)> {
 #[tokio::test]
 async fn the_kubelet_pulls_a_private_image_with_the_plugins_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = overcast_testenv::free_port().unwrap();
     // The host's bridge address is 10.250.<slot>.1; matchImages globs the
     // slot (a glob may stand in the host, never in the port).
     let pattern = format!("10.250.*.1:{port}");

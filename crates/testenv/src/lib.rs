@@ -18,13 +18,14 @@ mod certs;
 pub mod cluster;
 pub mod crash_proxy;
 mod moto;
+mod ports;
 mod process;
 pub use cluster::{Cluster, ClusterOptions};
 pub use crash_proxy::CrashProxy;
 pub use moto::{MOTO_SERVER_ENV, Moto};
+pub use ports::free_port;
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -465,17 +466,6 @@ fn scratch_root() -> PathBuf {
     } else {
         std::env::temp_dir()
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub(crate) fn free_port() -> Result<u16, Error> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(Error::io("finding a free loopback port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(Error::io("finding a free loopback port"))?
-        .port();
-    Ok(port)
 }
 
 fn kubeconfig(server: &str, ca_pem: &str, token: &str) -> String {

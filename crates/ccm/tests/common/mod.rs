@@ -15,11 +15,7 @@ use kube::{Api, Client};
 pub const SOON: Duration = Duration::from_secs(45);
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    overcast_testenv::free_port().expect("a free loopback port")
 }
 
 /// A control plane and a `--cloud-config` file for one provider, in a

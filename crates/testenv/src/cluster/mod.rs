@@ -25,7 +25,7 @@ mod net;
 mod node;
 mod registry;
 mod slot;
-mod sys;
+pub(crate) mod sys;
 
 pub use images::{ECHO_SERVER, PAUSE};
 pub use registry::RegistryOptions;
@@ -290,6 +290,15 @@ impl Cluster {
     pub fn from_outside(&self, program: &str) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.addressing.netns(OUTSIDE), program]);
+        cmd
+    }
+
+    /// A command run on node `node`'s host network (its network namespace,
+    /// where its interface is `eth0`), as a `hostNetwork` Pod of that node runs.
+    pub fn on_node(&self, node: &str, program: &str) -> Command {
+        let netns = self.addressing.netns(&format!("n{}", self.index(node)));
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns, program]);
         cmd
     }
 

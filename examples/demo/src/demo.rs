@@ -22,8 +22,7 @@ use overcast_testenv::Cluster;
 const NODES: usize = 3;
 const WAIT: Duration = Duration::from_secs(90);
 
-#[path = "shared/local_ccm.rs"]
-mod local_ccm;
+use overcast_demo as local_ccm;
 
 fn inventory(cluster: &Cluster) -> String {
     let mut out = String::from("instances:\n");

@@ -1,10 +1,11 @@
-//! What both demos do with the overcast-ccm they start.
+//! What both demos (`make demo`, `make demo-lite`) do with the overcast-ccm they start.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Stops the CCM when the demo ends, however it ends: SIGTERM first, so it
 /// releases its lease and VIPs as in production, SIGKILL after 10 s.
+#[derive(Debug)]
 pub struct Stop(pub Child);
 
 impl Drop for Stop {

@@ -28,8 +28,7 @@ const NODES: [(&str, &str, &str); 3] = [
 const SERVICE_PORT: u16 = 8080;
 const WAIT: Duration = Duration::from_secs(60);
 
-#[path = "shared/local_ccm.rs"]
-mod local_ccm;
+use overcast_demo as local_ccm;
 
 fn inventory() -> String {
     let mut out = String::from("instances:\n");
