@@ -46,9 +46,10 @@ fn args() -> anyhow::Result<Args> {
     let mut a = Args {
         overcast: PathBuf::new(),
         rounds: 4,
-        lease_duration: "15s".into(),
-        renew_deadline: "10s".into(),
-        retry_period: "2s".into(),
+        // The Helm chart's defaults for the local provider.
+        lease_duration: "1s".into(),
+        renew_deadline: "800ms".into(),
+        retry_period: "200ms".into(),
         vip_lifetime: None,
         out: None,
     };

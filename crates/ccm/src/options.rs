@@ -372,6 +372,14 @@ impl Options {
     /// is ignored without a word.
     pub fn no_effect_warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let lease = self.leader_elect_lease_duration;
+        if self.leader_elect && lease.subsec_nanos() != 0 && lease >= Duration::from_secs(1) {
+            out.push(format!(
+                "--leader-elect-lease-duration={lease:?} counts as {}s: a Lease records whole \
+                 seconds (leaseDurationSeconds) and the other candidates wait that long",
+                lease.as_secs()
+            ));
+        }
         let mut warn = |set: bool, flag: &str, why: &str| {
             if set {
                 out.push(format!("{flag} has no effect: {why}"));
@@ -568,6 +576,16 @@ impl Options {
                     return Err(format!("{flag} must be greater than zero"));
                 }
             }
+            // The Lease carries whole seconds (leaseDurationSeconds, as
+            // client-go writes it), and the other candidates go by the Lease:
+            // below a second it would say 0, valid for no time at all.
+            if self.leader_elect_lease_duration < Duration::from_secs(1) {
+                return Err(format!(
+                    "--leader-elect-lease-duration={:?}: a Lease records its duration in whole \
+                     seconds (leaseDurationSeconds), so it must be at least 1s",
+                    self.leader_elect_lease_duration
+                ));
+            }
         }
         // Periods of loops: zero would spin (upstream's wait.Until does).
         for (flag, value) in [
@@ -706,6 +724,36 @@ mod tests {
             c.authorization_always_allow_paths,
             ["/healthz,/readyz,/livez"]
         );
+    }
+
+    #[test]
+    fn a_lease_counts_in_whole_seconds_as_the_lease_object_records_it() {
+        let err = parse(&[
+            "--cloud-provider=fake",
+            "--leader-elect-lease-duration=900ms",
+            "--leader-elect-renew-deadline=500ms",
+            "--leader-elect-retry-period=100ms",
+        ])
+        .unwrap_err();
+        assert!(err.contains("must be at least 1s"), "{err}");
+        let c = parse(&[
+            "--cloud-provider=fake",
+            "--leader-elect-lease-duration=1500ms",
+            "--leader-elect-renew-deadline=1s",
+            "--leader-elect-retry-period=200ms",
+        ])
+        .unwrap();
+        let warnings = c.options.no_effect_warnings().join("\n");
+        assert!(warnings.contains("=1.5s counts as 1s"), "{warnings}");
+        // Whole seconds, or no election at all: nothing to say.
+        let c = parse(&[
+            "--cloud-provider=fake",
+            "--leader-elect-lease-duration=1s",
+            "--leader-elect-renew-deadline=800ms",
+            "--leader-elect-retry-period=200ms",
+        ])
+        .unwrap();
+        assert!(c.options.no_effect_warnings().is_empty());
     }
 
     #[test]

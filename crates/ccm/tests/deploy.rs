@@ -236,6 +236,14 @@ async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
             && args.contains(&"--cloud-config=/etc/overcast/cloud.yaml"),
         "the values reach the container's flags: {args:?}"
     );
+    // For local the lease is the VIP failover timer (make bench-failover).
+    for flag in [
+        "--leader-elect-lease-duration=1s",
+        "--leader-elect-renew-deadline=800ms",
+        "--leader-elect-retry-period=200ms",
+    ] {
+        assert!(args.contains(&flag), "{flag} in {args:?}");
+    }
     // The local provider adds VIPs and announces them: it gets exactly the
     // capabilities for that, as root (added capabilities are not effective
     // for a non-root container).
@@ -287,6 +295,13 @@ async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
     );
     assert!(pod["affinity"].is_null(), "{}", pod["affinity"]);
     assert!(object_of(&objects, "PodDisruptionBudget").is_none());
+    // Upstream's lease timings for every provider but local.
+    let args = container["args"].to_string();
+    assert!(
+        args.contains("--leader-elect-lease-duration=15s")
+            && args.contains("--leader-elect-retry-period=2s"),
+        "{args}"
+    );
     let account = object_of(&objects, "ServiceAccount").unwrap();
     assert_eq!(
         account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],

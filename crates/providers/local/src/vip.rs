@@ -26,8 +26,12 @@ pub enum VipError {
 /// The label suffix of the IPv4 addresses this provider adds (`eth0:ovc`).
 pub const LABEL_SUFFIX: &str = ":ovc";
 
-/// The default lifetime of an added VIP; see [`Vips::new`].
-pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(10);
+/// The default lifetime of an added VIP; see [`Vips::new`]. The shortest an
+/// address can have: a SIGKILLed leader's leftover is gone (the kernel
+/// deletes it on its next whole second, so within 2 s) about when a standby
+/// with the chart's 1 s lease for `local` takes over, and no later than any
+/// longer lease. The cost: one `ip -batch` every third of a second.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
 struct Held {

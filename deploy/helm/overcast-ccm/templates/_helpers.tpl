@@ -59,3 +59,20 @@ podAntiAffinity:
         matchLabels: {{- include "overcast-ccm.selector" . | nindent 10 }}
 {{- end -}}
 {{- end -}}
+
+{{/*
+A leader-election timing: the value set, else the provider's default. For
+local the lease is the VIP failover timer (docs/local-provider.md).
+*/}}
+{{- define "overcast-ccm.leaderElection" -}}
+{{- $root := index . 0 -}}
+{{- $key := index . 1 -}}
+{{- $set := index $root.Values.leaderElection $key -}}
+{{- if $set -}}
+{{- $set -}}
+{{- else if eq (include "overcast-ccm.cloudProvider" $root) "local" -}}
+{{- get (dict "leaseDuration" "1s" "renewDeadline" "800ms" "retryPeriod" "200ms") $key -}}
+{{- else -}}
+{{- get (dict "leaseDuration" "15s" "renewDeadline" "10s" "retryPeriod" "2s") $key -}}
+{{- end -}}
+{{- end -}}
