@@ -123,11 +123,15 @@ def main():
     binaries = build(cargo, args)
 
     history_path = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "overcast-test-times.json")
-    try:
-        with open(history_path) as f:
-            history = json.load(f)
-    except (OSError, ValueError):
-        history = {}
+    # The last run's durations, else those recorded in the repository (a
+    # fresh clone's first run still starts the long binaries first).
+    history = {}
+    for path in (os.path.join(os.path.dirname(__file__), "test-durations.json"), history_path):
+        try:
+            with open(path) as f:
+                history.update(json.load(f))
+        except (OSError, ValueError):
+            pass
     pending = sorted(binaries, key=lambda b: -history.get(b[0], UNKNOWN_S))
     print(f"run-tests: {len(pending)} test binaries, {JOBS} at a time", flush=True)
 
