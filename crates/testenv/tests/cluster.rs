@@ -57,7 +57,15 @@ fn kubectl_exec(cluster: &Cluster, pod: &str, args: &[&str]) -> Result<String, S
 }
 
 /// What a cluster leaves on the host: its links, namespaces and cgroups.
-fn leftovers() -> Vec<String> {
+/// What of the cluster slot whose directory is `slot_dir` (`…/slot-<k>`)
+/// is on the machine: links, namespaces and cgroups named `ovc<k>-…`. Only
+/// this slot's: other test binaries run clusters beside this one.
+fn leftovers(slot_dir: &Path) -> Vec<String> {
+    let k = slot_dir
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("slot-"))
+        .unwrap_or_else(|| panic!("a slot directory: {}", slot_dir.display()));
+    let prefix = format!("ovc{k}-");
     let mut found = Vec::new();
     for dir in [
         "/sys/class/net",
@@ -68,7 +76,7 @@ fn leftovers() -> Vec<String> {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.starts_with("ovc") {
+                if name.starts_with(&prefix) {
                     found.push(format!("{dir}/{name}"));
                 }
             }
@@ -80,7 +88,6 @@ fn leftovers() -> Vec<String> {
 #[tokio::test]
 async fn kubelets_register_for_an_external_ccm_and_pods_talk_across_nodes() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let before = leftovers();
     let cluster = Cluster::start(2)
         .await
         .expect("cluster (run `make testenv`)");
@@ -175,10 +182,15 @@ async fn kubelets_register_for_an_external_ccm_and_pods_talk_across_nodes() {
     );
     cluster.check_alive().unwrap();
 
+    let slot_dir = cluster.dir();
+    assert!(
+        !leftovers(&slot_dir).is_empty(),
+        "the cluster's links are found"
+    );
     cluster.stop();
     assert_eq!(
-        leftovers(),
-        before,
+        leftovers(&slot_dir),
+        Vec::<String>::new(),
         "stop removes every link, namespace, cgroup and host file of the cluster"
     );
 }
@@ -213,7 +225,6 @@ async fn cluster_child_process() {
 #[tokio::test]
 async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let before = leftovers();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
@@ -252,9 +263,9 @@ async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
         !pgrep(&slot_dir, "containerd-shim").is_empty(),
         "the Pod's shim outlives the test"
     );
-    assert_ne!(
-        leftovers(),
-        before,
+    let slot = Path::new(&slot_dir);
+    assert!(
+        !leftovers(slot).is_empty(),
         "a SIGKILLed test leaves its cluster's namespaces and cgroups"
     );
 
@@ -266,8 +277,8 @@ async fn a_killed_test_leaves_nothing_the_next_cluster_does_not_remove() {
     );
     next.stop();
     assert_eq!(
-        leftovers(),
-        before,
+        leftovers(slot),
+        Vec::<String>::new(),
         "the next cluster removed the killed one's"
     );
     assert!(

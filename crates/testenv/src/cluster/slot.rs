@@ -43,11 +43,14 @@ fn base() -> PathBuf {
 }
 
 impl Slot {
-    /// Takes the first free slot and cleans what a dead owner left in it.
+    /// Takes the first free slot, after cleaning what dead owners left in
+    /// every free slot: with clusters of several processes at once, the
+    /// next cluster may not take the very slot a killed one held.
     pub(crate) fn take() -> Result<Slot, Error> {
         let base = base();
         std::fs::create_dir_all(&base)
             .map_err(Error::io(format!("creating {}", base.display())))?;
+        let mut taken = None;
         for k in 0..SLOTS {
             let path = base.join(format!("slot-{k}.lock"));
             let lock = File::options()
@@ -56,19 +59,26 @@ impl Slot {
                 .write(true)
                 .open(&path)
                 .map_err(Error::io(format!("opening {}", path.display())))?;
-            if sys::try_lock(&lock).map_err(Error::io(format!("locking {}", path.display())))? {
-                let slot = Slot {
-                    addressing: Addressing { slot: k },
-                    dir: base.join(format!("slot-{k}")),
-                    _lock: lock,
-                };
-                slot.clean(false);
-                std::fs::create_dir_all(&slot.dir)
-                    .map_err(Error::io(format!("creating {}", slot.dir.display())))?;
-                return Ok(slot);
+            if !sys::try_lock(&lock).map_err(Error::io(format!("locking {}", path.display())))? {
+                continue;
             }
+            let addressing = Addressing { slot: k };
+            let dir = base.join(format!("slot-{k}"));
+            if has_leftovers(addressing, &dir) {
+                clean(addressing, &dir, false);
+            }
+            if taken.is_none() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(Error::io(format!("creating {}", dir.display())))?;
+                taken = Some(Slot {
+                    addressing,
+                    dir,
+                    _lock: lock,
+                });
+            }
+            // A slot only swept is released here, with its lock.
         }
-        Err(Error::Io {
+        taken.ok_or_else(|| Error::Io {
             what: "taking a cluster slot".into(),
             source: std::io::Error::other(format!(
                 "all {SLOTS} slots under {} are in use",
@@ -77,43 +87,62 @@ impl Slot {
         })
     }
 
-    /// Removes everything of this slot: processes (by cgroup), mounts under
-    /// its directory, namespaces and links, cgroups, the directory, and the
-    /// CNI result cache entries containerd wrote for its networks.
+    /// Removes everything of this slot (see [`clean`]).
     pub(crate) fn clean(&self, keep_dir: bool) {
-        let prefix = self.addressing.prefix();
-        for cgroup in cgroups::roots_with_prefix(&prefix) {
-            cgroups::kill_and_remove(&cgroup);
-        }
-        remove_host_files_of(&self.dir);
-        unmount_under(&self.dir);
-        net::remove_slot(self.addressing);
-        if keep_dir {
-            eprintln!(
-                "testenv: kept the cluster's directory {}",
-                self.dir.display()
-            );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-        if !self.others_in_use() {
-            remove_host_dirs();
-        }
+        clean(self.addressing, &self.dir, keep_dir);
     }
+}
 
-    /// Whether another cluster (of any process, this one included) holds a slot.
-    fn others_in_use(&self) -> bool {
-        (0..SLOTS).filter(|&k| k != self.addressing.slot).any(|k| {
-            File::open(base().join(format!("slot-{k}.lock")))
-                .is_ok_and(|f| sys::try_lock(&f).is_ok_and(|locked| !locked))
-        })
-    }
+/// Whether a slot other than `a`'s is held (by any process, this one included).
+fn others_in_use(a: Addressing) -> bool {
+    (0..SLOTS).filter(|&k| k != a.slot).any(|k| {
+        File::open(base().join(format!("slot-{k}.lock")))
+            .is_ok_and(|f| sys::try_lock(&f).is_ok_and(|locked| !locked))
+    })
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.clean(std::env::var(crate::KEEP_ENV).as_deref() == Ok("1"));
     }
+}
+
+/// Removes everything of slot `a`: processes (by cgroup), mounts under
+/// its directory, namespaces and links, cgroups, the directory, and the
+/// CNI result cache entries containerd wrote for its networks.
+fn clean(a: Addressing, dir: &Path, keep_dir: bool) {
+    let prefix = a.prefix();
+    for cgroup in cgroups::roots_with_prefix(&prefix) {
+        cgroups::kill_and_remove(&cgroup);
+    }
+    remove_host_files_of(dir);
+    unmount_under(dir);
+    net::remove_slot(a);
+    if keep_dir {
+        eprintln!("testenv: kept the cluster's directory {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if !others_in_use(a) {
+        remove_host_dirs();
+    }
+}
+
+/// Whether a dead owner left anything of slot `a`: its directory, a link or
+/// namespace, a cgroup.
+fn has_leftovers(a: Addressing, dir: &Path) -> bool {
+    let prefix = a.prefix();
+    let named = |parent: &str| {
+        std::fs::read_dir(parent).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+    };
+    dir.exists()
+        || named("/sys/class/net")
+        || named("/run/netns")
+        || !cgroups::roots_with_prefix(&prefix).is_empty()
 }
 
 /// The files containerd's shims and libcni leave at fixed host paths for the
