@@ -295,25 +295,6 @@ spec:
   ports: [{name: http, port: 80, targetPort: 8080}]
 "#;
 
-fn kubectl_apply(cluster: &Cluster, manifest: &str) -> anyhow::Result<()> {
-    let mut apply = cluster
-        .plane()
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()?;
-    apply
-        .stdin
-        .take()
-        .context("kubectl's stdin")?
-        .write_all(manifest.as_bytes())?;
-    if !apply.wait()?.success() {
-        bail!("kubectl apply failed");
-    }
-    Ok(())
-}
-
 /// The node whose `eth0` carries `vip` now, if one does.
 fn holder(cluster: &Cluster, vip: &str) -> Option<String> {
     cluster.node_names().iter().find_map(|node| {
@@ -402,10 +383,9 @@ fn rounds(
             },
         ))?;
     }
-    kubectl_apply(
-        cluster,
-        &APP.replace("IMAGE", overcast_testenv::cluster::ECHO_SERVER),
-    )?;
+    cluster
+        .plane()
+        .kubectl_apply(&APP.replace("IMAGE", overcast_testenv::cluster::ECHO_SERVER))?;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     let vip = runtime.block_on(overcast_testenv::load_balancer_ip(&services, "echo", WAIT))?;
     let samples = Samples::start(cluster, &format!("{vip}:80"))?;

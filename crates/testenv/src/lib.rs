@@ -392,6 +392,34 @@ impl ControlPlane {
         cmd
     }
 
+    /// `kubectl apply -f -` of `manifest` (kubectl's output goes to this
+    /// process's); an error names kubectl's exit status.
+    pub fn kubectl_apply(&self, manifest: &str) -> Result<(), Error> {
+        use std::io::Write as _;
+        let what = || "kubectl apply -f -".to_string();
+        let mut apply = self
+            .kubectl()
+            .args(["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .map_err(Error::io(what()))?;
+        let written = apply
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(manifest.as_bytes());
+        let status = apply.wait().map_err(Error::io(what()))?;
+        written.map_err(Error::io(what()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                what: what(),
+                source: std::io::Error::other(format!("kubectl exited with {status}")),
+            })
+        }
+    }
+
     /// Stops both processes and removes the directory (unless [`KEEP_ENV`] is
     /// set). Idempotent; also called on drop.
     pub fn stop(&self) {

@@ -21,8 +21,7 @@ use crate::cluster::sys;
 /// Claims kept open for the life of the process (a few hundred at most).
 static CLAIMED: Mutex<Vec<File>> = Mutex::new(Vec::new());
 
-/// The first port handed out, and how many ports below the ephemeral range
-/// are considered.
+/// The lowest port handed out; the highest is just below the ephemeral range.
 const LOWEST: u16 = 15000;
 
 fn lock_dir() -> PathBuf {

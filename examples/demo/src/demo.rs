@@ -10,8 +10,6 @@
 //! The overcast-ccm binary is taken from $OVERCAST_CCM. Needs root (network
 //! namespaces, cgroups); `make demo-lite` does not.
 
-use std::io::Write as _;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -160,20 +158,7 @@ async fn serve(cluster: &Cluster, client: &kube::Client) -> anyhow::Result<()> {
 
     let manifest = APP.replace("IMAGE", overcast_testenv::cluster::ECHO_SERVER);
     println!("\n$ kubectl apply -f - <<EOF\n{manifest}EOF");
-    let mut apply = cluster
-        .plane()
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()?;
-    apply
-        .stdin
-        .take()
-        .context("kubectl's stdin")?
-        .write_all(manifest.as_bytes())?;
-    if !apply.wait()?.success() {
-        bail!("kubectl apply failed");
-    }
+    cluster.plane().kubectl_apply(&manifest)?;
     let status = cluster
         .plane()
         .kubectl()
