@@ -712,12 +712,15 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             .await
             .unwrap();
         killed(&proxy, action, &mut ccm).await;
-        let _ccm = start();
+        let restarted = start();
         hostname(name).await;
         assert_eq!(
             parts(name).await,
             (1, 2),
-            "after a kill at {action}: one NLB, a group per port"
+            "after a kill at {action}: one NLB, a group per port; calls: {:?}\nkilled CCM's log:\n{}\nrestarted CCM's log:\n{}",
+            proxy.actions(),
+            ccm.log_text(),
+            restarted.log_text()
         );
     }
 

@@ -1,5 +1,7 @@
 //! moto_server (the AWS emulator, from the project's .venv) on a free
-//! loopback port, for tests of AWS code; killed on drop.
+//! loopback port, for tests of AWS code; killed on drop. It runs through
+//! testenv/moto_server.py, which gives moto the one AWS behaviour the tests
+//! rely on that it lacks (an idempotent CreateLoadBalancer).
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -28,14 +30,18 @@ impl Moto {
             "{} missing: run `make venv` (part of `make test`)",
             bin.display()
         );
+        // The venv's interpreter, beside its moto_server.
+        let python = bin.with_file_name("python3");
+        let launcher = crate::workspace_root().join("testenv/moto_server.py");
         let port = crate::free_port().expect("a free port");
-        let child = Command::new(&bin)
+        let child = Command::new(&python)
+            .arg(&launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("start {} {}: {e}", python.display(), launcher.display()));
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
