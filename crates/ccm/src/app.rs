@@ -64,6 +64,13 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     } else {
         None
     };
+    if opts.leader_migration_config.is_none() {
+        // Upstream's default, read as upstream reads it; a file with such
+        // entries is refused when loaded.
+        for warning in migration.iter().flat_map(MigrationConfig::misnamed) {
+            tracing::warn!("the default leader migration configuration (upstream's): {warning}");
+        }
+    }
     let route_wanted = config.selection.is_enabled(NODE_ROUTE)
         && opts.configure_cloud_routes
         && cloud.routes().is_some();

@@ -50,20 +50,26 @@ pub enum Placement {
 }
 
 impl MigrationConfig {
-    /// Upstream's `DefaultLeaderMigrationConfiguration`. Its names (route,
-    /// service, cloud-node-lifecycle) are aliases; matched through them, all
-    /// three migrate, where upstream's exact-name filter migrates only
-    /// cloud-node-lifecycle.
+    /// Upstream's `DefaultLeaderMigrationConfiguration`
+    /// (k8s.io/controller-manager pkg/leadermigration/config/default.go),
+    /// names as upstream spells them. Matched literally, as every upstream
+    /// controller manager matches them, only `cloud-node-lifecycle-controller`
+    /// names a controller: route and service run under the main lock, in
+    /// the Go components as here.
     pub fn default_config() -> Self {
         Self {
             leader_name: DEFAULT_LEADER_NAME.to_string(),
-            controller_leaders: ["route", "service", "cloud-node-lifecycle"]
-                .into_iter()
-                .map(|n| ControllerLeader {
-                    name: n.to_string(),
-                    component: "*".to_string(),
-                })
-                .collect(),
+            controller_leaders: [
+                "route-controller",
+                "service-controller",
+                "cloud-node-lifecycle-controller",
+            ]
+            .into_iter()
+            .map(|n| ControllerLeader {
+                name: n.to_string(),
+                component: "*".to_string(),
+            })
+            .collect(),
         }
     }
 
@@ -117,24 +123,49 @@ impl MigrationConfig {
                 return Err(format!("controllerLeaders[{i}].component: required"));
             }
         }
-        Ok(Self {
+        let config = Self {
             leader_name: file.leader_name,
             controller_leaders: file.controller_leaders,
-        })
+        };
+        // A file the user wrote for a migration: an entry that migrates
+        // nothing is refused, where upstream would run the controller in
+        // both components at once.
+        match config.misnamed().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(config),
+        }
     }
 
-    /// Where the controller with this canonical name runs. Names in the
-    /// configuration are matched through their aliases.
+    /// Where the controller with this canonical name runs. Names are
+    /// compared literally, as upstream's `NewLeaderMigrator` does in
+    /// kube-controller-manager and the Go cloud-controller-manager: a pair
+    /// that read one entry differently would both run, or neither.
     pub fn placement(&self, canonical: &str) -> Placement {
-        let entry = self
-            .controller_leaders
-            .iter()
-            .find(|c| controllers::canonical(&c.name) == Some(canonical));
+        let entry = self.controller_leaders.iter().find(|c| c.name == canonical);
         match entry {
             None => Placement::NonMigrated,
             Some(c) if c.component == "*" || c.component == COMPONENT => Placement::Migrated,
             Some(_) => Placement::Unowned,
         }
+    }
+
+    /// Entries that look meant for one of this component's controllers but
+    /// name none of them (an alias such as `service` or `nodeipam`, or
+    /// another spelling such as upstream's default `service-controller`).
+    /// No upstream component migrates through them either, so each runs the
+    /// controller under its own main lock: a pair then runs it twice.
+    pub fn misnamed(&self) -> Vec<String> {
+        self.controller_leaders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let meant = controllers::canonical(&c.name).filter(|m| *m != c.name)?;
+                Some(format!(
+                    "controllerLeaders[{i}].name {:?} is not a controller name: leader migration compares names literally (as kube-controller-manager and upstream's cloud-controller-manager do), so no component migrates {meant} and each runs it under its own main lock, beside the others; to migrate it, write {meant:?} in every component's configuration",
+                    c.name
+                ))
+            })
+            .collect()
     }
 }
 
@@ -144,17 +175,51 @@ mod tests {
     use overcast_cloud_provider::names::controllers::*;
 
     #[test]
-    fn the_default_migrates_route_service_and_lifecycle_through_aliases() {
+    fn the_default_migrates_only_lifecycle_as_upstream_reads_it() {
         let c = MigrationConfig::default_config();
-        assert_eq!(c.placement(NODE_ROUTE), Placement::Migrated);
-        assert_eq!(c.placement(SERVICE_LB), Placement::Migrated);
         assert_eq!(c.placement(CLOUD_NODE_LIFECYCLE), Placement::Migrated);
+        assert_eq!(c.placement(NODE_ROUTE), Placement::NonMigrated);
+        assert_eq!(c.placement(SERVICE_LB), Placement::NonMigrated);
         assert_eq!(c.placement(CLOUD_NODE), Placement::NonMigrated);
+        assert_eq!(c.placement(NODE_IPAM), Placement::NonMigrated);
+        let warned = c.misnamed();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(
+            warned[0].contains("\"route-controller\"")
+                && warned[0].contains("write \"node-route-controller\"")
+        );
+        assert!(warned[1].contains("no component migrates service-lb-controller"));
+    }
+
+    #[test]
+    fn a_file_naming_an_alias_is_refused_with_the_name_to_write() {
+        let file = |entries: &str| {
+            format!(
+                "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: x\ncontrollerLeaders:\n{entries}"
+            )
+        };
+        let c = MigrationConfig::parse(&file("  - {name: node-ipam-controller, component: \"*\"}\n  - {name: garbage-collector-controller, component: kube-controller-manager}\n")).unwrap();
+        assert_eq!(c.placement(NODE_IPAM), Placement::Migrated);
+        assert_eq!(c.placement(SERVICE_LB), Placement::NonMigrated);
+        let e = MigrationConfig::parse(&file("  - {name: node-ipam-controller, component: \"*\"}\n  - {name: nodeipam, component: \"*\"}\n")).unwrap_err();
+        assert!(
+            e.starts_with("controllerLeaders[1].name \"nodeipam\" is not a controller name"),
+            "{e}"
+        );
+        assert!(e.contains("write \"node-ipam-controller\""), "{e}");
+        let e = MigrationConfig::parse(&file(
+            "  - {name: service, component: kube-controller-manager}\n",
+        ))
+        .unwrap_err();
+        assert!(
+            e.contains("no component migrates service-lb-controller"),
+            "{e}"
+        );
     }
 
     #[test]
     fn v1_and_v1alpha1_files() {
-        let v1 = "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: cloud-provider-extraction-migration\ncontrollerLeaders:\n  - name: route\n    component: kube-controller-manager\n  - name: service\n    component: cloud-controller-manager\n";
+        let v1 = "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: cloud-provider-extraction-migration\ncontrollerLeaders:\n  - name: node-route-controller\n    component: kube-controller-manager\n  - name: service-lb-controller\n    component: cloud-controller-manager\n";
         let c = MigrationConfig::parse(v1).unwrap();
         assert_eq!(c.placement(NODE_ROUTE), Placement::Unowned);
         assert_eq!(c.placement(SERVICE_LB), Placement::Migrated);

@@ -358,17 +358,30 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
     initialised(&env.client, "node-1").await;
     for _ in 0..4 {
         renew(&leases, "cloud-provider-extraction-migration").await;
-        // The default configuration lists route, service and
-        // cloud-node-lifecycle: matched through aliases, all wait.
+        // Upstream's default configuration lists route-controller,
+        // service-controller and cloud-node-lifecycle-controller; compared
+        // literally, as kube-controller-manager compares them, only the
+        // lifecycle controller waits for the migration lease.
         assert!(running(&ccm, "cloud-node"));
+        assert!(running(&ccm, "service"));
         assert!(!running(&ccm, "cloud-node-lifecycle"));
-        assert!(!running(&ccm, "service"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let log = ccm.log_text();
+    for (entry, meant) in [
+        ("route-controller", "node-route-controller"),
+        ("service-controller", "service-lb-controller"),
+    ] {
+        assert!(
+            log.contains(&format!("{entry:?} is not a controller name"))
+                && log.contains(&format!("write {meant:?}")),
+            "a warning about {entry}: {log}"
+        );
+    }
 
-    // The old holder lets go: the migrated controllers start here.
-    eventually("migrated controllers running", SOON, || async {
-        (running(&ccm, "cloud-node-lifecycle") && running(&ccm, "service")).then_some(())
+    // The old holder lets go: the migrated controller starts here.
+    eventually("migrated controller running", SOON, || async {
+        running(&ccm, "cloud-node-lifecycle").then_some(())
     })
     .await;
     let holder = leases

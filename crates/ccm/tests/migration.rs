@@ -1,0 +1,289 @@
+//! Leader migration (KEP-2436) beside the real kube-controller-manager
+//! (v1.34, built by testenv): node IPAM, the one cloud-side controller it
+//! still runs, handed over in both directions under the migration Lease.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use overcast_testenv::ControlPlane;
+
+const MIGRATION_LEASE: &str = "cloud-provider-extraction-migration";
+const CLUSTER_CIDR: &str = "10.244.0.0/16";
+
+/// kube-controller-manager running node IPAM only, with leader migration;
+/// SIGKILLed when dropped.
+struct ControllerManager {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl ControllerManager {
+    fn start(plane: &ControlPlane, dir: &Path, migration_config: &Path, n: u32) -> Self {
+        let bin = overcast_testenv::bin_dir().join("kube-controller-manager");
+        assert!(
+            bin.is_file(),
+            "{} missing: run `make testenv`",
+            bin.display()
+        );
+        let log = dir.join(format!("kube-controller-manager-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(&bin)
+            .args([
+                &format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+                "--secure-port=0",
+                // KCM takes the migration Lease only once its service
+                // account token controller has started (upstream's
+                // MigrationReady), so that one runs too.
+                "--controllers=node-ipam-controller,serviceaccount-token-controller",
+                &format!(
+                    "--service-account-private-key-file={}",
+                    plane.service_account_key_path().display()
+                ),
+                &format!("--root-ca-file={}", plane.ca_path().display()),
+                "--allocate-node-cidrs=true",
+                &format!("--cluster-cidr={CLUSTER_CIDR}"),
+                "--leader-elect=true",
+                "--leader-elect-lease-duration=4s",
+                "--leader-elect-renew-deadline=3s",
+                "--leader-elect-retry-period=500ms",
+                "--enable-leader-migration",
+                &format!("--leader-migration-config={}", migration_config.display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start kube-controller-manager");
+        ControllerManager { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn holder(client: &Client, lease: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), "kube-system")
+        .get_opt(lease)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// Waits until the migration Lease is held by whoever holds `main`: both
+/// components take the two Leases under one identity, as upstream does.
+/// Panics with `logs` when it is not.
+async fn migration_held_with(client: &Client, main: &str, logs: impl Fn() -> String) {
+    overcast_testenv::wait_until(
+        &format!("the migration Lease held by the holder of {main}"),
+        SOON,
+        || async {
+            let main = holder(client, main).await?;
+            (holder(client, MIGRATION_LEASE).await? == main).then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", logs()));
+}
+
+fn runs_node_ipam(ccm: &Ccm) -> bool {
+    ccm.get("/metrics").is_some_and(|(_, body)| {
+        body.contains(
+            "running_managed_controllers{manager=\"cloud-controller-manager\",name=\"nodeipam\"} 1",
+        )
+    })
+}
+
+/// Creates the Nodes and waits for each one's podCIDR.
+async fn nodes_get_cidrs(client: &Client, names: &[&str]) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for name in names {
+        let node = Node {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    for name in names {
+        eventually(&format!("{name}'s podCIDR"), SOON, || async {
+            nodes.get(name).await.ok()?.spec?.pod_cidr
+        })
+        .await;
+    }
+}
+
+/// Every Node's podCIDRs.
+async fn cidrs(client: &Client) -> BTreeMap<String, Vec<String>> {
+    Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            let cidrs = n.spec.and_then(|s| s.pod_cidrs).unwrap_or_default();
+            (n.metadata.name.unwrap_or_default(), cidrs)
+        })
+        .collect()
+}
+
+/// Asserts that no two Nodes share a podCIDR and that every Node in
+/// `before` kept its own.
+fn assert_allocated_once(
+    before: &BTreeMap<String, Vec<String>>,
+    now: &BTreeMap<String, Vec<String>>,
+) {
+    for (node, cidrs) in before {
+        assert_eq!(
+            now.get(node),
+            Some(cidrs),
+            "{node}'s podCIDRs changed: {now:?}"
+        );
+    }
+    let mut seen = BTreeMap::new();
+    for (node, cidrs) in now {
+        assert_eq!(cidrs.len(), 1, "{node}: one podCIDR each: {now:?}");
+        if let Some(other) = seen.insert(cidrs[0].clone(), node.clone()) {
+            panic!("{other} and {node} share {}: {now:?}", cidrs[0]);
+        }
+    }
+}
+
+/// kube-controller-manager and overcast-ccm given the same configuration
+/// migrating `node-ipam-controller`: one allocator at a time, whichever holds
+/// the migration Lease; kill -9 it and the other continues, no Node's podCIDR
+/// reassigned and none given twice, from KCM to overcast-ccm and back.
+#[tokio::test]
+async fn node_ipam_moves_between_kube_controller_manager_and_overcast_under_the_migration_lease() {
+    let env = CloudEnv::start(
+        "fake",
+        "fake.yaml",
+        "anyInstance:\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n",
+    )
+    .await;
+    let config = env.dir.path().join("migration.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: cloud-provider-extraction-migration\ncontrollerLeaders:\n  - name: node-ipam-controller\n    component: \"*\"\n",
+    )
+    .unwrap();
+    let ccm_flags = [
+        "--controllers=node-ipam-controller".to_string(),
+        "--allocate-node-cidrs=true".to_string(),
+        format!("--cluster-cidr={CLUSTER_CIDR}"),
+        "--enable-leader-migration".to_string(),
+        format!("--leader-migration-config={}", config.display()),
+    ];
+    let ccm_flags: Vec<&str> = ccm_flags.iter().map(String::as_str).collect();
+
+    let kcm = ControllerManager::start(&env.plane, env.dir.path(), &config, 1);
+    migration_held_with(&env.client, "kube-controller-manager", || kcm.log_text()).await;
+    let ccm = env.ccm(&ccm_flags);
+    eventually("overcast-ccm holds its main Lease", SOON, || async {
+        holder(&env.client, "cloud-controller-manager").await
+    })
+    .await;
+    nodes_get_cidrs(&env.client, &["n1", "n2", "n3"]).await;
+    assert!(
+        !runs_node_ipam(&ccm),
+        "overcast-ccm runs node IPAM while kube-controller-manager holds the migration Lease:\n{}",
+        ccm.log_text()
+    );
+    let by_kcm = cidrs(&env.client).await;
+    assert_allocated_once(&BTreeMap::new(), &by_kcm);
+
+    // KCM dies: overcast-ccm takes the migration Lease and allocates.
+    drop(kcm);
+    migration_held_with(&env.client, "cloud-controller-manager", || ccm.log_text()).await;
+    eventually("overcast-ccm runs node IPAM", SOON, || async {
+        runs_node_ipam(&ccm).then_some(())
+    })
+    .await;
+    nodes_get_cidrs(&env.client, &["n4", "n5"]).await;
+    let by_overcast = cidrs(&env.client).await;
+    assert_allocated_once(&by_kcm, &by_overcast);
+
+    // Rollback: a new KCM waits behind overcast-ccm, then takes over from it.
+    let kcm = ControllerManager::start(&env.plane, env.dir.path(), &config, 2);
+    eventually("the new KCM holds its main Lease", SOON, || async {
+        let log = kcm.log_text();
+        log.contains("successfully acquired lease kube-system/kube-controller-manager")
+            .then_some(())
+    })
+    .await;
+    nodes_get_cidrs(&env.client, &["n6"]).await;
+    assert!(
+        !kcm.log_text().contains(
+            "successfully acquired lease kube-system/cloud-provider-extraction-migration"
+        ),
+        "the new KCM took the migration Lease from a live overcast-ccm:\n{}",
+        kcm.log_text()
+    );
+    drop(ccm);
+    migration_held_with(&env.client, "kube-controller-manager", || kcm.log_text()).await;
+    nodes_get_cidrs(&env.client, &["n7"]).await;
+    assert_allocated_once(&by_overcast, &cidrs(&env.client).await);
+    assert!(
+        kcm.log_text().contains(
+            "successfully acquired lease kube-system/cloud-provider-extraction-migration"
+        ),
+        "{}",
+        kcm.log_text()
+    );
+}
+
+/// A configuration naming the controller by an alias (`nodeipam`, which
+/// docs and habit suggest) migrates nothing in kube-controller-manager, which
+/// compares names literally and so runs node IPAM under its main Lease;
+/// overcast-ccm refuses it at start-up, naming the entry and the name to
+/// write, rather than run a second allocator beside KCM's.
+#[tokio::test]
+async fn a_migration_config_naming_an_alias_is_refused_with_the_name_to_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("migration.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: cloud-provider-extraction-migration\ncontrollerLeaders:\n  - name: nodeipam\n    component: \"*\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args([
+            "--cloud-provider=fake",
+            "--kubeconfig=/nonexistent",
+            "--allocate-node-cidrs=true",
+            &format!("--cluster-cidr={CLUSTER_CIDR}"),
+            "--enable-leader-migration",
+            &format!("--leader-migration-config={}", config.display()),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for part in [
+        &format!("--leader-migration-config={}", config.display()),
+        "controllerLeaders[0].name \"nodeipam\" is not a controller name",
+        "write \"node-ipam-controller\"",
+    ] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+}
