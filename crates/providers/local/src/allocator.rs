@@ -37,6 +37,10 @@ pub enum AllocError {
     Forbidden { pool: String, namespace: String },
     #[error("no address pool allows namespace {namespace:?} for an {family} address")]
     NoPool { namespace: String, family: Family },
+    #[error(
+        "address pool(s) {pools} give {family} addresses only on request (autoAssign: false): name the pool with local.overcast.dev/address-pool or an address with local.overcast.dev/load-balancer-ips"
+    )]
+    OnlyOnRequest { pools: String, family: Family },
     #[error("address pool {pool:?} has no {family} addresses")]
     NoFamily { pool: String, family: Family },
     #[error("no free {family} address in address pool(s) {pools}")]
@@ -254,10 +258,21 @@ impl Allocator {
                 }
                 vec![pool]
             }
-            None => pools
-                .iter()
-                .filter(|p| p.allows_namespace(&req.namespace) && p.has_family(v4))
-                .collect(),
+            None => {
+                let usable: Vec<&Pool> = pools
+                    .iter()
+                    .filter(|p| p.allows_namespace(&req.namespace) && p.has_family(v4))
+                    .collect();
+                let automatic: Vec<&Pool> =
+                    usable.iter().copied().filter(|p| p.auto_assign).collect();
+                if automatic.is_empty() && !usable.is_empty() {
+                    return Err(AllocError::OnlyOnRequest {
+                        pools: quoted(&usable),
+                        family,
+                    });
+                }
+                automatic
+            }
         };
         if candidates.is_empty() {
             return Err(AllocError::NoPool {
@@ -287,14 +302,19 @@ impl Allocator {
             }
         }
         Err(AllocError::Exhausted {
-            pools: candidates
-                .iter()
-                .map(|p| format!("{:?}", p.name))
-                .collect::<Vec<_>>()
-                .join(", "),
+            pools: quoted(&candidates),
             family,
         })
     }
+}
+
+/// Pool names for a message: `"a", "b"`.
+fn quoted(pools: &[&Pool]) -> String {
+    pools
+        .iter()
+        .map(|p| format!("{:?}", p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]
@@ -311,7 +331,35 @@ mod tests {
                 .collect(),
             namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
             avoid_buggy_ips: false,
+            auto_assign: true,
         }
+    }
+
+    #[test]
+    fn a_pool_without_auto_assign_serves_only_requests_for_it() {
+        let reserved = Pool {
+            auto_assign: false,
+            ..pool("reserved", &["10.0.1.0/30"], &[])
+        };
+        let pools = vec![reserved.clone(), pool("general", &["10.0.0.0/30"], &[])];
+        let mut a = Allocator::default();
+        assert_eq!(a.assign(&pools, &req("ns/any")).unwrap(), [ip("10.0.0.0")]);
+        let named = Request {
+            pool: Some("reserved".into()),
+            ..req("ns/named")
+        };
+        assert_eq!(a.assign(&pools, &named).unwrap(), [ip("10.0.1.0")]);
+        let explicit = Request {
+            explicit: vec![ip("10.0.1.2")],
+            ..req("ns/explicit")
+        };
+        assert_eq!(a.assign(&pools, &explicit).unwrap(), [ip("10.0.1.2")]);
+        let only_reserved = vec![reserved];
+        let e = a.assign(&only_reserved, &req("ns/other")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "address pool(s) \"reserved\" give IPv4 addresses only on request (autoAssign: false): name the pool with local.overcast.dev/address-pool or an address with local.overcast.dev/load-balancer-ips"
+        );
     }
 
     fn req(service: &str) -> Request {

@@ -36,11 +36,45 @@ fn invalid(svc: &Service, what: String) -> CloudError {
     CloudError::other(format!("Service {}: {what}", service_key(svc)))
 }
 
+/// The first of `keys` the Service sets, as (key, value); two that are set
+/// and differ (compared by `normal`) are an error naming both, since the
+/// Service would get what only one of them asks.
+fn first_of(
+    svc: &Service,
+    keys: &[&'static str],
+    normal: fn(&str) -> String,
+) -> Result<Option<(&'static str, String)>> {
+    let mut found: Option<(&'static str, String)> = None;
+    for key in keys {
+        let Some(value) = annotation(svc, key) else {
+            continue;
+        };
+        match &found {
+            None => found = Some((key, value.to_string())),
+            Some((first, kept)) if normal(kept) != normal(value) => {
+                return Err(invalid(
+                    svc,
+                    format!("{first} {kept:?} and {key} {value:?} disagree; keep one of them"),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found)
+}
+
+/// An address list compared as a set.
+fn address_set(text: &str) -> String {
+    let mut parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    parts.sort_unstable();
+    parts.join(",")
+}
+
 /// The Service's allocation request, or an error naming the bad field.
 fn request(svc: &Service) -> Result<Request> {
     let spec = svc.spec.clone().unwrap_or_default();
-    let explicit_text = match annotation(svc, LOAD_BALANCER_IPS) {
-        Some(v) => Some((LOAD_BALANCER_IPS.to_string(), v.to_string())),
+    let explicit_text = match first_of(svc, &ADDRESS_REQUESTS, address_set)? {
+        Some((key, v)) => Some((key.to_string(), v)),
         None => spec
             .load_balancer_ip
             .as_deref()
@@ -53,6 +87,15 @@ fn request(svc: &Service) -> Result<Request> {
             let ip: IpAddr = part
                 .parse()
                 .map_err(|_| invalid(svc, format!("{field}: {part:?} is not an IP address")))?;
+            if ip.is_unspecified() {
+                // kube-vip's way to ask for an address by DHCP.
+                return Err(invalid(
+                    svc,
+                    format!(
+                        "{field}: {part} asks for an address by DHCP, which the local provider does not do; name an address of a pool, or remove it to get one"
+                    ),
+                ));
+            }
             if explicit.iter().any(|e| e.is_ipv4() == ip.is_ipv4()) {
                 return Err(invalid(
                     svc,
@@ -88,8 +131,8 @@ fn request(svc: &Service) -> Result<Request> {
         families,
         require_all_families: spec.ip_family_policy.as_deref() == Some("RequireDualStack"),
         explicit,
-        pool: annotation(svc, ADDRESS_POOL).map(str::to_string),
-        sharing_key: annotation(svc, ALLOW_SHARED_IP).map(str::to_string),
+        pool: first_of(svc, &POOL_REQUESTS, str::to_string)?.map(|(_, v)| v),
+        sharing_key: first_of(svc, &SHARING_REQUESTS, str::to_string)?.map(|(_, v)| v),
         ports,
     })
 }
@@ -471,6 +514,77 @@ mod tests {
         assert_eq!(
             request(&s).unwrap().explicit,
             ["10.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn metallb_and_kube_vip_requests_are_honoured_and_conflicts_named() {
+        for (key, pool_key, sharing_key) in [
+            (
+                METALLB_LOAD_BALANCER_IPS,
+                METALLB_ADDRESS_POOL,
+                METALLB_ALLOW_SHARED_IP,
+            ),
+            (
+                METALLB_LEGACY_LOAD_BALANCER_IPS,
+                METALLB_LEGACY_ADDRESS_POOL,
+                METALLB_LEGACY_ALLOW_SHARED_IP,
+            ),
+        ] {
+            let s = svc(
+                &[(key, "10.0.0.5"), (pool_key, "lan"), (sharing_key, "k")],
+                ServiceSpec::default(),
+            );
+            let r = request(&s).unwrap();
+            assert_eq!(r.explicit, ["10.0.0.5".parse::<IpAddr>().unwrap()], "{key}");
+            assert_eq!(r.pool.as_deref(), Some("lan"), "{pool_key}");
+            assert_eq!(r.sharing_key.as_deref(), Some("k"), "{sharing_key}");
+        }
+        let s = svc(
+            &[(KUBE_VIP_LOAD_BALANCER_IPS, "10.0.0.6")],
+            ServiceSpec::default(),
+        );
+        assert_eq!(
+            request(&s).unwrap().explicit,
+            ["10.0.0.6".parse::<IpAddr>().unwrap()]
+        );
+        // The same request in two places is one request.
+        let s = svc(
+            &[
+                (LOAD_BALANCER_IPS, "10.0.0.5,fd00::5"),
+                (METALLB_LOAD_BALANCER_IPS, "fd00::5, 10.0.0.5"),
+            ],
+            ServiceSpec {
+                ip_families: Some(vec!["IPv4".into(), "IPv6".into()]),
+                ..Default::default()
+            },
+        );
+        assert_eq!(request(&s).unwrap().explicit.len(), 2);
+        let s = svc(
+            &[
+                (METALLB_LOAD_BALANCER_IPS, "10.0.0.5"),
+                (KUBE_VIP_LOAD_BALANCER_IPS, "10.0.0.6"),
+            ],
+            ServiceSpec::default(),
+        );
+        assert_eq!(
+            request(&s).unwrap_err().to_string(),
+            "Service shop/web: metallb.io/loadBalancerIPs \"10.0.0.5\" and kube-vip.io/loadbalancerIPs \"10.0.0.6\" disagree; keep one of them"
+        );
+        let s = svc(
+            &[(ADDRESS_POOL, "a"), (METALLB_LEGACY_ADDRESS_POOL, "b")],
+            ServiceSpec::default(),
+        );
+        assert!(request(&s).unwrap_err().to_string().contains("disagree"));
+        let s = svc(
+            &[(KUBE_VIP_LOAD_BALANCER_IPS, "0.0.0.0")],
+            ServiceSpec::default(),
+        );
+        assert!(
+            request(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("kube-vip.io/loadbalancerIPs: 0.0.0.0 asks for an address by DHCP")
         );
     }
 

@@ -95,6 +95,8 @@ struct RawPool {
     namespaces: Vec<String>,
     #[serde(default, rename = "avoidBuggyIPs")]
     avoid_buggy_ips: bool,
+    #[serde(default)]
+    auto_assign: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +314,7 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
             ranges,
             namespaces: p.namespaces,
             avoid_buggy_ips: p.avoid_buggy_ips,
+            auto_assign: p.auto_assign.unwrap_or(true),
         });
     }
 
@@ -433,6 +436,9 @@ loadBalancer:
     - name: default
       addresses: ["192.168.50.0/28", "192.168.50.100-192.168.50.120"]
       namespaces: []
+    - name: reserved
+      addresses: [192.168.51.7]
+      autoAssign: false
   interface: ""
 "#;
 
@@ -444,6 +450,8 @@ loadBalancer:
         assert_eq!(c.instances[1].provider_id, "local://worker-2");
         assert!(c.instances[1].stopped);
         assert_eq!(c.load_balancer.pools[0].ranges.len(), 2);
+        assert!(c.load_balancer.pools[0].auto_assign);
+        assert!(!c.load_balancer.pools[1].auto_assign);
         assert_eq!(c.load_balancer.health_check, HealthCheck::default());
         assert_eq!(
             c.instance("x", Some("local://worker-1")).unwrap().name,

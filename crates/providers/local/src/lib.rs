@@ -41,6 +41,39 @@ pub mod annotations {
     pub const ALLOW_SHARED_IP: &str = "local.overcast.dev/allow-shared-ip";
     /// "v2": send a PROXY protocol v2 header to the backends (TCP ports).
     pub const PROXY_PROTOCOL: &str = "local.overcast.dev/proxy-protocol";
+
+    /// The incumbents' annotations of the same meaning, honoured so that a
+    /// Service moved from MetalLB or kube-vip keeps what it asked for:
+    /// MetalLB's current (`metallb.io/`) and older (`metallb.universe.tf/`)
+    /// prefixes, and kube-vip's (kube-vip-cloud-provider writes it with the
+    /// address it gave).
+    pub const METALLB_LOAD_BALANCER_IPS: &str = "metallb.io/loadBalancerIPs";
+    pub const METALLB_LEGACY_LOAD_BALANCER_IPS: &str = "metallb.universe.tf/loadBalancerIPs";
+    pub const KUBE_VIP_LOAD_BALANCER_IPS: &str = "kube-vip.io/loadbalancerIPs";
+    pub const METALLB_ADDRESS_POOL: &str = "metallb.io/address-pool";
+    pub const METALLB_LEGACY_ADDRESS_POOL: &str = "metallb.universe.tf/address-pool";
+    pub const METALLB_ALLOW_SHARED_IP: &str = "metallb.io/allow-shared-ip";
+    pub const METALLB_LEGACY_ALLOW_SHARED_IP: &str = "metallb.universe.tf/allow-shared-ip";
+
+    /// Where a Service asks for addresses, most specific first.
+    pub const ADDRESS_REQUESTS: [&str; 4] = [
+        LOAD_BALANCER_IPS,
+        METALLB_LOAD_BALANCER_IPS,
+        METALLB_LEGACY_LOAD_BALANCER_IPS,
+        KUBE_VIP_LOAD_BALANCER_IPS,
+    ];
+    /// Where a Service names its pool.
+    pub const POOL_REQUESTS: [&str; 3] = [
+        ADDRESS_POOL,
+        METALLB_ADDRESS_POOL,
+        METALLB_LEGACY_ADDRESS_POOL,
+    ];
+    /// Where a Service gives its sharing key.
+    pub const SHARING_REQUESTS: [&str; 3] = [
+        ALLOW_SHARED_IP,
+        METALLB_ALLOW_SHARED_IP,
+        METALLB_LEGACY_ALLOW_SHARED_IP,
+    ];
 }
 
 /// The local cloud: config, allocations, and the data plane (which runs

@@ -122,6 +122,9 @@ pub struct Pool {
     /// Empty: every namespace may use the pool.
     pub namespaces: Vec<String>,
     pub avoid_buggy_ips: bool,
+    /// `false`: addresses only for Services that name this pool or one of
+    /// its addresses (MetalLB's `autoAssign`).
+    pub auto_assign: bool,
 }
 
 impl Pool {
@@ -241,6 +244,7 @@ mod tests {
             name: "p".into(),
             ranges: vec![AddressRange::parse("10.0.0.254-10.0.1.1").unwrap()],
             namespaces: vec![],
+            auto_assign: true,
             avoid_buggy_ips: true,
         };
         let got: Vec<String> = pool.addresses(true).map(|ip| ip.to_string()).collect();
