@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use overcast_testenv::ControlPlane;
 
@@ -285,5 +285,151 @@ async fn a_migration_config_naming_an_alias_is_refused_with_the_name_to_write() 
         "write \"node-ipam-controller\"",
     ] {
         assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+}
+
+/// MetalLB's configuration, as `kubectl get -o yaml` gives it: an
+/// automatic pool and a reserved one (`autoAssign: false`), announced by L2.
+const METALLB: &str = r#"
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: reserved, namespace: metallb-system}
+spec:
+  addresses: [127.0.30.200-127.0.30.202]
+  autoAssign: false
+---
+apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata: {name: general, namespace: metallb-system}
+spec:
+  addresses: [127.0.30.100-127.0.30.103]
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata: {name: l2, namespace: metallb-system}
+"#;
+
+/// A LoadBalancer Service as MetalLB left it: its annotations, and the
+/// address MetalLB wrote into its status (`None`: a new Service).
+async fn served_by_metallb(
+    client: &Client,
+    name: &str,
+    annotations: &[(&str, &str)],
+    ip: Option<&str>,
+) {
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let svc = Service {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let Some(ip) = ip else { return };
+    let status =
+        serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}});
+    services
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+async fn address(client: &Client, name: &str) -> Option<(String, Option<String>)> {
+    let svc = Api::<Service>::namespaced(client.clone(), "default")
+        .get(name)
+        .await
+        .ok()?;
+    let ingress = svc.status?.load_balancer?.ingress?.into_iter().next()?;
+    Some((ingress.ip?, ingress.ip_mode))
+}
+
+/// From MetalLB to the local provider: the pools come from MetalLB's own
+/// objects through `overcast-ccm migrate import-config`, and every Service
+/// MetalLB served keeps its address, whether MetalLB picked it, the Service
+/// asked for it with MetalLB's annotation, or named MetalLB's pool; a new
+/// Service gets the address MetalLB's annotation asks for, or else a free
+/// one of the automatic pool only.
+#[tokio::test]
+async fn services_served_by_metallb_keep_their_addresses_under_the_imported_pools() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("metallb.yaml");
+    std::fs::write(&manifest, METALLB).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args(["migrate", "import-config", "--from", "metallb"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // No interface named: VIPs are served where the host has them (here
+    // loopback), and the user is told to choose one.
+    assert!(
+        stderr.contains("note: no L2Advertisement names an interface"),
+        "{stderr}"
+    );
+    let pools = String::from_utf8(out.stdout).unwrap();
+    let config = format!(
+        "instances:\n  - name: node-1\n    addresses: [{{type: InternalIP, address: 127.0.30.1}}]\n{pools}"
+    );
+
+    let env = CloudEnv::start("local", "local.yaml", &config).await;
+    served_by_metallb(&env.client, "picked", &[], Some("127.0.30.102")).await;
+    served_by_metallb(
+        &env.client,
+        "pinned",
+        &[("metallb.io/loadBalancerIPs", "127.0.30.201")],
+        Some("127.0.30.201"),
+    )
+    .await;
+    served_by_metallb(
+        &env.client,
+        "by-pool",
+        &[("metallb.universe.tf/address-pool", "reserved")],
+        Some("127.0.30.200"),
+    )
+    .await;
+    let _ccm = env.ccm(&[]);
+    // New Services: one asking with MetalLB's annotation, one for any
+    // address (the reserved pool, first in the file, is not automatic).
+    served_by_metallb(
+        &env.client,
+        "asks",
+        &[("metallb.io/loadBalancerIPs", "127.0.30.103")],
+        None,
+    )
+    .await;
+    served_by_metallb(&env.client, "new", &[], None).await;
+
+    for (name, ip) in [
+        ("picked", "127.0.30.102"),
+        ("pinned", "127.0.30.201"),
+        ("by-pool", "127.0.30.200"),
+        ("asks", "127.0.30.103"),
+        ("new", "127.0.30.100"),
+    ] {
+        // Served by overcast-ccm once its ipMode is its own (Proxy).
+        let (got, _) = eventually(&format!("{name} served by overcast-ccm"), SOON, || async {
+            address(&env.client, name)
+                .await
+                .filter(|(_, mode)| mode.as_deref() == Some("Proxy"))
+        })
+        .await;
+        assert_eq!(got, ip, "{name}");
     }
 }

@@ -8,6 +8,7 @@
 pub mod allocator;
 mod balancer;
 pub mod config;
+pub mod import;
 mod instances;
 mod metrics;
 pub mod pool;
