@@ -282,7 +282,7 @@ impl Shutdown {
 }
 
 /// The client configuration for --kubeconfig (or in-cluster) and --master.
-async fn client_config(opts: &crate::options::Options) -> anyhow::Result<kube::Config> {
+pub(crate) async fn client_config(opts: &crate::options::Options) -> anyhow::Result<kube::Config> {
     let mut config = match &opts.kubeconfig {
         Some(path) => config_from_kubeconfig(path, "--kubeconfig").await?,
         // In a Pod: the in-cluster service account (KUBECONFIG, then

@@ -22,6 +22,7 @@ pub mod delegation;
 pub mod leader;
 pub mod migration;
 pub mod options;
+pub mod preflight;
 pub mod ratelimit;
 pub mod serve;
 

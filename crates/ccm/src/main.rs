@@ -9,11 +9,6 @@ use overcast_cloud_provider::ProviderRegistry;
 use overcast_cloud_provider::{CloudError, CloudProvider};
 
 fn main() -> ExitCode {
-    // `migrate ...`: one-shot migration tools, beside the upstream flag
-    // surface (which takes no positional arguments).
-    if std::env::args_os().nth(1).is_some_and(|a| a == "migrate") {
-        return migrate::run(std::env::args_os().skip(2));
-    }
     #[allow(unused_mut)]
     let mut registry = ProviderRegistry::new();
     #[cfg(feature = "fake")]
@@ -40,6 +35,11 @@ fn main() -> ExitCode {
             Ok(Arc::new(cloud) as Arc<dyn CloudProvider>)
         })
         .expect("each provider is registered once");
+    // `migrate ...`: one-shot migration tools, beside the upstream flag
+    // surface (which takes no positional arguments).
+    if std::env::args_os().nth(1).is_some_and(|a| a == "migrate") {
+        return migrate::run(&registry, std::env::args_os().skip(2));
+    }
     overcast_ccm::main(registry)
 }
 
@@ -50,6 +50,7 @@ mod migrate {
     use std::process::ExitCode;
 
     use clap::{Parser, Subcommand, ValueEnum};
+    use overcast_cloud_provider::ProviderRegistry;
 
     #[derive(Parser)]
     #[command(
@@ -75,6 +76,17 @@ mod migrate {
             /// or none reads stdin.
             file: Option<PathBuf>,
         },
+        /// Before overcast-ccm takes over: what it would change (Nodes it
+        /// would delete or label otherwise, Service addresses that would
+        /// change, annotations without effect, Leases, missing RBAC). Give
+        /// the flags overcast-ccm will run with, and `-o json` for JSON.
+        /// Read-only; exits 1 when a finding is a hazard.
+        Check {
+            /// overcast-ccm's flags (`--cloud-provider`, `--cloud-config`,
+            /// `--kubeconfig`, ...), and `-o table|json`.
+            #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+            flags: Vec<OsString>,
+        },
     }
 
     #[derive(Clone, Copy, ValueEnum)]
@@ -83,7 +95,7 @@ mod migrate {
         KubeVip,
     }
 
-    pub fn run(args: impl Iterator<Item = OsString>) -> ExitCode {
+    pub fn run(registry: &ProviderRegistry, args: impl Iterator<Item = OsString>) -> ExitCode {
         let parsed = match Migrate::try_parse_from(
             std::iter::once(OsString::from("overcast-ccm migrate")).chain(args),
         ) {
@@ -99,6 +111,7 @@ mod migrate {
         };
         match parsed.command {
             Command::ImportConfig { from, file } => import_config(from, file),
+            Command::Check { flags } => overcast_ccm::preflight::main(registry, flags),
         }
     }
 

@@ -418,6 +418,31 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     let lb = &lbs.load_balancers()[0];
     assert_eq!(lb.dns_name(), Some(hostname.as_str()), "{}", ccm.log_text());
     assert_eq!(lb.r#type().map(|t| t.as_str()), Some("network"));
+    // The preflight, run beside the overcast-ccm that made all this, finds
+    // nothing it would change: the Nodes' instances and the NLB's name
+    // answer as they were made (DescribeInstances, DescribeLoadBalancers).
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args([
+            "migrate",
+            "check",
+            "--cloud-provider=aws",
+            &format!("--cloud-config={}", env.config.display()),
+            &format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
+        ])
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(report.ends_with("0 hazard(s), 1 note(s)\n"), "{report}");
+    assert!(
+        report.contains("lease/kube-system/cloud-controller-manager  held by"),
+        "{report}"
+    );
     assert_eq!(lb.scheme().map(|s| s.as_str()), Some("internet-facing"));
     let mut zones: Vec<&str> = lb
         .availability_zones()

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Service, ServicePort, ServiceSpec};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use overcast_testenv::ControlPlane;
@@ -432,4 +432,246 @@ async fn services_served_by_metallb_keep_their_addresses_under_the_imported_pool
         .await;
         assert_eq!(got, ip, "{name}");
     }
+}
+
+/// Runs `overcast-ccm migrate check` with overcast-ccm's flags; (exit
+/// code, stdout, stderr).
+fn migrate_check(flags: &[String]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args(["migrate", "check"])
+        .args(flags)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn create<K>(client: &Client, object: serde_json::Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).unwrap();
+    Api::<K>::all(client.clone())
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+}
+
+/// A kubeconfig with a token of a new ServiceAccount `name` in default.
+async fn service_account_kubeconfig(env: &CloudEnv, name: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "default");
+    let account: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let path = env.dir.path().join(format!("{name}.kubeconfig"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {}, certificate-authority: {}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            env.plane.server(),
+            env.plane.ca_path().display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The preflight on a cluster with seeded hazards lists exactly those (and
+/// notes), read-only, and exits 1: a Node the lifecycle controller would
+/// delete, a zone label that differs from the provider's where a volume is
+/// pinned to it, a Service whose address would change, an annotation without
+/// effect, and, for credentials short of overcast-ccm's RBAC, each missing
+/// right.
+#[tokio::test]
+async fn the_preflight_lists_exactly_the_seeded_hazards() {
+    let config = "instances:
+  - {name: node-1, zone: rack-1, addresses: [{type: InternalIP, address: 127.0.31.1}]}
+  - {name: node-2, zone: rack-2, addresses: [{type: InternalIP, address: 127.0.31.2}]}
+loadBalancer:
+  pools: [{name: lan, addresses: [127.0.31.100-127.0.31.103]}]
+";
+    let env = CloudEnv::start("local", "local.yaml", config).await;
+    let node = |name: &str, zone: &str| {
+        serde_json::json!({
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+            "spec": {"providerID": format!("local://{name}")},
+        })
+    };
+    create::<Node>(&env.client, node("node-1", "rack-1")).await;
+    create::<Node>(&env.client, node("node-2", "rack-9")).await;
+    create::<Node>(&env.client, node("ghost", "rack-1")).await;
+    for (name, zone) in [("data", "rack-9"), ("elsewhere", "rack-5")] {
+        create::<PersistentVolume>(
+            &env.client,
+            serde_json::json!({
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "local": {"path": "/srv/data"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "topology.kubernetes.io/zone", "operator": "In", "values": [zone]}
+                    ]}]}},
+                },
+            }),
+        )
+        .await;
+    }
+    served_by_metallb(&env.client, "keep", &[], Some("127.0.31.100")).await;
+    served_by_metallb(&env.client, "moved", &[], Some("10.9.9.9")).await;
+    served_by_metallb(
+        &env.client,
+        "extra",
+        &[
+            ("metallb.io/loadBalancerIPs", "127.0.31.102"),
+            ("kube-vip.io/egress", "true"),
+        ],
+        Some("127.0.31.102"),
+    )
+    .await;
+    served_by_metallb(&env.client, "fresh", &[], None).await;
+
+    let flags = vec![
+        "--cloud-provider=local".to_string(),
+        format!("--cloud-config={}", env.config.display()),
+        format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
+        "-o".to_string(),
+        "json".to_string(),
+    ];
+    let (code, stdout, stderr) = migrate_check(&flags);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let of = |severity: &str| -> Vec<(String, String)> {
+        findings
+            .iter()
+            .filter(|f| f["severity"] == severity)
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap().to_string();
+                (s("object"), s("message"))
+            })
+            .collect()
+    };
+    let hazards = of("hazard");
+    let objects: Vec<&str> = hazards.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        objects,
+        [
+            "node/ghost",
+            "node/node-2",
+            "service/default/extra",
+            "service/default/moved"
+        ],
+        "{stdout}"
+    );
+    assert!(
+        hazards[0]
+            .1
+            .contains("the lifecycle controller would delete the Node now"),
+        "{stdout}"
+    );
+    assert!(
+        hazards[1]
+            .1
+            .contains("PersistentVolume(s) data require topology.kubernetes.io/zone=rack-9"),
+        "{stdout}"
+    );
+    assert!(
+        hazards[2].1.starts_with("annotation kube-vip.io/egress"),
+        "{stdout}"
+    );
+    assert_eq!(
+        hazards[3].1, "its address would change from 10.9.9.9 to 127.0.31.101",
+        "{stdout}"
+    );
+    let notes = of("note");
+    assert!(
+        notes.contains(&(
+            "service/default/fresh".into(),
+            "would get 127.0.31.101".into()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        notes.iter().any(
+            |(o, m)| o == "lease/kube-system/cloud-controller-manager" && m.starts_with("free")
+        ),
+        "{stdout}"
+    );
+    // Read-only: no finalizer, no status, no Node touched.
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let moved = services.get("moved").await.unwrap();
+    assert!(moved.metadata.finalizers.is_none());
+    assert_eq!(address(&env.client, "moved").await.unwrap().0, "10.9.9.9");
+    assert!(address(&env.client, "fresh").await.is_none());
+    assert!(
+        Api::<Node>::all(env.client.clone())
+            .get_opt("ghost")
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Credentials that may read but not write: each missing right is named.
+    let role = serde_json::json!({
+        "metadata": {"name": "migrator"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["nodes", "services", "persistentvolumes"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get"]},
+        ],
+    });
+    create::<k8s_openapi::api::rbac::v1::ClusterRole>(&env.client, role).await;
+    let binding = serde_json::json!({
+        "metadata": {"name": "migrator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "migrator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "migrator", "namespace": "default"}],
+    });
+    create::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&env.client, binding).await;
+    let mut limited = flags.clone();
+    limited[2] = format!(
+        "--kubeconfig={}",
+        service_account_kubeconfig(&env, "migrator").await.display()
+    );
+    let (code, stdout, stderr) = migrate_check(&limited);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let missing: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["object"] == "rbac")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    // Of the 18 rights deploy/rbac.yaml grants, the role has get, list and
+    // watch on nodes and services and get on the Lease.
+    assert_eq!(missing.len(), 11, "{missing:#?}");
+    assert!(
+        missing.contains(&"these credentials may not delete nodes (deploy/rbac.yaml grants it)"),
+        "{missing:#?}"
+    );
+    assert!(missing.contains(&"these credentials may not update leases.coordination.k8s.io \"cloud-controller-manager\" in kube-system (deploy/rbac.yaml grants it)"), "{missing:#?}");
 }

@@ -156,6 +156,30 @@ pub trait LoadBalancer: Send + Sync {
         nodes: &[&Node],
     ) -> Result<LoadBalancerStatus>;
 
+    /// What [`LoadBalancer::ensure_load_balancer`] would answer for the
+    /// Service now, changing nothing in the cloud or in the provider: for a
+    /// preflight check before a migration, which compares it with the
+    /// address in the Service's status. [`LoadBalancer::restore`] has been
+    /// called first, with every LoadBalancer Service. `Ok(None)`: a new
+    /// balancer would be made, its address not known in advance. The
+    /// default, [`CloudError::NotImplemented`], means the provider cannot
+    /// tell without acting.
+    async fn preview_load_balancer(
+        &self,
+        _cluster_name: &str,
+        _service: &Service,
+        _nodes: &[&Node],
+    ) -> Result<Option<LoadBalancerStatus>> {
+        Err(CloudError::NotImplemented)
+    }
+
+    /// Annotations on the Service that another implementation honours and
+    /// this provider does not, each with what to use instead: a preflight
+    /// check lists them, since a user counting on one would lose its effect.
+    fn unhonoured_annotations(&self, _service: &Service) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Updates the balancer's backends to `nodes`.
     async fn update_load_balancer(
         &self,

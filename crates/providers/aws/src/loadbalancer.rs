@@ -566,6 +566,28 @@ impl LoadBalancer for AwsCloud {
         Ok((!parts.is_empty()).then(LoadBalancerStatus::default))
     }
 
+    /// The NLB of the Service's name, found by DescribeLoadBalancers only;
+    /// an annotation `ensure` would refuse is the same error here.
+    async fn preview_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        _nodes: &[&Node],
+    ) -> Result<Option<LoadBalancerStatus>> {
+        match kind(service) {
+            Kind::Nlb => {
+                let plan = plan(service, self.cluster_id_required()?)?;
+                let found = self.find_load_balancer(&plan.name).await?;
+                Ok(found.map(|lb| lb.status()))
+            }
+            Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
+            Kind::Classic => Err(CloudError::other(format!(
+                "Service {}: Classic ELBs are not supported by overcast's aws provider; annotate {ANN_TYPE}: nlb",
+                service_key(service)
+            ))),
+        }
+    }
+
     async fn ensure_load_balancer(
         &self,
         _cluster_name: &str,

@@ -583,6 +583,17 @@ impl LoadBalancer for FakeCloud {
         Ok(self.state().balancers.get(&name).map(|b| b.status.clone()))
     }
 
+    async fn preview_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        _nodes: &[&Node],
+    ) -> Result<Option<LoadBalancerStatus>> {
+        self.enter("get").await?;
+        let name = self.get_load_balancer_name(cluster_name, service);
+        Ok(self.state().balancers.get(&name).map(|b| b.status.clone()))
+    }
+
     async fn ensure_load_balancer(
         &self,
         cluster_name: &str,

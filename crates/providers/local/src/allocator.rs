@@ -82,7 +82,7 @@ struct Holder {
     ports: Vec<PortKey>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Allocator {
     /// address → the Services holding it.
     addresses: BTreeMap<IpAddr, BTreeMap<String, Holder>>,

@@ -137,6 +137,54 @@ fn request(svc: &Service) -> Result<Request> {
     })
 }
 
+/// The Service's annotations of MetalLB, kube-vip or this provider that
+/// have no effect here, each with what to do instead.
+fn unhonoured(svc: &Service) -> Vec<String> {
+    let honoured: Vec<&str> = ADDRESS_REQUESTS
+        .iter()
+        .chain(&POOL_REQUESTS)
+        .chain(&SHARING_REQUESTS)
+        .chain(&[PROXY_PROTOCOL])
+        .copied()
+        .collect();
+    // Written by the incumbent to report, never read by it.
+    let reports = [
+        "metallb.io/ip-allocated-from-pool",
+        "metallb.universe.tf/ip-allocated-from-pool",
+        "kube-vip.io/vipHost",
+    ];
+    let keys = svc
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.as_str());
+    keys.filter(|k| {
+        [
+            "metallb.io/",
+            "metallb.universe.tf/",
+            "kube-vip.io/",
+            "local.overcast.dev/",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+    })
+    .filter(|k| !honoured.contains(k) && !reports.contains(k))
+    .map(|k| {
+        let instead = if k == "kube-vip.io/ignore" {
+            "to leave the Service to another implementation, set its spec.loadBalancerClass"
+        } else if k.starts_with("kube-vip.io/egress") {
+            "the local provider does not route egress traffic"
+        } else if k.starts_with("local.overcast.dev/") {
+            "not a key of the local provider (docs/local-provider.md, Service annotations)"
+        } else {
+            "no equivalent in the local provider (docs/local-provider.md, Service annotations)"
+        };
+        format!("{k}: {instead}")
+    })
+    .collect()
+}
+
 /// `ipMode: Proxy` (KEP-1860): the data plane is a proxy on the leader, so
 /// kube-proxy must not capture the VIP on the nodes. Measured on real
 /// kube-proxy (crates/ccm/tests/e2e.rs): with `VIP`, a Pod's request to the VIP
@@ -398,6 +446,27 @@ impl LoadBalancer for LocalCloud {
         Ok(status(&ips))
     }
 
+    async fn preview_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        nodes: &[&Node],
+    ) -> Result<Option<LoadBalancerStatus>> {
+        let req = request(service)?;
+        let pools = self.config().load_balancer.pools.clone();
+        // On a copy: the preview holds nothing.
+        let mut allocator = self.allocator.lock().expect("allocator lock").clone();
+        let ips = allocator
+            .assign(&pools, &req)
+            .map_err(|e| invalid(service, e.to_string()))?;
+        frontends(service, &ips, nodes)?;
+        Ok(Some(status(&ips)))
+    }
+
+    fn unhonoured_annotations(&self, service: &Service) -> Vec<String> {
+        unhonoured(service)
+    }
+
     async fn update_load_balancer(
         &self,
         _cluster_name: &str,
@@ -585,6 +654,29 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("kube-vip.io/loadbalancerIPs: 0.0.0.0 asks for an address by DHCP")
+        );
+    }
+
+    #[test]
+    fn annotations_without_effect_here_are_named_with_what_to_use() {
+        let s = svc(
+            &[
+                (METALLB_LOAD_BALANCER_IPS, "10.0.0.5"),
+                ("metallb.universe.tf/ip-allocated-from-pool", "lan"),
+                ("kube-vip.io/egress", "true"),
+                ("kube-vip.io/ignore", "true"),
+                ("local.overcast.dev/adress-pool", "x"),
+                ("example.com/owner", "me"),
+            ],
+            ServiceSpec::default(),
+        );
+        let found = unhonoured(&s);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("kube-vip.io/egress: "), "{found:?}");
+        assert!(found[1].contains("spec.loadBalancerClass"), "{found:?}");
+        assert!(
+            found[2].starts_with("local.overcast.dev/adress-pool: not a key"),
+            "{found:?}"
         );
     }
 

@@ -1,0 +1,313 @@
+//! `overcast-ccm migrate check [FLAGS] [-o table|json]`: before overcast-ccm
+//! takes over from another cloud controller manager or load-balancer
+//! implementation, what it would change. Takes the flags overcast-ccm will
+//! run with, reads the cluster and asks the provider read-only questions (no
+//! `initialize`, no write anywhere), prints the findings, and exits 1 when
+//! any is a hazard. The decisions are in [`plan`].
+
+pub mod plan;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Service};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
+
+use crate::migration::MigrationConfig;
+use crate::options::{Config, Options};
+use plan::{Finding, Severity};
+
+/// Runs the check; `args` are what follows `migrate check`.
+pub fn main(registry: &ProviderRegistry, args: Vec<OsString>) -> ExitCode {
+    // As crate::main: ring for the process, whatever a provider's SDK links.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (json, rest) = match output_format(args) {
+        Ok(split) => split,
+        Err(e) => {
+            eprintln!("overcast-ccm migrate check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = match Options::try_parse_from(
+        std::iter::once(OsString::from("overcast-ccm migrate check")).chain(rest),
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let config = match options.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("overcast-ccm migrate check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("overcast-ccm migrate check: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(check(&config, registry)) {
+        Ok(findings) => {
+            let findings = plan::sorted(findings);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&findings).unwrap_or_default()
+                );
+            } else {
+                print!("{}", plan::table(&findings));
+            }
+            if findings.iter().any(|f| f.severity == Severity::Hazard) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("overcast-ccm migrate check: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `-o json`, `-o=json`, `--output json`, `--output=json` (or `table`),
+/// taken out of the flags that go to overcast-ccm's own parser.
+fn output_format(args: Vec<OsString>) -> Result<(bool, Vec<OsString>), String> {
+    let mut json = false;
+    let mut rest = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let value = match text.as_str() {
+            "-o" | "--output" => Some(
+                args.next()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or("-o needs a value: table or json")?,
+            ),
+            t => t
+                .strip_prefix("-o=")
+                .or_else(|| t.strip_prefix("--output="))
+                .map(str::to_string),
+        };
+        match value.as_deref() {
+            None => rest.push(arg),
+            Some("json") => json = true,
+            Some("table") => json = false,
+            Some(other) => return Err(format!("-o {other}: one of table, json")),
+        }
+    }
+    Ok((json, rest))
+}
+
+async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<Vec<Finding>> {
+    let opts = &config.options;
+    // The provider as overcast-ccm builds it, but never initialised: a
+    // provider's data plane (the local provider's listeners) starts there.
+    let cloud = registry
+        .init(&opts.cloud_provider, opts.cloud_config.as_deref())
+        .map_err(anyhow::Error::new)?;
+    let client_config = crate::app::client_config(opts).await?;
+    let client = kube::Client::try_from(client_config).context("building the Kubernetes client")?;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing Nodes")?
+        .items;
+    let services = Api::<Service>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing Services")?
+        .items;
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .context("listing PersistentVolumes")?
+        .items;
+
+    let mut findings = node_findings(cloud.as_ref(), &nodes, &pvs).await;
+    findings.extend(service_findings(config, cloud.as_ref(), &nodes, &services).await);
+
+    let namespace = &opts.leader_elect_resource_namespace;
+    let mut leases = vec![opts.leader_elect_resource_name.clone()];
+    if opts.enable_leader_migration && opts.leader_elect {
+        let migration = match &opts.leader_migration_config {
+            Some(path) => MigrationConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => MigrationConfig::default_config(),
+        };
+        leases.push(migration.leader_name);
+    }
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    for name in &leases {
+        let lease = lease_api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading Lease {namespace}/{name}"))?;
+        findings.push(plan::lease(namespace, name, lease.as_ref(), now));
+    }
+
+    let names: Vec<&str> = leases.iter().map(String::as_str).collect();
+    let mut missing = Vec::new();
+    for p in plan::required(namespace, &names) {
+        if !allowed(&client, &p).await? {
+            missing.push(p);
+        }
+    }
+    findings.extend(plan::rbac(&missing, "these credentials"));
+    Ok(findings)
+}
+
+async fn node_findings(
+    cloud: &dyn CloudProvider,
+    nodes: &[Node],
+    pvs: &[PersistentVolume],
+) -> Vec<Finding> {
+    let Some(instances) = cloud.instances_v2() else {
+        return vec![Finding {
+            severity: Severity::Note,
+            object: "nodes".into(),
+            message: "the provider has no InstancesV2: Nodes were not checked".into(),
+        }];
+    };
+    let mut findings = Vec::new();
+    for node in nodes {
+        let exists = instances.instance_exists(node).await.or_else(|e| match e {
+            CloudError::InstanceNotFound => Ok(false),
+            e => Err(e.to_string()),
+        });
+        let metadata = match exists {
+            Ok(true) => instances
+                .instance_metadata(node)
+                .await
+                .map_err(|e| e.to_string()),
+            _ => Ok(None),
+        };
+        findings.extend(plan::node(node, &exists, &metadata, pvs));
+    }
+    findings
+}
+
+/// Whether overcast-ccm's service controller would serve the Service.
+fn served(config: &Config, svc: &Service) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if spec.type_.as_deref() != Some("LoadBalancer") || svc.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    match &spec.load_balancer_class {
+        None => config.options.serve_classless_load_balancers,
+        Some(class) => config.options.load_balancer_class.as_ref() == Some(class),
+    }
+}
+
+async fn service_findings(
+    config: &Config,
+    cloud: &dyn CloudProvider,
+    nodes: &[Node],
+    services: &[Service],
+) -> Vec<Finding> {
+    let served: Vec<&Service> = services.iter().filter(|s| served(config, s)).collect();
+    if served.is_empty() {
+        return Vec::new();
+    }
+    let Some(balancer) = cloud.load_balancer() else {
+        return vec![Finding {
+            severity: Severity::Hazard,
+            object: "services".into(),
+            message: format!(
+                "the provider has no load balancers: {} LoadBalancer Service(s) would get none",
+                served.len()
+            ),
+        }];
+    };
+    let cluster = &config.options.cluster_name;
+    let all: Vec<Service> = services
+        .iter()
+        .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"))
+        .cloned()
+        .collect();
+    if let Err(e) = balancer.restore(cluster, &all).await {
+        return vec![Finding {
+            severity: Severity::Hazard,
+            object: "services".into(),
+            message: format!("the provider could not read the Services' balancers: {e}"),
+        }];
+    }
+    let node_refs: Vec<&Node> = nodes.iter().collect();
+    let mut findings = Vec::new();
+    for svc in served {
+        let preview = match balancer
+            .preview_load_balancer(cluster, svc, &node_refs)
+            .await
+        {
+            Err(CloudError::ImplementedElsewhere) => continue,
+            Err(CloudError::NotImplemented) => Err(
+                "the provider cannot say what its balancer would be without making it".to_string(),
+            ),
+            other => other.map_err(|e| e.to_string()),
+        };
+        findings.extend(plan::service(
+            svc,
+            &preview,
+            &balancer.unhonoured_annotations(svc),
+        ));
+    }
+    findings
+}
+
+/// A SelfSubjectAccessReview: may these credentials do it?
+async fn allowed(client: &kube::Client, p: &plan::Permission) -> anyhow::Result<bool> {
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(p.verb.into()),
+                group: Some(p.group.into()),
+                resource: Some(p.resource.into()),
+                subresource: (!p.subresource.is_empty()).then(|| p.subresource.into()),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .with_context(|| format!("asking whether these credentials may {p}"))?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_output_flag_is_taken_out_of_the_ccm_flags() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let (json, rest) = output_format(args(&["--cloud-provider=local", "-o", "json"])).unwrap();
+        assert!(json);
+        assert_eq!(rest, args(&["--cloud-provider=local"]));
+        assert!(!output_format(args(&["--output=table"])).unwrap().0);
+        assert_eq!(
+            output_format(args(&["-o=yaml"])).unwrap_err(),
+            "-o yaml: one of table, json"
+        );
+    }
+}

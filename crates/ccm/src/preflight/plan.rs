@@ -1,0 +1,577 @@
+//! The preflight's decisions: from what the cluster holds and what the
+//! provider answers (read-only), the findings a user must see before
+//! overcast-ccm takes over. Pure functions; the wiring is in `mod.rs`.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
+use overcast_cloud_provider::InstanceMetadata;
+use overcast_cloud_provider::names::{LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something a user would lose or see change: the check fails.
+    Hazard,
+    /// Worth knowing; nothing is lost.
+    Note,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// `node/<name>`, `service/<ns>/<name>`, `lease/<ns>/<name>`, `rbac`.
+    pub object: String,
+    pub message: String,
+}
+
+fn hazard(object: &str, message: String) -> Finding {
+    Finding {
+        severity: Severity::Hazard,
+        object: object.to_string(),
+        message,
+    }
+}
+
+fn note(object: &str, message: String) -> Finding {
+    Finding {
+        severity: Severity::Note,
+        object: object.to_string(),
+        message,
+    }
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The PersistentVolumes whose required node affinity asks for `key` = `value`.
+fn pinned_volumes(pvs: &[PersistentVolume], key: &str, value: &str) -> Vec<String> {
+    pvs.iter()
+        .filter(|pv| {
+            let terms = pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_affinity.as_ref())
+                .and_then(|a| a.required.as_ref())
+                .map(|r| r.node_selector_terms.as_slice())
+                .unwrap_or_default();
+            terms.iter().any(|t| {
+                t.match_expressions.iter().flatten().any(|e| {
+                    e.key == key
+                        && e.operator == "In"
+                        && e.values.iter().flatten().any(|v| v == value)
+                })
+            })
+        })
+        .filter_map(|pv| pv.metadata.name.clone())
+        .collect()
+}
+
+/// What the provider says of a Node's machine, against the Node.
+pub fn node(
+    node: &Node,
+    exists: &Result<bool, String>,
+    metadata: &Result<Option<InstanceMetadata>, String>,
+    pvs: &[PersistentVolume],
+) -> Vec<Finding> {
+    let name = node.metadata.name.as_deref().unwrap_or_default();
+    let object = format!("node/{name}");
+    let provider_id = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .unwrap_or_default();
+    match exists {
+        Err(e) => {
+            return vec![hazard(
+                &object,
+                format!("the provider cannot tell whether its machine exists: {e}"),
+            )];
+        }
+        Ok(false) => {
+            let when = if is_ready(node) {
+                "once it is NotReady"
+            } else {
+                "now: it is NotReady"
+            };
+            let id = if provider_id.is_empty() {
+                "no spec.providerID".to_string()
+            } else {
+                format!("spec.providerID {provider_id:?}")
+            };
+            return vec![hazard(
+                &object,
+                format!(
+                    "the provider finds no machine for it ({id}): the lifecycle controller would delete the Node {when}"
+                ),
+            )];
+        }
+        Ok(true) => {}
+    }
+    let metadata = match metadata {
+        Err(e) => return vec![hazard(&object, format!("instance metadata: {e}"))],
+        Ok(None) => {
+            return vec![note(
+                &object,
+                "the provider has no metadata for its machine yet: a Node registering for it would stay uninitialised".into(),
+            )];
+        }
+        Ok(Some(m)) => m,
+    };
+    let mut found = Vec::new();
+    if !metadata.provider_id.is_empty() && metadata.provider_id != provider_id {
+        found.push(if provider_id.is_empty() {
+            note(
+                &object,
+                format!(
+                    "no spec.providerID; the provider's is {:?}",
+                    metadata.provider_id
+                ),
+            )
+        } else {
+            hazard(
+                &object,
+                format!(
+                    "spec.providerID is {provider_id:?}, the provider's is {:?}: the Node keeps its own (it cannot change), and lookups by it may fail",
+                    metadata.provider_id
+                ),
+            )
+        });
+    }
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    for (key, wanted) in [
+        (LABEL_ZONE, &metadata.zone),
+        (LABEL_REGION, &metadata.region),
+        (LABEL_INSTANCE_TYPE, &metadata.instance_type),
+    ] {
+        let Some(current) = labels.get(key) else {
+            continue;
+        };
+        if wanted.is_empty() || current == wanted {
+            continue;
+        }
+        let pinned = pinned_volumes(pvs, key, current);
+        let message = format!(
+            "label {key} is {current:?}, the provider says {wanted:?}: Nodes registering for such machines would get {wanted:?}"
+        );
+        found.push(if pinned.is_empty() {
+            note(&object, message)
+        } else {
+            hazard(
+                &object,
+                format!(
+                    "{message}, and PersistentVolume(s) {} require {key}={current}",
+                    pinned.join(", ")
+                ),
+            )
+        });
+    }
+    found
+}
+
+/// The addresses in a balancer status, IPs and hostnames.
+fn addresses(status: Option<&LoadBalancerStatus>) -> BTreeSet<String> {
+    status
+        .and_then(|s| s.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect()
+}
+
+fn listed(set: &BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join(", ")
+}
+
+/// A Service overcast-ccm would serve: what its balancer would be, against
+/// what the Service has now.
+pub fn service(
+    svc: &Service,
+    preview: &Result<Option<LoadBalancerStatus>, String>,
+    unhonoured: &[String],
+) -> Vec<Finding> {
+    let object = format!(
+        "service/{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or_default()
+    );
+    let current = addresses(svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()));
+    let mut found = Vec::new();
+    match preview {
+        Err(e) => found.push(hazard(
+            &object,
+            format!("overcast-ccm could not serve it: {e}"),
+        )),
+        Ok(None) if current.is_empty() => {
+            found.push(note(
+                &object,
+                "a new load balancer would be made for it".into(),
+            ));
+        }
+        Ok(None) => found.push(hazard(
+            &object,
+            format!(
+                "a new load balancer would be made for it, its address replacing {}",
+                listed(&current)
+            ),
+        )),
+        Ok(Some(status)) => {
+            let next = addresses(Some(status));
+            if current.is_empty() {
+                found.push(note(&object, format!("would get {}", listed(&next))));
+            } else if next != current {
+                found.push(hazard(
+                    &object,
+                    format!(
+                        "its address would change from {} to {}",
+                        listed(&current),
+                        listed(&next)
+                    ),
+                ));
+            }
+        }
+    }
+    for u in unhonoured {
+        found.push(hazard(&object, format!("annotation {u}")));
+    }
+    found
+}
+
+/// Who holds a Lease overcast-ccm will take, and with what timings.
+pub fn lease(namespace: &str, name: &str, lease: Option<&Lease>, now_seconds: i64) -> Finding {
+    let object = format!("lease/{namespace}/{name}");
+    let spec = lease.and_then(|l| l.spec.as_ref());
+    let holder = spec
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty());
+    let Some(holder) = holder else {
+        return note(&object, "free: overcast-ccm takes it at once".into());
+    };
+    let duration = spec.and_then(|s| s.lease_duration_seconds).unwrap_or(0);
+    let renewed = spec
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| now_seconds - t.0.as_second());
+    match renewed {
+        Some(age) if age <= i64::from(duration) => note(
+            &object,
+            format!(
+                "held by {holder:?}, renewed {age}s ago for {duration}s: overcast-ccm waits until that holder stops renewing it"
+            ),
+        ),
+        _ => note(
+            &object,
+            format!("held by {holder:?} but expired: overcast-ccm takes it over"),
+        ),
+    }
+}
+
+/// A permission overcast-ccm needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    pub verb: &'static str,
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub subresource: &'static str,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let group = if self.group.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", self.group)
+        };
+        let sub = if self.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.subresource)
+        };
+        write!(f, "{} {}{group}{sub}", self.verb, self.resource)?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        if let Some(ns) = &self.namespace {
+            write!(f, " in {ns}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What deploy/rbac.yaml grants: the controllers' rights, the Leases' (by
+/// name, in their namespace), and the reviews of the secure port's
+/// delegated authentication and authorisation.
+pub fn required(lease_namespace: &str, lease_names: &[&str]) -> Vec<Permission> {
+    let p = |verb, group, resource, subresource| Permission {
+        verb,
+        group,
+        resource,
+        subresource,
+        namespace: None,
+        name: None,
+    };
+    let mut out = Vec::new();
+    for verb in ["get", "list", "watch", "patch", "delete"] {
+        out.push(p(verb, "", "nodes", ""));
+    }
+    out.push(p("patch", "", "nodes", "status"));
+    for verb in ["get", "list", "watch", "patch"] {
+        out.push(p(verb, "", "services", ""));
+    }
+    out.push(p("patch", "", "services", "status"));
+    out.push(p("create", "", "events", ""));
+    out.push(p("patch", "", "events", ""));
+    out.push(Permission {
+        namespace: Some(lease_namespace.to_string()),
+        ..p("create", "coordination.k8s.io", "leases", "")
+    });
+    for name in lease_names {
+        for verb in ["get", "update"] {
+            out.push(Permission {
+                namespace: Some(lease_namespace.to_string()),
+                name: Some(name.to_string()),
+                ..p(verb, "coordination.k8s.io", "leases", "")
+            });
+        }
+    }
+    out.push(p("create", "authentication.k8s.io", "tokenreviews", ""));
+    out.push(p(
+        "create",
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        "",
+    ));
+    out
+}
+
+pub fn rbac(missing: &[Permission], user: &str) -> Vec<Finding> {
+    missing
+        .iter()
+        .map(|p| {
+            hazard(
+                "rbac",
+                format!("{user} may not {p} (deploy/rbac.yaml grants it)"),
+            )
+        })
+        .collect()
+}
+
+/// Hazards first, then notes; each kind of object together.
+pub fn sorted(mut findings: Vec<Finding>) -> Vec<Finding> {
+    findings.sort_by(|a, b| (a.severity, &a.object).cmp(&(b.severity, &b.object)));
+    findings
+}
+
+/// A table for people: severity, object, message; a summary line last.
+pub fn table(findings: &[Finding]) -> String {
+    let width = findings.iter().map(|f| f.object.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for f in findings {
+        let severity = match f.severity {
+            Severity::Hazard => "HAZARD",
+            Severity::Note => "note",
+        };
+        out += &format!("{severity:<6}  {:<width$}  {}\n", f.object, f.message);
+    }
+    let hazards = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Hazard)
+        .count();
+    out += &format!(
+        "{hazards} hazard(s), {} note(s)\n",
+        findings.len() - hazards
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        LoadBalancerIngress, NodeCondition, NodeSelector, NodeSelectorRequirement,
+        NodeSelectorTerm, NodeSpec, NodeStatus, PersistentVolumeSpec, ServiceStatus,
+        VolumeNodeAffinity,
+    };
+    use kube::api::ObjectMeta;
+
+    fn a_node(name: &str, provider_id: &str, ready: bool, zone: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([(LABEL_ZONE.to_string(), zone.to_string())].into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: (!provider_id.is_empty()).then(|| provider_id.into()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: if ready { "True" } else { "False" }.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pv(name: &str, key: &str, value: &str) -> PersistentVolume {
+        PersistentVolume {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeSpec {
+                node_affinity: Some(VolumeNodeAffinity {
+                    required: Some(NodeSelector {
+                        node_selector_terms: vec![NodeSelectorTerm {
+                            match_expressions: Some(vec![NodeSelectorRequirement {
+                                key: key.into(),
+                                operator: "In".into(),
+                                values: Some(vec![value.into()]),
+                            }]),
+                            ..Default::default()
+                        }],
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn metadata(provider_id: &str, zone: &str) -> Result<Option<InstanceMetadata>, String> {
+        Ok(Some(InstanceMetadata {
+            provider_id: provider_id.into(),
+            zone: zone.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_node_without_a_machine_is_one_the_lifecycle_controller_deletes() {
+        let n = a_node("w1", "local://w1", false, "r1");
+        let f = node(&n, &Ok(false), &Ok(None), &[]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Hazard);
+        assert!(f[0].message.contains("\"local://w1\""), "{f:?}");
+        assert!(f[0].message.ends_with("now: it is NotReady"), "{f:?}");
+        let ready = a_node("w1", "", true, "r1");
+        let f = node(&ready, &Ok(false), &Ok(None), &[]);
+        assert!(
+            f[0].message.contains("no spec.providerID")
+                && f[0].message.ends_with("once it is NotReady")
+        );
+        let f = node(&ready, &Err("timeout".into()), &Ok(None), &[]);
+        assert!(f[0].message.ends_with("exists: timeout"));
+    }
+
+    #[test]
+    fn a_zone_that_differs_is_a_hazard_only_where_volumes_are_pinned_to_it() {
+        let n = a_node("w1", "local://w1", true, "rack-1");
+        assert!(node(&n, &Ok(true), &metadata("local://w1", "rack-1"), &[]).is_empty());
+        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &[]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Note);
+        let pvs = [
+            pv("data", LABEL_ZONE, "rack-1"),
+            pv("other", LABEL_ZONE, "rack-9"),
+        ];
+        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &pvs);
+        assert_eq!(f[0].severity, Severity::Hazard);
+        assert!(
+            f[0].message
+                .ends_with("PersistentVolume(s) data require topology.kubernetes.io/zone=rack-1"),
+            "{f:?}"
+        );
+        let f = node(&n, &Ok(true), &metadata("local://other", "rack-1"), &[]);
+        assert_eq!(f[0].severity, Severity::Hazard);
+        assert!(
+            f[0].message.starts_with(
+                "spec.providerID is \"local://w1\", the provider's is \"local://other\""
+            )
+        );
+    }
+
+    fn lb(ip: Option<&str>) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                namespace: Some("shop".into()),
+                ..Default::default()
+            },
+            status: ip.map(|ip| ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(vec![LoadBalancerIngress {
+                        ip: Some(ip.into()),
+                        ..Default::default()
+                    }]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn status(ip: &str) -> LoadBalancerStatus {
+        LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some(ip.into()),
+                ..Default::default()
+            }]),
+        }
+    }
+
+    #[test]
+    fn a_service_whose_address_would_change_is_a_hazard() {
+        assert!(service(&lb(Some("10.0.0.5")), &Ok(Some(status("10.0.0.5"))), &[]).is_empty());
+        let f = service(&lb(Some("10.0.0.5")), &Ok(Some(status("10.0.0.9"))), &[]);
+        assert_eq!(f[0].severity, Severity::Hazard);
+        assert_eq!(f[0].object, "service/shop/web");
+        assert_eq!(
+            f[0].message,
+            "its address would change from 10.0.0.5 to 10.0.0.9"
+        );
+        let f = service(&lb(Some("10.0.0.5")), &Ok(None), &[]);
+        assert!(f[0].message.ends_with("its address replacing 10.0.0.5"));
+        let f = service(&lb(None), &Ok(None), &["x/y: no equivalent".into()]);
+        assert_eq!(f.len(), 2);
+        assert_eq!(
+            (f[0].severity, f[1].severity),
+            (Severity::Note, Severity::Hazard)
+        );
+        let f = service(&lb(None), &Err("no free IPv4 address".into()), &[]);
+        assert_eq!(
+            f[0].message,
+            "overcast-ccm could not serve it: no free IPv4 address"
+        );
+    }
+
+    #[test]
+    fn the_table_puts_hazards_first_and_counts() {
+        let f = sorted(vec![
+            note("lease/kube-system/x", "free".into()),
+            hazard("node/b", "gone".into()),
+            hazard("node/a", "gone".into()),
+        ]);
+        let t = table(&f);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("HAZARD  node/a"), "{t}");
+        assert!(lines[2].starts_with("note    lease/kube-system/x"), "{t}");
+        assert_eq!(lines[3], "2 hazard(s), 1 note(s)");
+        assert_eq!(
+            required("kube-system", &["cloud-controller-manager"])[13].to_string(),
+            "create leases.coordination.k8s.io in kube-system"
+        );
+    }
+}
