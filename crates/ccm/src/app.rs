@@ -24,6 +24,7 @@ use crate::migration::{MigrationConfig, Placement};
 use crate::options::Config;
 use crate::ratelimit::RateLimitLayer;
 use crate::serve::{Health, bind, tls_config};
+use crate::shadow;
 
 static RUNNING_CONTROLLERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
@@ -39,9 +40,20 @@ pub const MANAGER: &str = "cloud-controller-manager";
 /// Runs until a signal (Ok) or a lost lease / fatal error (Err).
 pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<()> {
     let opts = &config.options;
-    let cloud = registry
+    let mut cloud = registry
         .init(&opts.cloud_provider, opts.cloud_config.as_deref())
         .map_err(anyhow::Error::new)?;
+    if opts.shadow_report.is_some() && !opts.shadow {
+        bail!("--shadow-report needs --shadow");
+    }
+    if opts.shadow {
+        let report = Arc::new(shadow::Report::new(opts.shadow_report.clone()));
+        let _ = SHADOW.set(Arc::clone(&report));
+        cloud = Arc::new(shadow::cloud::ShadowCloud::new(cloud, report));
+        tracing::warn!(
+            "shadow mode: no Lease is taken and nothing is changed; the writes the controllers would make are reported"
+        );
+    }
     if !cloud.has_cluster_id() {
         if opts.allow_untagged_cloud {
             tracing::warn!(
@@ -56,7 +68,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     if opts.leader_migration_config.is_some() && !opts.enable_leader_migration {
         tracing::warn!("--leader-migration-config is ignored without --enable-leader-migration");
     }
-    let migration = if opts.enable_leader_migration && opts.leader_elect {
+    let migration = if opts.enable_leader_migration && opts.leader_elect && !opts.shadow {
         Some(match &opts.leader_migration_config {
             Some(path) => MigrationConfig::load(path).map_err(anyhow::Error::msg)?,
             None => MigrationConfig::default_config(),
@@ -115,7 +127,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         tasks: tokio::task::JoinSet::new(),
     };
 
-    if !opts.leader_elect {
+    if !opts.leader_elect || opts.shadow {
         manager.start(|_| true).await?;
         health.set_leading();
         shutdown.wait().await;
@@ -336,13 +348,28 @@ fn client_with(
     let agent = http::HeaderValue::from_str(&user_agent(name))
         .context("the User-Agent is not a valid header")?;
     config.headers.push((http::header::USER_AGENT, agent));
+    // Shadow mode: the controllers' and informers' writes become dry runs
+    // (the Leases' and reviews' clients are never used in it).
+    let shadow = match SHADOW.get() {
+        Some(report) if !matches!(name, "leader-election" | "delegated-auth") => {
+            let plain =
+                kube::Client::try_from(config.clone()).context("building the Kubernetes client")?;
+            Some(shadow::ShadowLayer::new(plain, Arc::clone(report), name))
+        }
+        _ => None,
+    };
     let builder =
         kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
-    Ok(match limit {
-        Some(layer) => builder.with_layer(&layer).build(),
-        None => builder.build(),
+    Ok(match (limit, shadow) {
+        (Some(limit), Some(shadow)) => builder.with_layer(&shadow).with_layer(&limit).build(),
+        (Some(limit), None) => builder.with_layer(&limit).build(),
+        (None, Some(shadow)) => builder.with_layer(&shadow).build(),
+        (None, None) => builder.build(),
     })
 }
+
+/// Set once in shadow mode: where every client reports.
+static SHADOW: std::sync::OnceLock<Arc<shadow::Report>> = std::sync::OnceLock::new();
 
 /// A client with its own --kube-api-qps/--kube-api-burst bucket. Upstream
 /// builds one per controller (and one for the shared informers), so a busy

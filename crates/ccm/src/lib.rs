@@ -25,6 +25,7 @@ pub mod options;
 pub mod preflight;
 pub mod ratelimit;
 pub mod serve;
+pub mod shadow;
 
 use std::process::ExitCode;
 

@@ -54,6 +54,12 @@ pub struct Options {
     /// Should CIDRs for Pods be allocated and set on the cloud provider. Requires --cluster-cidr.
     #[arg(long, help_heading = "Generic flags", default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub allocate_node_cidrs: bool,
+    /// Shadow mode: run every enabled controller beside the incumbent, take no Lease, and change nothing (writes go to the apiserver as dry runs, cloud changes become read-only previews); report what would change (overcast-ccm only; docs/migration.md).
+    #[arg(long, help_heading = "Generic flags", default_value = "false", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub shadow: bool,
+    /// In shadow mode, keep the current divergences in this file as JSON (overcast-ccm only).
+    #[arg(long, help_heading = "Generic flags")]
+    pub shadow_report: Option<PathBuf>,
     /// Type of CIDR allocator to use (only RangeAllocator is supported).
     #[arg(long, help_heading = "Generic flags", default_value = "RangeAllocator")]
     pub cidr_allocator_type: String,

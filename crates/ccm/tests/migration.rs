@@ -675,3 +675,188 @@ loadBalancer:
     );
     assert!(missing.contains(&"these credentials may not update leases.coordination.k8s.io \"cloud-controller-manager\" in kube-system (deploy/rbac.yaml grants it)"), "{missing:#?}");
 }
+
+/// A local-provider config: node-1 and node-2 on `<net>.1`/`.2` (node-2's
+/// address overridable), a pool of four, node-1 listed only when `with_node_1`.
+fn shadow_config(with_node_1: bool, node_2_address: &str, pool: &str) -> String {
+    let mut config = String::from("instances:\n");
+    if with_node_1 {
+        config += "  - {name: node-1, addresses: [{type: InternalIP, address: 127.0.32.1}]}\n";
+    }
+    config += &format!(
+        "  - {{name: node-2, addresses: [{{type: InternalIP, address: {node_2_address}}}]}}\nloadBalancer:\n  pools: [{{name: lan, addresses: [{pool}]}}]\n"
+    );
+    config
+}
+
+fn shadow_report(path: &Path) -> Option<Vec<serde_json::Value>> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// Shadow mode beside a running incumbent (here overcast-ccm itself, the
+/// Go CCM is not built by `make test`): configured alike it reports no
+/// divergence; configured otherwise it reports exactly what it would change
+/// (a Node deleted, a Node's addresses, a Service's balancer and status),
+/// changes none of it, and every write it sent reached the apiserver as a
+/// dry run (the audit log of its own user).
+#[tokio::test]
+async fn shadow_mode_reports_what_it_would_change_and_writes_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let policy = scratch.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    users: [shadow]\n  - level: None\n",
+    )
+    .unwrap();
+    let audit = scratch.path().join("audit.log");
+    let options = overcast_testenv::StartOptions {
+        extra_users: vec!["shadow".into()],
+        apiserver_args: vec![
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", audit.display()),
+        ],
+        ..Default::default()
+    };
+    let alike = shadow_config(true, "127.0.32.2", "127.0.32.100-127.0.32.103");
+    let env = CloudEnv::start_with("local", "local.yaml", &alike, &options).await;
+    let _incumbent = env.ccm(&[]);
+    for n in ["node-1", "node-2"] {
+        create_tainted_node(&env.client, n).await;
+    }
+    for n in ["node-1", "node-2"] {
+        initialised(&env.client, n).await;
+    }
+    served_by_metallb(&env.client, "web", &[], None).await;
+    let (web, _) = eventually("web served by the incumbent", SOON, || async {
+        address(&env.client, "web").await
+    })
+    .await;
+
+    let shadow = |config: &str, n: u32| {
+        let config_path = env.dir.path().join(format!("shadow-{n}.yaml"));
+        std::fs::write(&config_path, config).unwrap();
+        let report = env.dir.path().join(format!("shadow-{n}.json"));
+        let ccm = Ccm::start(
+            env!("CARGO_BIN_EXE_overcast-ccm"),
+            &env.plane.user_kubeconfig_path("shadow"),
+            env.dir.path(),
+            &[
+                "--cloud-provider=local",
+                &format!("--cloud-config={}", config_path.display()),
+                "--shadow",
+                &format!("--shadow-report={}", report.display()),
+                "--node-status-update-frequency=1s",
+            ],
+        );
+        (ccm, report)
+    };
+
+    // Alike: it serves Node status updates, the lifecycle pass and the
+    // Service's sync, and finds nothing to change.
+    let (same, same_report) = shadow(&alike, 1);
+    eventually("the shadow's first status update", SOON, || async {
+        same.log_text().contains("shadow mode").then_some(())
+    })
+    .await;
+    eventually("the shadow synced web", SOON, || async {
+        (same.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    // Several status updates and lifecycle passes later, still nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        shadow_report(&same_report),
+        Some(Vec::new()),
+        "{}",
+        same.log_text()
+    );
+    drop(same);
+
+    // Otherwise: node-1 is not in its inventory (the Node is NotReady: the
+    // lifecycle controller would delete it), node-2 has another address, and
+    // the pool is another one.
+    let (other, other_report) = shadow(
+        &shadow_config(false, "127.0.32.22", "127.0.32.200-127.0.32.203"),
+        2,
+    );
+    let wanted = [
+        ("LoadBalancer", "default/web", "update"),
+        ("Node", "node-1", "delete"),
+        ("Node", "node-2 (status)", "patch"),
+        ("Service", "default/web (status)", "patch"),
+    ];
+    let found = overcast_testenv::wait_until("the shadow's divergences", SOON, || async {
+        let report = shadow_report(&other_report)?;
+        let mut found: Vec<(String, String, String)> = report
+            .iter()
+            .map(|d| {
+                let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+                (s("kind"), s("object"), s("action"))
+            })
+            .collect();
+        found.sort();
+        (found.len() >= wanted.len()).then_some((found, report))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", other.log_text()));
+    let kinds: Vec<(&str, &str, &str)> = found
+        .0
+        .iter()
+        .map(|(k, o, a)| (k.as_str(), o.as_str(), a.as_str()))
+        .collect();
+    assert_eq!(kinds, wanted, "{:#?}", found.1);
+    let text = serde_json::to_string(&found.1).unwrap();
+    assert!(text.contains("127.0.32.22"), "node-2's new address: {text}");
+    assert!(text.contains("127.0.32.200"), "web's new address: {text}");
+    let metrics = other.get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains(
+            "overcast_shadow_divergences{controller=\"node-controller\",kind=\"Node\"} 2"
+        ),
+        "{metrics}"
+    );
+
+    // Nothing changed.
+    assert!(
+        Api::<Node>::all(env.client.clone())
+            .get_opt("node-1")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(address(&env.client, "web").await.unwrap().0, web);
+    let node_2 = Api::<Node>::all(env.client.clone())
+        .get("node-2")
+        .await
+        .unwrap();
+    let addresses = node_2.status.unwrap().addresses.unwrap();
+    assert!(
+        addresses.iter().all(|a| a.address != "127.0.32.22"),
+        "{addresses:?}"
+    );
+    drop(other);
+    // Every write it sent asked for a dry run (with the state checks above:
+    // a DELETE's body could have overruled its query, and did once).
+    let writes: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["user"]["username"] == "shadow")
+        .filter(|e| {
+            matches!(
+                e["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete")
+            )
+        })
+        .collect();
+    assert!(!writes.is_empty(), "the shadow sent its writes as dry runs");
+    for w in &writes {
+        let uri = w["requestURI"].as_str().unwrap();
+        assert!(
+            uri.contains("dryRun=All"),
+            "a real write by the shadow: {w}"
+        );
+    }
+}

@@ -30,9 +30,20 @@ pub struct CloudEnv {
 
 impl CloudEnv {
     pub async fn start(provider: &'static str, file_name: &str, config: &str) -> CloudEnv {
-        let plane = overcast_testenv::ControlPlane::start()
-            .await
-            .expect("control plane (run `make testenv`)");
+        Self::start_with(provider, file_name, config, &Default::default()).await
+    }
+
+    /// As [`CloudEnv::start`], with a control plane started with `options`.
+    pub async fn start_with(
+        provider: &'static str,
+        file_name: &str,
+        config: &str,
+        options: &overcast_testenv::StartOptions,
+    ) -> CloudEnv {
+        let plane =
+            overcast_testenv::ControlPlane::start_with(&overcast_testenv::bin_dir(), options)
+                .await
+                .expect("control plane (run `make testenv`)");
         let client = plane.client().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join(file_name);

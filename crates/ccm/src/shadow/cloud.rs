@@ -1,0 +1,262 @@
+//! The provider in shadow mode: reads go through, every mutating call is
+//! answered from a read-only preview and recorded as a divergence. Never
+//! initialised and never shut down, so a provider's data plane (the local
+//! provider's listeners and VIPs) does not start beside the incumbent's.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
+use overcast_cloud_provider::{
+    CloudError, CloudProvider, Clusters, Instances, InstancesV2, LoadBalancer, Result, Route,
+    Routes, Zones,
+};
+
+use super::{Divergence, Report};
+
+#[derive(Debug)]
+pub struct ShadowCloud {
+    inner: Arc<dyn CloudProvider>,
+    report: Arc<Report>,
+}
+
+impl ShadowCloud {
+    pub fn new(inner: Arc<dyn CloudProvider>, report: Arc<Report>) -> Self {
+        Self { inner, report }
+    }
+
+    fn balancer(&self) -> Result<&dyn LoadBalancer> {
+        self.inner.load_balancer().ok_or(CloudError::NotImplemented)
+    }
+
+    fn routes_inner(&self) -> Result<&dyn Routes> {
+        self.inner.routes().ok_or(CloudError::NotImplemented)
+    }
+
+    fn record(
+        &self,
+        controller: &str,
+        kind: &str,
+        object: String,
+        action: &str,
+        changes: Vec<String>,
+    ) {
+        self.report.record(Divergence {
+            controller: controller.into(),
+            kind: kind.into(),
+            object,
+            action: action.into(),
+            changes,
+        });
+    }
+}
+
+fn service_key(svc: &Service) -> String {
+    format!(
+        "{}/{}",
+        svc.metadata.namespace.as_deref().unwrap_or("default"),
+        svc.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn addresses(status: Option<&LoadBalancerStatus>) -> Vec<String> {
+    status
+        .and_then(|s| s.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+        .collect()
+}
+
+#[async_trait]
+impl CloudProvider for ShadowCloud {
+    fn provider_name(&self) -> &str {
+        self.inner.provider_name()
+    }
+
+    fn has_cluster_id(&self) -> bool {
+        self.inner.has_cluster_id()
+    }
+
+    async fn reload_config(&self, config: &[u8]) -> Result<()> {
+        self.inner.reload_config(config).await
+    }
+
+    fn instances_v2(&self) -> Option<&dyn InstancesV2> {
+        self.inner.instances_v2()
+    }
+    fn instances(&self) -> Option<&dyn Instances> {
+        self.inner.instances()
+    }
+    fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
+        self.inner
+            .load_balancer()
+            .map(|_| self as &dyn LoadBalancer)
+    }
+    fn routes(&self) -> Option<&dyn Routes> {
+        self.inner.routes().map(|_| self as &dyn Routes)
+    }
+    fn zones(&self) -> Option<&dyn Zones> {
+        self.inner.zones()
+    }
+    fn clusters(&self) -> Option<&dyn Clusters> {
+        self.inner.clusters()
+    }
+}
+
+#[async_trait]
+impl LoadBalancer for ShadowCloud {
+    async fn get_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> Result<Option<LoadBalancerStatus>> {
+        self.balancer()?
+            .get_load_balancer(cluster_name, service)
+            .await
+    }
+
+    fn get_load_balancer_name(&self, cluster_name: &str, service: &Service) -> String {
+        self.balancer()
+            .map(|b| b.get_load_balancer_name(cluster_name, service))
+            .unwrap_or_default()
+    }
+
+    /// The preview: the status the Service would get (its current one when
+    /// a new balancer's address cannot be known yet, so only the cloud side
+    /// is reported for it).
+    async fn ensure_load_balancer(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[&Node],
+    ) -> Result<LoadBalancerStatus> {
+        let preview = self
+            .balancer()?
+            .preview_load_balancer(cluster_name, service, nodes)
+            .await?;
+        let current = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref());
+        let object = service_key(service);
+        match preview {
+            Some(status) => {
+                let (was, would) = (addresses(current), addresses(Some(&status)));
+                let changes = if was == would {
+                    Vec::new()
+                } else {
+                    vec![format!("address: {was:?} -> {would:?}")]
+                };
+                // Shown as an update: an unchanged address clears it.
+                self.record(
+                    "service-controller",
+                    "LoadBalancer",
+                    object,
+                    "update",
+                    changes,
+                );
+                Ok(status)
+            }
+            None => {
+                self.record(
+                    "service-controller",
+                    "LoadBalancer",
+                    object,
+                    "create",
+                    vec!["a new load balancer".into()],
+                );
+                Ok(current.cloned().unwrap_or_default())
+            }
+        }
+    }
+
+    async fn update_load_balancer(
+        &self,
+        _cluster_name: &str,
+        service: &Service,
+        nodes: &[&Node],
+    ) -> Result<()> {
+        // Which backends the cloud has cannot be read through the trait:
+        // logged, not counted.
+        tracing::info!(
+            service = %service_key(service),
+            nodes = nodes.len(),
+            "shadow: would update the load balancer's backends"
+        );
+        Ok(())
+    }
+
+    async fn restore(&self, cluster_name: &str, services: &[Service]) -> Result<()> {
+        self.balancer()?.restore(cluster_name, services).await
+    }
+
+    async fn ensure_load_balancer_deleted(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+    ) -> Result<()> {
+        let exists = self
+            .balancer()?
+            .get_load_balancer(cluster_name, service)
+            .await?
+            .is_some();
+        if exists {
+            self.record(
+                "service-controller",
+                "LoadBalancer",
+                service_key(service),
+                "delete",
+                vec!["the load balancer".into()],
+            );
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Routes for ShadowCloud {
+    fn use_nodes(&self, nodes: &[&Node]) {
+        if let Ok(r) = self.routes_inner() {
+            r.use_nodes(nodes);
+        }
+    }
+
+    async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>> {
+        self.routes_inner()?.list_routes(cluster_name).await
+    }
+
+    async fn create_route(
+        &self,
+        _cluster_name: &str,
+        _name_hint: &str,
+        route: &Route,
+    ) -> Result<()> {
+        self.record(
+            "route-controller",
+            "Route",
+            route.destination_cidr.clone(),
+            "create",
+            vec![format!(
+                "{} via {}",
+                route.destination_cidr, route.target_node
+            )],
+        );
+        // Not made: the route controller tries again next period and reports it again.
+        Err(CloudError::other("shadow mode: route not created"))
+    }
+
+    async fn delete_route(&self, _cluster_name: &str, route: &Route) -> Result<()> {
+        self.record(
+            "route-controller",
+            "Route",
+            route.destination_cidr.clone(),
+            "delete",
+            vec![format!(
+                "{} via {}",
+                route.destination_cidr, route.target_node
+            )],
+        );
+        Err(CloudError::other("shadow mode: route not deleted"))
+    }
+}
