@@ -777,3 +777,188 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
         assert!(seen.iter().any(|a| a == action), "{action} in {seen:?}");
     }
 }
+
+/// cloud-provider-aws's target group name for default/legacy, TCP 80 on
+/// node port 30080, Cluster traffic policy (TCP health checks every 30 s),
+/// cluster overcast-test: `k8s-%.8s-%.8s-%.10s` of SHA-1 over cluster ID,
+/// namespace, name, port, node port, protocol, "instance", health-check
+/// protocol and interval (pkg/providers/v1/aws_loadbalancer.go,
+/// buildTargetGroupName, v1.36.1), computed once outside this project.
+const UPSTREAM_TARGET_GROUP: &str = "k8s-default-legacy-dfb3259b0e";
+
+/// An NLB as cloud-provider-aws leaves it for a Service (its name, tags,
+/// target group, targets, listener, and the Service's hostname and
+/// finalizer) is adopted: overcast-ccm serves it without creating, changing
+/// or deleting any part of it, keeps the address, and on deletion removes
+/// all of it.
+#[tokio::test]
+async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, LoadBalancerTypeEnum, ProtocolEnum, SubnetMapping, Tag as ElbTag,
+        TargetDescription, TargetTypeEnum,
+    };
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let subnets = seed_network(&ec2).await;
+    let (instance, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let proxy = overcast_testenv::CrashProxy::start(moto.url())
+        .await
+        .unwrap();
+    let proxy_url = proxy.url();
+    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    vars.push(("AWS_ENDPOINT_URL", &proxy_url));
+    let env = CloudEnv::start(
+        "aws",
+        "cloud.conf",
+        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+    )
+    .await;
+    {
+        let _nodes_only = env.ccm_with_env(&["--controllers=cloud-node"], &vars);
+        create_tainted_node(&env.client, &dns).await;
+        initialised(&env.client, &dns).await;
+    }
+
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let mut svc = nlb_service("legacy", &[(None, 80)]);
+    svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30080);
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+
+    // What cloud-provider-aws makes (aws_loadbalancer.go, ensureLoadBalancerv2).
+    let lb_name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let upstream_tags = [
+        ("kubernetes.io/service-name", "default/legacy".to_string()),
+        ("kubernetes.io/cluster/overcast-test", "owned".to_string()),
+    ]
+    .map(|(k, v)| ElbTag::builder().key(k).value(v).build());
+    let vpc = ec2
+        .describe_subnets()
+        .subnet_ids(&subnets[0].1)
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let mut create = elb
+        .create_load_balancer()
+        .name(&lb_name)
+        .r#type(LoadBalancerTypeEnum::Network)
+        .set_tags(Some(upstream_tags.to_vec()));
+    for (_, subnet) in &subnets {
+        create = create.subnet_mappings(SubnetMapping::builder().subnet_id(subnet).build());
+    }
+    let lb = create.send().await.unwrap().load_balancers()[0].clone();
+    let lb_arn = lb.load_balancer_arn().unwrap().to_string();
+    let hostname = lb.dns_name().unwrap().to_string();
+    let tg = elb
+        .create_target_group()
+        .name(UPSTREAM_TARGET_GROUP)
+        .protocol(ProtocolEnum::Tcp)
+        .port(30080)
+        .vpc_id(&vpc)
+        .target_type(TargetTypeEnum::Instance)
+        .health_check_protocol(ProtocolEnum::Tcp)
+        .health_check_port("traffic-port")
+        .health_check_interval_seconds(30)
+        .healthy_threshold_count(3)
+        .unhealthy_threshold_count(3)
+        .set_tags(Some(upstream_tags.to_vec()))
+        .send()
+        .await
+        .unwrap()
+        .target_groups()[0]
+        .clone();
+    let tg_arn = tg.target_group_arn().unwrap().to_string();
+    elb.register_targets()
+        .target_group_arn(&tg_arn)
+        .targets(
+            TargetDescription::builder()
+                .id(&instance)
+                .port(30080)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    elb.create_listener()
+        .load_balancer_arn(&lb_arn)
+        .protocol(ProtocolEnum::Tcp)
+        .port(80)
+        .default_actions(
+            Action::builder()
+                .r#type(ActionTypeEnum::Forward)
+                .target_group_arn(&tg_arn)
+                .build(),
+        )
+        .set_tags(Some(upstream_tags.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    // The service controller's finalizer and status, as upstream writes them.
+    services
+        .patch(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}})),
+        )
+        .await
+        .unwrap();
+    services
+        .patch_status(
+            "legacy",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})),
+        )
+        .await
+        .unwrap();
+
+    let before = proxy.actions().len();
+    let ccm = env.ccm_with_env(&[], &vars);
+    eventually("overcast-ccm configured the balancer", SOON, || async {
+        let (_, metrics) = ccm.get("/metrics")?;
+        metrics
+            .lines()
+            .any(|l| l == "service_controller_loadbalancer_sync_total 1")
+            .then_some(())
+    })
+    .await;
+    let calls: Vec<String> = proxy.actions()[before..].to_vec();
+    for mutating in [
+        "CreateLoadBalancer",
+        "CreateTargetGroup",
+        "CreateListener",
+        "ModifyListener",
+        "DeleteListener",
+        "DeleteTargetGroup",
+        "DeleteLoadBalancer",
+        "DeregisterTargets",
+    ] {
+        assert!(
+            !calls.iter().any(|c| c == mutating),
+            "{mutating} on an adopted NLB: {calls:?}\n{}",
+            ccm.log_text()
+        );
+    }
+    assert_eq!(
+        tagged_for(&elb, "default/legacy").await.len(),
+        2,
+        "the NLB and its target group, no more"
+    );
+    let s = services.get("legacy").await.unwrap();
+    let ingress = s.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(ingress[0].hostname.as_deref(), Some(hostname.as_str()));
+
+    services
+        .delete("legacy", &DeleteParams::default())
+        .await
+        .unwrap();
+    service_gone(&services, "legacy").await;
+    assert_eq!(
+        tagged_for(&elb, "default/legacy").await,
+        Vec::<String>::new()
+    );
+}

@@ -636,7 +636,26 @@ impl LoadBalancer for AwsCloud {
         };
         let elb = &self.clients().await?.elb;
         let name = self.get_load_balancer_name(cluster_name, service);
+        // The groups attached to the NLB go with it, as upstream's delete
+        // takes them (by LoadBalancerArn), whether or not they carry this
+        // Service's tags (an NLB adopted from an older cloud-provider-aws);
+        // asked before the NLB goes, since only it links them.
+        let mut groups: BTreeMap<String, String> = BTreeMap::new();
         if let Some(lb) = self.find_load_balancer(&name).await? {
+            let attached = timed(
+                "describe_target_groups",
+                elb.describe_target_groups()
+                    .load_balancer_arn(&lb.arn)
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!("listing the target groups of {name}")))?;
+            for tg in attached.target_groups() {
+                groups.insert(
+                    tg.target_group_arn().unwrap_or_default().to_string(),
+                    tg.target_group_name().unwrap_or_default().to_string(),
+                );
+            }
             timed(
                 "delete_load_balancer",
                 elb.delete_load_balancer().load_balancer_arn(&lb.arn).send(),
@@ -645,10 +664,11 @@ impl LoadBalancer for AwsCloud {
             .map_err(aws_err(format!("deleting load balancer {name}")))?;
             tracing::info!(service = %service_key(service), %name, "deleted network load balancer");
         }
-        for (arn, tg) in self
-            .service_target_groups(&service_key(service), &cluster_id)
-            .await?
-        {
+        groups.extend(
+            self.service_target_groups(&service_key(service), &cluster_id)
+                .await?,
+        );
+        for (arn, tg) in groups {
             match timed(
                 "delete_target_group",
                 elb.delete_target_group().target_group_arn(&arn).send(),
