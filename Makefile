@@ -85,18 +85,21 @@ lint: prerequisites
 # dependencies: the wrapper is part of their fingerprint.)
 CLIPPY_DRIVER = $(shell rustup which clippy-driver 2>/dev/null || command -v clippy-driver)
 TEST_ENV = RUSTC_WORKSPACE_WRAPPER="$(CLIPPY_DRIVER)" CLIPPY_ARGS=-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__ \
-  PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+  PATH="$(CURDIR)/$(VENV)/bin:$$PATH" OVERCAST_GO_CCM="$(GO_CCM)"
 # Test binaries run TEST_JOBS at a time (testenv/run-tests.py).
 TEST_JOBS ?= 3
 
+# The upstream Go CCM (bench/go-ccm): the mixed-pair tests run it beside
+# overcast-ccm, and the scale benchmark against it.
+GO_CCM := $(HOME)/.cache/overcast/go-ccm
+
 .PHONY: test
-test: testenv venv
+test: testenv venv $(GO_CCM)
 	$(CARGO) fmt --all --check
 	@test -x "$(CLIPPY_DRIVER)" || { echo "make: clippy-driver not found (rustup component add clippy)" >&2; exit 1; }
 	$(TEST_ENV) TEST_JOBS=$(TEST_JOBS) $(PYTHON) testenv/run-tests.py $(CARGO_LOCKED) --workspace --all-targets $(TEST_FEATURES)
 	$(TEST_ENV) $(CARGO) test $(CARGO_LOCKED) --workspace --doc $(TEST_FEATURES)
 
-GO_CCM := $(HOME)/.cache/overcast/go-ccm
 BENCH_NODES ?= 1000
 BENCH_SERVICES ?= 1000
 BENCH_PROFILE ?= lifted
@@ -116,7 +119,8 @@ fuzz:
 	done
 
 .PHONY: go-ccm
-go-ccm:
+go-ccm: $(GO_CCM)
+$(GO_CCM): bench/go-ccm/main.go bench/go-ccm/go.mod bench/go-ccm/go.sum
 	cd bench/go-ccm && CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=local go build -trimpath -o $(GO_CCM) .
 
 # overcast-ccm against the Go CCM on the same (fresh) apiserver; appends to $(BENCH_OUT).

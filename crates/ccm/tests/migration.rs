@@ -18,51 +18,87 @@ use overcast_testenv::ControlPlane;
 const MIGRATION_LEASE: &str = "cloud-provider-extraction-migration";
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
-/// kube-controller-manager running node IPAM only, with leader migration;
-/// SIGKILLed when dropped.
+/// An upstream Go controller manager (kube-controller-manager, or the Go
+/// cloud-controller-manager) with its output in a log file; SIGKILLed when
+/// dropped.
 struct ControllerManager {
     child: Child,
     log: std::path::PathBuf,
 }
 
 impl ControllerManager {
-    fn start(plane: &ControlPlane, dir: &Path, migration_config: &Path, n: u32) -> Self {
-        let bin = overcast_testenv::bin_dir().join("kube-controller-manager");
-        assert!(
-            bin.is_file(),
-            "{} missing: run `make testenv`",
-            bin.display()
-        );
-        let log = dir.join(format!("kube-controller-manager-{n}.log"));
+    /// Starts `bin` with `args`, its output in `dir`/`name`.log.
+    fn spawn(bin: &Path, args: &[String], dir: &Path, name: &str, fix: &str) -> Self {
+        assert!(bin.is_file(), "{} missing: run `{fix}`", bin.display());
+        let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .args([
-                &format!("--kubeconfig={}", plane.kubeconfig_path().display()),
-                "--secure-port=0",
-                // KCM takes the migration Lease only once its service
-                // account token controller has started (upstream's
-                // MigrationReady), so that one runs too.
-                "--controllers=node-ipam-controller,serviceaccount-token-controller",
-                &format!(
-                    "--service-account-private-key-file={}",
-                    plane.service_account_key_path().display()
-                ),
-                &format!("--root-ca-file={}", plane.ca_path().display()),
-                "--allocate-node-cidrs=true",
-                &format!("--cluster-cidr={CLUSTER_CIDR}"),
-                "--leader-elect=true",
-                "--leader-elect-lease-duration=4s",
-                "--leader-elect-renew-deadline=3s",
-                "--leader-elect-retry-period=500ms",
-                "--enable-leader-migration",
-                &format!("--leader-migration-config={}", migration_config.display()),
-            ])
+        let child = Command::new(bin)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .expect("start kube-controller-manager");
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         ControllerManager { child, log }
+    }
+
+    /// kube-controller-manager running node IPAM only, with leader migration.
+    fn start(plane: &ControlPlane, dir: &Path, migration_config: &Path, n: u32) -> Self {
+        let args = [
+            format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+            "--secure-port=0".into(),
+            // KCM takes the migration Lease only once its service account
+            // token controller has started (upstream's MigrationReady), so
+            // that one runs too.
+            "--controllers=node-ipam-controller,serviceaccount-token-controller".into(),
+            format!(
+                "--service-account-private-key-file={}",
+                plane.service_account_key_path().display()
+            ),
+            format!("--root-ca-file={}", plane.ca_path().display()),
+            "--allocate-node-cidrs=true".into(),
+            format!("--cluster-cidr={CLUSTER_CIDR}"),
+            "--leader-elect=true".into(),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=500ms".into(),
+            "--enable-leader-migration".into(),
+            format!("--leader-migration-config={}", migration_config.display()),
+        ];
+        let bin = overcast_testenv::bin_dir().join("kube-controller-manager");
+        Self::spawn(
+            &bin,
+            &args,
+            dir,
+            &format!("kube-controller-manager-{n}"),
+            "make testenv",
+        )
+    }
+
+    /// The upstream Go cloud-controller-manager (k8s.io/cloud-provider
+    /// v0.34.4's app, bench/go-ccm) with its `fake` cloud, under the main
+    /// Lease with the tests' timings.
+    fn go_ccm(plane: &ControlPlane, dir: &Path, n: u32) -> Self {
+        let bin = std::env::var_os("OVERCAST_GO_CCM").map_or_else(
+            || {
+                std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                    .join(".cache/overcast/go-ccm")
+            },
+            std::path::PathBuf::from,
+        );
+        let args = [
+            "--cloud-provider=fake".to_string(),
+            format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+            "--secure-port=0".into(),
+            "--configure-cloud-routes=false".into(),
+            "--controllers=cloud-node,cloud-node-lifecycle,service".into(),
+            "--leader-elect=true".into(),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=500ms".into(),
+            "--node-monitor-period=500ms".into(),
+        ];
+        Self::spawn(&bin, &args, dir, &format!("go-ccm-{n}"), "make go-ccm")
     }
 
     fn log_text(&self) -> String {
@@ -859,4 +895,101 @@ async fn shadow_mode_reports_what_it_would_change_and_writes_nothing() {
             "a real write by the shadow: {w}"
         );
     }
+}
+
+/// The field managers of a Node's entries: who wrote it.
+async fn managers(client: &Client, node: &str) -> Vec<String> {
+    let node = Api::<Node>::all(client.clone()).get(node).await.unwrap();
+    node.metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect()
+}
+
+/// overcast-ccm's field manager for a Node's initialisation.
+const OURS: &str = "cloud-node-controller";
+/// The Go CCM's: the apiserver names it after the User-Agent's binary name.
+const GO: &str = "go-ccm";
+
+/// The upstream Go CCM and overcast-ccm under one Lease name: one
+/// reconciles at a time, the other waits; kill -9 the holder and the other
+/// takes over, from Go to Overcast and back (a rollout and its rollback).
+/// Both clouds answer alike (bench/go-ccm's fake and overcast's with the
+/// same config), so only the field managers tell who initialised a Node.
+#[tokio::test]
+async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
+    let env = CloudEnv::start(
+        "fake",
+        "fake.yaml",
+        "anyInstance:\n  instanceType: bm.small\n  zone: rack-1\n  region: eu-home\n  addresses: [{type: InternalIP, address: 10.0.0.1}]\n",
+    )
+    .await;
+    let go = ControllerManager::go_ccm(&env.plane, env.dir.path(), 1);
+    overcast_testenv::wait_until("the Go CCM leads", SOON, || async {
+        holder(&env.client, "cloud-controller-manager").await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    let ccm = env.ccm(&[]);
+
+    create_tainted_node(&env.client, "n1").await;
+    initialised(&env.client, "n1").await;
+    let by_go = managers(&env.client, "n1").await;
+    assert!(
+        by_go.iter().any(|m| m == GO) && !by_go.iter().any(|m| m == OURS),
+        "{by_go:?}"
+    );
+    assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
+    served_by_metallb(&env.client, "s1", &[], None).await;
+    eventually("s1 served by the Go CCM", SOON, || async {
+        address(&env.client, "s1").await
+    })
+    .await;
+
+    // kill -9 the Go CCM: overcast-ccm takes the Lease and serves.
+    drop(go);
+    eventually("overcast-ccm leads", SOON, || async {
+        ccm.is_leader().then_some(())
+    })
+    .await;
+    create_tainted_node(&env.client, "n2").await;
+    initialised(&env.client, "n2").await;
+    assert!(managers(&env.client, "n2").await.iter().any(|m| m == OURS));
+    let s1 = Api::<Service>::namespaced(env.client.clone(), "default")
+        .get("s1")
+        .await
+        .unwrap();
+    assert_eq!(
+        s1.metadata.finalizers.unwrap_or_default(),
+        ["service.kubernetes.io/load-balancer-cleanup"],
+        "one finalizer, shared"
+    );
+
+    // Rollback: a Go CCM waits behind overcast-ccm, then takes over from it.
+    let go = ControllerManager::go_ccm(&env.plane, env.dir.path(), 2);
+    create_tainted_node(&env.client, "n3").await;
+    initialised(&env.client, "n3").await;
+    assert!(managers(&env.client, "n3").await.iter().any(|m| m == OURS));
+    assert!(
+        !go.log_text().contains("successfully acquired lease"),
+        "the Go CCM led beside a live overcast-ccm:\n{}",
+        go.log_text()
+    );
+    drop(ccm);
+    overcast_testenv::wait_until("the Go CCM leads again", SOON, || async {
+        go.log_text()
+            .contains("successfully acquired lease kube-system/cloud-controller-manager")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    create_tainted_node(&env.client, "n4").await;
+    initialised(&env.client, "n4").await;
+    let by_go = managers(&env.client, "n4").await;
+    assert!(
+        by_go.iter().any(|m| m == GO) && !by_go.iter().any(|m| m == OURS),
+        "{by_go:?}"
+    );
 }
