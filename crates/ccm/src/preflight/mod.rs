@@ -17,6 +17,7 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
@@ -134,13 +135,13 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
         .await
         .context("listing Services")?
         .items;
-    let pvs = Api::<PersistentVolume>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing PersistentVolumes")?
-        .items;
+    // Volumes are read for the label checks only; overcast-ccm's own RBAC
+    // has no rights on them, so a refusal is a note, not the end.
+    let mut findings = Vec::new();
+    let pvs: Vec<PersistentVolume> = readable(&client, "PersistentVolumes", &mut findings).await?;
+    let classes: Vec<StorageClass> = readable(&client, "StorageClasses", &mut findings).await?;
 
-    let mut findings = node_findings(cloud.as_ref(), &nodes, &pvs).await;
+    findings.extend(node_findings(cloud.as_ref(), &nodes, &pvs, &classes).await);
     findings.extend(service_findings(config, cloud.as_ref(), &nodes, &services).await);
 
     let namespace = &opts.leader_elect_resource_namespace;
@@ -173,10 +174,44 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     Ok(findings)
 }
 
+/// Every object of a cluster-scoped kind; a Forbidden answer is a note
+/// saying what was not checked.
+async fn readable<K>(
+    client: &kube::Client,
+    what: &str,
+    findings: &mut Vec<Finding>,
+) -> anyhow::Result<Vec<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match Api::<K>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            findings.push(Finding {
+                severity: Severity::Note,
+                object: what.to_lowercase(),
+                message: format!(
+                    "these credentials may not list {what}: the Node label checks did not look at them"
+                ),
+            });
+            Ok(Vec::new())
+        }
+        Err(e) => Err(e).with_context(|| format!("listing {what}")),
+    }
+}
+
 async fn node_findings(
     cloud: &dyn CloudProvider,
     nodes: &[Node],
     pvs: &[PersistentVolume],
+    classes: &[StorageClass],
 ) -> Vec<Finding> {
     let Some(instances) = cloud.instances_v2() else {
         return vec![Finding {
@@ -198,7 +233,7 @@ async fn node_findings(
                 .map_err(|e| e.to_string()),
             _ => Ok(None),
         };
-        findings.extend(plan::node(node, &exists, &metadata, pvs));
+        findings.extend(plan::node(node, &exists, &metadata, pvs, classes));
     }
     findings
 }

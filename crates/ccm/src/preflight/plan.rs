@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use overcast_cloud_provider::InstanceMetadata;
 use overcast_cloud_provider::names::{LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE};
 use serde::Serialize;
@@ -75,12 +76,39 @@ fn pinned_volumes(pvs: &[PersistentVolume], key: &str, value: &str) -> Vec<Strin
         .collect()
 }
 
+/// The StorageClasses whose allowedTopologies admit `key` = `current` and
+/// not `wanted`: volumes they provision fit Nodes labelled as now, and not
+/// Nodes labelled as the provider would label them.
+fn confining_classes(
+    classes: &[StorageClass],
+    key: &str,
+    current: &str,
+    wanted: &str,
+) -> Vec<String> {
+    classes
+        .iter()
+        .filter(|c| {
+            let allowed: Vec<&String> = c
+                .allowed_topologies
+                .iter()
+                .flatten()
+                .flat_map(|t| t.match_label_expressions.iter().flatten())
+                .filter(|e| e.key == key)
+                .flat_map(|e| e.values.iter())
+                .collect();
+            allowed.iter().any(|v| *v == current) && !allowed.iter().any(|v| *v == wanted)
+        })
+        .filter_map(|c| c.metadata.name.clone())
+        .collect()
+}
+
 /// What the provider says of a Node's machine, against the Node.
 pub fn node(
     node: &Node,
     exists: &Result<bool, String>,
     metadata: &Result<Option<InstanceMetadata>, String>,
     pvs: &[PersistentVolume],
+    classes: &[StorageClass],
 ) -> Vec<Finding> {
     let name = node.metadata.name.as_deref().unwrap_or_default();
     let object = format!("node/{name}");
@@ -159,19 +187,26 @@ pub fn node(
             continue;
         }
         let pinned = pinned_volumes(pvs, key, current);
-        let message = format!(
+        let confining = confining_classes(classes, key, current, wanted);
+        let mut message = format!(
             "label {key} is {current:?}, the provider says {wanted:?}: Nodes registering for such machines would get {wanted:?}"
         );
-        found.push(if pinned.is_empty() {
+        if !pinned.is_empty() {
+            message += &format!(
+                ", and PersistentVolume(s) {} require {key}={current}",
+                pinned.join(", ")
+            );
+        }
+        if !confining.is_empty() {
+            message += &format!(
+                ", and StorageClass(es) {} allow {key}={current} but not {wanted}",
+                confining.join(", ")
+            );
+        }
+        found.push(if pinned.is_empty() && confining.is_empty() {
             note(&object, message)
         } else {
-            hazard(
-                &object,
-                format!(
-                    "{message}, and PersistentVolume(s) {} require {key}={current}",
-                    pinned.join(", ")
-                ),
-            )
+            hazard(&object, message)
         });
     }
     found
@@ -461,46 +496,73 @@ mod tests {
     #[test]
     fn a_node_without_a_machine_is_one_the_lifecycle_controller_deletes() {
         let n = a_node("w1", "local://w1", false, "r1");
-        let f = node(&n, &Ok(false), &Ok(None), &[]);
+        let f = node(&n, &Ok(false), &Ok(None), &[], &[]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Hazard);
         assert!(f[0].message.contains("\"local://w1\""), "{f:?}");
         assert!(f[0].message.ends_with("now: it is NotReady"), "{f:?}");
         let ready = a_node("w1", "", true, "r1");
-        let f = node(&ready, &Ok(false), &Ok(None), &[]);
+        let f = node(&ready, &Ok(false), &Ok(None), &[], &[]);
         assert!(
             f[0].message.contains("no spec.providerID")
                 && f[0].message.ends_with("once it is NotReady")
         );
-        let f = node(&ready, &Err("timeout".into()), &Ok(None), &[]);
+        let f = node(&ready, &Err("timeout".into()), &Ok(None), &[], &[]);
         assert!(f[0].message.ends_with("exists: timeout"));
     }
 
     #[test]
     fn a_zone_that_differs_is_a_hazard_only_where_volumes_are_pinned_to_it() {
         let n = a_node("w1", "local://w1", true, "rack-1");
-        assert!(node(&n, &Ok(true), &metadata("local://w1", "rack-1"), &[]).is_empty());
-        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &[]);
+        assert!(node(&n, &Ok(true), &metadata("local://w1", "rack-1"), &[], &[]).is_empty());
+        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &[], &[]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].severity, Severity::Note);
         let pvs = [
             pv("data", LABEL_ZONE, "rack-1"),
             pv("other", LABEL_ZONE, "rack-9"),
         ];
-        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &pvs);
+        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &pvs, &[]);
         assert_eq!(f[0].severity, Severity::Hazard);
         assert!(
             f[0].message
                 .ends_with("PersistentVolume(s) data require topology.kubernetes.io/zone=rack-1"),
             "{f:?}"
         );
-        let f = node(&n, &Ok(true), &metadata("local://other", "rack-1"), &[]);
+        let f = node(
+            &n,
+            &Ok(true),
+            &metadata("local://other", "rack-1"),
+            &[],
+            &[],
+        );
         assert_eq!(f[0].severity, Severity::Hazard);
         assert!(
             f[0].message.starts_with(
                 "spec.providerID is \"local://w1\", the provider's is \"local://other\""
             )
         );
+        let class = |name: &str, zones: &[&str]| -> StorageClass {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "provisioner": "example.com/csi",
+                "allowedTopologies": [{"matchLabelExpressions": [{"key": LABEL_ZONE, "values": zones}]}],
+            }))
+            .unwrap()
+        };
+        let classes = [
+            class("rack-1-only", &["rack-1"]),
+            class("both", &["rack-1", "rack-2"]),
+        ];
+        let f = node(
+            &n,
+            &Ok(true),
+            &metadata("local://w1", "rack-2"),
+            &[],
+            &classes,
+        );
+        assert_eq!(f[0].severity, Severity::Hazard);
+        assert!(f[0].message.ends_with("StorageClass(es) rack-1-only allow topology.kubernetes.io/zone=rack-1 but not rack-2"), "{f:?}");
     }
 
     fn lb(ip: Option<&str>) -> Service {
