@@ -332,6 +332,16 @@ async fn vips_are_allocated_shared_released_and_survive_a_restart() {
     let taken: BTreeSet<String> =
         [a.clone(), b.clone(), shared.clone(), "127.0.12.3".into()].into();
     assert_eq!(taken.len(), 4, "every VIP is distinct: {taken:?}");
+    // The pools' gauges, as MetalLB's metallb_allocator_addresses_*.
+    let metrics = ccm.get("/metrics").unwrap().1;
+    for line in [
+        "overcast_local_allocator_addresses_total{pool=\"default\"} 4",
+        "overcast_local_allocator_addresses_in_use_total{pool=\"default\"} 4",
+        "overcast_local_allocator_addresses_total{pool=\"team\"} 2",
+        "overcast_local_allocator_addresses_in_use_total{pool=\"team\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 
     // A restart recovers every allocation from Service status: nothing is
     // handed out twice. While the CCM is down, "b" gets an annotation that

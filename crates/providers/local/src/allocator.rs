@@ -96,6 +96,11 @@ impl Allocator {
         self.services.get(service).map(Vec::as_slice)
     }
 
+    /// Every address some Service holds.
+    pub fn in_use(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addresses.keys().copied()
+    }
+
     /// How many Services hold `ip`.
     pub fn holders(&self, ip: IpAddr) -> usize {
         self.addresses.get(&ip).map_or(0, BTreeMap::len)

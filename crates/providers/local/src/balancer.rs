@@ -421,6 +421,8 @@ impl LoadBalancer for LocalCloud {
             services = restored,
             "restored VIP allocations from Service status"
         );
+        drop(allocator);
+        self.report_pools();
         Ok(())
     }
 
@@ -438,6 +440,7 @@ impl LoadBalancer for LocalCloud {
             .expect("allocator lock")
             .assign(&pools, &req)
             .map_err(|e| invalid(service, e.to_string()))?;
+        self.report_pools();
         let frontends = frontends(service, &ips, nodes)?;
         self.data_plane
             .apply(&req.service, &frontends)
@@ -491,6 +494,7 @@ impl LoadBalancer for LocalCloud {
         let key = service_key(service);
         self.data_plane.remove(&key).await;
         let released = self.allocator.lock().expect("allocator lock").release(&key);
+        self.report_pools();
         if !released.is_empty() {
             tracing::info!(service = %key, addresses = ?released, "released VIPs");
         }

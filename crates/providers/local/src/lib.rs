@@ -113,6 +113,24 @@ impl LocalCloud {
     pub fn data_plane(&self) -> &DataPlane {
         &self.data_plane
     }
+
+    /// Sets the pool gauges from the config and the allocations now; a
+    /// pool no longer configured drops out.
+    pub(crate) fn report_pools(&self) {
+        let config = self.config();
+        let allocator = self.allocator.lock().expect("allocator lock");
+        metrics::POOL_SIZE.reset();
+        metrics::POOL_IN_USE.reset();
+        for pool in &config.load_balancer.pools {
+            let used = allocator.in_use().filter(|ip| pool.contains(*ip)).count();
+            metrics::POOL_SIZE
+                .with_label_values(&[pool.name.as_str()])
+                .set(pool.size());
+            metrics::POOL_IN_USE
+                .with_label_values(&[pool.name.as_str()])
+                .set(used as f64);
+        }
+    }
 }
 
 fn settings(config: &LocalConfig) -> Settings {
@@ -145,6 +163,8 @@ impl CloudProvider for LocalCloud {
             "local cloud config applied"
         );
         *config = Arc::new(new);
+        drop(config);
+        self.report_pools();
         Ok(())
     }
 

@@ -32,3 +32,32 @@ pub static IDLE_CLOSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
         &["protocol"],
     )
 });
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    let gauge = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)
+        .expect("a valid metric definition");
+    if let Err(e) = prometheus::register(Box::new(gauge.clone())) {
+        tracing::warn!(metric = name, "not registered: {e}");
+    }
+    gauge
+}
+
+/// Addresses each pool hands out, as MetalLB's
+/// `metallb_allocator_addresses_total{pool}`.
+pub static POOL_SIZE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "overcast_local_allocator_addresses_total",
+        "The number of addresses an address pool of the local provider hands out",
+        &["pool"],
+    )
+});
+
+/// Addresses of each pool held by Services, as MetalLB's
+/// `metallb_allocator_addresses_in_use_total{pool}`.
+pub static POOL_IN_USE: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        "overcast_local_allocator_addresses_in_use_total",
+        "The number of addresses of an address pool of the local provider held by Services",
+        &["pool"],
+    )
+});

@@ -94,6 +94,13 @@ impl AddressRange {
         (to_u128(self.first)..=to_u128(self.last)).map(move |v| from_u128(v, v6))
     }
 
+    /// How many IPv4 addresses of the range end in `octet`.
+    fn count_last_octet(&self, octet: u8) -> u128 {
+        let (first, last) = (to_u128(self.first) as i128, to_u128(self.last) as i128);
+        let below = |n: i128| (n - i128::from(octet)).div_euclid(256);
+        (below(last) - below(first - 1)) as u128
+    }
+
     /// How many addresses, saturating (for messages).
     pub fn len(&self) -> u128 {
         (to_u128(self.last) - to_u128(self.first)).saturating_add(1)
@@ -138,6 +145,23 @@ impl Pool {
 
     pub fn has_family(&self, v4: bool) -> bool {
         self.ranges.iter().any(|r| r.is_ipv4() == v4)
+    }
+
+    /// How many addresses the pool hands out (MetalLB's
+    /// `metallb_allocator_addresses_total`); a float, as an IPv6 range can
+    /// hold more than any integer gauge.
+    pub fn size(&self) -> f64 {
+        self.ranges
+            .iter()
+            .map(|r| {
+                let all = r.len() as f64;
+                if self.avoid_buggy_ips && r.is_ipv4() {
+                    all - (r.count_last_octet(0) + r.count_last_octet(255)) as f64
+                } else {
+                    all
+                }
+            })
+            .sum()
     }
 
     /// The pool's addresses of one family, in the order written.
@@ -250,5 +274,24 @@ mod tests {
         let got: Vec<String> = pool.addresses(true).map(|ip| ip.to_string()).collect();
         assert_eq!(got, ["10.0.0.254", "10.0.1.1"]);
         assert!(!pool.contains("10.0.1.0".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_pool_counts_what_it_hands_out() {
+        let pool = |ranges: &[&str], avoid: bool| Pool {
+            name: "p".into(),
+            ranges: ranges
+                .iter()
+                .map(|r| AddressRange::parse(r).unwrap())
+                .collect(),
+            namespaces: Vec::new(),
+            avoid_buggy_ips: avoid,
+            auto_assign: true,
+        };
+        assert_eq!(pool(&["10.0.0.0/24", "10.0.1.7"], false).size(), 257.0);
+        // .0 and .255 of 10.0.0.0/23, and 10.0.1.255 of the range.
+        assert_eq!(pool(&["10.0.0.0/23"], true).size(), 508.0);
+        assert_eq!(pool(&["10.0.1.250-10.0.2.3"], true).size(), 8.0);
+        assert_eq!(pool(&["fd00::/120"], true).size(), 256.0);
     }
 }
