@@ -17,6 +17,7 @@ use overcast_controllers::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleCon
 use overcast_controllers::route::{RouteController, RouteControllerConfig};
 use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
 
+use crate::client_metrics::{ClientMetricsLayer, ProcessCollector};
 use crate::controllers::{KNOWN, short_name};
 use crate::delegation::{CacheTtls, Gate, parse_always_allow};
 use crate::leader::{LeaseLock, Timings, identity};
@@ -40,6 +41,7 @@ pub const MANAGER: &str = "cloud-controller-manager";
 /// Runs until a signal (Ok) or a lost lease / fatal error (Err).
 pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<()> {
     let opts = &config.options;
+    ProcessCollector::register();
     let mut cloud = registry
         .init(&opts.cloud_provider, opts.cloud_config.as_deref())
         .map_err(anyhow::Error::new)?;
@@ -358,8 +360,12 @@ fn client_with(
         }
         _ => None,
     };
-    let builder =
-        kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    // Innermost: rest_client_* counts what reaches the apiserver, the rate
+    // limiter's wait left out, as client-go's.
+    let measured = ClientMetricsLayer::new(&config.cluster_url);
+    let builder = kube::client::ClientBuilder::try_from(config)
+        .context("building the Kubernetes client")?
+        .with_layer(&measured);
     Ok(match (limit, shadow) {
         (Some(limit), Some(shadow)) => builder.with_layer(&shadow).with_layer(&limit).build(),
         (Some(limit), None) => builder.with_layer(&limit).build(),

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod app;
+mod client_metrics;
 pub mod controllers;
 pub mod delegation;
 pub mod leader;

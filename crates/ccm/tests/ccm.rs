@@ -224,6 +224,10 @@ async fn readyz_and_metrics_answer_as_described() {
             .then_some(body)
     })
     .await;
+    let rest = format!(
+        "rest_client_requests_total{{code=\"200\",host=\"{}\",method=\"GET\"}}",
+        env.plane.server().trim_start_matches("https://")
+    );
     for name in [
         "workqueue_adds_total{name=\"Nodes\"}",
         "workqueue_depth{name=\"Nodes\"}",
@@ -231,6 +235,13 @@ async fn readyz_and_metrics_answer_as_described() {
         "leader_election_master_status{name=\"cloud-controller-manager\"} 1",
         "cloudprovider_fake_api_request_duration_seconds_bucket{request=\"instance-metadata\"",
         "node_controller_cloud_provider_taint_removal_delay_seconds_count 1",
+        // client-go's, for every request to the apiserver.
+        rest.as_str(),
+        "rest_client_request_duration_seconds_bucket{host=",
+        // The Go client's process collector.
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(metrics.contains(name), "missing {name} in\n{metrics}");
     }

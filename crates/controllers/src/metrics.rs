@@ -60,6 +60,10 @@ lazy!(SERVICE_LOADBALANCER_SYNC: IntCounter = register_int_counter!(
 lazy!(SERVICE_NODESYNC_ERRORS: IntCounter = register_int_counter!(
     "service_controller_nodesync_error_total",
     "A metric counting the amount of times any load balancer has been configured and errored, as an effect of node changes on the cluster"));
+lazy!(SERVICE_UPDATE_HOSTS_LATENCY: Histogram = register_histogram!(
+    HistogramOpts::new("service_controller_update_loadbalancer_host_latency_seconds",
+        "A metric measuring the latency for updating each load balancer hosts.")
+        .buckets(exponential_buckets(1.0, 2.0, 15).expect("static buckets"))));
 lazy!(SERVICE_NODESYNC_LATENCY: Histogram = register_histogram!(
     HistogramOpts::new("service_controller_nodesync_latency_seconds",
         "A metric measuring the latency for nodesync which updates loadbalancer hosts on cluster node updates.")

@@ -568,11 +568,14 @@ impl Inner {
 
     /// Returns false when the Service needs a full sync.
     async fn update_backends(&self, svc: &Service, nodes: &[&Node]) -> bool {
-        match self
+        // Upstream's lockedUpdateLoadBalancerHosts times the cloud call alone.
+        let started = std::time::Instant::now();
+        let updated = self
             .balancer()
             .update_load_balancer(&self.cluster_name, svc, nodes)
-            .await
-        {
+            .await;
+        crate::metrics::SERVICE_UPDATE_HOSTS_LATENCY.observe(started.elapsed().as_secs_f64());
+        match updated {
             Ok(()) if nodes.is_empty() => {
                 self.recorder.publish(
                     svc,
