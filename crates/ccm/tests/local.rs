@@ -710,6 +710,7 @@ async fn with_an_interface_the_vip_is_added_announced_and_removed_on_stop_or_a_l
     addresses: [{{type: InternalIP, address: 127.0.14.1}}]
 loadBalancer:
   interface: {}
+  garpInterval: 1s
   pools: [{{name: default, addresses: [10.254.14.8/30]}}]
 ",
         veth.name
@@ -742,6 +743,19 @@ loadBalancer:
     });
     let frame = announced.expect("a gratuitous ARP for the VIP on the link");
     assert_eq!(&frame[..6], [0xff; 6], "broadcast");
+    // Announced again every garpInterval (1 s here) while served: in 4 s,
+    // more than the two left of the first announcement's three.
+    let started = std::time::Instant::now();
+    let mut again = 0;
+    while started.elapsed() < Duration::from_secs(4) {
+        if capture
+            .next()
+            .is_some_and(|f| f.len() >= 42 && f[28..32] == vip_octets && f[38..42] == vip_octets)
+        {
+            again += 1;
+        }
+    }
+    assert!(again >= 4, "{again} announcements in 4 s");
 
     let (who, _) = who_answers(format!("{vip}:8080").parse().unwrap())
         .await
@@ -1099,6 +1113,7 @@ async fn an_ipv6_vip_is_usable_at_once_announced_by_neighbour_advertisement_and_
     let vips = overcast_provider_local::vip::Vips::new(
         &veth.name,
         overcast_provider_local::vip::DEFAULT_LIFETIME,
+        Duration::ZERO,
     );
     vips.acquire(vip.into()).await.unwrap();
     let added = veth.addresses();

@@ -76,6 +76,8 @@ struct RawLoadBalancer {
     udp_idle_timeout: Option<String>,
     #[serde(default)]
     vip_lifetime: Option<String>,
+    #[serde(default, rename = "garpInterval")]
+    garp_interval: Option<String>,
     #[serde(default)]
     tcp_idle_timeout: Option<String>,
     #[serde(default)]
@@ -160,6 +162,10 @@ pub struct LoadBalancerConfig {
     /// the leader election's lease duration, so it is gone before a standby
     /// can take over.
     pub vip_lifetime: Duration,
+    /// How often the leader announces its VIPs again (gratuitous ARP /
+    /// unsolicited neighbour advertisement) after the first announcement,
+    /// for switches and hosts that forget; zero: only when added.
+    pub garp_interval: Duration,
     /// A TCP connection with no bytes either way for this long is closed
     /// (an NLB's fixed idle timeout is 350 s).
     pub tcp_idle_timeout: Duration,
@@ -178,6 +184,7 @@ impl Default for LoadBalancerConfig {
             health_check: HealthCheck::default(),
             udp_idle_timeout: Duration::from_secs(60),
             vip_lifetime: crate::vip::DEFAULT_LIFETIME,
+            garp_interval: Duration::from_secs(10),
             tcp_idle_timeout: Duration::from_secs(350),
             max_connections: 10_000,
             max_udp_flows: 10_000,
@@ -361,6 +368,11 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
         LoadBalancerConfig::default().vip_lifetime,
     )?;
     let defaults_lb = LoadBalancerConfig::default();
+    // Zero is allowed here: announcements only when a VIP is added.
+    let garp_interval = match lb.garp_interval {
+        None => defaults_lb.garp_interval,
+        Some(v) => parse_go_duration(&v).map_err(|e| format!("loadBalancer.garpInterval: {e}"))?,
+    };
     let tcp_idle_timeout = duration(
         "loadBalancer.tcpIdleTimeout",
         lb.tcp_idle_timeout,
@@ -400,6 +412,7 @@ fn validate(raw: RawConfig) -> Result<LocalConfig, String> {
             health_check,
             udp_idle_timeout,
             vip_lifetime,
+            garp_interval,
             tcp_idle_timeout,
             max_connections,
             max_udp_flows,
@@ -452,6 +465,9 @@ loadBalancer:
         assert_eq!(c.load_balancer.pools[0].ranges.len(), 2);
         assert!(c.load_balancer.pools[0].auto_assign);
         assert!(!c.load_balancer.pools[1].auto_assign);
+        assert_eq!(c.load_balancer.garp_interval, Duration::from_secs(10));
+        let off = LocalConfig::parse(b"loadBalancer: {garpInterval: 0s}").unwrap();
+        assert!(off.load_balancer.garp_interval.is_zero());
         assert_eq!(c.load_balancer.health_check, HealthCheck::default());
         assert_eq!(
             c.instance("x", Some("local://worker-1")).unwrap().name,
@@ -497,6 +513,10 @@ loadBalancer:
             (
                 "loadBalancer: {pools: [{name: p, addresses: []}]}",
                 "loadBalancer.pools[0].addresses: a pool needs at least one address",
+            ),
+            (
+                "loadBalancer: {garpInterval: often}",
+                "loadBalancer.garpInterval: ",
             ),
             (
                 "loadBalancer: {pools: [{name: p, addresses: ['10.0.0.0/30']}, {name: q, addresses: ['10.0.0.3']}]}",

@@ -138,6 +138,7 @@ fn settings(config: &LocalConfig) -> Settings {
         health_check: config.load_balancer.health_check,
         udp_idle_timeout: config.load_balancer.udp_idle_timeout,
         vip_lifetime: config.load_balancer.vip_lifetime,
+        garp_interval: config.load_balancer.garp_interval,
         tcp_idle_timeout: config.load_balancer.tcp_idle_timeout,
         max_connections: config.load_balancer.max_connections,
         max_udp_flows: config.load_balancer.max_udp_flows,

@@ -45,6 +45,7 @@ struct Held {
 struct State {
     interface: String,
     lifetime: Duration,
+    garp_interval: Duration,
     held: HashMap<IpAddr, Held>,
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -65,11 +66,14 @@ pub struct Vips {
 impl Vips {
     /// `lifetime`: how long an added VIP outlives this process if it is
     /// killed; renewed every third of it.
-    pub fn new(interface: &str, lifetime: Duration) -> Self {
+    /// `garp_interval`: how often they are announced again (zero: only
+    /// when added).
+    pub fn new(interface: &str, lifetime: Duration, garp_interval: Duration) -> Self {
         Self {
             state: Arc::new(tokio::sync::Mutex::new(State {
                 interface: interface.to_string(),
                 lifetime,
+                garp_interval,
                 held: HashMap::new(),
                 renewer: None,
             })),
@@ -145,9 +149,15 @@ impl Vips {
 
     /// Moves every held VIP to `interface` ("" stops managing them) and
     /// applies a new lifetime.
-    pub async fn reconfigure(&self, interface: &str, lifetime: Duration) -> Result<(), VipError> {
+    pub async fn reconfigure(
+        &self,
+        interface: &str,
+        lifetime: Duration,
+        garp_interval: Duration,
+    ) -> Result<(), VipError> {
         let mut state = self.state.lock().await;
         state.lifetime = lifetime;
+        state.garp_interval = garp_interval;
         if state.interface == interface {
             return Ok(());
         }
@@ -185,6 +195,7 @@ impl Drop for Vips {
 /// -batch`; ends when the [`Vips`] is gone.
 async fn renew(state: Weak<tokio::sync::Mutex<State>>, lifetime: Duration) {
     let mut period = lifetime / 3;
+    let mut announced = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(period).await;
         let Some(state) = state.upgrade() else { return };
@@ -192,6 +203,14 @@ async fn renew(state: Weak<tokio::sync::Mutex<State>>, lifetime: Duration) {
         period = state.lifetime / 3;
         if state.interface.is_empty() {
             continue;
+        }
+        // Announced again now and then (gratuitous ARP / unsolicited NA),
+        // for a switch or host that forgot where the VIP lives.
+        if !state.garp_interval.is_zero() && announced.elapsed() >= state.garp_interval {
+            announced = tokio::time::Instant::now();
+            for (ip, _) in state.held.iter().filter(|(_, h)| h.added) {
+                announce_once(state.interface.clone(), *ip);
+            }
         }
         let lines: String = state
             .held
@@ -384,17 +403,29 @@ fn announce(interface: String, ip: IpAddr) {
             if i > 0 {
                 std::thread::sleep(Duration::from_millis(500));
             }
-            let sent = interface_identity(&interface).and_then(|(index, mac)| match ip {
-                IpAddr::V4(v4) => raw::send_frame(index, &gratuitous_arp(mac, v4)),
-                IpAddr::V6(v6) => send_unsolicited_na(index, mac, v6),
-            });
-            if let Err(e) = sent {
-                tracing::warn!(%ip, interface, "announcing the VIP failed: {e}");
+            if !send_announcement(&interface, ip) {
                 return;
             }
         }
         tracing::debug!(%ip, interface, "VIP announced");
     });
+}
+
+/// One announcement, as the periodic ones are.
+fn announce_once(interface: String, ip: IpAddr) {
+    tokio::task::spawn_blocking(move || send_announcement(&interface, ip));
+}
+
+/// Sends one gratuitous ARP or unsolicited NA; false (logged) on failure.
+fn send_announcement(interface: &str, ip: IpAddr) -> bool {
+    let sent = interface_identity(interface).and_then(|(index, mac)| match ip {
+        IpAddr::V4(v4) => raw::send_frame(index, &gratuitous_arp(mac, v4)),
+        IpAddr::V6(v6) => send_unsolicited_na(index, mac, v6),
+    });
+    if let Err(e) = &sent {
+        tracing::warn!(%ip, interface, "announcing the VIP failed: {e}");
+    }
+    sent.is_ok()
 }
 
 /// The interface's index and MAC address, from sysfs.

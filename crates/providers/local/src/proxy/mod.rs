@@ -192,6 +192,8 @@ pub struct Settings {
     pub udp_idle_timeout: Duration,
     /// How long an added VIP outlives a killed process (crate::vip).
     pub vip_lifetime: Duration,
+    /// How often held VIPs are announced again; zero: only when added.
+    pub garp_interval: Duration,
     pub tcp_idle_timeout: Duration,
     /// Per listener; new connections beyond it are closed at once.
     pub max_connections: usize,
@@ -223,7 +225,7 @@ impl DataPlane {
             health: HealthChecks::new(health_rx),
             settings: watch::channel(settings).0,
             health_settings,
-            vips: Vips::new(interface, settings.vip_lifetime),
+            vips: Vips::new(interface, settings.vip_lifetime, settings.garp_interval),
             connections: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -236,7 +238,7 @@ impl DataPlane {
         self.health_settings.send_replace(settings.health_check);
         self.settings.send_replace(settings);
         self.vips
-            .reconfigure(interface, settings.vip_lifetime)
+            .reconfigure(interface, settings.vip_lifetime, settings.garp_interval)
             .await?;
         Ok(())
     }
