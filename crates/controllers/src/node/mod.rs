@@ -216,17 +216,7 @@ impl Inner {
         let (meta, optional) = (&facts.meta, facts.provider_id_optional);
         let plan = match plan_initialization(node, meta, optional) {
             Ok(plan) => plan,
-            Err(e) => {
-                if matches!(e, PlanError::ProvidedNodeIp { .. }) {
-                    self.recorder.publish(
-                        node,
-                        EventType::Warning,
-                        reasons::PROVIDED_NODE_IP_NOT_FOUND,
-                        e.to_string(),
-                    );
-                }
-                return Err(e.into());
-            }
+            Err(e) => return Err(self.refused(node, e)),
         };
         // Addresses go first, so that no one sees an initialised Node without
         // them (rancher/rke2#1989). The Node that write returns is the base of
@@ -247,11 +237,21 @@ impl Inner {
         .cloned()
         .collect();
         self.superseded.record(&name, replaced);
+        // Planned again on the Node as it is at the write; a plan that now
+        // fails (the Node changed meanwhile) is the sync's error: an Event
+        // where it has one, and a retry, never a Node left tainted silently.
+        let mut replanned: Option<PlanError> = None;
         let written = patch_node(&self.api, &base, COMPONENT, |current| {
             if !has_taint(current, TAINT_UNINITIALIZED) {
                 return None; // initialised meanwhile
             }
-            let plan = plan_initialization(current, meta, optional).ok()?;
+            let plan = match plan_initialization(current, meta, optional) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    replanned = Some(e);
+                    return None;
+                }
+            };
             let mut spec = Map::new();
             if let Some(id) = plan.provider_id {
                 spec.insert("providerID".into(), Value::from(id));
@@ -263,6 +263,9 @@ impl Inner {
         .inspect_err(|_| self.superseded.forget(&name))?;
         if written.is_none() {
             self.superseded.forget(&name);
+        }
+        if let Some(e) = replanned {
+            return Err(self.refused(&base, e));
         }
         if let Some(initialised) = written {
             if let Some(created) = &initialised.metadata.creation_timestamp {
@@ -279,6 +282,21 @@ impl Inner {
             );
         }
         Ok(())
+    }
+
+    /// A plan the Node's state refuses: the Warning Event upstream records
+    /// for a provided node IP the cloud does not know, and the sync's error
+    /// (retried with back-off).
+    fn refused(&self, node: &Node, e: PlanError) -> SyncError {
+        if matches!(e, PlanError::ProvidedNodeIp { .. }) {
+            self.recorder.publish(
+                node,
+                EventType::Warning,
+                reasons::PROVIDED_NODE_IP_NOT_FOUND,
+                e.to_string(),
+            );
+        }
+        e.into()
     }
 
     /// Replaces status.addresses (the list is the cloud's, whole).
