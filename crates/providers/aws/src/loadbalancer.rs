@@ -11,8 +11,8 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::error::ProvideErrorMetadata;
 use elbv2::types::{
-    Action, ActionTypeEnum, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum,
-    SubnetMapping, Tag, TargetDescription, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, Listener, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+    ProtocolEnum, SubnetMapping, Tag, TargetDescription, TargetTypeEnum,
 };
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, Service,
@@ -463,10 +463,17 @@ impl AwsCloud {
                 .r#type(ActionTypeEnum::Forward)
                 .target_group_arn(&tg_arn)
                 .build();
-            let current = listeners.listeners().iter().find(|x| {
-                x.port() == Some(l.port)
-                    && x.protocol().map(|p| p.as_str()) == Some(l.protocol.as_str())
-            });
+            // One listener per port (ELB allows no more), changed in place:
+            // upstream keys them by port and protocol, so a port turning TLS
+            // makes it create a second listener on the port, which AWS refuses.
+            let current = listeners
+                .listeners()
+                .iter()
+                .find(|x| x.port() == Some(l.port));
+            let certificates = l
+                .certificate
+                .as_ref()
+                .map(|arn| vec![Certificate::builder().certificate_arn(arn).build()]);
             match current {
                 Some(x) => {
                     let arn = x.listener_arn().unwrap_or_default().to_string();
@@ -475,17 +482,27 @@ impl AwsCloud {
                         .default_actions()
                         .first()
                         .and_then(|a| a.target_group_arn());
-                    if points_at != Some(tg_arn.as_str()) {
+                    let change = listener_change(x, l);
+                    if points_at != Some(tg_arn.as_str()) || change.any() {
+                        tracing::debug!(port = l.port, ?change, "changing listener");
+                        // Only what differs: AWS keeps the rest as it is.
                         timed(
                             "modify_listener",
                             elb.modify_listener()
                                 .listener_arn(&arn)
+                                .set_protocol(
+                                    change
+                                        .protocol
+                                        .then(|| ProtocolEnum::from(l.frontend_protocol.as_str())),
+                                )
+                                .set_certificates(certificates.filter(|_| change.certificate))
+                                .set_ssl_policy(l.ssl_policy.clone().filter(|_| change.ssl_policy))
                                 .default_actions(forward)
                                 .send(),
                         )
                         .await
                         .map_err(aws_err(format!(
-                            "pointing listener {} at its target group",
+                            "changing listener {} to the Service's",
                             l.port
                         )))?;
                     }
@@ -496,7 +513,9 @@ impl AwsCloud {
                         elb.create_listener()
                             .load_balancer_arn(&lb.arn)
                             .port(l.port)
-                            .protocol(ProtocolEnum::from(l.protocol.as_str()))
+                            .protocol(ProtocolEnum::from(l.frontend_protocol.as_str()))
+                            .set_certificates(certificates)
+                            .set_ssl_policy(l.ssl_policy.clone())
                             .default_actions(forward)
                             .set_tags(Some(tags(&plan.tags)))
                             .send(),
@@ -504,7 +523,7 @@ impl AwsCloud {
                     .await
                     .map_err(aws_err(format!(
                         "creating listener {}/{}",
-                        l.port, l.protocol
+                        l.port, l.frontend_protocol
                     )))?;
                     if let Some(arn) = reply.listeners().first().and_then(|x| x.listener_arn()) {
                         kept_listeners.insert(arn.to_string());
@@ -535,6 +554,35 @@ impl AwsCloud {
             }
         }
         Ok(lb.status())
+    }
+}
+
+/// Which of a listener's protocol, certificate and policy are not the
+/// plan's. A policy the Service does not name is AWS's default and left as
+/// it is (upstream compares it with "" and rewrites the listener on every
+/// sync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ListenerChange {
+    protocol: bool,
+    certificate: bool,
+    ssl_policy: bool,
+}
+
+impl ListenerChange {
+    fn any(self) -> bool {
+        self.protocol || self.certificate || self.ssl_policy
+    }
+}
+
+fn listener_change(x: &Listener, l: &ListenerPlan) -> ListenerChange {
+    let certificate = x.certificates().first().and_then(|c| c.certificate_arn());
+    ListenerChange {
+        protocol: x.protocol().map(|p| p.as_str()) != Some(l.frontend_protocol.as_str()),
+        certificate: certificate != l.certificate.as_deref(),
+        ssl_policy: l
+            .ssl_policy
+            .as_deref()
+            .is_some_and(|p| x.ssl_policy() != Some(p)),
     }
 }
 

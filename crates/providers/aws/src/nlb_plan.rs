@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use overcast_cloud_provider::k8s_openapi::api::core::v1::{Node, Service};
+use overcast_cloud_provider::k8s_openapi::api::core::v1::{Node, Service, ServicePort};
 use overcast_cloud_provider::{CloudError, default_load_balancer_name};
 use sha1::{Digest, Sha1};
 
@@ -29,8 +29,7 @@ pub const ANN_TARGET_NODE_LABELS: &str =
 
 /// Annotations upstream reads for NLBs that Overcast does not implement
 /// yet: a Service with one is refused rather than served differently.
-pub const UNSUPPORTED: [&str; 11] = [
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
+pub const UNSUPPORTED: [&str; 7] = [
     "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
     "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses",
     "service.beta.kubernetes.io/aws-load-balancer-access-log-enabled",
@@ -38,10 +37,14 @@ pub const UNSUPPORTED: [&str; 11] = [
     "service.beta.kubernetes.io/aws-load-balancer-security-groups",
     "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled",
     "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups",
-    "service.beta.kubernetes.io/aws-load-balancer-backend-protocol",
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-ports",
-    "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy",
 ];
+
+pub const ANN_SSL_CERT: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert";
+pub const ANN_SSL_PORTS: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-ports";
+pub const ANN_SSL_POLICY: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-ssl-negotiation-policy";
+pub const ANN_BACKEND_PROTOCOL: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-backend-protocol";
 
 pub const TAG_SERVICE_NAME: &str = "kubernetes.io/service-name";
 
@@ -81,10 +84,30 @@ pub struct HealthCheck {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerPlan {
     pub port: i32,
+    /// The listener's: `TCP`, `UDP`, or `TLS` (a certificate on this port).
+    pub frontend_protocol: String,
+    /// The target group's: `TCP`, `UDP`, or `TLS` with backend-protocol ssl.
     pub protocol: String,
     pub node_port: i32,
     pub target_group: String,
     pub health: HealthCheck,
+    /// The ACM/IAM certificate ARN of a TLS listener.
+    pub certificate: Option<String>,
+    /// A TLS listener's security policy; `None`: AWS's default.
+    pub ssl_policy: Option<String>,
+}
+
+/// Whether `port` gets the certificate: upstream's getPortSets, with the
+/// ports listed by number or name, comma-separated as written (no
+/// trimming); empty or `*`: every port.
+fn is_ssl_port(ssl_ports: Option<&str>, port: &ServicePort) -> bool {
+    let Some(list) = ssl_ports.filter(|l| !l.is_empty() && *l != "*") else {
+        return true;
+    };
+    list.split(',').any(|item| match item.parse::<i32>() {
+        Ok(n) => n == port.port,
+        Err(_) => port.name.as_deref() == Some(item),
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,6 +329,38 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
     let health = health_check(svc)?;
+    // The raw value, as upstream reads it (an empty annotation: no TLS).
+    let raw = |key: &str| {
+        svc.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    };
+    let certificate = raw(ANN_SSL_CERT).filter(|c| !c.is_empty());
+    let backend_tls = match raw(ANN_BACKEND_PROTOCOL) {
+        None | Some("" | "tcp") => false,
+        Some("ssl") => true,
+        // Upstream ignores the others for an NLB; they are Classic ELB's.
+        Some(other) => {
+            return Err(bad(
+                svc,
+                format!(
+                    "{ANN_BACKEND_PROTOCOL}: {other:?} is a Classic ELB setting; an NLB takes \"ssl\" (TLS to the targets) or \"tcp\""
+                ),
+            ));
+        }
+    };
+    if certificate.is_none() {
+        for key in [ANN_SSL_PORTS, ANN_SSL_POLICY] {
+            if raw(key).is_some_and(|v| !v.is_empty()) {
+                return Err(bad(
+                    svc,
+                    format!("{key} has no effect without {ANN_SSL_CERT}"),
+                ));
+            }
+        }
+    }
     let mut listeners = Vec::new();
     for (port, protocol) in ports.iter().zip(&protocols) {
         if protocol != "TCP" && protocol != "UDP" {
@@ -317,14 +372,34 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
         let Some(node_port) = port.node_port.filter(|p| *p > 0) else {
             continue;
         };
+        // upstream's ensureLoadBalancer: a TCP port among the ssl-ports with
+        // a certificate is a TLS listener; its targets speak TLS with
+        // backend-protocol ssl.
+        let tls =
+            certificate.filter(|_| protocol == "TCP" && is_ssl_port(raw(ANN_SSL_PORTS), port));
+        let traffic = if tls.is_some() && backend_tls {
+            "TLS".to_string()
+        } else {
+            protocol.clone()
+        };
         listeners.push(ListenerPlan {
             port: port.port,
-            protocol: protocol.clone(),
-            node_port,
+            frontend_protocol: if tls.is_some() {
+                "TLS".into()
+            } else {
+                protocol.clone()
+            },
             target_group: target_group_name(
-                cluster_id, svc, port.port, node_port, protocol, &health,
+                cluster_id, svc, port.port, node_port, &traffic, &health,
             ),
+            protocol: traffic,
+            node_port,
             health: health.clone(),
+            certificate: tls.map(str::to_string),
+            ssl_policy: tls
+                .and(raw(ANN_SSL_POLICY))
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
         });
     }
     let mut tags = annotation(svc, ANN_ADDITIONAL_TAGS)
@@ -499,6 +574,63 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_makes_tls_listeners_on_the_ssl_ports_as_upstream() {
+        let arn = "arn:aws:acm:us-east-1:1:certificate/x";
+        let ports = [("TCP", 443, 30443), ("TCP", 80, 30080)];
+        let mut s = svc(
+            &[
+                (ANN_TYPE, "nlb"),
+                (ANN_SSL_CERT, arn),
+                (ANN_SSL_PORTS, "443"),
+                (ANN_SSL_POLICY, "ELBSecurityPolicy-TLS13-1-2-2021-06"),
+                (ANN_BACKEND_PROTOCOL, "ssl"),
+            ],
+            &ports,
+        );
+        let p = plan(&s, "c").unwrap();
+        let (tls, plain) = (&p.listeners[0], &p.listeners[1]);
+        assert_eq!(
+            (tls.frontend_protocol.as_str(), tls.protocol.as_str()),
+            ("TLS", "TLS")
+        );
+        assert_eq!(tls.certificate.as_deref(), Some(arn));
+        assert_eq!(
+            tls.ssl_policy.as_deref(),
+            Some("ELBSecurityPolicy-TLS13-1-2-2021-06")
+        );
+        assert_eq!(
+            (plain.frontend_protocol.as_str(), plain.protocol.as_str()),
+            ("TCP", "TCP")
+        );
+        assert_eq!(
+            (plain.certificate.clone(), plain.ssl_policy.clone()),
+            (None, None)
+        );
+        // The target protocol enters the group's name, as upstream's hash.
+        let tcp_backend = svc(&[(ANN_TYPE, "nlb"), (ANN_SSL_CERT, arn)], &ports);
+        let q = plan(&tcp_backend, "c").unwrap();
+        assert_eq!(q.listeners[0].protocol, "TCP");
+        assert_eq!(
+            q.listeners[1].frontend_protocol, "TLS",
+            "no ssl-ports: every port"
+        );
+        assert_ne!(q.listeners[0].target_group, tls.target_group);
+        // By name; items taken as written (upstream does not trim).
+        s.spec.as_mut().unwrap().ports.as_mut().unwrap()[1].name = Some("web".into());
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ANN_SSL_PORTS.into(), "web, 443".into());
+        let r = plan(&s, "c").unwrap();
+        assert_eq!(r.listeners[1].frontend_protocol, "TLS");
+        assert_eq!(
+            r.listeners[0].frontend_protocol, "TCP",
+            "\" 443\" is a name"
+        );
+    }
+
+    #[test]
     fn what_upstream_refuses_is_refused() {
         let mixed = svc(
             &[(ANN_TYPE, "nlb")],
@@ -517,22 +649,23 @@ mod tests {
                 .to_string()
                 .contains("Protocol SCTP not supported")
         );
-        let tls = svc(
-            &[
-                (ANN_TYPE, "nlb"),
-                (
-                    "service.beta.kubernetes.io/aws-load-balancer-ssl-cert",
-                    "arn",
-                ),
-            ],
-            &[("TCP", 443, 30443)],
+        let classic = svc(
+            &[(ANN_TYPE, "nlb"), (ANN_BACKEND_PROTOCOL, "http")],
+            &[("TCP", 80, 30080)],
         );
         assert!(
-            plan(&tls, "c")
+            plan(&classic, "c")
                 .unwrap_err()
                 .to_string()
-                .contains("ssl-cert is not supported")
+                .contains("\"http\" is a Classic ELB setting")
         );
+        let alone = svc(
+            &[(ANN_TYPE, "nlb"), (ANN_SSL_PORTS, "443")],
+            &[("TCP", 443, 30443)],
+        );
+        assert!(plan(&alone, "c").unwrap_err().to_string().contains(
+            "has no effect without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
+        ));
         let bad = svc(
             &[(ANN_TYPE, "nlb"), (ANN_HC_INTERVAL, "often")],
             &[("TCP", 80, 30080)],
