@@ -78,12 +78,12 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     } else {
         None
     };
-    if opts.leader_migration_config.is_none() {
-        // Upstream's default, read as upstream reads it; a file with such
-        // entries is refused when loaded.
-        for warning in migration.iter().flat_map(MigrationConfig::misnamed) {
-            tracing::warn!("the default leader migration configuration (upstream's): {warning}");
-        }
+    let source = match &opts.leader_migration_config {
+        Some(path) => format!("--leader-migration-config={}", path.display()),
+        None => "the default leader migration configuration (upstream's)".to_string(),
+    };
+    for warning in migration.iter().flat_map(MigrationConfig::misnamed) {
+        tracing::warn!("{source}: {warning}");
     }
     let route_wanted = config.selection.is_enabled(NODE_ROUTE)
         && opts.configure_cloud_routes

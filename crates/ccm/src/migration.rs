@@ -127,42 +127,74 @@ impl MigrationConfig {
             leader_name: file.leader_name,
             controller_leaders: file.controller_leaders,
         };
-        // A file the user wrote for a migration: an entry that migrates
-        // nothing is refused, where upstream would run the controller in
-        // both components at once.
-        match config.misnamed().into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(config),
-        }
+        config.check_versions()?;
+        Ok(config)
     }
 
-    /// Where the controller with this canonical name runs. Names are
-    /// compared literally, as upstream's `NewLeaderMigrator` does in
-    /// kube-controller-manager and the Go cloud-controller-manager: a pair
-    /// that read one entry differently would both run, or neither.
+    /// The last entry named `name`: upstream builds a map from the list, so
+    /// a later entry for a name replaces an earlier one.
+    fn entry(&self, name: &str) -> Option<(usize, &ControllerLeader)> {
+        self.controller_leaders
+            .iter()
+            .enumerate()
+            .rfind(|(_, c)| c.name == name)
+    }
+
+    /// A file must mean the same to every version of its peers. Controller
+    /// managers before v1.28 register our controllers under the names that
+    /// are aliases now (`route`, `service`, `cloud-node-lifecycle`,
+    /// `nodeipam`, `cloud-node`) and compare entries with those; from v1.28
+    /// they compare the canonical names (`node-route-controller`, ...). An
+    /// entry under only one of the two is read by one generation and not the
+    /// other, so one peer runs the controller under the migration Lease while
+    /// the other runs it under its main Lease: refused, asking for both.
+    fn check_versions(&self) -> Result<(), String> {
+        for canonical in controllers::KNOWN {
+            let legacy = controllers::short_name(canonical);
+            match (self.entry(legacy), self.entry(canonical)) {
+                (Some((i, _)), None) => {
+                    return Err(format!(
+                        "controllerLeaders[{i}].name {legacy:?} is what controller managers before v1.28 call {canonical}; from v1.28 they compare {canonical:?} (kube-controller-manager v1.34 runs the controller under its main Lease with this file, beside whoever holds the migration Lease); list both names with the same component, in every component's configuration, so every version reads it alike"
+                    ));
+                }
+                (Some((i, old)), Some((j, new))) if old.component != new.component => {
+                    return Err(format!(
+                        "controllerLeaders[{i}] ({legacy:?}) and controllerLeaders[{j}] ({canonical:?}) name one controller for different components ({:?}, {:?}): controller managers before and after v1.28 would place it differently",
+                        old.component, new.component
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the controller with this canonical name runs: its canonical
+    /// entry, compared literally as upstream's `NewLeaderMigrator` does from
+    /// v1.28 (a file naming it the older way too has been checked to agree).
     pub fn placement(&self, canonical: &str) -> Placement {
-        let entry = self.controller_leaders.iter().find(|c| c.name == canonical);
-        match entry {
+        match self.entry(canonical) {
             None => Placement::NonMigrated,
-            Some(c) if c.component == "*" || c.component == COMPONENT => Placement::Migrated,
+            Some((_, c)) if c.component == "*" || c.component == COMPONENT => Placement::Migrated,
             Some(_) => Placement::Unowned,
         }
     }
 
     /// Entries that look meant for one of this component's controllers but
-    /// name none of them (an alias such as `service` or `nodeipam`, or
-    /// another spelling such as upstream's default `service-controller`).
-    /// No upstream component migrates through them either, so each runs the
-    /// controller under its own main lock: a pair then runs it twice.
+    /// match it in no version of any controller manager (upstream's own
+    /// default `route-controller` and `service-controller`, or `node-ipam`):
+    /// harmless, as every peer ignores them too, and worth a warning.
     pub fn misnamed(&self) -> Vec<String> {
         self.controller_leaders
             .iter()
             .enumerate()
             .filter_map(|(i, c)| {
-                let meant = controllers::canonical(&c.name).filter(|m| *m != c.name)?;
+                let meant = controllers::canonical(&c.name)
+                    .filter(|m| *m != c.name && controllers::short_name(m) != c.name)?;
                 Some(format!(
-                    "controllerLeaders[{i}].name {:?} is not a controller name: leader migration compares names literally (as kube-controller-manager and upstream's cloud-controller-manager do), so no component migrates {meant} and each runs it under its own main lock, beside the others; to migrate it, write {meant:?} in every component's configuration",
-                    c.name
+                    "controllerLeaders[{i}].name {:?} names {meant} in no version of any controller manager, so it migrates nothing: every component runs {meant} under its own main Lease; to migrate it, list {meant:?} and {:?} in every component's configuration",
+                    c.name,
+                    controllers::short_name(meant)
                 ))
             })
             .collect()
@@ -186,35 +218,43 @@ mod tests {
         assert_eq!(warned.len(), 2, "{warned:?}");
         assert!(
             warned[0].contains("\"route-controller\"")
-                && warned[0].contains("write \"node-route-controller\"")
+                && warned[0].contains("list \"node-route-controller\" and \"route\""),
+            "{warned:?}"
         );
-        assert!(warned[1].contains("no component migrates service-lb-controller"));
+        assert!(
+            warned[1]
+                .contains("every component runs service-lb-controller under its own main Lease")
+        );
     }
 
     #[test]
-    fn a_file_naming_an_alias_is_refused_with_the_name_to_write() {
+    fn a_file_must_name_a_controller_as_old_and_new_peers_read_it() {
         let file = |entries: &str| {
             format!(
                 "apiVersion: controllermanager.config.k8s.io/v1\nkind: LeaderMigrationConfiguration\nleaderName: x\ncontrollerLeaders:\n{entries}"
             )
         };
+        // Canonical only: what v1.28 and later read.
         let c = MigrationConfig::parse(&file("  - {name: node-ipam-controller, component: \"*\"}\n  - {name: garbage-collector-controller, component: kube-controller-manager}\n")).unwrap();
         assert_eq!(c.placement(NODE_IPAM), Placement::Migrated);
         assert_eq!(c.placement(SERVICE_LB), Placement::NonMigrated);
-        let e = MigrationConfig::parse(&file("  - {name: node-ipam-controller, component: \"*\"}\n  - {name: nodeipam, component: \"*\"}\n")).unwrap_err();
-        assert!(
-            e.starts_with("controllerLeaders[1].name \"nodeipam\" is not a controller name"),
-            "{e}"
-        );
-        assert!(e.contains("write \"node-ipam-controller\""), "{e}");
-        let e = MigrationConfig::parse(&file(
-            "  - {name: service, component: kube-controller-manager}\n",
-        ))
-        .unwrap_err();
-        assert!(
-            e.contains("no component migrates service-lb-controller"),
-            "{e}"
-        );
+        // Both names, one component: every version agrees.
+        let c = MigrationConfig::parse(&file("  - {name: nodeipam, component: \"*\"}\n  - {name: node-ipam-controller, component: \"*\"}\n")).unwrap();
+        assert_eq!(c.placement(NODE_IPAM), Placement::Migrated);
+        // The old name alone: an old peer migrates it, a new one does not.
+        let e = MigrationConfig::parse(&file("  - {name: node-ipam-controller, component: \"*\"}\n  - {name: service, component: \"*\"}\n")).unwrap_err();
+        assert!(e.starts_with("controllerLeaders[1].name \"service\" is what controller managers before v1.28 call service-lb-controller"), "{e}");
+        assert!(e.contains("list both names"), "{e}");
+        let e = MigrationConfig::parse(&file("  - {name: route, component: kube-controller-manager}\n  - {name: node-route-controller, component: \"*\"}\n")).unwrap_err();
+        assert!(e.contains("different components"), "{e}");
+        // As upstream's map: the last entry for a name wins.
+        let c = MigrationConfig::parse(&file("  - {name: service-lb-controller, component: kube-controller-manager}\n  - {name: service-lb-controller, component: \"*\"}\n  - {name: service, component: \"*\"}\n")).unwrap();
+        assert_eq!(c.placement(SERVICE_LB), Placement::Migrated);
+        // A spelling no version reads: accepted, ignored as by every peer, warned.
+        let c = MigrationConfig::parse(&file("  - {name: service-controller, component: \"*\"}\n"))
+            .unwrap();
+        assert_eq!(c.placement(SERVICE_LB), Placement::NonMigrated);
+        assert_eq!(c.misnamed().len(), 1);
     }
 
     #[test]

@@ -384,8 +384,8 @@ async fn leader_migration_runs_listed_controllers_only_under_the_migration_lease
         ("service-controller", "service-lb-controller"),
     ] {
         assert!(
-            log.contains(&format!("{entry:?} is not a controller name"))
-                && log.contains(&format!("write {meant:?}")),
+            log.contains(&format!("{entry:?} names {meant} in no version"))
+                && log.contains(&format!("list {meant:?}")),
             "a warning about {entry}: {log}"
         );
     }

@@ -288,13 +288,14 @@ async fn node_ipam_moves_between_kube_controller_manager_and_overcast_under_the_
     );
 }
 
-/// A configuration naming the controller by an alias (`nodeipam`, which
-/// docs and habit suggest) migrates nothing in kube-controller-manager, which
-/// compares names literally and so runs node IPAM under its main Lease;
-/// overcast-ccm refuses it at start-up, naming the entry and the name to
-/// write, rather than run a second allocator beside KCM's.
+/// A configuration naming the controller only by its pre-1.28 name
+/// (`nodeipam`, which docs and habit suggest) migrates nothing in
+/// kube-controller-manager v1.34, which compares canonical names and so runs
+/// node IPAM under its main Lease, and migrates it in older ones; overcast-ccm
+/// refuses it at start-up, naming the entry and asking for both names, rather
+/// than run a second allocator beside one of them.
 #[tokio::test]
-async fn a_migration_config_naming_an_alias_is_refused_with_the_name_to_write() {
+async fn a_migration_config_naming_only_the_old_name_is_refused_asking_for_both() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("migration.yaml");
     std::fs::write(
@@ -317,8 +318,8 @@ async fn a_migration_config_naming_an_alias_is_refused_with_the_name_to_write() 
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     for part in [
         &format!("--leader-migration-config={}", config.display()),
-        "controllerLeaders[0].name \"nodeipam\" is not a controller name",
-        "write \"node-ipam-controller\"",
+        "controllerLeaders[0].name \"nodeipam\" is what controller managers before v1.28 call node-ipam-controller",
+        "list both names",
     ] {
         assert!(stderr.contains(part), "{part:?} in {stderr}");
     }
