@@ -48,9 +48,11 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     if opts.shadow_report.is_some() && !opts.shadow {
         bail!("--shadow-report needs --shadow");
     }
+    let mut shadow_report = None;
     if opts.shadow {
         let report = Arc::new(shadow::Report::new(opts.shadow_report.clone()));
         let _ = SHADOW.set(Arc::clone(&report));
+        shadow_report = Some(Arc::clone(&report));
         cloud = Arc::new(shadow::cloud::ShadowCloud::new(cloud, report));
         tracing::warn!(
             "shadow mode: no Lease is taken and nothing is changed; the writes the controllers would make are reported"
@@ -107,6 +109,11 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     let lease_client = client_with(client_config.clone(), None, "leader-election")?;
     let health = Arc::new(Health::default());
     serve(&config, &health, &client_config).await?;
+    if let Some(report) = shadow_report {
+        let plain = kube::Client::try_from(client_config.clone())
+            .context("building the Kubernetes client")?;
+        tokio::spawn(report.recheck_every(plain, SHADOW_RECHECK));
+    }
 
     let identity = identity();
     let timings = Timings {
@@ -373,6 +380,9 @@ fn client_with(
         (None, None) => builder.build(),
     })
 }
+
+/// How often shadow mode tries its divergences' writes again.
+const SHADOW_RECHECK: Duration = Duration::from_secs(30);
 
 /// Set once in shadow mode: where every client reports.
 static SHADOW: std::sync::OnceLock<Arc<shadow::Report>> = std::sync::OnceLock::new();

@@ -503,16 +503,23 @@ where
 }
 
 /// A kubeconfig with a token of a new ServiceAccount `name` in default.
-async fn service_account_kubeconfig(env: &CloudEnv, name: &str) -> std::path::PathBuf {
+async fn service_account_kubeconfig(
+    env: &CloudEnv,
+    namespace: &str,
+    name: &str,
+) -> std::path::PathBuf {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), "default");
-    let account: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), namespace);
+    // Made here unless a manifest made it.
+    if accounts.get_opt(name).await.unwrap().is_none() {
+        let account: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
+    }
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
@@ -527,7 +534,10 @@ async fn service_account_kubeconfig(env: &CloudEnv, name: &str) -> std::path::Pa
         .status
         .unwrap()
         .token;
-    let path = env.dir.path().join(format!("{name}.kubeconfig"));
+    let path = env
+        .dir
+        .path()
+        .join(format!("{namespace}-{name}.kubeconfig"));
     std::fs::write(
         &path,
         format!(
@@ -693,7 +703,9 @@ loadBalancer:
     let mut limited = flags.clone();
     limited[2] = format!(
         "--kubeconfig={}",
-        service_account_kubeconfig(&env, "migrator").await.display()
+        service_account_kubeconfig(&env, "default", "migrator")
+            .await
+            .display()
     );
     let (code, stdout, stderr) = migrate_check(&limited);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
@@ -730,6 +742,9 @@ fn shadow_report(path: &Path) -> Option<Vec<serde_json::Value>> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
+/// The shadow's user: overcast-ccm's service account of deploy/rbac.yaml.
+const SHADOW_USER: &str = "system:serviceaccount:kube-system:overcast-ccm";
+
 /// Shadow mode beside a running incumbent (here overcast-ccm itself, the
 /// Go CCM is not built by `make test`): configured alike it reports no
 /// divergence; configured otherwise it reports exactly what it would change
@@ -742,12 +757,11 @@ async fn shadow_mode_reports_what_it_would_change_and_writes_nothing() {
     let policy = scratch.path().join("audit-policy.yaml");
     std::fs::write(
         &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    users: [shadow]\n  - level: None\n",
+        format!("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    users: [\"{SHADOW_USER}\"]\n  - level: None\n"),
     )
     .unwrap();
     let audit = scratch.path().join("audit.log");
     let options = overcast_testenv::StartOptions {
-        extra_users: vec!["shadow".into()],
         apiserver_args: vec![
             format!("--audit-policy-file={}", policy.display()),
             format!("--audit-log-path={}", audit.display()),
@@ -769,13 +783,19 @@ async fn shadow_mode_reports_what_it_would_change_and_writes_nothing() {
     })
     .await;
 
+    // The shadow runs with overcast-ccm's own RBAC (deploy/rbac.yaml): it
+    // may patch nodes/status and services/status but not read them.
+    let rbac = std::fs::read_to_string(overcast_testenv::workspace_root().join("deploy/rbac.yaml"))
+        .unwrap();
+    env.plane.kubectl_apply(&rbac).unwrap();
+    let shadow_kubeconfig = service_account_kubeconfig(&env, "kube-system", "overcast-ccm").await;
     let shadow = |config: &str, n: u32| {
         let config_path = env.dir.path().join(format!("shadow-{n}.yaml"));
         std::fs::write(&config_path, config).unwrap();
         let report = env.dir.path().join(format!("shadow-{n}.json"));
         let ccm = Ccm::start(
             env!("CARGO_BIN_EXE_overcast-ccm"),
-            &env.plane.user_kubeconfig_path("shadow"),
+            &shadow_kubeconfig,
             env.dir.path(),
             &[
                 "--cloud-provider=local",
@@ -880,7 +900,7 @@ async fn shadow_mode_reports_what_it_would_change_and_writes_nothing() {
         .unwrap()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["user"]["username"] == "shadow")
+        .filter(|e| e["user"]["username"] == SHADOW_USER)
         .filter(|e| {
             matches!(
                 e["verb"].as_str(),

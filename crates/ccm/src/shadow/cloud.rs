@@ -47,6 +47,7 @@ impl ShadowCloud {
             object,
             action: action.into(),
             changes,
+            write: None,
         });
     }
 }
@@ -131,6 +132,11 @@ impl LoadBalancer for ShadowCloud {
         service: &Service,
         nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
+        // The Service's current addresses first: the incumbent may have
+        // given them since the start, and a preview must not hand them out.
+        self.balancer()?
+            .restore(cluster_name, std::slice::from_ref(service))
+            .await?;
         let preview = self
             .balancer()?
             .preview_load_balancer(cluster_name, service, nodes)
@@ -196,6 +202,9 @@ impl LoadBalancer for ShadowCloud {
         cluster_name: &str,
         service: &Service,
     ) -> Result<()> {
+        self.balancer()?
+            .restore(cluster_name, std::slice::from_ref(service))
+            .await?;
         let exists = self
             .balancer()?
             .get_load_balancer(cluster_name, service)
@@ -242,8 +251,9 @@ impl Routes for ShadowCloud {
                 route.destination_cidr, route.target_node
             )],
         );
-        // Not made: the route controller tries again next period and reports it again.
-        Err(CloudError::other("shadow mode: route not created"))
+        // Answered as made: an error would have the route controller mark
+        // the Node NetworkUnavailable, a change real overcast-ccm never makes.
+        Ok(())
     }
 
     async fn delete_route(&self, _cluster_name: &str, route: &Route) -> Result<()> {
@@ -257,6 +267,6 @@ impl Routes for ShadowCloud {
                 route.destination_cidr, route.target_node
             )],
         );
-        Err(CloudError::other("shadow mode: route not deleted"))
+        Ok(())
     }
 }

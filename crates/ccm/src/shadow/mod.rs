@@ -47,12 +47,37 @@ pub struct Divergence {
     pub action: String,
     /// The fields that would change, as `path: old -> new`.
     pub changes: Vec<String>,
+    /// The write, kept to try again as a dry run: the divergence goes once
+    /// it would change nothing (the incumbent did the same, or the object
+    /// is gone), even if the controller never writes again.
+    #[serde(skip)]
+    pub write: Option<Write>,
+}
+
+/// A write to the apiserver, as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// What a dry run of a write says.
+enum Outcome {
+    /// It would change these fields (empty: nothing), delete or create.
+    Changes(Vec<String>),
+    /// The object is gone: nothing to change.
+    Gone,
+    /// Cannot tell (the object unreadable, the dry run refused): left as is.
+    Unknown,
 }
 
 /// The divergences now, kept per (controller, kind, object).
 #[derive(Debug, Default)]
 pub struct Report {
-    current: Mutex<BTreeMap<(String, String, String), Divergence>>,
+    current: Mutex<BTreeMap<(String, String, String, String), Divergence>>,
     file: Option<PathBuf>,
 }
 
@@ -74,8 +99,18 @@ impl Report {
     /// Records what would change (`changes` empty and not a delete or
     /// create: nothing would, and the object's divergence is cleared).
     pub fn record(&self, d: Divergence) {
-        let key = (d.controller.clone(), d.kind.clone(), d.object.clone());
         let converged = d.changes.is_empty() && matches!(d.action.as_str(), "patch" | "update");
+        self.apply(d, converged);
+    }
+
+    /// Adds or replaces `d`, or with `converged` removes its entry.
+    fn apply(&self, d: Divergence, converged: bool) {
+        let key = (
+            d.controller.clone(),
+            d.kind.clone(),
+            d.object.clone(),
+            d.action.clone(),
+        );
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let changed = if converged {
             current.remove(&key).is_some()
@@ -98,7 +133,7 @@ impl Report {
             );
         }
         let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-        for (controller, kind, _) in current.keys() {
+        for (controller, kind, _, _) in current.keys() {
             *counts.entry((controller, kind)).or_default() += 1;
         }
         DIVERGENCES.reset();
@@ -109,6 +144,36 @@ impl Report {
             let all: Vec<&Divergence> = current.values().collect();
             if let Err(e) = write_atomically(path, &all) {
                 tracing::warn!("--shadow-report={}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Every `period`, each divergence with a kept write is tried again
+    /// as a dry run through `plain`, and goes once it would change nothing.
+    pub async fn recheck_every(self: Arc<Self>, plain: kube::Client, period: std::time::Duration) {
+        let mut ticker = tokio::time::interval(period);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            for d in self.divergences() {
+                let Some(write) = d.write.clone() else {
+                    continue;
+                };
+                match evaluate(&plain, &write).await {
+                    Ok((_, _, Outcome::Gone)) => self.apply(d, true),
+                    Ok((_, _, Outcome::Changes(changes)))
+                        if changes.is_empty()
+                            && matches!(d.action.as_str(), "patch" | "update") =>
+                    {
+                        self.apply(d, true);
+                    }
+                    Ok((_, _, Outcome::Changes(changes)))
+                        if d.action == "patch" || d.action == "update" =>
+                    {
+                        self.apply(Divergence { changes, ..d }, false);
+                    }
+                    _ => {}
+                }
             }
         }
     }
@@ -316,63 +381,110 @@ async fn dry_run(
     req: Request<Body>,
 ) -> Result<Response<Full<Bytes>>, BoxError> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let path = parts.uri.path().to_string();
-    let (kind, target) = target(&path);
-    let before = match (&target, &parts.method) {
-        (Some(_), &Method::PATCH | &Method::PUT) => read(&layer.plain, &path).await,
-        _ => None,
+    let write = Write {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        headers: parts.headers.clone(),
+        body: body.collect().await?.to_bytes(),
     };
-    let query = match parts.uri.query() {
-        Some(q) => format!("{q}&dryRun=All"),
-        None => "dryRun=All".to_string(),
-    };
-    let uri: http::Uri = format!("{path}?{query}").parse()?;
-    let mut dry = Request::builder().method(parts.method.clone()).uri(uri);
-    for (name, value) in &parts.headers {
-        dry = dry.header(name, value);
-    }
-    // A DELETE's options in its body win over the query's: they say dry run too.
-    let body = match (&parts.method, serde_json::from_slice::<Value>(&body)) {
-        (&Method::DELETE, Ok(Value::Object(mut options))) => {
-            options.insert("dryRun".into(), serde_json::json!(["All"]));
-            serde_json::to_vec(&options)?
-        }
-        _ => body.to_vec(),
-    };
-    let answer = layer.plain.send(dry.body(Body::from(body))?).await?;
-    let (answer_parts, answer_body) = answer.into_parts();
-    let bytes = answer_body.collect().await?.to_bytes();
-    if answer_parts.status.is_success() && kind != "Event" {
-        let action = match parts.method {
+    let (answer, bytes, outcome) = evaluate(&layer.plain, &write).await?;
+    let (kind, target) = target(&write.path);
+    if kind != "Event" {
+        let action = match write.method {
             Method::PATCH => "patch",
             Method::PUT => "update",
             Method::DELETE => "delete",
             _ => "create",
         };
         let after: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let changes = match (&before, action) {
-            (Some(before), "patch" | "update") => diff(before, &after),
-            _ => Vec::new(),
-        };
-        let object = target.map(|t| match t.subresource {
-            Some(sub) => format!("{} ({sub})", t.object),
-            None => t.object,
-        });
-        layer.report.record(Divergence {
-            controller: layer.controller.clone(),
-            kind,
-            object: object.unwrap_or_else(|| {
+        let object = target
+            .map(|t| match t.subresource {
+                Some(sub) => format!("{} ({sub})", t.object),
+                None => t.object,
+            })
+            .unwrap_or_else(|| {
                 after["metadata"]["name"]
                     .as_str()
                     .unwrap_or_default()
                     .to_string()
-            }),
+            });
+        let d = |changes| Divergence {
+            controller: layer.controller.clone(),
+            kind: kind.clone(),
+            object: object.clone(),
             action: action.to_string(),
             changes,
-        });
+            write: Some(write.clone()),
+        };
+        match outcome {
+            Outcome::Changes(changes) => layer.report.record(d(changes)),
+            Outcome::Gone if action != "create" => layer.report.apply(d(Vec::new()), true),
+            Outcome::Unknown if !answer.status.is_success() => {
+                // A dry run refused (an admission webhook without
+                // sideEffects None refuses every one): reported, not hidden.
+                let reason = format!(
+                    "could not be checked: the apiserver answered the dry run with {}",
+                    answer.status
+                );
+                layer.report.record(d(vec![reason]));
+            }
+            _ => {}
+        }
     }
-    Ok(Response::from_parts(answer_parts, Full::new(bytes)))
+    Ok(Response::from_parts(answer, Full::new(bytes)))
+}
+
+/// A write as a dry run: the answer, and what it would change against the
+/// object as stored (read from the object itself, not its subresource: the
+/// controllers' RBAC may patch `nodes/status` without reading it).
+async fn evaluate(
+    plain: &kube::Client,
+    write: &Write,
+) -> Result<(http::response::Parts, Bytes, Outcome), BoxError> {
+    let (_, target) = target(&write.path);
+    let object_path = match target.as_ref().and_then(|t| t.subresource.as_ref()) {
+        Some(sub) => write.path.trim_end_matches(&format!("/{sub}")).to_string(),
+        None => write.path.clone(),
+    };
+    let before = match (&target, &write.method) {
+        (Some(_), &Method::PATCH | &Method::PUT) => Some(read(plain, &object_path).await),
+        _ => None,
+    };
+    let query = match &write.query {
+        Some(q) => format!("{q}&dryRun=All"),
+        None => "dryRun=All".to_string(),
+    };
+    let uri: http::Uri = format!("{}?{query}", write.path).parse()?;
+    let mut dry = Request::builder().method(write.method.clone()).uri(uri);
+    for (name, value) in &write.headers {
+        dry = dry.header(name, value);
+    }
+    // A DELETE's options in its body win over the query's: they say dry run too.
+    let body = match (&write.method, serde_json::from_slice::<Value>(&write.body)) {
+        (&Method::DELETE, Ok(Value::Object(mut options))) => {
+            options.insert("dryRun".into(), serde_json::json!(["All"]));
+            serde_json::to_vec(&options)?
+        }
+        _ => write.body.to_vec(),
+    };
+    let answer = plain.send(dry.body(Body::from(body))?).await?;
+    let (parts, answer_body) = answer.into_parts();
+    let bytes = answer_body.collect().await?.to_bytes();
+    let outcome = if parts.status == http::StatusCode::NOT_FOUND {
+        Outcome::Gone
+    } else if !parts.status.is_success() {
+        Outcome::Unknown
+    } else {
+        let after: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        match before {
+            Some(Some(before)) => Outcome::Changes(diff(&before, &after)),
+            Some(None) => Outcome::Unknown,
+            None if write.method == Method::DELETE => Outcome::Changes(vec!["the object".into()]),
+            None => Outcome::Changes(Vec::new()),
+        }
+    };
+    Ok((parts, bytes, outcome))
 }
 
 async fn read(client: &kube::Client, path: &str) -> Option<Value> {
@@ -433,6 +545,7 @@ mod tests {
             object: "shop/web (status)".into(),
             action: "patch".into(),
             changes,
+            write: None,
         };
         report.record(d(vec!["status.loadBalancer: ...".into()]));
         assert_eq!(report.divergences().len(), 1);
