@@ -671,6 +671,19 @@ loadBalancer:
         ),
         "{stdout}"
     );
+    // With the service controller switched off (MetalLB kept, say), the
+    // Services are not its to judge.
+    let mut nodes_only = flags.clone();
+    nodes_only.push("--controllers=*,-service-lb-controller".into());
+    let (code, stdout, stderr) = migrate_check(&nodes_only);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        findings
+            .iter()
+            .all(|f| !f["object"].as_str().unwrap().starts_with("service/")),
+        "{stdout}"
+    );
     // Read-only: no finalizer, no status, no Node touched.
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
     let moved = services.get("moved").await.unwrap();

@@ -24,6 +24,8 @@ use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
 
 use crate::migration::MigrationConfig;
 use crate::options::{Config, Options};
+use overcast_cloud_provider::names::FINALIZER_LOAD_BALANCER_CLEANUP;
+use overcast_cloud_provider::names::controllers::{CLOUD_NODE, CLOUD_NODE_LIFECYCLE, SERVICE_LB};
 use plan::{Finding, Severity};
 
 /// Runs the check; `args` are what follows `migrate check`.
@@ -141,8 +143,20 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     let pvs: Vec<PersistentVolume> = readable(&client, "PersistentVolumes", &mut findings).await?;
     let classes: Vec<StorageClass> = readable(&client, "StorageClasses", &mut findings).await?;
 
-    findings.extend(node_findings(cloud.as_ref(), &nodes, &pvs, &classes).await);
-    findings.extend(service_findings(config, cloud.as_ref(), &nodes, &services).await);
+    // Only what the enabled controllers would do (--controllers).
+    let enabled = |name| config.selection.is_enabled(name);
+    let lifecycle = enabled(CLOUD_NODE_LIFECYCLE);
+    let init = enabled(CLOUD_NODE);
+    if lifecycle || init {
+        let found = node_findings(cloud.as_ref(), &nodes, &pvs, &classes).await;
+        findings.extend(found.into_iter().filter(|f| {
+            let deletion = f.message.contains("the lifecycle controller would delete");
+            if deletion { lifecycle } else { init }
+        }));
+    }
+    if enabled(SERVICE_LB) {
+        findings.extend(service_findings(config, cloud.as_ref(), &nodes, &services).await);
+    }
 
     let namespace = &opts.leader_elect_resource_namespace;
     let mut leases = vec![opts.leader_elect_resource_name.clone()];
@@ -256,8 +270,8 @@ async fn service_findings(
     nodes: &[Node],
     services: &[Service],
 ) -> Vec<Finding> {
-    let served: Vec<&Service> = services.iter().filter(|s| served(config, s)).collect();
-    if served.is_empty() {
+    let to_serve: Vec<&Service> = services.iter().filter(|s| served(config, s)).collect();
+    if to_serve.is_empty() {
         return Vec::new();
     }
     let Some(balancer) = cloud.load_balancer() else {
@@ -266,14 +280,23 @@ async fn service_findings(
             object: "services".into(),
             message: format!(
                 "the provider has no load balancers: {} LoadBalancer Service(s) would get none",
-                served.len()
+                to_serve.len()
             ),
         }];
     };
     let cluster = &config.options.cluster_name;
+    // What the service controller restores: the Services it serves and
+    // those still carrying its finalizer.
     let all: Vec<Service> = services
         .iter()
-        .filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer"))
+        .filter(|s| {
+            served(config, s)
+                || s.metadata
+                    .finalizers
+                    .iter()
+                    .flatten()
+                    .any(|f| f == FINALIZER_LOAD_BALANCER_CLEANUP)
+        })
         .cloned()
         .collect();
     if let Err(e) = balancer.restore(cluster, &all).await {
@@ -285,7 +308,7 @@ async fn service_findings(
     }
     let node_refs: Vec<&Node> = nodes.iter().collect();
     let mut findings = Vec::new();
-    for svc in served {
+    for svc in to_serve {
         let preview = match balancer
             .preview_load_balancer(cluster, svc, &node_refs)
             .await

@@ -8,7 +8,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use overcast_cloud_provider::InstanceMetadata;
-use overcast_cloud_provider::names::{LABEL_INSTANCE_TYPE, LABEL_REGION, LABEL_ZONE};
+use overcast_cloud_provider::names::{
+    LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_REGION, LABEL_REGION_BETA, LABEL_ZONE,
+    LABEL_ZONE_BETA,
+};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -175,10 +178,15 @@ pub fn node(
         });
     }
     let labels = node.metadata.labels.clone().unwrap_or_default();
+    // The beta keys too: volumes of older in-tree provisioners are pinned
+    // by them.
     for (key, wanted) in [
         (LABEL_ZONE, &metadata.zone),
+        (LABEL_ZONE_BETA, &metadata.zone),
         (LABEL_REGION, &metadata.region),
+        (LABEL_REGION_BETA, &metadata.region),
         (LABEL_INSTANCE_TYPE, &metadata.instance_type),
+        (LABEL_INSTANCE_TYPE_BETA, &metadata.instance_type),
     ] {
         let Some(current) = labels.get(key) else {
             continue;
@@ -509,6 +517,29 @@ mod tests {
         );
         let f = node(&ready, &Err("timeout".into()), &Ok(None), &[], &[]);
         assert!(f[0].message.ends_with("exists: timeout"));
+    }
+
+    #[test]
+    fn volumes_pinned_by_the_beta_zone_label_count_too() {
+        let mut n = a_node("w1", "local://w1", true, "rack-1");
+        n.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(LABEL_ZONE_BETA.into(), "rack-1".into());
+        let pvs = [pv("old", LABEL_ZONE_BETA, "rack-1")];
+        let f = node(&n, &Ok(true), &metadata("local://w1", "rack-2"), &pvs, &[]);
+        let hazards: Vec<&Finding> = f
+            .iter()
+            .filter(|f| f.severity == Severity::Hazard)
+            .collect();
+        assert_eq!(hazards.len(), 1, "{f:?}");
+        assert!(
+            hazards[0]
+                .message
+                .contains("failure-domain.beta.kubernetes.io/zone=rack-1"),
+            "{f:?}"
+        );
     }
 
     #[test]
