@@ -918,14 +918,18 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
 
     let before = proxy.actions().len();
     let ccm = env.ccm_with_env(&[], &vars);
-    eventually("overcast-ccm configured the balancer", SOON, || async {
+    // At least one sync (a node sync may follow the first at once).
+    overcast_testenv::wait_until("overcast-ccm configured the balancer", SOON, || async {
         let (_, metrics) = ccm.get("/metrics")?;
-        metrics
+        let synced: u64 = metrics
             .lines()
-            .any(|l| l == "service_controller_loadbalancer_sync_total 1")
-            .then_some(())
+            .find_map(|l| l.strip_prefix("service_controller_loadbalancer_sync_total "))?
+            .parse()
+            .ok()?;
+        (synced >= 1).then_some(())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncalls: {:?}\n{}", proxy.actions(), ccm.log_text()));
     let calls: Vec<String> = proxy.actions()[before..].to_vec();
     for mutating in [
         "CreateLoadBalancer",

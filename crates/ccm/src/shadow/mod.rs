@@ -273,9 +273,43 @@ pub fn diff(before: &Value, after: &Value) -> Vec<String> {
                     );
                 }
             }
+            // Lists of keyed entries (conditions, addresses) by their key,
+            // so a change names the entry, not the whole list.
+            (Value::Array(x), Value::Array(y)) if x != y => match (keyed(x), keyed(y)) {
+                (Some(x), Some(y)) => {
+                    let keys: std::collections::BTreeSet<&String> =
+                        x.keys().chain(y.keys()).collect();
+                    for k in keys {
+                        let p = format!("{path}[{k}]");
+                        walk(
+                            &p,
+                            x.get(k).copied().unwrap_or(&Value::Null),
+                            y.get(k).copied().unwrap_or(&Value::Null),
+                            out,
+                        );
+                    }
+                }
+                _ => out.push(format!("{path}: {} -> {}", short(a), short(b))),
+            },
             (x, y) if x != y => out.push(format!("{path}: {} -> {}", short(x), short(y))),
             _ => {}
         }
+    }
+    /// Entries by `type` (and `address`, for Node addresses); `None` when an
+    /// entry has no type or two share a key.
+    fn keyed(list: &[Value]) -> Option<BTreeMap<String, &Value>> {
+        let mut out = BTreeMap::new();
+        for v in list {
+            let kind = v.get("type")?.as_str()?;
+            let key = match v.get("address").and_then(Value::as_str) {
+                Some(address) => format!("{kind}={address}"),
+                None => kind.to_string(),
+            };
+            if out.insert(key, v).is_some() {
+                return None;
+            }
+        }
+        Some(out)
     }
     let mut out = Vec::new();
     walk("", before, after, &mut out);
@@ -534,6 +568,26 @@ mod tests {
             ]
         );
         assert!(diff(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn keyed_lists_are_compared_entry_by_entry() {
+        let before = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": "t1"},
+            {"type": "NetworkUnavailable", "status": "True"}
+        ], "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}]}});
+        let after = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "lastHeartbeatTime": "t1"},
+            {"type": "NetworkUnavailable", "status": "False"}
+        ], "addresses": [{"type": "InternalIP", "address": "10.0.0.2"}]}});
+        assert_eq!(
+            diff(&before, &after),
+            [
+                "status.addresses[InternalIP=10.0.0.1]: {\"address\":\"10.0.0.1\",\"type\":\"InternalIP\"} -> null",
+                "status.addresses[InternalIP=10.0.0.2]: null -> {\"address\":\"10.0.0.2\",\"type\":\"InternalIP\"}",
+                "status.conditions[NetworkUnavailable].status: \"True\" -> \"False\"",
+            ]
+        );
     }
 
     #[test]
