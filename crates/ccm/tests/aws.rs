@@ -916,6 +916,28 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         .await
         .unwrap();
 
+    // The preflight, before the cut-over, sees nothing it would change
+    // (straight to moto: the proxy runs on this test's blocked thread).
+    let mut direct: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    direct.push(("AWS_ENDPOINT_URL", moto.url()));
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args([
+            "migrate",
+            "check",
+            "--cloud-provider=aws",
+            &format!("--cloud-config={}", env.config.display()),
+            &format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
+        ])
+        .envs(direct.iter().copied())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && !report.contains("service/default/legacy"),
+        "{report}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+
     let before = proxy.actions().len();
     let ccm = env.ccm_with_env(&[], &vars);
     // At least one sync (a node sync may follow the first at once).

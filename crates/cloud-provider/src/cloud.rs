@@ -156,20 +156,19 @@ pub trait LoadBalancer: Send + Sync {
         nodes: &[&Node],
     ) -> Result<LoadBalancerStatus>;
 
-    /// What [`LoadBalancer::ensure_load_balancer`] would answer for the
-    /// Service now, changing nothing in the cloud or in the provider: for a
-    /// preflight check before a migration, which compares it with the
-    /// address in the Service's status. [`LoadBalancer::restore`] has been
-    /// called first, with every LoadBalancer Service. `Ok(None)`: a new
-    /// balancer would be made, its address not known in advance. The
-    /// default, [`CloudError::NotImplemented`], means the provider cannot
-    /// tell without acting.
+    /// What [`LoadBalancer::ensure_load_balancer`] would do for the Service
+    /// now, found with read calls only, changing nothing in the cloud or in
+    /// the provider: for the preflight check and shadow mode before a
+    /// migration, which compare it with the Service's status.
+    /// [`LoadBalancer::restore`] has been called first. The default,
+    /// [`CloudError::NotImplemented`], means the provider cannot tell without
+    /// acting.
     async fn preview_load_balancer(
         &self,
         _cluster_name: &str,
         _service: &Service,
         _nodes: &[&Node],
-    ) -> Result<Option<LoadBalancerStatus>> {
+    ) -> Result<LoadBalancerPreview> {
         Err(CloudError::NotImplemented)
     }
 
@@ -204,6 +203,17 @@ pub trait LoadBalancer: Send + Sync {
         cluster_name: &str,
         service: &Service,
     ) -> Result<()>;
+}
+
+/// What ensuring a Service's balancer would do ([`LoadBalancer::preview_load_balancer`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadBalancerPreview {
+    /// The status ensure would answer; `None`: a new balancer would be
+    /// made, its address not known in advance.
+    pub status: Option<LoadBalancerStatus>,
+    /// Changes to an existing balancer's parts beyond its address (a target
+    /// group replaced, a listener changed), one short phrase each.
+    pub changes: Vec<String>,
 }
 
 /// Upstream's `DefaultLoadBalancerName`: "a" + the Service UID without dashes,

@@ -15,8 +15,8 @@ mod registry;
 pub mod yaml;
 
 pub use cloud::{
-    CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer, Route, Routes,
-    Zone, Zones, default_load_balancer_name,
+    CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer,
+    LoadBalancerPreview, Route, Routes, Zone, Zones, default_load_balancer_name,
 };
 pub use error::{CloudError, Result};
 pub use registry::{Factory, ProviderRegistry, RegistryError};

@@ -7,11 +7,11 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
-use overcast_cloud_provider::InstanceMetadata;
 use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_REGION, LABEL_REGION_BETA, LABEL_ZONE,
     LABEL_ZONE_BETA,
 };
+use overcast_cloud_provider::{InstanceMetadata, LoadBalancerPreview};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -238,7 +238,7 @@ fn listed(set: &BTreeSet<String>) -> String {
 /// what the Service has now.
 pub fn service(
     svc: &Service,
-    preview: &Result<Option<LoadBalancerStatus>, String>,
+    preview: &Result<LoadBalancerPreview, String>,
     unhonoured: &[String],
 ) -> Vec<Finding> {
     let object = format!(
@@ -248,25 +248,34 @@ pub fn service(
     );
     let current = addresses(svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()));
     let mut found = Vec::new();
+    let preview = preview
+        .as_ref()
+        .map(|p| (p.status.as_ref(), p.changes.as_slice()));
     match preview {
         Err(e) => found.push(hazard(
             &object,
             format!("overcast-ccm could not serve it: {e}"),
         )),
-        Ok(None) if current.is_empty() => {
+        Ok((None, _)) if current.is_empty() => {
             found.push(note(
                 &object,
                 "a new load balancer would be made for it".into(),
             ));
         }
-        Ok(None) => found.push(hazard(
+        Ok((None, _)) => found.push(hazard(
             &object,
             format!(
                 "a new load balancer would be made for it, its address replacing {}",
                 listed(&current)
             ),
         )),
-        Ok(Some(status)) => {
+        Ok((Some(status), changes)) => {
+            if !changes.is_empty() {
+                found.push(hazard(
+                    &object,
+                    format!("its load balancer would change: {}", changes.join("; ")),
+                ));
+            }
             let next = addresses(Some(status));
             if current.is_empty() {
                 found.push(note(&object, format!("would get {}", listed(&next))));
@@ -625,23 +634,40 @@ mod tests {
         }
     }
 
+    fn seen(status: Option<LoadBalancerStatus>) -> Result<LoadBalancerPreview, String> {
+        Ok(LoadBalancerPreview {
+            status,
+            changes: Vec::new(),
+        })
+    }
+
     #[test]
     fn a_service_whose_address_would_change_is_a_hazard() {
-        assert!(service(&lb(Some("10.0.0.5")), &Ok(Some(status("10.0.0.5"))), &[]).is_empty());
-        let f = service(&lb(Some("10.0.0.5")), &Ok(Some(status("10.0.0.9"))), &[]);
+        assert!(service(&lb(Some("10.0.0.5")), &seen(Some(status("10.0.0.5"))), &[]).is_empty());
+        let f = service(&lb(Some("10.0.0.5")), &seen(Some(status("10.0.0.9"))), &[]);
         assert_eq!(f[0].severity, Severity::Hazard);
         assert_eq!(f[0].object, "service/shop/web");
         assert_eq!(
             f[0].message,
             "its address would change from 10.0.0.5 to 10.0.0.9"
         );
-        let f = service(&lb(Some("10.0.0.5")), &Ok(None), &[]);
+        let f = service(&lb(Some("10.0.0.5")), &seen(None), &[]);
         assert!(f[0].message.ends_with("its address replacing 10.0.0.5"));
-        let f = service(&lb(None), &Ok(None), &["x/y: no equivalent".into()]);
+        let f = service(&lb(None), &seen(None), &["x/y: no equivalent".into()]);
         assert_eq!(f.len(), 2);
         assert_eq!(
             (f[0].severity, f[1].severity),
             (Severity::Note, Severity::Hazard)
+        );
+        let replaced = Ok(LoadBalancerPreview {
+            status: Some(status("10.0.0.5")),
+            changes: vec!["target group k8s-a-b-c for port 80 would be made".into()],
+        });
+        let f = service(&lb(Some("10.0.0.5")), &replaced, &[]);
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .starts_with("its load balancer would change: target group")
         );
         let f = service(&lb(None), &Err("no free IPv4 address".into()), &[]);
         assert_eq!(

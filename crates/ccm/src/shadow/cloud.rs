@@ -146,14 +146,13 @@ impl LoadBalancer for ShadowCloud {
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref());
         let object = service_key(service);
-        match preview {
+        match preview.status {
             Some(status) => {
                 let (was, would) = (addresses(current), addresses(Some(&status)));
-                let changes = if was == would {
-                    Vec::new()
-                } else {
-                    vec![format!("address: {was:?} -> {would:?}")]
-                };
+                let mut changes = preview.changes;
+                if was != would {
+                    changes.insert(0, format!("address: {was:?} -> {would:?}"));
+                }
                 // Shown as an update: an unchanged address clears it.
                 self.record(
                     "service-controller",

@@ -17,7 +17,7 @@ use elbv2::types::{
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, Service,
 };
-use overcast_cloud_provider::{CloudError, LoadBalancer, Result};
+use overcast_cloud_provider::{CloudError, LoadBalancer, LoadBalancerPreview, Result};
 
 use crate::AwsCloud;
 use crate::instances::instance_id_from_provider_id;
@@ -614,19 +614,68 @@ impl LoadBalancer for AwsCloud {
         Ok((!parts.is_empty()).then(LoadBalancerStatus::default))
     }
 
-    /// The NLB of the Service's name, found by DescribeLoadBalancers only;
-    /// an annotation `ensure` would refuse is the same error here.
+    /// The NLB of the Service's name and what ensure would change in it,
+    /// by Describe calls only: target groups it would make (a group's name
+    /// hashes its settings, so a changed one is replaced: a short break on
+    /// that port) or delete, listeners it would make or change. An
+    /// annotation `ensure` would refuse is the same error here.
     async fn preview_load_balancer(
         &self,
         _cluster_name: &str,
         service: &Service,
         _nodes: &[&Node],
-    ) -> Result<Option<LoadBalancerStatus>> {
+    ) -> Result<LoadBalancerPreview> {
         match kind(service) {
             Kind::Nlb => {
-                let plan = plan(service, self.cluster_id_required()?)?;
-                let found = self.find_load_balancer(&plan.name).await?;
-                Ok(found.map(|lb| lb.status()))
+                let cluster_id = self.cluster_id_required()?.to_string();
+                let plan = plan(service, &cluster_id)?;
+                let Some(lb) = self.find_load_balancer(&plan.name).await? else {
+                    return Ok(LoadBalancerPreview::default());
+                };
+                let existing = self
+                    .service_target_groups(&service_key(service), &cluster_id)
+                    .await?;
+                let elb = &self.clients().await?.elb;
+                let listeners = timed(
+                    "describe_listeners",
+                    elb.describe_listeners().load_balancer_arn(&lb.arn).send(),
+                )
+                .await
+                .map_err(aws_err(format!("reading the listeners of {}", plan.name)))?;
+                let mut changes = Vec::new();
+                for l in &plan.listeners {
+                    if !existing.iter().any(|(_, name)| *name == l.target_group) {
+                        changes.push(format!(
+                            "target group {} for port {} would be made, replacing the port's current one",
+                            l.target_group, l.port
+                        ));
+                    }
+                    match listeners
+                        .listeners()
+                        .iter()
+                        .find(|x| x.port() == Some(l.port))
+                    {
+                        None => changes.push(format!(
+                            "listener {}/{} would be made",
+                            l.port, l.frontend_protocol
+                        )),
+                        Some(x) if listener_change(x, l).any() => changes.push(format!(
+                            "listener {} would change: {:?}",
+                            l.port,
+                            listener_change(x, l)
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for (_, name) in &existing {
+                    if !plan.listeners.iter().any(|l| l.target_group == *name) {
+                        changes.push(format!("target group {name} would be deleted"));
+                    }
+                }
+                Ok(LoadBalancerPreview {
+                    status: Some(lb.status()),
+                    changes,
+                })
             }
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
             Kind::Classic => Err(CloudError::other(format!(

@@ -17,7 +17,7 @@ use overcast_cloud_provider::k8s_openapi::api::core::v1::{
 };
 use overcast_cloud_provider::{
     CloudError, CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer,
-    Result, Route, Routes, Zone, Zones,
+    LoadBalancerPreview, Result, Route, Routes, Zone, Zones,
 };
 
 pub const PROVIDER_NAME: &str = "fake";
@@ -588,10 +588,13 @@ impl LoadBalancer for FakeCloud {
         cluster_name: &str,
         service: &Service,
         _nodes: &[&Node],
-    ) -> Result<Option<LoadBalancerStatus>> {
+    ) -> Result<LoadBalancerPreview> {
         self.enter("get").await?;
         let name = self.get_load_balancer_name(cluster_name, service);
-        Ok(self.state().balancers.get(&name).map(|b| b.status.clone()))
+        Ok(LoadBalancerPreview {
+            status: self.state().balancers.get(&name).map(|b| b.status.clone()),
+            changes: Vec::new(),
+        })
     }
 
     async fn ensure_load_balancer(

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, Service,
 };
-use overcast_cloud_provider::{CloudError, LoadBalancer, Result};
+use overcast_cloud_provider::{CloudError, LoadBalancer, LoadBalancerPreview, Result};
 
 use crate::LocalCloud;
 use crate::allocator::{PortKey, Request};
@@ -454,7 +454,7 @@ impl LoadBalancer for LocalCloud {
         _cluster_name: &str,
         service: &Service,
         nodes: &[&Node],
-    ) -> Result<Option<LoadBalancerStatus>> {
+    ) -> Result<LoadBalancerPreview> {
         let req = request(service)?;
         let pools = self.config().load_balancer.pools.clone();
         // On a copy: the preview holds nothing.
@@ -463,7 +463,11 @@ impl LoadBalancer for LocalCloud {
             .assign(&pools, &req)
             .map_err(|e| invalid(service, e.to_string()))?;
         frontends(service, &ips, nodes)?;
-        Ok(Some(status(&ips)))
+        // Listeners are rebuilt in place and cost nothing to change.
+        Ok(LoadBalancerPreview {
+            status: Some(status(&ips)),
+            changes: Vec::new(),
+        })
     }
 
     fn unhonoured_annotations(&self, service: &Service) -> Vec<String> {
