@@ -227,22 +227,21 @@ async fn node_findings(
     pvs: &[PersistentVolume],
     classes: &[StorageClass],
 ) -> Vec<Finding> {
-    let Some(instances) = cloud.instances_v2() else {
+    if cloud.instances_v2().is_none() && cloud.instances().is_none() {
         return vec![Finding {
             severity: Severity::Note,
             object: "nodes".into(),
-            message: "the provider has no InstancesV2: Nodes were not checked".into(),
+            message: "the provider has no instances: the node controllers do nothing, and Nodes were not checked".into(),
         }];
-    };
+    }
     let mut findings = Vec::new();
     for node in nodes {
-        let exists = instances.instance_exists(node).await.or_else(|e| match e {
-            CloudError::InstanceNotFound => Ok(false),
-            e => Err(e.to_string()),
-        });
+        // Asked as the node controllers ask (InstancesV2, else legacy).
+        let exists = overcast_controllers::instances::exists(cloud, node)
+            .await
+            .map_err(|e| e.to_string());
         let metadata = match exists {
-            Ok(true) => instances
-                .instance_metadata(node)
+            Ok(true) => overcast_controllers::instances::metadata(cloud, node)
                 .await
                 .map_err(|e| e.to_string()),
             _ => Ok(None),
