@@ -421,23 +421,8 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     // The preflight, run beside the overcast-ccm that made all this, finds
     // nothing it would change: the Nodes' instances and the NLB's name
     // answer as they were made (DescribeInstances, DescribeLoadBalancers).
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
-        .args([
-            "migrate",
-            "check",
-            "--cloud-provider=aws",
-            &format!("--cloud-config={}", env.config.display()),
-            &format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
-        ])
-        .envs(vars.iter().copied())
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success(),
-        "{report}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let (code, report, stderr) = migrate_check(&env.provider_flags(), &vars);
+    assert_eq!(code, Some(0), "{report}{stderr}");
     assert!(report.ends_with("0 hazard(s), 1 note(s)\n"), "{report}");
     assert!(
         report.contains("lease/kube-system/cloud-controller-manager  held by"),
@@ -920,22 +905,10 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
     // (straight to moto: the proxy runs on this test's blocked thread).
     let mut direct: Vec<(&str, &str)> = AWS_ENV.to_vec();
     direct.push(("AWS_ENDPOINT_URL", moto.url()));
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
-        .args([
-            "migrate",
-            "check",
-            "--cloud-provider=aws",
-            &format!("--cloud-config={}", env.config.display()),
-            &format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
-        ])
-        .envs(direct.iter().copied())
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
+    let (code, report, stderr) = migrate_check(&env.provider_flags(), &direct);
     assert!(
-        check.status.success() && !report.contains("service/default/legacy"),
-        "{report}{}",
-        String::from_utf8_lossy(&check.stderr)
+        code == Some(0) && !report.contains("service/default/legacy"),
+        "{report}{stderr}"
     );
 
     let before = proxy.actions().len();

@@ -471,21 +471,6 @@ async fn services_served_by_metallb_keep_their_addresses_under_the_imported_pool
     }
 }
 
-/// Runs `overcast-ccm migrate check` with overcast-ccm's flags; (exit
-/// code, stdout, stderr).
-fn migrate_check(flags: &[String]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
-        .args(["migrate", "check"])
-        .args(flags)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn create<K>(client: &Client, object: serde_json::Value)
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
@@ -605,14 +590,9 @@ loadBalancer:
     .await;
     served_by_metallb(&env.client, "fresh", &[], None).await;
 
-    let flags = vec![
-        "--cloud-provider=local".to_string(),
-        format!("--cloud-config={}", env.config.display()),
-        format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
-        "-o".to_string(),
-        "json".to_string(),
-    ];
-    let (code, stdout, stderr) = migrate_check(&flags);
+    let mut flags = env.provider_flags();
+    flags.extend(["-o".to_string(), "json".to_string()]);
+    let (code, stdout, stderr) = migrate_check(&flags, &[]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
     let of = |severity: &str| -> Vec<(String, String)> {
@@ -675,7 +655,7 @@ loadBalancer:
     // Services are not its to judge.
     let mut nodes_only = flags.clone();
     nodes_only.push("--controllers=*,-service-lb-controller".into());
-    let (code, stdout, stderr) = migrate_check(&nodes_only);
+    let (code, stdout, stderr) = migrate_check(&nodes_only, &[]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
     assert!(
@@ -720,7 +700,7 @@ loadBalancer:
             .await
             .display()
     );
-    let (code, stdout, stderr) = migrate_check(&limited);
+    let (code, stdout, stderr) = migrate_check(&limited, &[]);
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
     let missing: Vec<&str> = findings

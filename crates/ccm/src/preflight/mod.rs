@@ -22,9 +22,10 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
 
+use overcast_controllers::service::plan::{ClassPolicy, has_finalizer, wants_load_balancer};
+
 use crate::migration::MigrationConfig;
 use crate::options::{Config, Options};
-use overcast_cloud_provider::names::FINALIZER_LOAD_BALANCER_CLEANUP;
 use overcast_cloud_provider::names::controllers::{CLOUD_NODE, CLOUD_NODE_LIFECYCLE, SERVICE_LB};
 use plan::{Finding, Severity};
 
@@ -251,16 +252,19 @@ async fn node_findings(
     findings
 }
 
-/// Whether overcast-ccm's service controller would serve the Service.
-fn served(config: &Config, svc: &Service) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") || svc.metadata.deletion_timestamp.is_some() {
-        return false;
+/// The service controller's own class rule (`--load-balancer-class`,
+/// `--serve-classless-load-balancers`).
+fn class_policy(config: &Config) -> ClassPolicy {
+    ClassPolicy {
+        class: config.options.load_balancer_class.clone(),
+        skip_classless: !config.options.serve_classless_load_balancers,
     }
-    match &spec.load_balancer_class {
-        None => config.options.serve_classless_load_balancers,
-        Some(class) => config.options.load_balancer_class.as_ref() == Some(class),
-    }
+}
+
+/// Whether overcast-ccm's service controller would serve the Service (one
+/// being deleted is the controller's to clean up, not to judge).
+fn served(policy: &ClassPolicy, svc: &Service) -> bool {
+    wants_load_balancer(svc, policy) && svc.metadata.deletion_timestamp.is_none()
 }
 
 async fn service_findings(
@@ -269,7 +273,8 @@ async fn service_findings(
     nodes: &[Node],
     services: &[Service],
 ) -> Vec<Finding> {
-    let to_serve: Vec<&Service> = services.iter().filter(|s| served(config, s)).collect();
+    let policy = class_policy(config);
+    let to_serve: Vec<&Service> = services.iter().filter(|s| served(&policy, s)).collect();
     if to_serve.is_empty() {
         return Vec::new();
     }
@@ -288,14 +293,7 @@ async fn service_findings(
     // those still carrying its finalizer.
     let all: Vec<Service> = services
         .iter()
-        .filter(|s| {
-            served(config, s)
-                || s.metadata
-                    .finalizers
-                    .iter()
-                    .flatten()
-                    .any(|f| f == FINALIZER_LOAD_BALANCER_CLEANUP)
-        })
+        .filter(|s| wants_load_balancer(s, &policy) || has_finalizer(s))
         .cloned()
         .collect();
     if let Err(e) = balancer.restore(cluster, &all).await {

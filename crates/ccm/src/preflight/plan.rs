@@ -220,14 +220,19 @@ pub fn node(
     found
 }
 
-/// The addresses in a balancer status, IPs and hostnames.
-fn addresses(status: Option<&LoadBalancerStatus>) -> BTreeSet<String> {
+/// The addresses in a balancer status, IPs and hostnames, in order.
+pub(crate) fn ingress_addresses(status: Option<&LoadBalancerStatus>) -> Vec<String> {
     status
         .and_then(|s| s.ingress.as_ref())
         .into_iter()
         .flatten()
         .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
         .collect()
+}
+
+/// The same, as a set: a Service keeps its addresses in any order.
+fn addresses(status: Option<&LoadBalancerStatus>) -> BTreeSet<String> {
+    ingress_addresses(status).into_iter().collect()
 }
 
 fn listed(set: &BTreeSet<String>) -> String {

@@ -12,7 +12,10 @@ use overcast_cloud_provider::{
     Routes, Zones,
 };
 
+use overcast_controllers::informer::key_of;
+
 use super::{Divergence, Report};
+use crate::preflight::plan::ingress_addresses;
 
 #[derive(Debug)]
 pub struct ShadowCloud {
@@ -50,23 +53,6 @@ impl ShadowCloud {
             write: None,
         });
     }
-}
-
-fn service_key(svc: &Service) -> String {
-    format!(
-        "{}/{}",
-        svc.metadata.namespace.as_deref().unwrap_or("default"),
-        svc.metadata.name.as_deref().unwrap_or_default()
-    )
-}
-
-fn addresses(status: Option<&LoadBalancerStatus>) -> Vec<String> {
-    status
-        .and_then(|s| s.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
-        .collect()
 }
 
 #[async_trait]
@@ -145,10 +131,10 @@ impl LoadBalancer for ShadowCloud {
             .status
             .as_ref()
             .and_then(|s| s.load_balancer.as_ref());
-        let object = service_key(service);
+        let object = key_of(service);
         match preview.status {
             Some(status) => {
-                let (was, would) = (addresses(current), addresses(Some(&status)));
+                let (was, would) = (ingress_addresses(current), ingress_addresses(Some(&status)));
                 let mut changes = preview.changes;
                 if was != would {
                     changes.insert(0, format!("address: {was:?} -> {would:?}"));
@@ -185,7 +171,7 @@ impl LoadBalancer for ShadowCloud {
         // Which backends the cloud has cannot be read through the trait:
         // logged, not counted.
         tracing::info!(
-            service = %service_key(service),
+            service = %key_of(service),
             nodes = nodes.len(),
             "shadow: would update the load balancer's backends"
         );
@@ -213,7 +199,7 @@ impl LoadBalancer for ShadowCloud {
             self.record(
                 "service-controller",
                 "LoadBalancer",
-                service_key(service),
+                key_of(service),
                 "delete",
                 vec!["the load balancer".into()],
             );

@@ -80,6 +80,34 @@ impl CloudEnv {
     }
 }
 
+impl CloudEnv {
+    /// The flags that point overcast-ccm at this provider, config and
+    /// control plane, in this order.
+    pub fn provider_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cloud-provider={}", self.provider),
+            format!("--cloud-config={}", self.config.display()),
+            format!("--kubeconfig={}", self.plane.kubeconfig_path().display()),
+        ]
+    }
+}
+
+/// Runs `overcast-ccm migrate check` with `flags` and extra environment
+/// variables to its end: (exit code, stdout, stderr).
+pub fn migrate_check(flags: &[String], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_overcast-ccm"))
+        .args(["migrate", "check"])
+        .args(flags)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("run overcast-ccm migrate check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A CCM process; killed when dropped.
 pub struct Ccm {
     pub child: Child,
