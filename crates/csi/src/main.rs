@@ -1,0 +1,55 @@
+use clap::Parser;
+use overcast_csi::{Config, DEFAULT_DRIVER_NAME};
+use std::path::PathBuf;
+
+/// A CSI driver for node-local volumes (identity, controller and node services).
+#[derive(Debug, Parser)]
+#[command(name = "overcast-csi", version)]
+struct Args {
+    /// The socket to serve CSI on: unix:///path or a path.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    endpoint: String,
+    /// This node's name (the Node object's), the volumes' topology value.
+    #[arg(long, env = "NODE_NAME")]
+    node_id: String,
+    /// The CSI driver name, as the CSIDriver object and StorageClasses name it.
+    #[arg(long, default_value = DEFAULT_DRIVER_NAME)]
+    driver_name: String,
+    /// Where volumes and snapshots are kept on this node.
+    #[arg(long, default_value = "/var/lib/overcast-csi")]
+    state_dir: PathBuf,
+    /// The most bytes volumes and snapshots may take together (default: the
+    /// free space of the state directory's filesystem).
+    #[arg(long)]
+    capacity: Option<u64>,
+    /// The most volumes this node may have staged at once, 0 for no limit.
+    #[arg(long, default_value_t = 0)]
+    max_volumes_per_node: i64,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = Config {
+        endpoint: args.endpoint,
+        node_id: args.node_id,
+        driver_name: args.driver_name,
+        state_dir: args.state_dir,
+        capacity: args.capacity,
+        max_volumes_per_node: args.max_volumes_per_node,
+    };
+    match overcast_csi::run(config).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("overcast-csi: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The driver's shared state and the gRPC wiring: each RPC runs its
+//! synchronous body (controller.rs, node.rs, identity.rs) on a blocking thread,
+//! since every step is a file or host operation.
+
+use crate::{
+    TOPOLOGY_NODE_KEY, host,
+    plan::FILESYSTEMS,
+    proto::{
+        self, Topology,
+        controller_server::{Controller, ControllerServer},
+        identity_server::{Identity, IdentityServer},
+        node_server::{Node, NodeServer},
+    },
+    store::{Kind, Store},
+};
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+use tonic::{Request, Response, Status};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// unix:///path or a path.
+    pub endpoint: String,
+    pub node_id: String,
+    pub driver_name: String,
+    pub state_dir: PathBuf,
+    /// The most bytes volumes and snapshots may take together.
+    pub capacity: Option<u64>,
+    pub max_volumes_per_node: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("--endpoint {0:?}: only unix sockets are served (unix:///path or a path)")]
+    Endpoint(String),
+    #[error("--node-id is empty: set it (or NODE_NAME) to this node's name")]
+    NodeId,
+    #[error("state directory {0}: {1}")]
+    State(PathBuf, std::io::Error),
+    #[error("socket {0}: {1}")]
+    Socket(PathBuf, std::io::Error),
+    #[error("serving CSI: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+#[derive(Debug)]
+pub struct Driver {
+    pub config: Config,
+    pub store: Store,
+    /// The filesystems this node can make and grow, with their minimum sizes.
+    pub filesystems: Vec<(&'static str, u64)>,
+    /// Objects an RPC is working on: a second RPC for one gets ABORTED, as
+    /// the spec asks, and the sidecar retries it.
+    busy: Mutex<HashSet<String>>,
+    /// Held from a capacity check to the allocation it allows, so two
+    /// CreateVolumes cannot both be given the last free bytes.
+    pub allocating: Mutex<()>,
+}
+
+/// An object an RPC holds; released when it is dropped.
+#[derive(Debug)]
+pub struct Busy<'a> {
+    driver: &'a Driver,
+    key: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.driver.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+impl Driver {
+    pub fn new(config: Config) -> Result<Driver, Error> {
+        if config.node_id.is_empty() {
+            return Err(Error::NodeId);
+        }
+        let store = Store::open(&config.state_dir).map_err(|e| Error::State(config.state_dir.clone(), e))?;
+        let driver = Driver {
+            filesystems: host::available_filesystems(FILESYSTEMS),
+            config,
+            store,
+            busy: Mutex::new(HashSet::new()),
+            allocating: Mutex::new(()),
+        };
+        driver.thaw_leftovers();
+        Ok(driver)
+    }
+
+    /// A snapshot of a mounted volume freezes its filesystem while copying;
+    /// a kill -9 in between would leave it frozen, so a start thaws every
+    /// mounted volume (thawing one that is not frozen is refused harmlessly).
+    fn thaw_leftovers(&self) {
+        for volume in self.store.volumes().unwrap_or_default() {
+            let image = self.store.image(Kind::Volume, &volume.id);
+            if let Ok(Some(dev)) = host::loop_device(&image) {
+                if let Ok(Some(mount)) = host::mount_of_device(&dev) {
+                    if host::thaw(&mount.mount_point).is_ok() {
+                        tracing::warn!(volume = %volume.id, mount = %mount.mount_point.display(), "thawed a filesystem a snapshot left frozen");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claims `key` for this RPC, or ABORTED if another RPC holds it.
+    pub fn claim(&self, key: &str) -> Result<Busy<'_>, Status> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if !busy.insert(key.to_string()) {
+            return Err(Status::aborted(format!("an operation on {key} is in progress")));
+        }
+        Ok(Busy { driver: self, key: key.to_string() })
+    }
+
+    /// This node's topology segment.
+    pub fn topology(&self) -> Topology {
+        Topology { segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.config.node_id.clone())]) }
+    }
+
+    /// Whether a topology (a segment map) can be this node: it names this
+    /// node under our key, or does not use our key.
+    pub fn is_here(&self, topology: &Topology) -> bool {
+        topology.segments.get(TOPOLOGY_NODE_KEY).is_none_or(|node| *node == self.config.node_id)
+    }
+
+    /// The bytes a new volume or snapshot may take.
+    pub fn free_bytes(&self) -> Result<u64, Status> {
+        let on_disk = host::usage(self.store.root()).map_err(internal)?.available_bytes;
+        Ok(match self.config.capacity {
+            Some(capacity) => on_disk.min(capacity.saturating_sub(self.store.allocated().map_err(internal)?)),
+            None => on_disk,
+        })
+    }
+}
+
+/// An unexpected failure of the node or its files, as INTERNAL.
+pub fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+#[derive(Clone, Debug)]
+struct Csi(Arc<Driver>);
+
+impl Csi {
+    async fn blocking<Req, Resp>(
+        &self,
+        request: Request<Req>,
+        body: fn(&Driver, Req) -> Result<Resp, Status>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Send + 'static,
+        Resp: Send + 'static,
+    {
+        let driver = self.0.clone();
+        let request = request.into_inner();
+        tokio::task::spawn_blocking(move || body(&driver, request))
+            .await
+            .map_err(|e| Status::internal(format!("the request's task failed: {e}")))?
+            .map(Response::new)
+    }
+}
+
+/// An impl of a service trait whose RPCs each run a `Driver` method of the
+/// same name on a blocking thread; `extra` holds hand-written RPCs.
+/// (async_trait must see the methods, so the macro makes the whole impl.)
+macro_rules! service {
+    ($service:ident { $($method:ident: $req:ident => $resp:ident;)* } $($extra:tt)*) => {
+        #[tonic::async_trait]
+        impl $service for Csi {
+            $(
+                async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
+                    self.blocking(request, Driver::$method).await
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+
+service! {
+    Identity {
+        get_plugin_info: GetPluginInfoRequest => GetPluginInfoResponse;
+        get_plugin_capabilities: GetPluginCapabilitiesRequest => GetPluginCapabilitiesResponse;
+        probe: ProbeRequest => ProbeResponse;
+    }
+}
+
+service! {
+    Controller {
+        create_volume: CreateVolumeRequest => CreateVolumeResponse;
+        delete_volume: DeleteVolumeRequest => DeleteVolumeResponse;
+        validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse;
+        list_volumes: ListVolumesRequest => ListVolumesResponse;
+        get_capacity: GetCapacityRequest => GetCapacityResponse;
+        controller_get_capabilities: ControllerGetCapabilitiesRequest => ControllerGetCapabilitiesResponse;
+        create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse;
+        delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse;
+        list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse;
+        controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse;
+        controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse;
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _: Request<proto::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<proto::ControllerPublishVolumeResponse>, Status> {
+        Err(Status::unimplemented("node-local volumes are not attached: there is no ControllerPublishVolume"))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<proto::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
+        Err(Status::unimplemented("node-local volumes are not attached: there is no ControllerUnpublishVolume"))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<proto::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<proto::ControllerModifyVolumeResponse>, Status> {
+        Err(Status::unimplemented("volumes have no mutable parameters"))
+    }
+}
+
+service! {
+    Node {
+        node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse;
+        node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse;
+        node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse;
+        node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse;
+        node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse;
+        node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse;
+        node_get_capabilities: NodeGetCapabilitiesRequest => NodeGetCapabilitiesResponse;
+        node_get_info: NodeGetInfoRequest => NodeGetInfoResponse;
+    }
+}
+
+fn socket_path(endpoint: &str) -> Result<PathBuf, Error> {
+    let path = endpoint.strip_prefix("unix://").unwrap_or(endpoint);
+    if path.is_empty() || path.contains("://") {
+        return Err(Error::Endpoint(endpoint.to_string()));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Serves the driver until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), Error> {
+    let socket = socket_path(&config.endpoint)?;
+    let driver = Arc::new(Driver::new(config)?);
+    // A socket left by a killed predecessor would make bind fail.
+    match std::fs::remove_file(&socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Socket(socket, e)),
+        _ => {}
+    }
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Socket(socket.clone(), e))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| Error::Socket(socket.clone(), e))?;
+    tracing::info!(
+        socket = %socket.display(),
+        node = %driver.config.node_id,
+        driver = %driver.config.driver_name,
+        state = %driver.config.state_dir.display(),
+        filesystems = ?driver.filesystems.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        "serving CSI"
+    );
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(stream, _)| stream);
+        Some((conn, listener))
+    });
+    let csi = Csi(driver);
+    tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(csi.clone()))
+        .add_service(ControllerServer::new(csi.clone()))
+        .add_service(NodeServer::new(csi))
+        .serve_with_incoming_shutdown(incoming, shutdown())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
