@@ -34,9 +34,10 @@ prerequisites:
 # What the test cluster's nodes run besides the Go components (Debian's
 # packages; ../shared/reference/real-nodes.md): containerd and runc, the CNI
 # plugins, iptables and conntrack for kube-proxy, busybox-static for the
-# images, and a registry with htpasswd for the credential-provider tests.
+# images, a registry with htpasswd for the credential-provider tests, and the
+# filesystems overcast-csi formats and grows (e2fsprogs, xfsprogs).
 NODE_PACKAGES := containerd runc containernetworking-plugins iptables conntrack iproute2 \
-  busybox-static docker-registry apache2-utils
+  busybox-static docker-registry apache2-utils e2fsprogs xfsprogs
 .PHONY: node-packages
 node-packages:
 	@missing=$$(for p in $(NODE_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \

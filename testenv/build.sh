@@ -24,6 +24,7 @@ part_outputs() {
     kube) echo "${kube_cmds[*]/#/bin/} bin/credprovider-harness bin/images/pause.tar bin/images/echo-server.tar" ;;
     etcd) echo bin/etcd ;;
     helm) echo bin/helm ;;
+    csi) echo bin/csi-sanity ;;
   esac
 }
 part_inputs() {
@@ -31,6 +32,7 @@ part_inputs() {
     kube) echo kube/go.mod kube/go.sum kube/cmd/*/*.go images.sh ;;
     etcd) echo etcd/go.mod etcd/go.sum ;;
     helm) echo helm/go.mod helm/go.sum ;;
+    csi) echo csi/go.mod csi/go.sum ;;
   esac
 }
 part_stamp() { { cat versions.env $(part_inputs "$1"); go version; } | sha256sum | cut -d' ' -f1; }
@@ -74,15 +76,20 @@ build_helm() {
   ./bin/helm version --short
 }
 
-# usage: build.sh [PART...]: kube, etcd, helm; all three when none is named
-# (`make demo` needs only kube and etcd).
+build_csi() {
+  echo "testenv: building csi-sanity (csi-test ${CSI_TEST_VERSION})"
+  (cd csi && go build -trimpath -ldflags "-s -w" -o ../bin/ github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity)
+}
+
+# usage: build.sh [PART...]: kube, etcd, helm, csi; all of them when none is
+# named (`make demo` needs only kube and etcd).
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(kube etcd helm)
+[ ${#parts[@]} -gt 0 ] || parts=(kube etcd helm csi)
 mkdir -p bin/images
 for part in "${parts[@]}"; do
-  case $part in kube|etcd|helm) ;; *) echo "testenv/build.sh: unknown part '$part' (kube, etcd, helm)" >&2; exit 2 ;; esac
+  case $part in kube|etcd|helm|csi) ;; *) echo "testenv/build.sh: unknown part '$part' (kube, etcd, helm, csi)" >&2; exit 2 ;; esac
   if part_current "$part"; then
-    echo "testenv: $part (${KUBE_VERSION} / etcd ${ETCD_VERSION} / helm ${HELM_VERSION}) is up to date in testenv/bin"
+    echo "testenv: $part (testenv/versions.env: ${KUBE_VERSION}, etcd ${ETCD_VERSION}, helm ${HELM_VERSION}, csi-test ${CSI_TEST_VERSION}) is up to date in testenv/bin"
     continue
   fi
   rm -f "bin/.stamp-$part"

@@ -18,7 +18,10 @@ fn main() {
         }),
     };
     println!("cargo:rerun-if-changed={}", proto.display());
-    let include = proto.parent().expect("csi.proto has a directory").to_path_buf();
+    let include = proto
+        .parent()
+        .expect("csi.proto has a directory")
+        .to_path_buf();
     let files = protox::compile([&proto], [&include])
         .unwrap_or_else(|e| panic!("compiling {}: {e}", proto.display()));
     tonic_prost_build::configure()
@@ -51,5 +54,9 @@ fn spec_from_go_module() -> Result<PathBuf, String> {
         .and_then(|l| l.strip_suffix("\","))
         .ok_or_else(|| format!("`go mod download {CSI_SPEC_MODULE}` printed no Dir: {text}"))?;
     let proto = PathBuf::from(dir).join("csi.proto");
-    if proto.is_file() { Ok(proto) } else { Err(format!("{} is missing", proto.display())) }
+    if proto.is_file() {
+        Ok(proto)
+    } else {
+        Err(format!("{} is missing", proto.display()))
+    }
 }

@@ -5,15 +5,19 @@
 use crate::{
     host, plan,
     proto::{
-        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetCapabilitiesRequest,
-        ControllerGetCapabilitiesResponse, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
-        ControllerServiceCapability, CreateSnapshotRequest, CreateSnapshotResponse, CreateVolumeRequest,
-        CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteVolumeRequest,
-        DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse, ListSnapshotsRequest, ListSnapshotsResponse,
-        ListVolumesRequest, ListVolumesResponse, Snapshot, TopologyRequirement, ValidateVolumeCapabilitiesRequest,
-        ValidateVolumeCapabilitiesResponse, Volume, VolumeCondition, VolumeContentSource, controller_get_volume_response,
-        controller_service_capability::{self, rpc::Type as Rpc}, list_snapshots_response, list_volumes_response,
-        validate_volume_capabilities_response::Confirmed, volume_content_source,
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
+        ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
+        ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerServiceCapability,
+        CreateSnapshotRequest, CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse,
+        DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+        GetCapacityRequest, GetCapacityResponse, ListSnapshotsRequest, ListSnapshotsResponse,
+        ListVolumesRequest, ListVolumesResponse, Snapshot, TopologyRequirement,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
+        VolumeCondition, VolumeContentSource, controller_get_volume_response,
+        controller_service_capability::{self, rpc::Type as Rpc},
+        list_snapshots_response, list_volumes_response,
+        validate_volume_capabilities_response::Confirmed,
+        volume_content_source,
     },
     server::{Driver, internal},
     store::{Kind, SnapshotMeta, Source, VolumeMeta},
@@ -36,7 +40,11 @@ const CAPABILITIES: &[Rpc] = &[
 ];
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() { Err(Status::invalid_argument(format!("{field} is required"))) } else { Ok(value) }
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
 }
 
 impl Driver {
@@ -48,9 +56,11 @@ impl Driver {
             capabilities: CAPABILITIES
                 .iter()
                 .map(|rpc| ControllerServiceCapability {
-                    r#type: Some(controller_service_capability::Type::Rpc(controller_service_capability::Rpc {
-                        r#type: *rpc as i32,
-                    })),
+                    r#type: Some(controller_service_capability::Type::Rpc(
+                        controller_service_capability::Rpc {
+                            r#type: *rpc as i32,
+                        },
+                    )),
                 })
                 .collect(),
         })
@@ -59,13 +69,31 @@ impl Driver {
     /// The volume an ID names, or NOT_FOUND (an ID of another shape is one
     /// this driver never gave out, so it is not found either).
     fn existing_volume(&self, id: &str) -> Result<VolumeMeta, Status> {
-        let found = if plan::valid_id(id, "vol") { self.store.volume(id).map_err(internal)? } else { None };
-        found.ok_or_else(|| Status::not_found(format!("volume {id} does not exist on node {}", self.config.node_id)))
+        let found = if plan::valid_id(id, "vol") {
+            self.store.volume(id).map_err(internal)?
+        } else {
+            None
+        };
+        found.ok_or_else(|| {
+            Status::not_found(format!(
+                "volume {id} does not exist on node {}",
+                self.config.node_id
+            ))
+        })
     }
 
     fn existing_snapshot(&self, id: &str) -> Result<SnapshotMeta, Status> {
-        let found = if plan::valid_id(id, "snap") { self.store.snapshot(id).map_err(internal)? } else { None };
-        found.ok_or_else(|| Status::not_found(format!("snapshot {id} does not exist on node {}", self.config.node_id)))
+        let found = if plan::valid_id(id, "snap") {
+            self.store.snapshot(id).map_err(internal)?
+        } else {
+            None
+        };
+        found.ok_or_else(|| {
+            Status::not_found(format!(
+                "snapshot {id} does not exist on node {}",
+                self.config.node_id
+            ))
+        })
     }
 
     fn volume_message(&self, meta: &VolumeMeta, size: u64) -> Volume {
@@ -76,10 +104,14 @@ impl Driver {
             content_source: meta.source.as_ref().map(|source| VolumeContentSource {
                 r#type: Some(match source {
                     Source::Snapshot(id) => volume_content_source::Type::Snapshot(
-                        volume_content_source::SnapshotSource { snapshot_id: id.clone() },
+                        volume_content_source::SnapshotSource {
+                            snapshot_id: id.clone(),
+                        },
                     ),
                     Source::Volume(id) => {
-                        volume_content_source::Type::Volume(volume_content_source::VolumeSource { volume_id: id.clone() })
+                        volume_content_source::Type::Volume(volume_content_source::VolumeSource {
+                            volume_id: id.clone(),
+                        })
                     }
                 }),
             }),
@@ -90,8 +122,11 @@ impl Driver {
     /// Volumes can be made here only if the request's requisite topology
     /// includes this node (or names none).
     fn check_topology(&self, requirement: Option<&TopologyRequirement>) -> Result<(), Status> {
-        let Some(requirement) = requirement else { return Ok(()) };
-        if requirement.requisite.is_empty() || requirement.requisite.iter().any(|t| self.is_here(t)) {
+        let Some(requirement) = requirement else {
+            return Ok(());
+        };
+        if requirement.requisite.is_empty() || requirement.requisite.iter().any(|t| self.is_here(t))
+        {
             return Ok(());
         }
         Err(Status::resource_exhausted(format!(
@@ -102,16 +137,29 @@ impl Driver {
 
     /// Where an image's contents come from, with its size; a source that
     /// is not here is NOT_FOUND.
-    fn content_source(&self, source: Option<&VolumeContentSource>) -> Result<Option<(Source, u64)>, Status> {
-        let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else { return Ok(None) };
+    fn content_source(
+        &self,
+        source: Option<&VolumeContentSource>,
+    ) -> Result<Option<(Source, u64)>, Status> {
+        let Some(kind) = source.and_then(|s| s.r#type.as_ref()) else {
+            return Ok(None);
+        };
         Ok(Some(match kind {
             volume_content_source::Type::Snapshot(s) => {
                 let snap = self.existing_snapshot(&s.snapshot_id)?;
-                (Source::Snapshot(snap.id.clone()), self.store.size(Kind::Snapshot, &snap.id).map_err(internal)?)
+                (
+                    Source::Snapshot(snap.id.clone()),
+                    self.store
+                        .size(Kind::Snapshot, &snap.id)
+                        .map_err(internal)?,
+                )
             }
             volume_content_source::Type::Volume(v) => {
                 let vol = self.existing_volume(&v.volume_id)?;
-                (Source::Volume(vol.id.clone()), self.store.size(Kind::Volume, &vol.id).map_err(internal)?)
+                (
+                    Source::Volume(vol.id.clone()),
+                    self.store.size(Kind::Volume, &vol.id).map_err(internal)?,
+                )
             }
         }))
     }
@@ -129,7 +177,8 @@ impl Driver {
 
     pub fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, Status> {
         let name = required(&req.name, "name")?;
-        let kinds = plan::access_kinds(&req.volume_capabilities, &self.filesystems).map_err(Status::invalid_argument)?;
+        let kinds = plan::access_kinds(&req.volume_capabilities, &self.filesystems)
+            .map_err(Status::invalid_argument)?;
         let params = plan::parameters(&req.parameters).map_err(Status::invalid_argument)?;
         self.check_topology(req.accessibility_requirements.as_ref())?;
         let id = plan::volume_id(name);
@@ -138,7 +187,10 @@ impl Driver {
         if let Some(existing) = self.store.volume(&id).map_err(internal)? {
             let size = self.store.size(Kind::Volume, &id).map_err(internal)?;
             if existing.name != name {
-                return Err(Status::internal(format!("volume ID {id} of {name:?} is taken by {:?}", existing.name)));
+                return Err(Status::internal(format!(
+                    "volume ID {id} of {name:?} is taken by {:?}",
+                    existing.name
+                )));
             }
             if !plan::size_fits(size, range) {
                 return Err(Status::already_exists(format!(
@@ -146,13 +198,20 @@ impl Driver {
                 )));
             }
             if existing.source != requested_source(req.volume_content_source.as_ref()) {
-                return Err(Status::already_exists(format!("volume {name:?} exists with another content source")));
+                return Err(Status::already_exists(format!(
+                    "volume {name:?} exists with another content source"
+                )));
             }
-            return Ok(CreateVolumeResponse { volume: Some(self.volume_message(&existing, size)) });
+            return Ok(CreateVolumeResponse {
+                volume: Some(self.volume_message(&existing, size)),
+            });
         }
         let source = self.content_source(req.volume_content_source.as_ref())?;
         let source_size = source.as_ref().map_or(0, |(_, size)| *size);
-        let size = plan::allocation_size(range, plan::minimum_size(&kinds, &self.filesystems).max(source_size))?;
+        let size = plan::allocation_size(
+            range,
+            plan::minimum_size(&kinds, &self.filesystems).max(source_size),
+        )?;
         let meta = VolumeMeta {
             name: name.to_string(),
             id: id.clone(),
@@ -176,7 +235,9 @@ impl Driver {
             })
             .map_err(|e| internal(format!("making volume {name:?} ({id}): {e}")))?;
         tracing::info!(volume = %id, name, size, "created volume");
-        Ok(CreateVolumeResponse { volume: Some(self.volume_message(&meta, size)) })
+        Ok(CreateVolumeResponse {
+            volume: Some(self.volume_message(&meta, size)),
+        })
     }
 
     pub fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, Status> {
@@ -188,13 +249,17 @@ impl Driver {
         if self.store.volume(id).map_err(internal)?.is_none() {
             return Ok(DeleteVolumeResponse {});
         }
-        if let Some(dev) = host::loop_device(&self.store.image(Kind::Volume, id)).map_err(internal)? {
+        if let Some(dev) =
+            host::loop_device(&self.store.image(Kind::Volume, id)).map_err(internal)?
+        {
             return Err(Status::failed_precondition(format!(
                 "volume {id} is staged on node {} ({dev}): unstage it before deleting it",
                 self.config.node_id
             )));
         }
-        self.store.remove(Kind::Volume, id).map_err(|e| internal(format!("deleting volume {id}: {e}")))?;
+        self.store
+            .remove(Kind::Volume, id)
+            .map_err(|e| internal(format!("deleting volume {id}: {e}")))?;
         tracing::info!(volume = %id, "deleted volume");
         Ok(DeleteVolumeResponse {})
     }
@@ -227,15 +292,24 @@ impl Driver {
                 }),
                 message: String::new(),
             },
-            Err(message) => ValidateVolumeCapabilitiesResponse { confirmed: None, message },
+            Err(message) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            },
         })
     }
 
     /// A volume's condition as the node sees it: abnormal when its image is gone.
     fn condition(&self, id: &str) -> VolumeCondition {
         match std::fs::metadata(self.store.image(Kind::Volume, id)) {
-            Ok(_) => VolumeCondition { abnormal: false, message: "volume image is present".into() },
-            Err(e) => VolumeCondition { abnormal: true, message: format!("volume image: {e}") },
+            Ok(_) => VolumeCondition {
+                abnormal: false,
+                message: "volume image is present".into(),
+            },
+            Err(e) => VolumeCondition {
+                abnormal: true,
+                message: format!("volume image: {e}"),
+            },
         }
     }
 
@@ -261,10 +335,16 @@ impl Driver {
                 }),
             });
         }
-        Ok(ListVolumesResponse { entries, next_token })
+        Ok(ListVolumesResponse {
+            entries,
+            next_token,
+        })
     }
 
-    pub fn controller_get_volume(&self, req: ControllerGetVolumeRequest) -> Result<ControllerGetVolumeResponse, Status> {
+    pub fn controller_get_volume(
+        &self,
+        req: ControllerGetVolumeRequest,
+    ) -> Result<ControllerGetVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let meta = self.existing_volume(id)?;
         let size = self.store.size(Kind::Volume, id).map_err(internal)?;
@@ -279,7 +359,10 @@ impl Driver {
 
     pub fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse, Status> {
         plan::parameters(&req.parameters).map_err(Status::invalid_argument)?;
-        let serves = req.accessible_topology.as_ref().is_none_or(|t| self.is_here(t))
+        let serves = req
+            .accessible_topology
+            .as_ref()
+            .is_none_or(|t| self.is_here(t))
             && (req.volume_capabilities.is_empty()
                 || plan::access_kinds(&req.volume_capabilities, &self.filesystems).is_ok());
         // Capabilities this node cannot serve, or another node: no capacity.
@@ -297,10 +380,15 @@ impl Driver {
         req: ControllerExpandVolumeRequest,
     ) -> Result<ControllerExpandVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
-        let range = req.capacity_range.as_ref().ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+        let range = req
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
         let meta = self.existing_volume(id)?;
         let block = match req.volume_capability.as_ref() {
-            Some(cap) => plan::access_kind(cap, &self.filesystems).map_err(Status::invalid_argument)?.is_block(),
+            Some(cap) => plan::access_kind(cap, &self.filesystems)
+                .map_err(Status::invalid_argument)?
+                .is_block(),
             None => meta.block,
         };
         let _busy = self.claim(id)?;
@@ -310,7 +398,9 @@ impl Driver {
             let _allocating = self.allocating.lock().unwrap_or_else(|p| p.into_inner());
             self.ensure_free(wanted - current, &format!("growing volume {id}"))?;
             let image = self.store.image(Kind::Volume, id);
-            host::preallocate(&image, wanted).map_err(|e| internal(format!("growing volume {id}: {e}")))?;
+            host::preallocate(&image, wanted)
+                .map_err(|e| internal(format!("growing volume {id}: {e}")))?;
+            crate::crash::point("expand:grown");
             if let Some(dev) = host::loop_device(&image).map_err(internal)? {
                 host::refresh(&dev).map_err(internal)?;
             }
@@ -328,13 +418,19 @@ impl Driver {
             size_bytes: meta.size_bytes as i64,
             snapshot_id: meta.id.clone(),
             source_volume_id: meta.source_volume_id.clone(),
-            creation_time: Some(prost_types::Timestamp { seconds: meta.created_seconds, nanos: meta.created_nanos }),
+            creation_time: Some(prost_types::Timestamp {
+                seconds: meta.created_seconds,
+                nanos: meta.created_nanos,
+            }),
             ready_to_use: true,
             group_snapshot_id: String::new(),
         }
     }
 
-    pub fn create_snapshot(&self, req: CreateSnapshotRequest) -> Result<CreateSnapshotResponse, Status> {
+    pub fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, Status> {
         let name = required(&req.name, "name")?;
         let source = required(&req.source_volume_id, "source_volume_id")?;
         if let Some(key) = req.parameters.keys().min() {
@@ -351,11 +447,18 @@ impl Driver {
                     existing.source_volume_id
                 )));
             }
-            return Ok(CreateSnapshotResponse { snapshot: Some(self.snapshot_message(&existing)) });
+            return Ok(CreateSnapshotResponse {
+                snapshot: Some(self.snapshot_message(&existing)),
+            });
         }
         let volume = self.existing_volume(source)?;
-        let size = self.store.size(Kind::Volume, &volume.id).map_err(internal)?;
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let size = self
+            .store
+            .size(Kind::Volume, &volume.id)
+            .map_err(internal)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let meta = SnapshotMeta {
             name: name.to_string(),
             id: id.clone(),
@@ -368,39 +471,63 @@ impl Driver {
         let _allocating = self.allocating.lock().unwrap_or_else(|p| p.into_inner());
         self.ensure_free(size, &format!("snapshot {name:?}"))?;
         self.store
-            .commit(Kind::Snapshot, &id, &meta, |image| copy_consistent(&from, image).map_err(std::io::Error::other))
-            .map_err(|e| internal(format!("making snapshot {name:?} ({id}) of {}: {e}", volume.id)))?;
+            .commit(Kind::Snapshot, &id, &meta, |image| {
+                copy_consistent(&from, image).map_err(std::io::Error::other)
+            })
+            .map_err(|e| {
+                internal(format!(
+                    "making snapshot {name:?} ({id}) of {}: {e}",
+                    volume.id
+                ))
+            })?;
         tracing::info!(snapshot = %id, volume = %volume.id, size, "created snapshot");
-        Ok(CreateSnapshotResponse { snapshot: Some(self.snapshot_message(&meta)) })
+        Ok(CreateSnapshotResponse {
+            snapshot: Some(self.snapshot_message(&meta)),
+        })
     }
 
-    pub fn delete_snapshot(&self, req: DeleteSnapshotRequest) -> Result<DeleteSnapshotResponse, Status> {
+    pub fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, Status> {
         let id = required(&req.snapshot_id, "snapshot_id")?;
         if !plan::valid_id(id, "snap") {
             return Ok(DeleteSnapshotResponse {});
         }
         let _busy = self.claim(id)?;
-        self.store.remove(Kind::Snapshot, id).map_err(|e| internal(format!("deleting snapshot {id}: {e}")))?;
+        self.store
+            .remove(Kind::Snapshot, id)
+            .map_err(|e| internal(format!("deleting snapshot {id}: {e}")))?;
         Ok(DeleteSnapshotResponse {})
     }
 
-    pub fn list_snapshots(&self, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse, Status> {
+    pub fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, Status> {
         let snapshots: Vec<SnapshotMeta> = self
             .store
             .snapshots()
             .map_err(internal)?
             .into_iter()
             .filter(|s| req.snapshot_id.is_empty() || s.id == req.snapshot_id)
-            .filter(|s| req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id)
+            .filter(|s| {
+                req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id
+            })
             .collect();
         let ids: Vec<String> = snapshots.iter().map(|s| s.id.clone()).collect();
         let (page, next_token) = plan::page(&ids, &req.starting_token, req.max_entries)?;
         let entries = snapshots
             .iter()
             .filter(|s| page.contains(&s.id))
-            .map(|s| list_snapshots_response::Entry { snapshot: Some(self.snapshot_message(s)) })
+            .map(|s| list_snapshots_response::Entry {
+                snapshot: Some(self.snapshot_message(s)),
+            })
             .collect();
-        Ok(ListSnapshotsResponse { entries, next_token })
+        Ok(ListSnapshotsResponse {
+            entries,
+            next_token,
+        })
     }
 }
 
@@ -423,6 +550,7 @@ fn copy_consistent(from: &Path, to: &Path) -> Result<(), host::HostError> {
     if let Some(mount) = &mount {
         host::freeze(&mount.mount_point)?;
     }
+    crate::crash::point("copy:frozen");
     let copied = host::sparse_copy(from, to);
     if let Some(mount) = &mount {
         host::thaw(&mount.mount_point)?;

@@ -24,10 +24,11 @@ pub type Result<T> = std::result::Result<T, HostError>;
 
 /// Runs a tool; its stdout on success, else an error with its stderr.
 fn run(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| HostError(format!("running {program}: {e} (is it installed and on PATH?)")))?;
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        HostError(format!(
+            "running {program}: {e} (is it installed and on PATH?)"
+        ))
+    })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
@@ -40,9 +41,8 @@ fn run(program: &str, args: &[&str]) -> Result<String> {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// The filesystems of `candidates` this node can make and grow.
@@ -51,7 +51,11 @@ pub fn available_filesystems(candidates: &[(&'static str, u64)]) -> Vec<(&'stati
         .iter()
         .copied()
         .filter(|(fs, _)| {
-            let grow = if *fs == "xfs" { "xfs_growfs" } else { "resize2fs" };
+            let grow = if *fs == "xfs" {
+                "xfs_growfs"
+            } else {
+                "resize2fs"
+            };
             on_path(&format!("mkfs.{fs}")) && on_path(grow)
         })
         .collect()
@@ -61,12 +65,20 @@ pub fn available_filesystems(candidates: &[(&'static str, u64)]) -> Vec<(&'stati
 /// volume is given is taken from the filesystem at once, so a full disk is
 /// found by CreateVolume, never by a Pod's write.
 pub fn preallocate(path: &Path, len: u64) -> Result<()> {
-    let file = fs::OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)?;
     if file.metadata()?.len() < len {
         file.set_len(len)?;
     }
-    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)
-        .map_err(|e| HostError(format!("allocating {len} bytes for {}: {e}", path.display())))?;
+    rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len).map_err(|e| {
+        HostError(format!(
+            "allocating {len} bytes for {}: {e}",
+            path.display()
+        ))
+    })?;
     file.sync_all()?;
     Ok(())
 }
@@ -76,7 +88,11 @@ pub fn preallocate(path: &Path, len: u64) -> Result<()> {
 pub fn sparse_copy(from: &Path, to: &Path) -> Result<()> {
     use rustix::fs::{SeekFrom, seek};
     let src = fs::File::open(from)?;
-    let dst = fs::OpenOptions::new().create(true).write(true).truncate(true).open(to)?;
+    let dst = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(to)?;
     let len = src.metadata()?.len();
     let mut offset = 0u64;
     while offset < len {
@@ -85,12 +101,25 @@ pub fn sparse_copy(from: &Path, to: &Path) -> Result<()> {
             Err(rustix::io::Errno::NXIO) => break,
             Err(e) => return Err(HostError(format!("reading {}: {e}", from.display()))),
         };
-        let hole = seek(&src, SeekFrom::Hole(data)).map_err(|e| HostError(format!("reading {}: {e}", from.display())))?;
+        let hole = seek(&src, SeekFrom::Hole(data))
+            .map_err(|e| HostError(format!("reading {}: {e}", from.display())))?;
         let (mut in_off, mut out_off) = (data, data);
         while in_off < hole {
             let chunk = (hole - in_off).min(1 << 30) as usize;
-            let copied = rustix::fs::copy_file_range(&src, Some(&mut in_off), &dst, Some(&mut out_off), chunk)
-                .map_err(|e| HostError(format!("copying {} to {}: {e}", from.display(), to.display())))?;
+            let copied = rustix::fs::copy_file_range(
+                &src,
+                Some(&mut in_off),
+                &dst,
+                Some(&mut out_off),
+                chunk,
+            )
+            .map_err(|e| {
+                HostError(format!(
+                    "copying {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            })?;
             if copied == 0 {
                 break;
             }
@@ -105,12 +134,18 @@ pub fn sparse_copy(from: &Path, to: &Path) -> Result<()> {
 /// The loop device backed by `image`, if one is attached.
 pub fn loop_device(image: &Path) -> Result<Option<String>> {
     let image = fs::canonicalize(image)?;
-    let Ok(entries) = fs::read_dir("/sys/block") else { return Ok(None) };
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Ok(None);
+    };
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else { continue };
-        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else { continue };
+        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
+            continue;
+        };
+        let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
+            continue;
+        };
         if Path::new(backing.trim_end()) == image {
             return Ok(Some(format!("/dev/{name}")));
         }
@@ -123,8 +158,12 @@ pub fn attach(image: &Path) -> Result<String> {
     if let Some(dev) = loop_device(image)? {
         return Ok(dev);
     }
-    let image = image.to_str().ok_or_else(|| HostError(format!("{} is not UTF-8", image.display())))?;
-    Ok(run("losetup", &["--find", "--show", image])?.trim().to_string())
+    let image = image
+        .to_str()
+        .ok_or_else(|| HostError(format!("{} is not UTF-8", image.display())))?;
+    Ok(run("losetup", &["--find", "--show", image])?
+        .trim()
+        .to_string())
 }
 
 pub fn detach(dev: &str) -> Result<()> {
@@ -156,24 +195,63 @@ pub fn probe(dev: &str) -> Result<Option<String>> {
         )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let field = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string);
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::to_string)
+    };
     Ok(field("TYPE=").or_else(|| field("PTTYPE=").map(|t| format!("partition table ({t})"))))
 }
 
 pub fn mkfs(fs_type: &str, dev: &str) -> Result<()> {
     let program = format!("mkfs.{fs_type}");
-    let args: &[&str] = if fs_type == "xfs" { &["-q", dev] } else { &["-q", "-F", dev] };
+    let args: &[&str] = if fs_type == "xfs" {
+        &["-q", dev]
+    } else {
+        &["-q", "-F", dev]
+    };
     run(&program, args).map(drop)
 }
 
 /// Grows the filesystem on `dev` (mounted at `mount_point`) to its device.
 pub fn grow_fs(fs_type: &str, dev: &str, mount_point: &Path) -> Result<()> {
     if fs_type == "xfs" {
-        let mp = mount_point.to_str().ok_or_else(|| HostError("mount point is not UTF-8".into()))?;
+        let mp = mount_point
+            .to_str()
+            .ok_or_else(|| HostError("mount point is not UTF-8".into()))?;
         run("xfs_growfs", &[mp]).map(drop)
     } else {
         run("resize2fs", &[dev]).map(drop)
     }
+}
+
+/// The size of the ext2/3/4 filesystem on an unmounted `dev`, from its superblock.
+pub fn ext_fs_size(dev: &str) -> Result<u64> {
+    let out = run("dumpe2fs", &["-h", dev])?;
+    let field = |key: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| HostError(format!("dumpe2fs -h {dev} printed no {key}")))
+    };
+    Ok(field("Block count:")? * field("Block size:")?)
+}
+
+/// Grows the unmounted ext2/3/4 filesystem on `dev` to its device: checked
+/// first, as resize2fs requires (e2fsck -p exits 1 when it fixed something).
+pub fn grow_ext_offline(dev: &str) -> Result<()> {
+    let check = Command::new("e2fsck")
+        .args(["-f", "-p", dev])
+        .output()
+        .map_err(|e| HostError(format!("running e2fsck: {e} (is e2fsprogs installed?)")))?;
+    if !matches!(check.status.code(), Some(0 | 1)) {
+        return Err(HostError(format!(
+            "`e2fsck -f -p {dev}` found problems it cannot fix ({}): {}",
+            check.status,
+            String::from_utf8_lossy(&check.stdout).trim()
+        )));
+    }
+    run("resize2fs", &[dev]).map(drop)
 }
 
 pub fn mount(dev: &str, target: &Path, fs_type: &str, options: &[String]) -> Result<()> {
@@ -191,12 +269,10 @@ pub fn mount(dev: &str, target: &Path, fs_type: &str, options: &[String]) -> Res
 pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
     let (source, target) = (utf8(source)?, utf8(target)?);
     run("mount", &["--bind", source, target])?;
-    if read_only {
-        if let Err(e) = run("mount", &["-o", "remount,bind,ro", target]) {
-            // Never leave a writable mount where a read-only one was asked for.
-            let _ = unmount(Path::new(target));
-            return Err(e);
-        }
+    if read_only && let Err(e) = run("mount", &["-o", "remount,bind,ro", target]) {
+        // Never leave a writable mount where a read-only one was asked for.
+        let _ = unmount(Path::new(target));
+        return Err(e);
     }
     Ok(())
 }
@@ -219,7 +295,8 @@ pub fn thaw(mount_point: &Path) -> Result<()> {
 }
 
 fn utf8(path: &Path) -> Result<&str> {
-    path.to_str().ok_or_else(|| HostError(format!("{} is not UTF-8", path.display())))
+    path.to_str()
+        .ok_or_else(|| HostError(format!("{} is not UTF-8", path.display())))
 }
 
 /// One line of /proc/self/mountinfo.
@@ -259,8 +336,15 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            out.push((bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'));
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            out.push(
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0'),
+            );
             i += 4;
         } else {
             out.push(bytes[i]);
@@ -271,7 +355,9 @@ fn unescape(field: &str) -> String {
 }
 
 pub fn mounts() -> Result<Vec<Mount>> {
-    Ok(parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo")?))
+    Ok(parse_mountinfo(&fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
 }
 
 /// The topmost mount at exactly `path`, if any.
@@ -312,7 +398,8 @@ pub struct Usage {
 }
 
 pub fn usage(path: &Path) -> Result<Usage> {
-    let st = rustix::fs::statvfs(path).map_err(|e| HostError(format!("statfs {}: {e}", path.display())))?;
+    let st = rustix::fs::statvfs(path)
+        .map_err(|e| HostError(format!("statfs {}: {e}", path.display())))?;
     Ok(Usage {
         total_bytes: st.f_blocks * st.f_frsize,
         available_bytes: st.f_bavail * st.f_frsize,
@@ -349,7 +436,13 @@ mod tests {
         let mounts = parse_mountinfo(text);
         assert_eq!(
             mounts[0],
-            Mount { root: "/".into(), mount_point: "/mnt one".into(), source: "/dev/loop0".into(), fs_type: "ext3".into(), read_only: false }
+            Mount {
+                root: "/".into(),
+                mount_point: "/mnt one".into(),
+                source: "/dev/loop0".into(),
+                fs_type: "ext3".into(),
+                read_only: false
+            }
         );
         assert!(mounts[1].read_only);
         assert_eq!(mounts[1].mount_point, PathBuf::from("/var/lib/t"));

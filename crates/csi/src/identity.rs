@@ -2,15 +2,18 @@
 
 use crate::{
     proto::{
-        GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest, GetPluginInfoResponse,
-        PluginCapability, ProbeRequest, ProbeResponse, plugin_capability,
+        GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
+        GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse, plugin_capability,
     },
     server::Driver,
 };
 use tonic::Status;
 
 impl Driver {
-    pub fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, Status> {
+    pub fn get_plugin_info(
+        &self,
+        _: GetPluginInfoRequest,
+    ) -> Result<GetPluginInfoResponse, Status> {
         Ok(GetPluginInfoResponse {
             name: self.config.driver_name.clone(),
             vendor_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -23,7 +26,9 @@ impl Driver {
         _: GetPluginCapabilitiesRequest,
     ) -> Result<GetPluginCapabilitiesResponse, Status> {
         use plugin_capability::{Service, Type, VolumeExpansion, service, volume_expansion};
-        let service = |t: service::Type| PluginCapability { r#type: Some(Type::Service(Service { r#type: t as i32 })) };
+        let service = |t: service::Type| PluginCapability {
+            r#type: Some(Type::Service(Service { r#type: t as i32 })),
+        };
         Ok(GetPluginCapabilitiesResponse {
             capabilities: vec![
                 service(service::Type::ControllerService),
@@ -41,7 +46,10 @@ impl Driver {
     /// Ready when the state directory can be read: every answer comes from it.
     pub fn probe(&self, _: ProbeRequest) -> Result<ProbeResponse, Status> {
         std::fs::read_dir(self.store.root().join("volumes")).map_err(|e| {
-            Status::failed_precondition(format!("state directory {}: {e}", self.store.root().display()))
+            Status::failed_precondition(format!(
+                "state directory {}: {e}",
+                self.store.root().display()
+            ))
         })?;
         Ok(ProbeResponse { ready: Some(true) })
     }

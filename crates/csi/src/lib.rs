@@ -15,6 +15,7 @@ pub mod proto {
 }
 
 mod controller;
+pub mod crash;
 mod host;
 mod identity;
 mod node;

@@ -6,11 +6,13 @@ use crate::{
     host, plan,
     plan::AccessKind,
     proto::{
-        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse,
-        NodeGetInfoRequest, NodeGetInfoResponse, NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse,
-        NodePublishVolumeRequest, NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
-        NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
-        NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition, VolumeUsage,
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+        NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeServiceCapability, NodeStageVolumeRequest,
+        NodeStageVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+        NodeUnstageVolumeRequest, NodeUnstageVolumeResponse, VolumeCapability, VolumeCondition,
+        VolumeUsage,
         node_service_capability::{self, rpc::Type as Rpc},
         volume_capability::{AccessType, access_mode::Mode},
         volume_usage::Unit,
@@ -30,21 +32,32 @@ const CAPABILITIES: &[Rpc] = &[
 ];
 
 fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() { Err(Status::invalid_argument(format!("{field} is required"))) } else { Ok(value) }
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
 }
 
-fn capability<'a>(cap: Option<&'a VolumeCapability>, driver: &Driver) -> Result<(&'a VolumeCapability, AccessKind), Status> {
+fn capability<'a>(
+    cap: Option<&'a VolumeCapability>,
+    driver: &Driver,
+) -> Result<(&'a VolumeCapability, AccessKind), Status> {
     let cap = cap.ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
     let kind = plan::access_kind(cap, &driver.filesystems).map_err(Status::invalid_argument)?;
     Ok((cap, kind))
 }
 
 fn reader_only(cap: &VolumeCapability) -> bool {
-    cap.access_mode.as_ref().is_some_and(|m| m.mode == Mode::SingleNodeReaderOnly as i32)
+    cap.access_mode
+        .as_ref()
+        .is_some_and(|m| m.mode == Mode::SingleNodeReaderOnly as i32)
 }
 
 fn single_writer(cap: &VolumeCapability) -> bool {
-    cap.access_mode.as_ref().is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32)
+    cap.access_mode
+        .as_ref()
+        .is_some_and(|m| m.mode == Mode::SingleNodeSingleWriter as i32)
 }
 
 fn host_err(what: String) -> impl FnOnce(host::HostError) -> Status {
@@ -52,12 +65,19 @@ fn host_err(what: String) -> impl FnOnce(host::HostError) -> Status {
 }
 
 impl Driver {
-    pub fn node_get_capabilities(&self, _: NodeGetCapabilitiesRequest) -> Result<NodeGetCapabilitiesResponse, Status> {
+    pub fn node_get_capabilities(
+        &self,
+        _: NodeGetCapabilitiesRequest,
+    ) -> Result<NodeGetCapabilitiesResponse, Status> {
         Ok(NodeGetCapabilitiesResponse {
             capabilities: CAPABILITIES
                 .iter()
                 .map(|rpc| NodeServiceCapability {
-                    r#type: Some(node_service_capability::Type::Rpc(node_service_capability::Rpc { r#type: *rpc as i32 })),
+                    r#type: Some(node_service_capability::Type::Rpc(
+                        node_service_capability::Rpc {
+                            r#type: *rpc as i32,
+                        },
+                    )),
                 })
                 .collect(),
         })
@@ -72,21 +92,37 @@ impl Driver {
     }
 
     fn node_volume(&self, id: &str) -> Result<VolumeMeta, Status> {
-        let found = if plan::valid_id(id, "vol") { self.store.volume(id).map_err(internal)? } else { None };
-        found.ok_or_else(|| Status::not_found(format!("volume {id} does not exist on node {}", self.config.node_id)))
+        let found = if plan::valid_id(id, "vol") {
+            self.store.volume(id).map_err(internal)?
+        } else {
+            None
+        };
+        found.ok_or_else(|| {
+            Status::not_found(format!(
+                "volume {id} does not exist on node {}",
+                self.config.node_id
+            ))
+        })
     }
 
-    pub fn node_stage_volume(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse, Status> {
+    pub fn node_stage_volume(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
         let (cap, kind) = capability(req.volume_capability.as_ref(), self)?;
         let meta = self.node_volume(id)?;
         if meta.block != kind.is_block() {
             let made = if meta.block { "block" } else { "filesystem" };
-            return Err(Status::invalid_argument(format!("volume {id} was made for {made} access")));
+            return Err(Status::invalid_argument(format!(
+                "volume {id} was made for {made} access"
+            )));
         }
         let _busy = self.claim(id)?;
-        let dev = host::attach(&self.store.image(Kind::Volume, id)).map_err(host_err(format!("attaching volume {id}")))?;
+        let dev = host::attach(&self.store.image(Kind::Volume, id))
+            .map_err(host_err(format!("attaching volume {id}")))?;
+        crate::crash::point("stage:attached");
         let AccessKind::Mount { fs_type } = kind else {
             // A block volume is staged once its device exists; publish binds it.
             return Ok(NodeStageVolumeResponse {});
@@ -103,8 +139,10 @@ impl Driver {
         }
         match host::probe(&dev).map_err(host_err(format!("probing volume {id}")))? {
             None => {
-                host::mkfs(&fs_type, &dev).map_err(host_err(format!("formatting volume {id} as {fs_type}")))?;
+                host::mkfs(&fs_type, &dev)
+                    .map_err(host_err(format!("formatting volume {id} as {fs_type}")))?;
                 tracing::info!(volume = %id, fs_type, "formatted volume");
+                crate::crash::point("stage:formatted");
             }
             Some(found) if found == fs_type => {}
             Some(found) => {
@@ -113,7 +151,17 @@ impl Driver {
                 )));
             }
         }
-        fs::create_dir_all(staging).map_err(|e| internal(format!("making {}: {e}", staging.display())))?;
+        // A volume expanded while it was not staged (or whose NodeExpandVolume
+        // was interrupted) is grown now: ext filesystems before mounting,
+        // since growing them mounted needs CAP_SYS_RESOURCE.
+        let device_size = host::block_device_size(&dev).map_err(internal)?;
+        if fs_type.starts_with("ext") && host::ext_fs_size(&dev).map_err(internal)? < device_size {
+            host::grow_ext_offline(&dev)
+                .map_err(host_err(format!("growing the filesystem of volume {id}")))?;
+            tracing::info!(volume = %id, device_size, "grew the filesystem to its device");
+        }
+        fs::create_dir_all(staging)
+            .map_err(|e| internal(format!("making {}: {e}", staging.display())))?;
         let mut options = match &cap.access_type {
             Some(AccessType::Mount(m)) => m.mount_flags.clone(),
             _ => Vec::new(),
@@ -121,26 +169,42 @@ impl Driver {
         if reader_only(cap) {
             options.push("ro".into());
         }
-        host::mount(&dev, staging, &fs_type, &options)
-            .map_err(host_err(format!("mounting volume {id} at {}", staging.display())))?;
+        host::mount(&dev, staging, &fs_type, &options).map_err(host_err(format!(
+            "mounting volume {id} at {}",
+            staging.display()
+        )))?;
+        if fs_type == "xfs" && !reader_only(cap) {
+            // xfs grows only mounted; a no-op when it already fills its device.
+            host::grow_fs(&fs_type, &dev, staging)
+                .map_err(host_err(format!("growing the filesystem of volume {id}")))?;
+        }
         tracing::info!(volume = %id, staging = %staging.display(), "staged volume");
         Ok(NodeStageVolumeResponse {})
     }
 
-    pub fn node_unstage_volume(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse, Status> {
+    pub fn node_unstage_volume(
+        &self,
+        req: NodeUnstageVolumeRequest,
+    ) -> Result<NodeUnstageVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
         self.node_volume(id)?;
         let _busy = self.claim(id)?;
         host::unmount(staging).map_err(host_err(format!("unmounting volume {id}")))?;
-        if let Some(dev) = host::loop_device(&self.store.image(Kind::Volume, id)).map_err(internal)? {
+        crate::crash::point("unstage:unmounted");
+        if let Some(dev) =
+            host::loop_device(&self.store.image(Kind::Volume, id)).map_err(internal)?
+        {
             host::detach(&dev).map_err(host_err(format!("detaching volume {id}")))?;
         }
         tracing::info!(volume = %id, "unstaged volume");
         Ok(NodeUnstageVolumeResponse {})
     }
 
-    pub fn node_publish_volume(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, Status> {
+    pub fn node_publish_volume(
+        &self,
+        req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let target = Path::new(required(&req.target_path, "target_path")?);
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
@@ -148,8 +212,15 @@ impl Driver {
         self.node_volume(id)?;
         let _busy = self.claim(id)?;
         let read_only = req.readonly || reader_only(cap);
-        let not_staged = || Status::failed_precondition(format!("volume {id} is not staged at {}", staging.display()));
-        let dev = host::loop_device(&self.store.image(Kind::Volume, id)).map_err(internal)?.ok_or_else(not_staged)?;
+        let not_staged = || {
+            Status::failed_precondition(format!(
+                "volume {id} is not staged at {}",
+                staging.display()
+            ))
+        };
+        let dev = host::loop_device(&self.store.image(Kind::Volume, id))
+            .map_err(internal)?
+            .ok_or_else(not_staged)?;
         if let Some(mount) = host::mount_at(target).map_err(internal)? {
             // Published before (a retry): the same volume with the same mode is done.
             if mount.read_only == read_only {
@@ -158,7 +229,11 @@ impl Driver {
             return Err(Status::already_exists(format!(
                 "target path {} is already published {}",
                 target.display(),
-                if mount.read_only { "read-only" } else { "read-write" }
+                if mount.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
             )));
         }
         if single_writer(cap) {
@@ -175,7 +250,8 @@ impl Driver {
         }
         let source = if kind.is_block() {
             if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(|e| internal(format!("making {}: {e}", parent.display())))?;
+                fs::create_dir_all(parent)
+                    .map_err(|e| internal(format!("making {}: {e}", parent.display())))?;
             }
             fs::OpenOptions::new()
                 .create(true)
@@ -189,15 +265,22 @@ impl Driver {
                 Some(m) if m.source == dev => {}
                 _ => return Err(not_staged()),
             }
-            fs::create_dir_all(target).map_err(|e| internal(format!("making {}: {e}", target.display())))?;
+            fs::create_dir_all(target)
+                .map_err(|e| internal(format!("making {}: {e}", target.display())))?;
             staging.to_path_buf()
         };
-        host::bind(&source, target, read_only).map_err(host_err(format!("publishing volume {id} at {}", target.display())))?;
+        host::bind(&source, target, read_only).map_err(host_err(format!(
+            "publishing volume {id} at {}",
+            target.display()
+        )))?;
         tracing::info!(volume = %id, target = %target.display(), read_only, "published volume");
         Ok(NodePublishVolumeResponse {})
     }
 
-    pub fn node_unpublish_volume(&self, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, Status> {
+    pub fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let target = Path::new(required(&req.target_path, "target_path")?);
         self.node_volume(id)?;
@@ -214,31 +297,52 @@ impl Driver {
         Ok(NodeUnpublishVolumeResponse {})
     }
 
-    pub fn node_get_volume_stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse, Status> {
+    pub fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let path = Path::new(required(&req.volume_path, "volume_path")?);
         self.node_volume(id)?;
         if !path.exists() {
-            return Err(Status::not_found(format!("volume path {} does not exist", path.display())));
+            return Err(Status::not_found(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
         }
         let image = self.store.image(Kind::Volume, id);
         let dev = host::loop_device(&image).map_err(internal)?;
         if host::is_block_device(path) {
-            let total = dev.as_deref().map(host::block_device_size).transpose().map_err(internal)?.unwrap_or(0);
+            let total = dev
+                .as_deref()
+                .map(host::block_device_size)
+                .transpose()
+                .map_err(internal)?
+                .unwrap_or(0);
             return Ok(NodeGetVolumeStatsResponse {
-                usage: vec![VolumeUsage { available: 0, total: total as i64, used: 0, unit: Unit::Bytes as i32 }],
+                usage: vec![VolumeUsage {
+                    available: 0,
+                    total: total as i64,
+                    used: 0,
+                    unit: Unit::Bytes as i32,
+                }],
                 volume_condition: Some(VolumeCondition {
                     abnormal: dev.is_none(),
-                    message: if dev.is_some() { "device attached".into() } else { "volume is not attached".into() },
+                    message: if dev.is_some() {
+                        "device attached".into()
+                    } else {
+                        "volume is not attached".into()
+                    },
                 }),
             });
         }
         let usage = host::usage(path).map_err(internal)?;
         let mount = host::mount_at(path).map_err(internal)?;
         let condition = match (&mount, &dev) {
-            (Some(m), Some(d)) if m.source == *d => {
-                VolumeCondition { abnormal: false, message: "volume is mounted".into() }
-            }
+            (Some(m), Some(d)) if m.source == *d => VolumeCondition {
+                abnormal: false,
+                message: "volume is mounted".into(),
+            },
             _ => VolumeCondition {
                 abnormal: true,
                 message: format!("volume {id} is not mounted at {}", path.display()),
@@ -263,32 +367,52 @@ impl Driver {
         })
     }
 
-    pub fn node_expand_volume(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse, Status> {
+    pub fn node_expand_volume(
+        &self,
+        req: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let path = Path::new(required(&req.volume_path, "volume_path")?);
         let meta = self.node_volume(id)?;
         if !path.exists() {
-            return Err(Status::not_found(format!("volume path {} does not exist", path.display())));
+            return Err(Status::not_found(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
         }
         let block = match req.volume_capability.as_ref() {
-            Some(cap) => plan::access_kind(cap, &self.filesystems).map_err(Status::invalid_argument)?.is_block(),
+            Some(cap) => plan::access_kind(cap, &self.filesystems)
+                .map_err(Status::invalid_argument)?
+                .is_block(),
             None => meta.block,
         };
         let _busy = self.claim(id)?;
         let image = self.store.image(Kind::Volume, id);
         let dev = host::loop_device(&image)
             .map_err(internal)?
-            .ok_or_else(|| Status::failed_precondition(format!("volume {id} is not staged on this node")))?;
+            .ok_or_else(|| {
+                Status::failed_precondition(format!("volume {id} is not staged on this node"))
+            })?;
         host::refresh(&dev).map_err(host_err(format!("resizing the device of volume {id}")))?;
         if !block {
             let mount = host::mount_of_device(&dev)
                 .map_err(internal)?
-                .ok_or_else(|| Status::failed_precondition(format!("volume {id} is not mounted on this node")))?;
-            host::grow_fs(&mount.fs_type, &dev, &mount.mount_point)
-                .map_err(host_err(format!("growing the filesystem of volume {id}")))?;
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!("volume {id} is not mounted on this node"))
+                })?;
+            host::grow_fs(&mount.fs_type, &dev, &mount.mount_point).map_err(|e| {
+                let hint = if mount.fs_type.starts_with("ext") && e.0.contains("Permission denied") {
+                    " (growing a mounted ext filesystem needs CAP_SYS_RESOURCE: run the node plugin privileged; it is grown at its next staging otherwise)"
+                } else {
+                    ""
+                };
+                Status::internal(format!("growing the filesystem of volume {id}: {e}{hint}"))
+            })?;
             tracing::info!(volume = %id, "grew the filesystem");
         }
         let size = host::block_device_size(&dev).map_err(internal)?;
-        Ok(NodeExpandVolumeResponse { capacity_bytes: size as i64 })
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        })
     }
 }

@@ -18,7 +18,12 @@ pub const DEFAULT_VOLUME_SIZE: u64 = GIB;
 pub const DEFAULT_FS_TYPE: &str = "ext4";
 /// The filesystems the driver formats, each with the smallest volume its
 /// mkfs accepts (xfsprogs refuses filesystems under 300 MiB since 5.19).
-pub const FILESYSTEMS: &[(&str, u64)] = &[("ext4", MIB), ("ext3", MIB), ("ext2", MIB), ("xfs", 300 * MIB)];
+pub const FILESYSTEMS: &[(&str, u64)] = &[
+    ("ext4", MIB),
+    ("ext3", MIB),
+    ("ext2", MIB),
+    ("xfs", 300 * MIB),
+];
 
 /// The parameters external-provisioner adds with --extra-create-metadata;
 /// kept in the volume's metadata so a volume on disk names its claim.
@@ -47,7 +52,11 @@ fn short_hash(name: &str) -> String {
 pub fn valid_id(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|h| h.strip_prefix('-'))
-        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .is_some_and(|h| {
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
 }
 
 /// What a volume holds, as its capabilities ask for it.
@@ -55,7 +64,9 @@ pub fn valid_id(id: &str, prefix: &str) -> bool {
 pub enum AccessKind {
     Block,
     /// A filesystem of this type (the capability's, else the default).
-    Mount { fs_type: String },
+    Mount {
+        fs_type: String,
+    },
 }
 
 impl AccessKind {
@@ -66,7 +77,10 @@ impl AccessKind {
 
 /// The access mode's name as the spec spells it, for errors.
 fn mode_name(mode: i32) -> String {
-    Mode::try_from(mode).map_or_else(|_| format!("access mode {mode}"), |m| m.as_str_name().to_string())
+    Mode::try_from(mode).map_or_else(
+        |_| format!("access mode {mode}"),
+        |m| m.as_str_name().to_string(),
+    )
 }
 
 /// The filesystems a driver can make, with the smallest size of each.
@@ -76,7 +90,11 @@ pub type Filesystems<'a> = &'a [(&'static str, u64)];
 /// only, and mount volumes one of `filesystems` (those of [`FILESYSTEMS`]
 /// this node has the tools for).
 pub fn access_kind(cap: &VolumeCapability, filesystems: Filesystems) -> Result<AccessKind, String> {
-    let mode = cap.access_mode.as_ref().ok_or("a volume capability has no access_mode")?.mode;
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .ok_or("a volume capability has no access_mode")?
+        .mode;
     match Mode::try_from(mode) {
         Ok(
             Mode::SingleNodeWriter
@@ -91,30 +109,49 @@ pub fn access_kind(cap: &VolumeCapability, filesystems: Filesystems) -> Result<A
             ));
         }
     }
-    match cap.access_type.as_ref().ok_or("a volume capability has neither block nor mount access_type")? {
+    match cap
+        .access_type
+        .as_ref()
+        .ok_or("a volume capability has neither block nor mount access_type")?
+    {
         AccessType::Block(_) => Ok(AccessKind::Block),
         AccessType::Mount(mount) => {
-            let fs_type = if mount.fs_type.is_empty() { DEFAULT_FS_TYPE } else { mount.fs_type.as_str() };
+            let fs_type = if mount.fs_type.is_empty() {
+                DEFAULT_FS_TYPE
+            } else {
+                mount.fs_type.as_str()
+            };
             if !filesystems.iter().any(|(name, _)| *name == fs_type) {
                 return Err(format!(
                     "fsType {fs_type:?} is not supported on this node (supported: {})",
-                    filesystems.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    filesystems
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             if !mount.volume_mount_group.is_empty() {
                 return Err("volume_mount_group is not supported: the kubelet applies fsGroup (CSIDriver fsGroupPolicy: File)".into());
             }
-            Ok(AccessKind::Mount { fs_type: fs_type.to_string() })
+            Ok(AccessKind::Mount {
+                fs_type: fs_type.to_string(),
+            })
         }
     }
 }
 
 /// Every capability of a request checked; at least one is required.
-pub fn access_kinds(caps: &[VolumeCapability], filesystems: Filesystems) -> Result<Vec<AccessKind>, String> {
+pub fn access_kinds(
+    caps: &[VolumeCapability],
+    filesystems: Filesystems,
+) -> Result<Vec<AccessKind>, String> {
     if caps.is_empty() {
         return Err("volume_capabilities is empty".into());
     }
-    caps.iter().map(|cap| access_kind(cap, filesystems)).collect()
+    caps.iter()
+        .map(|cap| access_kind(cap, filesystems))
+        .collect()
 }
 
 /// The smallest size any of `kinds` can be formatted at.
@@ -123,9 +160,10 @@ pub fn minimum_size(kinds: &[AccessKind], filesystems: Filesystems) -> u64 {
         .iter()
         .map(|k| match k {
             AccessKind::Block => MIB,
-            AccessKind::Mount { fs_type } => {
-                filesystems.iter().find(|(n, _)| n == fs_type).map_or(MIB, |(_, min)| *min)
-            }
+            AccessKind::Mount { fs_type } => filesystems
+                .iter()
+                .find(|(n, _)| n == fs_type)
+                .map_or(MIB, |(_, min)| *min),
         })
         .max()
         .unwrap_or(MIB)
@@ -186,7 +224,9 @@ pub struct Parameters {
     pub owner: BTreeMap<String, String>,
 }
 
-pub fn parameters(params: &std::collections::HashMap<String, String>) -> Result<Parameters, String> {
+pub fn parameters(
+    params: &std::collections::HashMap<String, String>,
+) -> Result<Parameters, String> {
     let mut parsed = Parameters::default();
     let mut keys: Vec<_> = params.keys().collect();
     keys.sort();
@@ -216,9 +256,15 @@ pub fn parameters(params: &std::collections::HashMap<String, String>) -> Result<
 /// of the previous page), at most `max` of them (0: all), and the next token.
 /// A token is an ID rather than an offset so that deletions between pages
 /// neither skip nor repeat an entry.
-pub fn page<'a>(ids: &'a [String], token: &str, max: i32) -> Result<(&'a [String], String), Status> {
+pub fn page<'a>(
+    ids: &'a [String],
+    token: &str,
+    max: i32,
+) -> Result<(&'a [String], String), Status> {
     if max < 0 {
-        return Err(Status::invalid_argument(format!("max_entries {max} is negative")));
+        return Err(Status::invalid_argument(format!(
+            "max_entries {max} is negative"
+        )));
     }
     let start = if token.is_empty() {
         0
@@ -230,8 +276,16 @@ pub fn page<'a>(ids: &'a [String], token: &str, max: i32) -> Result<(&'a [String
         ids.partition_point(|id| id.as_str() <= token)
     };
     let rest = &ids[start..];
-    let len = if max == 0 { rest.len() } else { rest.len().min(max as usize) };
-    let next = if len < rest.len() { rest[len - 1].clone() } else { String::new() };
+    let len = if max == 0 {
+        rest.len()
+    } else {
+        rest.len().min(max as usize)
+    };
+    let next = if len < rest.len() {
+        rest[len - 1].clone()
+    } else {
+        String::new()
+    };
     Ok((&rest[..len], next))
 }
 
@@ -241,13 +295,22 @@ mod tests {
     use crate::proto::volume_capability::{AccessMode, BlockVolume, MountVolume};
 
     fn cap(mode: Mode, access: AccessType) -> VolumeCapability {
-        VolumeCapability { access_mode: Some(AccessMode { mode: mode as i32 }), access_type: Some(access) }
+        VolumeCapability {
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+            access_type: Some(access),
+        }
     }
     fn mount(fs: &str) -> AccessType {
-        AccessType::Mount(MountVolume { fs_type: fs.into(), ..Default::default() })
+        AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            ..Default::default()
+        })
     }
     fn range(required: i64, limit: i64) -> CapacityRange {
-        CapacityRange { required_bytes: required, limit_bytes: limit }
+        CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        }
     }
 
     #[test]
@@ -263,16 +326,26 @@ mod tests {
 
     #[test]
     fn multi_node_modes_and_unknown_filesystems_are_refused_by_name() {
-        let err = access_kind(&cap(Mode::MultiNodeMultiWriter, mount("")), FILESYSTEMS).unwrap_err();
+        let err =
+            access_kind(&cap(Mode::MultiNodeMultiWriter, mount("")), FILESYSTEMS).unwrap_err();
         assert!(err.contains("MULTI_NODE_MULTI_WRITER"), "{err}");
         let err = access_kind(&cap(Mode::SingleNodeWriter, mount("zfs")), FILESYSTEMS).unwrap_err();
         assert!(err.contains("\"zfs\"") && err.contains("ext4"), "{err}");
         assert_eq!(
             access_kind(&cap(Mode::SingleNodeWriter, mount("")), FILESYSTEMS).unwrap(),
-            AccessKind::Mount { fs_type: "ext4".into() }
+            AccessKind::Mount {
+                fs_type: "ext4".into()
+            }
         );
         assert_eq!(
-            access_kind(&cap(Mode::SingleNodeReaderOnly, AccessType::Block(BlockVolume {})), FILESYSTEMS).unwrap(),
+            access_kind(
+                &cap(
+                    Mode::SingleNodeReaderOnly,
+                    AccessType::Block(BlockVolume {})
+                ),
+                FILESYSTEMS
+            )
+            .unwrap(),
             AccessKind::Block
         );
         assert!(access_kinds(&[], FILESYSTEMS).is_err());
@@ -282,17 +355,37 @@ mod tests {
     fn sizes_round_up_to_mib_within_the_limit() {
         assert_eq!(allocation_size(None, MIB).unwrap(), GIB);
         assert_eq!(allocation_size(Some(&range(1, 0)), MIB).unwrap(), MIB);
-        assert_eq!(allocation_size(Some(&range(MIB as i64 + 1, 0)), MIB).unwrap(), 2 * MIB);
+        assert_eq!(
+            allocation_size(Some(&range(MIB as i64 + 1, 0)), MIB).unwrap(),
+            2 * MIB
+        );
         // Only a limit: the default size, if the limit allows.
-        assert_eq!(allocation_size(Some(&range(0, 10 * MIB as i64)), MIB).unwrap(), 10 * MIB);
+        assert_eq!(
+            allocation_size(Some(&range(0, 10 * MIB as i64)), MIB).unwrap(),
+            10 * MIB
+        );
         // xfs needs 300 MiB: a smaller request is grown, a smaller limit refused.
-        assert_eq!(allocation_size(Some(&range(MIB as i64, 0)), 300 * MIB).unwrap(), 300 * MIB);
+        assert_eq!(
+            allocation_size(Some(&range(MIB as i64, 0)), 300 * MIB).unwrap(),
+            300 * MIB
+        );
         let err = allocation_size(Some(&range(MIB as i64, 2 * MIB as i64)), 300 * MIB).unwrap_err();
         assert_eq!(err.code(), tonic::Code::OutOfRange);
         // A limit that is not whole MiB: the whole MiB below it.
-        assert_eq!(allocation_size(Some(&range(MIB as i64 + 1, 3 * MIB as i64 - 1)), MIB).unwrap(), 2 * MIB);
-        assert_eq!(allocation_size(Some(&range(5, 3)), MIB).unwrap_err().code(), tonic::Code::OutOfRange);
-        assert_eq!(allocation_size(Some(&range(-1, 0)), MIB).unwrap_err().code(), tonic::Code::OutOfRange);
+        assert_eq!(
+            allocation_size(Some(&range(MIB as i64 + 1, 3 * MIB as i64 - 1)), MIB).unwrap(),
+            2 * MIB
+        );
+        assert_eq!(
+            allocation_size(Some(&range(5, 3)), MIB).unwrap_err().code(),
+            tonic::Code::OutOfRange
+        );
+        assert_eq!(
+            allocation_size(Some(&range(-1, 0)), MIB)
+                .unwrap_err()
+                .code(),
+            tonic::Code::OutOfRange
+        );
     }
 
     #[test]
@@ -321,8 +414,15 @@ mod tests {
         assert_eq!(second, &sorted[2..]);
         assert_eq!(next, "");
         // The last ID of a page deleted in between: the next page is unchanged.
-        let without: Vec<String> = sorted.iter().filter(|id| **id != sorted[1]).cloned().collect();
+        let without: Vec<String> = sorted
+            .iter()
+            .filter(|id| **id != sorted[1])
+            .cloned()
+            .collect();
         assert_eq!(page(&without, &sorted[1], 0).unwrap().0, &sorted[2..]);
-        assert_eq!(page(&sorted, "invalid-token", 0).unwrap_err().code(), tonic::Code::Aborted);
+        assert_eq!(
+            page(&sorted, "invalid-token", 0).unwrap_err().code(),
+            tonic::Code::Aborted
+        );
     }
 }

@@ -69,7 +69,11 @@ pub struct Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.driver.busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        self.driver
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
 }
 
@@ -78,7 +82,8 @@ impl Driver {
         if config.node_id.is_empty() {
             return Err(Error::NodeId);
         }
-        let store = Store::open(&config.state_dir).map_err(|e| Error::State(config.state_dir.clone(), e))?;
+        let store = Store::open(&config.state_dir)
+            .map_err(|e| Error::State(config.state_dir.clone(), e))?;
         let driver = Driver {
             filesystems: host::available_filesystems(FILESYSTEMS),
             config,
@@ -96,12 +101,11 @@ impl Driver {
     fn thaw_leftovers(&self) {
         for volume in self.store.volumes().unwrap_or_default() {
             let image = self.store.image(Kind::Volume, &volume.id);
-            if let Ok(Some(dev)) = host::loop_device(&image) {
-                if let Ok(Some(mount)) = host::mount_of_device(&dev) {
-                    if host::thaw(&mount.mount_point).is_ok() {
-                        tracing::warn!(volume = %volume.id, mount = %mount.mount_point.display(), "thawed a filesystem a snapshot left frozen");
-                    }
-                }
+            if let Ok(Some(dev)) = host::loop_device(&image)
+                && let Ok(Some(mount)) = host::mount_of_device(&dev)
+                && host::thaw(&mount.mount_point).is_ok()
+            {
+                tracing::warn!(volume = %volume.id, mount = %mount.mount_point.display(), "thawed a filesystem a snapshot left frozen");
             }
         }
     }
@@ -110,27 +114,41 @@ impl Driver {
     pub fn claim(&self, key: &str) -> Result<Busy<'_>, Status> {
         let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         if !busy.insert(key.to_string()) {
-            return Err(Status::aborted(format!("an operation on {key} is in progress")));
+            return Err(Status::aborted(format!(
+                "an operation on {key} is in progress"
+            )));
         }
-        Ok(Busy { driver: self, key: key.to_string() })
+        Ok(Busy {
+            driver: self,
+            key: key.to_string(),
+        })
     }
 
     /// This node's topology segment.
     pub fn topology(&self) -> Topology {
-        Topology { segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.config.node_id.clone())]) }
+        Topology {
+            segments: HashMap::from([(TOPOLOGY_NODE_KEY.to_string(), self.config.node_id.clone())]),
+        }
     }
 
     /// Whether a topology (a segment map) can be this node: it names this
     /// node under our key, or does not use our key.
     pub fn is_here(&self, topology: &Topology) -> bool {
-        topology.segments.get(TOPOLOGY_NODE_KEY).is_none_or(|node| *node == self.config.node_id)
+        topology
+            .segments
+            .get(TOPOLOGY_NODE_KEY)
+            .is_none_or(|node| *node == self.config.node_id)
     }
 
     /// The bytes a new volume or snapshot may take.
     pub fn free_bytes(&self) -> Result<u64, Status> {
-        let on_disk = host::usage(self.store.root()).map_err(internal)?.available_bytes;
+        let on_disk = host::usage(self.store.root())
+            .map_err(internal)?
+            .available_bytes;
         Ok(match self.config.capacity {
-            Some(capacity) => on_disk.min(capacity.saturating_sub(self.store.allocated().map_err(internal)?)),
+            Some(capacity) => {
+                on_disk.min(capacity.saturating_sub(self.store.allocated().map_err(internal)?))
+            }
             None => on_disk,
         })
     }
@@ -258,7 +276,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Socket(socket.clone(), e))?;
     }
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(|e| Error::Socket(socket.clone(), e))?;
+    let listener =
+        tokio::net::UnixListener::bind(&socket).map_err(|e| Error::Socket(socket.clone(), e))?;
     tracing::info!(
         socket = %socket.display(),
         node = %driver.config.node_id,
@@ -284,7 +303,10 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

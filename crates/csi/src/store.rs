@@ -89,10 +89,16 @@ impl Store {
     /// interrupted create or delete left in `staging/` and `deleting/`.
     pub fn open(root: &Path) -> io::Result<Store> {
         for dir in ["volumes", "snapshots", "staging", "deleting"] {
-            fs::create_dir_all(root.join(dir))
-                .map_err(|e| io::Error::new(e.kind(), format!("making {}: {e}", root.join(dir).display())))?;
+            fs::create_dir_all(root.join(dir)).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("making {}: {e}", root.join(dir).display()),
+                )
+            })?;
         }
-        let store = Store { root: root.to_path_buf() };
+        let store = Store {
+            root: root.to_path_buf(),
+        };
         for dir in ["staging", "deleting"] {
             for entry in fs::read_dir(root.join(dir))? {
                 let path = entry?.path();
@@ -119,7 +125,10 @@ impl Store {
         let file = self.path(kind, id).join(kind.meta_file());
         match fs::read(&file) {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", file.display()))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: {e}", file.display()),
+                )
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", file.display()))),
@@ -196,10 +205,13 @@ impl Store {
         remove_all(&staging)?;
         fs::create_dir(&staging)?;
         fill(&staging.join(IMAGE))?;
+        crate::crash::point("commit:filled");
         let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
         write_synced(&staging.join(kind.meta_file()), &json)?;
         sync_dir(&staging)?;
+        crate::crash::point("commit:before-rename");
         fs::rename(&staging, self.path(kind, id))?;
+        crate::crash::point("commit:renamed");
         sync_dir(&self.root.join(kind.dir()))
     }
 
@@ -213,6 +225,7 @@ impl Store {
             Err(e) => return Err(e),
         }
         sync_dir(&self.root.join(kind.dir()))?;
+        crate::crash::point("remove:renamed");
         remove_all(&deleting)
     }
 }
@@ -240,14 +253,24 @@ mod tests {
     use super::*;
 
     fn meta(id: &str) -> VolumeMeta {
-        VolumeMeta { name: format!("name-{id}"), id: id.into(), block: false, source: None, owner: BTreeMap::new() }
+        VolumeMeta {
+            name: format!("name-{id}"),
+            id: id.into(),
+            block: false,
+            source: None,
+            owner: BTreeMap::new(),
+        }
     }
 
     #[test]
     fn an_object_exists_whole_or_not_at_all() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.commit(Kind::Volume, "vol-a", &meta("vol-a"), |img| fs::write(img, vec![0; 4096])).unwrap();
+        store
+            .commit(Kind::Volume, "vol-a", &meta("vol-a"), |img| {
+                fs::write(img, vec![0; 4096])
+            })
+            .unwrap();
         assert_eq!(store.volume("vol-a").unwrap(), Some(meta("vol-a")));
         assert_eq!(store.size(Kind::Volume, "vol-a").unwrap(), 4096);
 
@@ -265,10 +288,19 @@ mod tests {
         assert_eq!(store.allocated().unwrap(), 4096);
 
         // A delete interrupted after its rename: gone, and cleaned on restart.
-        fs::rename(store.path(Kind::Volume, "vol-a"), dir.path().join("deleting/vol-a")).unwrap();
+        fs::rename(
+            store.path(Kind::Volume, "vol-a"),
+            dir.path().join("deleting/vol-a"),
+        )
+        .unwrap();
         assert_eq!(store.volume("vol-a").unwrap(), None);
         let store = Store::open(dir.path()).unwrap();
-        assert!(fs::read_dir(dir.path().join("deleting")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(dir.path().join("deleting"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
         store.remove(Kind::Volume, "vol-a").unwrap();
     }
 }

@@ -1,0 +1,152 @@
+//! A driver process for the tests: overcast-csi on a socket in a temporary
+//! directory, and checks that it left nothing on the node.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+pub struct Driver {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Driver {
+    /// Starts overcast-csi for node `node-a` with its state under a new
+    /// temporary directory; `env` is passed to it (e.g. a crash point).
+    pub fn start(env: &[(&str, &str)]) -> Driver {
+        let dir = tempfile::Builder::new()
+            .prefix("overcast-csi-")
+            .tempdir()
+            .expect("temp dir");
+        let mut driver = Driver { dir, child: None };
+        driver.restart(env);
+        driver
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("csi.sock")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("driver.log")).unwrap_or_default()
+    }
+
+    /// (Re)starts the process on the same state and socket.
+    pub fn restart(&mut self, env: &[(&str, &str)]) {
+        self.stop();
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("driver.log"))
+            .expect("driver log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_overcast-csi"));
+        command
+            .arg("--endpoint")
+            .arg(format!("unix://{}", self.socket().display()))
+            .args(["--node-id", "node-a", "--state-dir"])
+            .arg(self.state())
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(command.spawn().expect("overcast-csi starts"));
+        for _ in 0..200 {
+            if self.socket().exists() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("overcast-csi exited at start ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "overcast-csi did not make its socket in 5 s:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits for the process to end by itself (a crash point aborts it).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("driver runs");
+        for _ in 0..400 {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        let _ = child.kill();
+        panic!("overcast-csi did not exit in 10 s:\n{}", self.log());
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.stop();
+        // Whatever a failed test left mounted or attached under its directory.
+        for mount in mounts_under(self.dir.path()).into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+        for dev in loop_devices_under(self.dir.path()) {
+            let _ = Command::new("losetup").arg("-d").arg(&dev).status();
+        }
+    }
+}
+
+/// Mount points under `dir`, from mountinfo.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect()
+}
+
+/// Loop devices whose backing file is under `dir`.
+pub fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(backing) = std::fs::read_to_string(entry.path().join("loop/backing_file"))
+            && Path::new(backing.trim_end()).starts_with(dir)
+        {
+            found.push(format!("/dev/{name}"));
+        }
+    }
+    found
+}
+
+/// The entries of a state subdirectory (volumes, snapshots, staging, deleting).
+pub fn entries(state: &Path, sub: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(state.join(sub))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
