@@ -12,14 +12,23 @@ pub mod proto {
     //! The CSI spec's gRPC types and services, generated from its csi.proto.
     #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
     tonic::include_proto!("csi.v1");
+
+    pub mod registration {
+        //! The kubelet's plugin registration API (k8s.io/kubelet
+        //! pluginregistration/v1), generated from its api.proto.
+        #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("pluginregistration");
+    }
 }
 
+mod authority;
 mod controller;
 pub mod crash;
 mod host;
 mod identity;
 mod node;
 pub mod plan;
+mod registration;
 mod server;
 pub mod store;
 

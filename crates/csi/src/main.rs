@@ -25,6 +25,14 @@ struct Args {
     /// The most volumes this node may have staged at once, 0 for no limit.
     #[arg(long, default_value_t = 0)]
     max_volumes_per_node: i64,
+    /// The kubelet's plugin registration directory (e.g.
+    /// /var/lib/kubelet/plugins_registry): register the driver there, as
+    /// node-driver-registrar would. Unset: no registration.
+    #[arg(long)]
+    registration_dir: Option<PathBuf>,
+    /// The CSI socket's path as the kubelet sees it (default: --endpoint's).
+    #[arg(long)]
+    kubelet_registration_path: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -44,6 +52,8 @@ async fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
         capacity: args.capacity,
         max_volumes_per_node: args.max_volumes_per_node,
+        registration_dir: args.registration_dir,
+        kubelet_registration_path: args.kubelet_registration_path,
     };
     match overcast_csi::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -30,6 +30,11 @@ pub struct Config {
     /// The most bytes volumes and snapshots may take together.
     pub capacity: Option<u64>,
     pub max_volumes_per_node: i64,
+    /// The kubelet's plugins_registry directory: when set, the driver
+    /// registers itself with the kubelet there.
+    pub registration_dir: Option<PathBuf>,
+    /// The CSI socket's path as the kubelet sees it (default: the endpoint's).
+    pub kubelet_registration_path: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,16 +273,7 @@ fn socket_path(endpoint: &str) -> Result<PathBuf, Error> {
 pub async fn run(config: Config) -> Result<(), Error> {
     let socket = socket_path(&config.endpoint)?;
     let driver = Arc::new(Driver::new(config)?);
-    // A socket left by a killed predecessor would make bind fail.
-    match std::fs::remove_file(&socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Socket(socket, e)),
-        _ => {}
-    }
-    if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Socket(socket.clone(), e))?;
-    }
-    let listener =
-        tokio::net::UnixListener::bind(&socket).map_err(|e| Error::Socket(socket.clone(), e))?;
+    let listener = bind(&socket)?;
     tracing::info!(
         socket = %socket.display(),
         node = %driver.config.node_id,
@@ -286,19 +282,84 @@ pub async fn run(config: Config) -> Result<(), Error> {
         filesystems = ?driver.filesystems.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
         "serving CSI"
     );
-    let incoming = futures::stream::unfold(listener, |listener| async move {
-        let conn = listener.accept().await.map(|(stream, _)| stream);
-        Some((conn, listener))
-    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let registration = match &driver.config.registration_dir {
+        Some(dir) => {
+            let reg_socket = crate::registration::socket(dir, &driver.config.driver_name);
+            let listener = bind(&reg_socket)?;
+            let endpoint = driver
+                .config
+                .kubelet_registration_path
+                .clone()
+                .unwrap_or_else(|| socket.clone());
+            let service = crate::registration::service(&driver.config.driver_name, &endpoint);
+            tracing::info!(socket = %reg_socket.display(), endpoint = %endpoint.display(), "serving the kubelet's plugin registration");
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(
+                        accept_rewriting_authority(listener),
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    ),
+            ))
+        }
+        None => None,
+    };
     let csi = Csi(driver);
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(csi.clone()))
         .add_service(ControllerServer::new(csi.clone()))
         .add_service(NodeServer::new(csi))
-        .serve_with_incoming_shutdown(incoming, shutdown())
-        .await?;
+        .serve_with_incoming_shutdown(accept(listener), shutdown())
+        .await;
+    let _ = stop.send(true);
+    if let Some(task) = registration {
+        task.await
+            .map_err(|e| Error::Socket(socket.clone(), std::io::Error::other(e)))??;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Listens on a unix socket, replacing one a killed predecessor left (it
+/// would make bind fail).
+fn bind(socket: &std::path::Path) -> Result<tokio::net::UnixListener, Error> {
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(Error::Socket(socket.to_path_buf(), e));
+        }
+        _ => {}
+    }
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Socket(socket.to_path_buf(), e))?;
+    }
+    tokio::net::UnixListener::bind(socket).map_err(|e| Error::Socket(socket.to_path_buf(), e))
+}
+
+fn accept(
+    listener: tokio::net::UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(stream, _)| stream);
+        Some((conn, listener))
+    })
+}
+
+/// Connections whose requests' `:authority` is made valid (see authority.rs).
+fn accept_rewriting_authority(
+    listener: tokio::net::UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::io::DuplexStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let conn = listener
+            .accept()
+            .await
+            .map(|(stream, _)| crate::authority::rewrite(stream));
+        Some((conn, listener))
+    })
 }
 
 async fn shutdown() {

@@ -11,6 +11,10 @@ use std::{
 pub struct Driver {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Where the CSI socket is, if not in `dir`.
+    socket: Option<PathBuf>,
+    node: String,
+    extra: Vec<String>,
 }
 
 impl Driver {
@@ -21,13 +25,21 @@ impl Driver {
             .prefix("overcast-csi-")
             .tempdir()
             .expect("temp dir");
-        let mut driver = Driver { dir, child: None };
+        let mut driver = Driver {
+            dir,
+            child: None,
+            socket: None,
+            node: "node-a".into(),
+            extra: Vec::new(),
+        };
         driver.restart(env);
         driver
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("csi.sock")
+        self.socket
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("csi.sock"))
     }
 
     pub fn state(&self) -> PathBuf {
@@ -36,6 +48,29 @@ impl Driver {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("driver.log")).unwrap_or_default()
+    }
+
+    /// Starts overcast-csi as a node's plugin: its socket in the kubelet's
+    /// plugins directory under `kubelet_root`, registered through its
+    /// plugins_registry, as the DaemonSet deploys it.
+    pub fn start_for_kubelet(node: &str, kubelet_root: &Path) -> Driver {
+        let dir = tempfile::Builder::new()
+            .prefix("overcast-csi-")
+            .tempdir()
+            .expect("temp dir");
+        let socket = kubelet_root.join("plugins/local.csi.overcast.dev/csi.sock");
+        let mut driver = Driver {
+            dir,
+            child: None,
+            socket: Some(socket.clone()),
+            node: node.to_string(),
+            extra: vec![
+                "--registration-dir".into(),
+                kubelet_root.join("plugins_registry").display().to_string(),
+            ],
+        };
+        driver.restart(&[]);
+        driver
     }
 
     /// (Re)starts the process on the same state and socket.
@@ -51,8 +86,11 @@ impl Driver {
         command
             .arg("--endpoint")
             .arg(format!("unix://{}", self.socket().display()))
-            .args(["--node-id", "node-a", "--state-dir"])
+            .arg("--node-id")
+            .arg(&self.node)
+            .arg("--state-dir")
             .arg(self.state())
+            .args(&self.extra)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);

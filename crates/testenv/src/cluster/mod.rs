@@ -318,6 +318,17 @@ impl Cluster {
         }
     }
 
+    /// Restarts node `node`'s kubelet (stopped, then started with the same
+    /// flags and directories); its Pods keep running meanwhile.
+    pub fn restart_kubelet(&self, node: &str) -> Result<(), Error> {
+        let index = self.index(node);
+        let mut guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_mut() {
+            Some(running) => running.nodes[index - 1].restart_kubelet(),
+            None => Ok(()),
+        }
+    }
+
     /// Imports an OCI image archive (e.g. one made by testenv/images.sh) into
     /// every node's containerd, so Pods run it with `imagePullPolicy: Never`.
     pub fn import_image(&self, archive: &Path) -> Result<(), Error> {

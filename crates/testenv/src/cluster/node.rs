@@ -36,6 +36,9 @@ pub(crate) struct RunningNode {
     kube_proxy: Option<Supervised>,
     kubelet: Option<Supervised>,
     containerd: Option<Supervised>,
+    /// How the kubelet was started (kubeconfig, placement, binary), to
+    /// start it again.
+    kubelet_launch: Option<(PathBuf, Placement, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,7 @@ impl RunningNode {
             kube_proxy: None,
             kubelet: None,
             containerd: None,
+            kubelet_launch: None,
         };
         node.start_containerd(a, &placement, &bins.images)?;
         node.start_kubelet(kubeconfig, &placement, &bins.kubelet)?;
@@ -298,6 +302,11 @@ maxPods: 30
             format!("--cert-dir={}", self.dir.join("kubelet/pki").display()),
         ]);
         cmd.args(&self.spec.kubelet_args);
+        self.kubelet_launch = Some((
+            kubeconfig.to_path_buf(),
+            placement.clone(),
+            kubelet.to_path_buf(),
+        ));
         let name = format!("kubelet ({})", self.spec.name);
         self.kubelet = Some(Supervised::spawn_placed(
             &name,
@@ -368,6 +377,17 @@ conntrack:
     /// NotReady, its containers are left as they were.
     pub(crate) fn stop_kubelet(&mut self) {
         self.kubelet.take();
+    }
+
+    /// Stops the kubelet and starts it again with the same configuration,
+    /// as a kubelet upgrade or a crash-restart does: Pods keep running.
+    pub(crate) fn restart_kubelet(&mut self) -> Result<(), Error> {
+        self.kubelet.take();
+        let (kubeconfig, placement, kubelet) = self
+            .kubelet_launch
+            .clone()
+            .expect("the kubelet was started");
+        self.start_kubelet(&kubeconfig, &placement, &kubelet)
     }
 }
 
