@@ -166,8 +166,24 @@ pub fn attach(image: &Path) -> Result<String> {
         .to_string())
 }
 
+/// Detaches a loop device and waits until it is gone: a device someone else
+/// holds open for a moment (udev's probe of a changed device, say) is only
+/// marked to detach on its last close, and its image would still look in use.
 pub fn detach(dev: &str) -> Result<()> {
-    run("losetup", &["--detach", dev]).map(drop)
+    run("losetup", &["--detach", dev])?;
+    let backing = format!(
+        "/sys/block/{}/loop/backing_file",
+        dev.trim_start_matches("/dev/")
+    );
+    for _ in 0..100 {
+        if !Path::new(&backing).exists() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(HostError(format!(
+        "{dev} is still attached 5 s after detaching it: something holds it open"
+    )))
 }
 
 /// Tells a loop device its image has grown.
