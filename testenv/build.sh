@@ -24,7 +24,7 @@ part_outputs() {
     kube) echo "${kube_cmds[*]/#/bin/} bin/credprovider-harness bin/images/pause.tar bin/images/echo-server.tar" ;;
     etcd) echo bin/etcd ;;
     helm) echo bin/helm ;;
-    csi) echo bin/csi-sanity ;;
+    csi) echo bin/csi-sanity bin/csi-provisioner bin/csi-resizer bin/csi-snapshotter bin/snapshot-controller bin/snapshot-crds ;;
   esac
 }
 part_inputs() {
@@ -32,7 +32,7 @@ part_inputs() {
     kube) echo kube/go.mod kube/go.sum kube/cmd/*/*.go images.sh ;;
     etcd) echo etcd/go.mod etcd/go.sum ;;
     helm) echo helm/go.mod helm/go.sum ;;
-    csi) echo csi/go.mod csi/go.sum ;;
+    csi) echo csi/go.mod csi/go.sum csi-provisioner/go.mod csi-provisioner/go.sum csi-resizer/go.mod csi-resizer/go.sum csi-snapshotter/go.mod csi-snapshotter/go.sum ;;
   esac
 }
 part_stamp() { { cat versions.env $(part_inputs "$1"); go version; } | sha256sum | cut -d' ' -f1; }
@@ -79,6 +79,24 @@ build_helm() {
 build_csi() {
   echo "testenv: building csi-sanity (csi-test ${CSI_TEST_VERSION})"
   (cd csi && go build -trimpath -ldflags "-s -w" -o ../bin/ github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity)
+  # The sidecars' version flag is set as their release Makefiles set it.
+  local sidecar module
+  for sidecar in "provisioner external-provisioner/v6 ${CSI_PROVISIONER_VERSION} csi-provisioner" \
+      "resizer external-resizer/v2 ${CSI_RESIZER_VERSION} csi-resizer" \
+      "snapshotter external-snapshotter/v8 ${CSI_SNAPSHOTTER_VERSION} csi-snapshotter snapshot-controller"; do
+    set -- $sidecar
+    local dir=csi-$1 module=github.com/kubernetes-csi/$2 version=$3
+    shift 3
+    echo "testenv: building $* (${module} ${version}; a first build takes a few minutes)"
+    (cd "$dir" && go build -trimpath -ldflags "-s -w -X main.version=${version}" -o ../bin/ "${@/#/${module}/cmd/}")
+  done
+  # The snapshot and group snapshot CRDs (snapshot-controller waits for both)
+  # ship in the client module of the same release.
+  local client
+  client=$(cd csi-snapshotter && go list -m -f '{{.Dir}}' github.com/kubernetes-csi/external-snapshotter/client/v8)
+  rm -rf bin/snapshot-crds && mkdir -p bin/snapshot-crds
+  cp "$client"/config/crd/*snapshot.storage.k8s.io_*.yaml bin/snapshot-crds/
+  chmod u+w bin/snapshot-crds/*
 }
 
 # usage: build.sh [PART...]: kube, etcd, helm, csi; all of them when none is

@@ -5,8 +5,7 @@
 use crate::{
     host, plan,
     proto::{
-        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
-        ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
+        CapacityRange, ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
         ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerServiceCapability,
         CreateSnapshotRequest, CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse,
         DeleteSnapshotRequest, DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse,
@@ -26,6 +25,9 @@ use std::path::Path;
 use tonic::Status;
 
 /// What the controller service offers; each one is exercised by csi-sanity.
+/// Not EXPAND_VOLUME: a volume is grown by NodeExpandVolume on its node
+/// (the external-resizer then only records the new size, its "trivial"
+/// resizer), since no controller-side resizer can reach a node-local volume.
 const CAPABILITIES: &[Rpc] = &[
     Rpc::CreateDeleteVolume,
     Rpc::ListVolumes,
@@ -33,7 +35,6 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::CreateDeleteSnapshot,
     Rpc::ListSnapshots,
     Rpc::CloneVolume,
-    Rpc::ExpandVolume,
     Rpc::GetVolume,
     Rpc::VolumeCondition,
     Rpc::SingleNodeMultiWriter,
@@ -375,42 +376,26 @@ impl Driver {
         })
     }
 
-    pub fn controller_expand_volume(
-        &self,
-        req: ControllerExpandVolumeRequest,
-    ) -> Result<ControllerExpandVolumeResponse, Status> {
-        let id = required(&req.volume_id, "volume_id")?;
-        let range = req
-            .capacity_range
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
-        let meta = self.existing_volume(id)?;
-        let block = match req.volume_capability.as_ref() {
-            Some(cap) => plan::access_kind(cap, &self.filesystems)
-                .map_err(Status::invalid_argument)?
-                .is_block(),
-            None => meta.block,
-        };
-        let _busy = self.claim(id)?;
+    /// Grows a volume's image to `wanted` bytes (whole MiB), if it is
+    /// smaller, with the space checked as for a new volume, and tells its
+    /// loop device; the volume's size afterwards. The caller holds the volume.
+    pub fn grow_image(&self, id: &str, range: &CapacityRange) -> Result<u64, Status> {
         let current = self.store.size(Kind::Volume, id).map_err(internal)?;
         let wanted = plan::allocation_size(Some(range), plan::MIB)?;
-        if wanted > current {
-            let _allocating = self.allocating.lock().unwrap_or_else(|p| p.into_inner());
-            self.ensure_free(wanted - current, &format!("growing volume {id}"))?;
-            let image = self.store.image(Kind::Volume, id);
-            host::preallocate(&image, wanted)
-                .map_err(|e| internal(format!("growing volume {id}: {e}")))?;
-            crate::crash::point("expand:grown");
-            if let Some(dev) = host::loop_device(&image).map_err(internal)? {
-                host::refresh(&dev).map_err(internal)?;
-            }
-            tracing::info!(volume = %id, from = current, to = wanted, "expanded volume");
+        if wanted <= current {
+            return Ok(current);
         }
-        Ok(ControllerExpandVolumeResponse {
-            capacity_bytes: wanted.max(current) as i64,
-            // A filesystem is grown by NodeExpandVolume; a block device is its image.
-            node_expansion_required: !block,
-        })
+        let _allocating = self.allocating.lock().unwrap_or_else(|p| p.into_inner());
+        self.ensure_free(wanted - current, &format!("growing volume {id}"))?;
+        let image = self.store.image(Kind::Volume, id);
+        host::preallocate(&image, wanted)
+            .map_err(|e| internal(format!("growing volume {id}: {e}")))?;
+        crate::crash::point("expand:grown");
+        if let Some(dev) = host::loop_device(&image).map_err(internal)? {
+            host::refresh(&dev).map_err(internal)?;
+        }
+        tracing::info!(volume = %id, from = current, to = wanted, "grew the volume's image");
+        Ok(wanted)
     }
 
     fn snapshot_message(&self, meta: &SnapshotMeta) -> Snapshot {

@@ -25,6 +25,10 @@ struct Args {
     /// The most volumes this node may have staged at once, 0 for no limit.
     #[arg(long, default_value_t = 0)]
     max_volumes_per_node: i64,
+    /// The filesystem a volume gets when its StorageClass names none
+    /// (csi.storage.k8s.io/fstype): ext4, ext3, ext2 or xfs.
+    #[arg(long, default_value = overcast_csi::plan::DEFAULT_FS_TYPE)]
+    default_fs_type: String,
     /// The kubelet's plugin registration directory (e.g.
     /// /var/lib/kubelet/plugins_registry): register the driver there, as
     /// node-driver-registrar would. Unset: no registration.
@@ -52,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         state_dir: args.state_dir,
         capacity: args.capacity,
         max_volumes_per_node: args.max_volumes_per_node,
+        default_fs_type: args.default_fs_type,
         registration_dir: args.registration_dir,
         kubelet_registration_path: args.kubelet_registration_path,
     };

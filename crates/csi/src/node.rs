@@ -169,6 +169,12 @@ impl Driver {
         if reader_only(cap) {
             options.push("ro".into());
         }
+        if fs_type == "xfs" && !options.iter().any(|o| o == "nouuid") {
+            // A restored snapshot or a clone has its source's filesystem
+            // UUID, and xfs refuses to mount a second filesystem with a
+            // UUID already mounted (the source, still in use).
+            options.push("nouuid".into());
+        }
         host::mount(&dev, staging, &fs_type, &options).map_err(host_err(format!(
             "mounting volume {id} at {}",
             staging.display()
@@ -393,6 +399,10 @@ impl Driver {
             .ok_or_else(|| {
                 Status::failed_precondition(format!("volume {id} is not staged on this node"))
             })?;
+        // The image grows here, on the volume's node (see controller.rs).
+        if let Some(range) = req.capacity_range.as_ref() {
+            self.grow_image(id, range)?;
+        }
         host::refresh(&dev).map_err(host_err(format!("resizing the device of volume {id}")))?;
         if !block {
             let mount = host::mount_of_device(&dev)

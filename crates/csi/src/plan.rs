@@ -30,6 +30,9 @@ pub const FILESYSTEMS: &[(&str, u64)] = &[
 pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
+/// The prefix Kubernetes reserves for the StorageClass parameters it
+/// interprets itself (csi.storage.k8s.io/fstype, .../provisioner-secret-name).
+pub const K8S_RESERVED_PREFIX: &str = "csi.storage.k8s.io/";
 
 /// A volume's ID, derived from its name so that a retried CreateVolume (after
 /// a timeout or a crash of either side) can only ever find the same volume.
@@ -84,12 +87,31 @@ fn mode_name(mode: i32) -> String {
 }
 
 /// The filesystems a driver can make, with the smallest size of each.
-pub type Filesystems<'a> = &'a [(&'static str, u64)];
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filesystems {
+    /// Name and smallest size of each filesystem the driver can make.
+    pub available: Vec<(&'static str, u64)>,
+    /// What a mount volume whose capability names none gets.
+    pub default: &'static str,
+}
+
+impl Filesystems {
+    /// Every filesystem of [`FILESYSTEMS`], ext4 by default (for tests).
+    pub fn all() -> Filesystems {
+        Filesystems {
+            available: FILESYSTEMS.to_vec(),
+            default: DEFAULT_FS_TYPE,
+        }
+    }
+}
 
 /// One capability checked: node-local volumes serve the single-node modes
 /// only, and mount volumes one of `filesystems` (those of [`FILESYSTEMS`]
 /// this node has the tools for).
-pub fn access_kind(cap: &VolumeCapability, filesystems: Filesystems) -> Result<AccessKind, String> {
+pub fn access_kind(
+    cap: &VolumeCapability,
+    filesystems: &Filesystems,
+) -> Result<AccessKind, String> {
     let mode = cap
         .access_mode
         .as_ref()
@@ -117,14 +139,19 @@ pub fn access_kind(cap: &VolumeCapability, filesystems: Filesystems) -> Result<A
         AccessType::Block(_) => Ok(AccessKind::Block),
         AccessType::Mount(mount) => {
             let fs_type = if mount.fs_type.is_empty() {
-                DEFAULT_FS_TYPE
+                filesystems.default
             } else {
                 mount.fs_type.as_str()
             };
-            if !filesystems.iter().any(|(name, _)| *name == fs_type) {
+            if !filesystems
+                .available
+                .iter()
+                .any(|(name, _)| *name == fs_type)
+            {
                 return Err(format!(
                     "fsType {fs_type:?} is not supported on this node (supported: {})",
                     filesystems
+                        .available
                         .iter()
                         .map(|(n, _)| *n)
                         .collect::<Vec<_>>()
@@ -144,7 +171,7 @@ pub fn access_kind(cap: &VolumeCapability, filesystems: Filesystems) -> Result<A
 /// Every capability of a request checked; at least one is required.
 pub fn access_kinds(
     caps: &[VolumeCapability],
-    filesystems: Filesystems,
+    filesystems: &Filesystems,
 ) -> Result<Vec<AccessKind>, String> {
     if caps.is_empty() {
         return Err("volume_capabilities is empty".into());
@@ -155,12 +182,13 @@ pub fn access_kinds(
 }
 
 /// The smallest size any of `kinds` can be formatted at.
-pub fn minimum_size(kinds: &[AccessKind], filesystems: Filesystems) -> u64 {
+pub fn minimum_size(kinds: &[AccessKind], filesystems: &Filesystems) -> u64 {
     kinds
         .iter()
         .map(|k| match k {
             AccessKind::Block => MIB,
             AccessKind::Mount { fs_type } => filesystems
+                .available
                 .iter()
                 .find(|(n, _)| n == fs_type)
                 .map_or(MIB, |(_, min)| *min),
@@ -236,6 +264,10 @@ pub fn parameters(
             PVC_NAME | PVC_NAMESPACE | PV_NAME => {
                 parsed.owner.insert(key.clone(), value.clone());
             }
+            // Kubernetes' reserved keys (fstype, secret names) are the CO's:
+            // the external-provisioner acts on them, and passes them on
+            // as they are in GetCapacity.
+            _ if key.starts_with(K8S_RESERVED_PREFIX) => {}
             "backend" if value == "image" => {}
             "backend" => {
                 return Err(format!(
@@ -326,13 +358,20 @@ mod tests {
 
     #[test]
     fn multi_node_modes_and_unknown_filesystems_are_refused_by_name() {
-        let err =
-            access_kind(&cap(Mode::MultiNodeMultiWriter, mount("")), FILESYSTEMS).unwrap_err();
+        let err = access_kind(
+            &cap(Mode::MultiNodeMultiWriter, mount("")),
+            &Filesystems::all(),
+        )
+        .unwrap_err();
         assert!(err.contains("MULTI_NODE_MULTI_WRITER"), "{err}");
-        let err = access_kind(&cap(Mode::SingleNodeWriter, mount("zfs")), FILESYSTEMS).unwrap_err();
+        let err = access_kind(
+            &cap(Mode::SingleNodeWriter, mount("zfs")),
+            &Filesystems::all(),
+        )
+        .unwrap_err();
         assert!(err.contains("\"zfs\"") && err.contains("ext4"), "{err}");
         assert_eq!(
-            access_kind(&cap(Mode::SingleNodeWriter, mount("")), FILESYSTEMS).unwrap(),
+            access_kind(&cap(Mode::SingleNodeWriter, mount("")), &Filesystems::all()).unwrap(),
             AccessKind::Mount {
                 fs_type: "ext4".into()
             }
@@ -343,12 +382,12 @@ mod tests {
                     Mode::SingleNodeReaderOnly,
                     AccessType::Block(BlockVolume {})
                 ),
-                FILESYSTEMS
+                &Filesystems::all()
             )
             .unwrap(),
             AccessKind::Block
         );
-        assert!(access_kinds(&[], FILESYSTEMS).is_err());
+        assert!(access_kinds(&[], &Filesystems::all()).is_err());
     }
 
     #[test]
@@ -395,6 +434,9 @@ mod tests {
         params.insert("backend".to_string(), "image".to_string());
         let parsed = parameters(&params).unwrap();
         assert_eq!(parsed.owner.get(PVC_NAME).map(String::as_str), Some("data"));
+        // Kubernetes' own keys reach GetCapacity unfiltered: accepted.
+        params.insert("csi.storage.k8s.io/fstype".to_string(), "xfs".to_string());
+        assert!(parameters(&params).is_ok());
         params.insert("fstype".to_string(), "xfs".to_string());
         assert!(parameters(&params).unwrap_err().contains("\"fstype\""));
         params.remove("fstype");

@@ -4,7 +4,7 @@
 
 use crate::{
     TOPOLOGY_NODE_KEY, host,
-    plan::FILESYSTEMS,
+    plan::{FILESYSTEMS, Filesystems},
     proto::{
         self, Topology,
         controller_server::{Controller, ControllerServer},
@@ -30,6 +30,8 @@ pub struct Config {
     /// The most bytes volumes and snapshots may take together.
     pub capacity: Option<u64>,
     pub max_volumes_per_node: i64,
+    /// The filesystem a mount volume gets when its capability names none.
+    pub default_fs_type: String,
     /// The kubelet's plugins_registry directory: when set, the driver
     /// registers itself with the kubelet there.
     pub registration_dir: Option<PathBuf>,
@@ -41,6 +43,10 @@ pub struct Config {
 pub enum Error {
     #[error("--endpoint {0:?}: only unix sockets are served (unix:///path or a path)")]
     Endpoint(String),
+    #[error(
+        "--default-fs-type {0:?} cannot be made on this node (available: {1}; each needs its mkfs and grow tools)"
+    )]
+    DefaultFsType(String, String),
     #[error("--node-id is empty: set it (or NODE_NAME) to this node's name")]
     NodeId,
     #[error("state directory {0}: {1}")]
@@ -55,8 +61,8 @@ pub enum Error {
 pub struct Driver {
     pub config: Config,
     pub store: Store,
-    /// The filesystems this node can make and grow, with their minimum sizes.
-    pub filesystems: Vec<(&'static str, u64)>,
+    /// The filesystems this node can make and grow, and the default one.
+    pub filesystems: Filesystems,
     /// Objects an RPC is working on: a second RPC for one gets ABORTED, as
     /// the spec asks, and the sidecar retries it.
     busy: Mutex<HashSet<String>>,
@@ -87,10 +93,23 @@ impl Driver {
         if config.node_id.is_empty() {
             return Err(Error::NodeId);
         }
+        let available = host::available_filesystems(FILESYSTEMS);
+        let Some(&(default, _)) = available.iter().find(|(f, _)| *f == config.default_fs_type)
+        else {
+            return Err(Error::DefaultFsType(
+                config.default_fs_type.clone(),
+                available
+                    .iter()
+                    .map(|(f, _)| *f)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        };
+        let filesystems = Filesystems { available, default };
         let store = Store::open(&config.state_dir)
             .map_err(|e| Error::State(config.state_dir.clone(), e))?;
         let driver = Driver {
-            filesystems: host::available_filesystems(FILESYSTEMS),
+            filesystems,
             config,
             store,
             busy: Mutex::new(HashSet::new()),
@@ -222,7 +241,6 @@ service! {
         create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse;
         delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse;
         list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse;
-        controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse;
         controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse;
     }
 
@@ -238,6 +256,13 @@ service! {
         _: Request<proto::ControllerUnpublishVolumeRequest>,
     ) -> Result<Response<proto::ControllerUnpublishVolumeResponse>, Status> {
         Err(Status::unimplemented("node-local volumes are not attached: there is no ControllerUnpublishVolume"))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        _: Request<proto::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<proto::ControllerExpandVolumeResponse>, Status> {
+        Err(Status::unimplemented("volumes are grown on their node: NodeExpandVolume with the new capacity_range"))
     }
 
     async fn controller_modify_volume(
@@ -279,7 +304,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         node = %driver.config.node_id,
         driver = %driver.config.driver_name,
         state = %driver.config.state_dir.display(),
-        filesystems = ?driver.filesystems.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        filesystems = ?driver.filesystems.available.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        default_fs_type = driver.filesystems.default,
         "serving CSI"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -421,14 +421,16 @@ async fn a_crash_while_staging_snapshotting_or_expanding_loses_no_data() {
         "before the snapshot"
     );
 
-    // Killed after the image grew, before the device was told: the retried
-    // expansion finishes it, and the filesystem grows to the new size.
+    // Killed in NodeExpandVolume after the image grew, before the device
+    // was told: the image keeps its new size (no second record to lose).
+    let target_path = target.display().to_string();
     let mut client = crash_at(&mut driver, "expand:grown", |mut c| {
-        let id = id.clone();
+        let (id, target_path) = (id.clone(), target_path.clone());
         async move {
-            c.controller
-                .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+            c.node
+                .node_expand_volume(proto::NodeExpandVolumeRequest {
                     volume_id: id,
+                    volume_path: target_path,
                     capacity_range: Some(CapacityRange {
                         required_bytes: 128 * MIB,
                         limit_bytes: 0,
@@ -440,21 +442,15 @@ async fn a_crash_while_staging_snapshotting_or_expanding_loses_no_data() {
         }
     })
     .await;
-    let expanded = client
-        .controller
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: 128 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("the retried expansion succeeds")
-        .into_inner();
-    assert_eq!(expanded.capacity_bytes, 128 * MIB);
-    assert!(expanded.node_expansion_required);
+    let volumes = client.volumes().await;
+    assert_eq!(
+        volumes
+            .iter()
+            .find(|(v, _)| *v == id)
+            .map(|(_, size)| *size),
+        Some(128 * MIB),
+        "{volumes:?}"
+    );
     // ext4 grows unmounted (growing it mounted needs CAP_SYS_RESOURCE, which
     // this machine's root lacks): staging again grows it, data intact.
     client
@@ -545,8 +541,8 @@ async fn a_crash_while_staging_snapshotting_or_expanding_loses_no_data() {
     }
 }
 
-/// xfs grows mounted: ControllerExpandVolume then NodeExpandVolume on the
-/// published path, as the external-resizer and the kubelet call them.
+/// xfs grows mounted: NodeExpandVolume on the published path with the new
+/// size, as the kubelet calls it after the external-resizer recorded it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mounted_xfs_volume_grows_online() {
     let driver = Driver::start(&[]);
@@ -597,23 +593,15 @@ async fn a_mounted_xfs_volume_grows_online() {
         .expect("publish");
     std::fs::write(target.join("data"), "xfs").unwrap();
     let before = fs_bytes(&mut client, &id, &target).await;
-    client
-        .controller
-        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: 400 * MIB,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("ControllerExpandVolume");
     let grown = client
         .node
         .node_expand_volume(proto::NodeExpandVolumeRequest {
             volume_id: id.clone(),
             volume_path: target.display().to_string(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 400 * MIB,
+                limit_bytes: 0,
+            }),
             ..Default::default()
         })
         .await

@@ -73,6 +73,24 @@ impl Driver {
         driver
     }
 
+    /// Starts overcast-csi with more flags (state under a new temporary directory).
+    pub fn start_with_args(args: &[&str]) -> Driver {
+        let dir = tempfile::Builder::new()
+            .prefix("overcast-csi-")
+            .tempdir()
+            .expect("temp dir");
+        let extra = args.iter().map(|a| a.to_string()).collect();
+        let mut driver = Driver {
+            dir,
+            child: None,
+            socket: None,
+            node: "node-a".into(),
+            extra,
+        };
+        driver.restart(&[]);
+        driver
+    }
+
     /// (Re)starts the process on the same state and socket.
     pub fn restart(&mut self, env: &[(&str, &str)]) {
         self.stop();
@@ -187,4 +205,48 @@ pub fn entries(state: &Path, sub: &str) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// A sidecar (or any helper) process, killed when dropped; its output in a
+/// log file beside it.
+pub struct Process {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    pub fn spawn(name: &str, mut command: Command, log_dir: &Path) -> Process {
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        command
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Process {
+            name: name.to_string(),
+            child,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn check_alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

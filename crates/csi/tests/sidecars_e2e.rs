@@ -1,0 +1,404 @@
+//! overcast-csi with the upstream sidecars on the real-node cluster, as the
+//! DaemonSet runs them: per node the driver (registered with its kubelet),
+//! external-provisioner (`--node-deployment`, `--enable-capacity`) and
+//! csi-snapshotter (`--node-deployment`); once, external-resizer and the
+//! snapshot-controller. Through the Kubernetes API only: a claim with
+//! WaitForFirstConsumer is provisioned on the node its Pod was scheduled
+//! to, CSIStorageCapacity is published per node, the claim is expanded
+//! while its Pod runs, snapshotted, and restored into a new claim whose Pod
+//! reads the data; deleting the claims deletes the volumes.
+//! Needs root (the real-node cluster) and `make testenv` (the sidecars).
+
+mod common;
+
+use common::{Driver, Process};
+use k8s_openapi::api::{
+    core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
+    storage::v1::{CSIDriver, CSIStorageCapacity},
+};
+use kube::{
+    Api,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+        PatchParams, PostParams,
+    },
+};
+use overcast_testenv::{Cluster, ClusterOptions, cluster::ECHO_SERVER, eventually};
+use std::{path::Path, process::Command, time::Duration};
+
+const SOON: Duration = Duration::from_secs(120);
+const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
+const MIB: i64 = 1 << 20;
+
+fn pod(name: &str, node: &str, claim: &str, script: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "tolerations": [{"operator": "Exists"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "app",
+                "image": ECHO_SERVER,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", script],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+        }
+    }))
+    .unwrap()
+}
+
+fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
+    let mut spec = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "overcast-local",
+        "resources": {"requests": {"storage": size}},
+    });
+    if let Some(snapshot) = snapshot {
+        spec["dataSource"] = serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
+    }
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+fn bin(name: &str) -> std::path::PathBuf {
+    let path = overcast_testenv::bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make testenv`",
+        path.display()
+    );
+    path
+}
+
+fn sidecar(
+    name: &str,
+    binary: &str,
+    socket: &Path,
+    kubeconfig: &Path,
+    node: Option<&str>,
+    args: &[&str],
+    logs: &Path,
+) -> Process {
+    let mut command = Command::new(bin(binary));
+    command
+        .arg(format!("--csi-address={}", socket.display()))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--leader-election=false")
+        .args(args);
+    if let Some(node) = node {
+        command.env("NODE_NAME", node);
+    }
+    // Where the provisioner keeps CSIStorageCapacity objects (the DaemonSet's
+    // namespace, from the downward API, when deployed).
+    command.env("NAMESPACE", "kube-system");
+    Process::spawn(name, command, logs)
+}
+
+async fn logs_of(pods: &Api<Pod>, name: &str) -> String {
+    pods.logs(name, &LogParams::default())
+        .await
+        .unwrap_or_default()
+}
+
+fn quantity_bytes(q: &str) -> i64 {
+    let (number, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
+    let n: i64 = number.parse().unwrap_or(0);
+    n * match unit {
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidecars() {
+    let cluster = Cluster::start_with(&ClusterOptions::nodes(2))
+        .await
+        .expect("cluster (run `make testenv`)");
+    let plane = cluster.plane();
+    let client = plane.client().await.unwrap();
+    let kubeconfig = plane.kubeconfig_path().to_path_buf();
+    // Beside the cluster's own logs (kept with OVERCAST_TESTENV_KEEP=1).
+    let logs = cluster.dir().join("csi-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+
+    // The snapshot CRDs, the CSIDriver object as shipped, a StorageClass and
+    // a VolumeSnapshotClass, as a user installs them.
+    let crds = overcast_testenv::bin_dir().join("snapshot-crds");
+    let mut crd_files: Vec<_> = std::fs::read_dir(&crds)
+        .expect("snapshot CRDs (run `make testenv`)")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    crd_files.sort();
+    for file in crd_files {
+        plane
+            .kubectl_apply(&std::fs::read_to_string(&file).unwrap())
+            .expect("snapshot CRD");
+    }
+    let manifest = std::fs::read_to_string(
+        overcast_testenv::workspace_root().join("deploy/csi/csidriver.yaml"),
+    )
+    .unwrap();
+    let csi_driver: CSIDriver = serde_saphyr::from_str(&manifest).unwrap();
+    Api::<CSIDriver>::all(client.clone())
+        .create(&PostParams::default(), &csi_driver)
+        .await
+        .unwrap();
+    plane
+        .kubectl_apply(&format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: overcast-local}}\nprovisioner: {DRIVER}\n\
+             volumeBindingMode: WaitForFirstConsumer\nallowVolumeExpansion: true\nreclaimPolicy: Delete\n\
+             parameters: {{csi.storage.k8s.io/fstype: xfs}}\n---\n\
+             apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata: {{name: overcast-local}}\n\
+             driver: {DRIVER}\ndeletionPolicy: Delete\n"
+        ))
+        .expect("StorageClass and VolumeSnapshotClass");
+
+    // Per node: the driver and its node-deployment sidecars.
+    let mut drivers = Vec::new();
+    let mut processes = Vec::new();
+    for node in ["node-1", "node-2"] {
+        let driver = Driver::start_for_kubelet(node, &cluster.dir().join(node).join("kubelet"));
+        let socket = driver.socket();
+        processes.push(sidecar(
+            &format!("provisioner-{node}"),
+            "csi-provisioner",
+            &socket,
+            &kubeconfig,
+            Some(node),
+            &[
+                "--node-deployment",
+                "--strict-topology",
+                "--extra-create-metadata",
+                "--enable-capacity",
+                "--capacity-ownerref-level=-1",
+                "--capacity-poll-interval=5s",
+            ],
+            &logs,
+        ));
+        processes.push(sidecar(
+            &format!("snapshotter-{node}"),
+            "csi-snapshotter",
+            &socket,
+            &kubeconfig,
+            Some(node),
+            &["--node-deployment"],
+            &logs,
+        ));
+        drivers.push(driver);
+    }
+    processes.push(sidecar(
+        "resizer",
+        "csi-resizer",
+        &drivers[0].socket(),
+        &kubeconfig,
+        None,
+        &[],
+        &logs,
+    ));
+    let mut controller = Command::new(bin("snapshot-controller"));
+    controller
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--leader-election=false")
+        // Labels each snapshot's content with its volume's node, for that
+        // node's csi-snapshotter (--node-deployment).
+        .arg("--enable-distributed-snapshotting");
+    processes.push(Process::spawn("snapshot-controller", controller, &logs));
+    let all_logs = |processes: &[Process], drivers: &[Driver]| {
+        let mut out = String::new();
+        for p in processes {
+            out += &format!("\n===== {} =====\n{}", p.name, p.log());
+        }
+        for (i, d) in drivers.iter().enumerate() {
+            out += &format!("\n===== driver node-{} =====\n{}", i + 1, d.log());
+        }
+        out
+    };
+
+    // Capacity per node, for the scheduler.
+    let capacities: Api<CSIStorageCapacity> = Api::all(client.clone());
+    let published = eventually("CSIStorageCapacity for both nodes", SOON, || async {
+        let list = capacities.list(&ListParams::default()).await.ok()?;
+        let nodes: Vec<String> = list
+            .items
+            .iter()
+            .filter(|c| {
+                c.storage_class_name == "overcast-local"
+                    && c.capacity
+                        .as_ref()
+                        .is_some_and(|q| quantity_bytes(&q.0) > 0)
+            })
+            .filter_map(|c| {
+                c.node_topology
+                    .as_ref()?
+                    .match_labels
+                    .as_ref()?
+                    .get(overcast_csi::TOPOLOGY_NODE_KEY)
+                    .cloned()
+            })
+            .collect();
+        (nodes.contains(&"node-1".to_string()) && nodes.contains(&"node-2".to_string()))
+            .then_some(nodes)
+    })
+    .await;
+    let mut nodes = published.clone();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, ["node-1", "node-2"], "{published:?}");
+
+    // WaitForFirstConsumer: the claim is provisioned where its Pod went.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    claims
+        .create(&PostParams::default(), &claim("data", "300Mi", None))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "writer",
+            "node-2",
+            "data",
+            "echo from-the-writer > /data/file && sync && echo done && sleep 3600",
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the writer wrote its file", SOON, || async {
+        logs_of(&pods, "writer")
+            .await
+            .contains("done")
+            .then_some(())
+    })
+    .await;
+    let bound = claims.get("data").await.unwrap();
+    let pv_name = bound
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .expect("bound");
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let pv = pvs.get(&pv_name).await.unwrap();
+    let affinity = serde_json::to_string(&pv.spec.as_ref().unwrap().node_affinity).unwrap();
+    assert!(
+        affinity.contains(overcast_csi::TOPOLOGY_NODE_KEY) && affinity.contains("node-2"),
+        "{affinity}"
+    );
+    assert!(
+        drivers[1].log().contains("created volume"),
+        "node-2's driver made it:{}",
+        all_logs(&processes, &drivers)
+    );
+    assert!(
+        !drivers[0].log().contains("created volume"),
+        "node-1's driver made nothing"
+    );
+
+    // Expanded while the Pod runs: the resizer records it, the kubelet grows it.
+    claims
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"resources": {"requests": {"storage": "400Mi"}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the claim's capacity is 400Mi", SOON, || async {
+        let claim = claims.get("data").await.ok()?;
+        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+        (quantity_bytes(&capacity) >= 400 * MIB).then_some(())
+    })
+    .await;
+
+    // Snapshotted, then restored into a new claim on the same node.
+    let snapshots: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    );
+    let snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "data-snap"},
+        "spec": {"volumeSnapshotClassName": "overcast-local", "source": {"persistentVolumeClaimName": "data"}},
+    }))
+    .unwrap();
+    snapshots
+        .create(&PostParams::default(), &snapshot)
+        .await
+        .unwrap();
+    eventually("the snapshot is ready", SOON, || async {
+        let s = snapshots.get("data-snap").await.ok()?;
+        (s.data["status"]["readyToUse"] == serde_json::json!(true)).then_some(())
+    })
+    .await;
+    claims
+        .create(
+            &PostParams::default(),
+            &claim("restored", "400Mi", Some("data-snap")),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod(
+            "reader",
+            "node-2",
+            "restored",
+            "cat /data/file && sleep 3600",
+        ),
+    )
+    .await
+    .unwrap();
+    let read = eventually("the reader printed the restored file", SOON, || async {
+        let logs = logs_of(&pods, "reader").await;
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    assert_eq!(
+        read.trim(),
+        "from-the-writer",
+        "{}",
+        all_logs(&processes, &drivers)
+    );
+
+    // Deleting everything deletes the volumes and the snapshot on the node.
+    for name in ["writer", "reader"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("the Pods are gone", SOON, || async {
+        (pods.get_opt("writer").await.ok()?.is_none()
+            && pods.get_opt("reader").await.ok()?.is_none())
+        .then_some(())
+    })
+    .await;
+    snapshots
+        .delete("data-snap", &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in ["data", "restored"] {
+        claims.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("node-2 holds no volume or snapshot", SOON, || async {
+        let state = drivers[1].state();
+        (common::entries(&state, "volumes").is_empty()
+            && common::entries(&state, "snapshots").is_empty())
+        .then_some(())
+    })
+    .await;
+    for p in &mut processes {
+        p.check_alive();
+    }
+    drop(processes);
+    drop(drivers);
+    cluster.stop();
+}

@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools pins the commands this module builds; it is never compiled.
+package tools
+
+import (
+	_ "github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer"
+)
