@@ -487,52 +487,16 @@ where
         .unwrap();
 }
 
-/// A kubeconfig with a token of a new ServiceAccount `name` in default.
+/// A kubeconfig with a token of ServiceAccount `namespace/name`.
 async fn service_account_kubeconfig(
     env: &CloudEnv,
     namespace: &str,
     name: &str,
 ) -> std::path::PathBuf {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: Api<ServiceAccount> = Api::namespaced(env.client.clone(), namespace);
-    // Made here unless a manifest made it.
-    if accounts.get_opt(name).await.unwrap().is_none() {
-        let account: ServiceAccount =
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        accounts
-            .create(&PostParams::default(), &account)
-            .await
-            .unwrap();
-    }
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let token = accounts
-        .create_token_request(name, &PostParams::default(), &request)
+    env.plane
+        .service_account_kubeconfig(namespace, name)
         .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let path = env
-        .dir
-        .path()
-        .join(format!("{namespace}-{name}.kubeconfig"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {}, certificate-authority: {}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
-            env.plane.server(),
-            env.plane.ca_path().display()
-        ),
-    )
-    .unwrap();
-    path
+        .expect("ServiceAccount token")
 }
 
 /// The preflight on a cluster with seeded hazards lists exactly those (and

@@ -1,7 +1,10 @@
-//! overcast-csi with the upstream sidecars on the real-node cluster, as the
-//! DaemonSet runs them: per node the driver (registered with its kubelet),
-//! external-provisioner (`--node-deployment`, `--enable-capacity`) and
-//! csi-snapshotter (`--node-deployment`); once, external-resizer and the
+//! overcast-csi with the upstream sidecars on the real-node cluster, as
+//! deploy/csi/overcast-csi.yaml runs them (there are no images here, so its
+//! containers run as processes, with the manifest's args and env and the
+//! token of the manifest's ServiceAccounts, so with exactly its RBAC): per
+//! node the driver (registered with its kubelet), external-provisioner
+//! (`--node-deployment`, `--enable-capacity`), csi-snapshotter
+//! (`--node-deployment`) and a leader-elected external-resizer; once, the
 //! snapshot-controller. Through the Kubernetes API only: a claim with
 //! WaitForFirstConsumer is provisioned on the node its Pod was scheduled
 //! to, CSIStorageCapacity is published per node, the claim is expanded
@@ -72,28 +75,70 @@ fn bin(name: &str) -> std::path::PathBuf {
     path
 }
 
-fn sidecar(
+/// A container of the manifest's `kind` (DaemonSet or Deployment).
+fn container<'a>(
+    manifest: &'a [serde_json::Value],
+    kind: &str,
     name: &str,
-    binary: &str,
-    socket: &Path,
-    kubeconfig: &Path,
-    node: Option<&str>,
-    args: &[&str],
-    logs: &Path,
+) -> &'a serde_json::Value {
+    manifest
+        .iter()
+        .filter(|doc| doc["kind"] == kind)
+        .flat_map(|doc| {
+            doc["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("deploy/csi/overcast-csi.yaml has no {kind} container {name}"))
+}
+
+/// Where a container of the manifest runs, and what it gets.
+struct Placement<'a> {
+    node: Option<&'a str>,
+    socket: Option<&'a Path>,
+    kubeconfig: &'a Path,
+    logs: &'a Path,
+}
+
+/// A container of the manifest run as a process: its args (the socket it is
+/// given in place of /csi/csi.sock), its env from the downward API as the
+/// kubelet would fill it, `overrides` last.
+fn run_container(
+    manifest: &[serde_json::Value],
+    kind: &str,
+    name: &str,
+    at: &Placement,
+    overrides: &[&str],
 ) -> Process {
-    let mut command = Command::new(bin(binary));
-    command
-        .arg(format!("--csi-address={}", socket.display()))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--leader-election=false")
-        .args(args);
-    if let Some(node) = node {
-        command.env("NODE_NAME", node);
+    let spec = container(manifest, kind, name);
+    let mut command = Command::new(bin(name));
+    for arg in spec["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str())
+    {
+        match (arg.strip_prefix("--csi-address="), at.socket) {
+            (Some(_), Some(socket)) => command.arg(format!("--csi-address={}", socket.display())),
+            _ => command.arg(arg),
+        };
     }
-    // Where the provisioner keeps CSIStorageCapacity objects (the DaemonSet's
-    // namespace, from the downward API, when deployed).
-    command.env("NAMESPACE", "kube-system");
-    Process::spawn(name, command, logs)
+    command
+        .arg(format!("--kubeconfig={}", at.kubeconfig.display()))
+        .args(overrides);
+    let instance = format!("{name}-{}", at.node.unwrap_or("once"));
+    for env in spec["env"].as_array().into_iter().flatten() {
+        let value = match env["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            Some("spec.nodeName") => at.node.expect("a per-node container").to_string(),
+            Some("metadata.namespace") => "kube-system".to_string(),
+            Some("metadata.name") => instance.clone(),
+            _ => env["value"].as_str().unwrap_or_default().to_string(),
+        };
+        command.env(env["name"].as_str().unwrap(), value);
+    }
+    Process::spawn(&instance, command, at.logs)
 }
 
 async fn logs_of(pods: &Api<Pod>, name: &str) -> String {
@@ -120,7 +165,6 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
         .expect("cluster (run `make testenv`)");
     let plane = cluster.plane();
     let client = plane.client().await.unwrap();
-    let kubeconfig = plane.kubeconfig_path().to_path_buf();
     // Beside the cluster's own logs (kept with OVERCAST_TESTENV_KEEP=1).
     let logs = cluster.dir().join("csi-logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -158,56 +202,93 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
         ))
         .expect("StorageClass and VolumeSnapshotClass");
 
-    // Per node: the driver and its node-deployment sidecars.
+    // The manifest: valid as a whole (its DaemonSet and Deployment too), and
+    // its ServiceAccounts and RBAC applied; the containers then run with
+    // those accounts' tokens.
+    let manifest_path = overcast_testenv::workspace_root().join("deploy/csi/overcast-csi.yaml");
+    let manifest_text = std::fs::read_to_string(&manifest_path).unwrap();
+    let status = plane
+        .kubectl()
+        .args(["apply", "--dry-run=server", "-f"])
+        .arg(&manifest_path)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the apiserver refused deploy/csi/overcast-csi.yaml"
+    );
+    let manifest: Vec<serde_json::Value> = serde_saphyr::from_multiple(&manifest_text).unwrap();
+    for doc in manifest
+        .iter()
+        .filter(|d| d["kind"] != "DaemonSet" && d["kind"] != "Deployment")
+    {
+        plane
+            .kubectl_apply(&serde_json::to_string(doc).unwrap())
+            .expect("the manifest's accounts and RBAC");
+    }
+    let node_account = plane
+        .service_account_kubeconfig("kube-system", "overcast-csi-node")
+        .await
+        .unwrap();
+    let controller_account = plane
+        .service_account_kubeconfig("kube-system", "overcast-csi-snapshot-controller")
+        .await
+        .unwrap();
+
+    // Per node: the driver and the DaemonSet's sidecars.
     let mut drivers = Vec::new();
     let mut processes = Vec::new();
     for node in ["node-1", "node-2"] {
         let driver = Driver::start_for_kubelet(node, &cluster.dir().join(node).join("kubelet"));
         let socket = driver.socket();
-        processes.push(sidecar(
-            &format!("provisioner-{node}"),
+        let at = Placement {
+            node: Some(node),
+            socket: Some(&socket),
+            kubeconfig: &node_account,
+            logs: &logs,
+        };
+        // No Pod object owns these processes: their capacity objects get no
+        // owner; and capacity is polled often, for the test's pace.
+        let provisioner_overrides = [
+            "--capacity-ownerref-level=-1",
+            "--capacity-poll-interval=5s",
+        ];
+        processes.push(run_container(
+            &manifest,
+            "DaemonSet",
             "csi-provisioner",
-            &socket,
-            &kubeconfig,
-            Some(node),
-            &[
-                "--node-deployment",
-                "--strict-topology",
-                "--extra-create-metadata",
-                "--enable-capacity",
-                "--capacity-ownerref-level=-1",
-                "--capacity-poll-interval=5s",
-            ],
-            &logs,
+            &at,
+            &provisioner_overrides,
         ));
-        processes.push(sidecar(
-            &format!("snapshotter-{node}"),
+        processes.push(run_container(
+            &manifest,
+            "DaemonSet",
             "csi-snapshotter",
-            &socket,
-            &kubeconfig,
-            Some(node),
-            &["--node-deployment"],
-            &logs,
+            &at,
+            &[],
+        ));
+        processes.push(run_container(
+            &manifest,
+            "DaemonSet",
+            "csi-resizer",
+            &at,
+            &[],
         ));
         drivers.push(driver);
     }
-    processes.push(sidecar(
-        "resizer",
-        "csi-resizer",
-        &drivers[0].socket(),
-        &kubeconfig,
-        None,
+    let once = Placement {
+        node: None,
+        socket: None,
+        kubeconfig: &controller_account,
+        logs: &logs,
+    };
+    processes.push(run_container(
+        &manifest,
+        "Deployment",
+        "snapshot-controller",
+        &once,
         &[],
-        &logs,
     ));
-    let mut controller = Command::new(bin("snapshot-controller"));
-    controller
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .arg("--leader-election=false")
-        // Labels each snapshot's content with its volume's node, for that
-        // node's csi-snapshotter (--node-deployment).
-        .arg("--enable-distributed-snapshotting");
-    processes.push(Process::spawn("snapshot-controller", controller, &logs));
     let all_logs = |processes: &[Process], drivers: &[Driver]| {
         let mut out = String::new();
         for p in processes {

@@ -385,6 +385,63 @@ impl ControlPlane {
         &self.dir_path
     }
 
+    /// A kubeconfig (in this control plane's directory) that authenticates
+    /// as the ServiceAccount `namespace/name`, made here unless it exists:
+    /// what a Pod running as it gets, for processes a test runs with exactly
+    /// a manifest's rights.
+    pub async fn service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf, Error> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let what = || format!("a token for ServiceAccount {namespace}/{name}");
+        let client = self.client().await?;
+        let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(client, namespace);
+        let failed = |e: kube::Error| Error::Io {
+            what: what(),
+            source: std::io::Error::other(e),
+        };
+        if accounts.get_opt(name).await.map_err(failed)?.is_none() {
+            let account = ServiceAccount {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            accounts
+                .create(&kube::api::PostParams::default(), &account)
+                .await
+                .map_err(failed)?;
+        }
+        let request = TokenRequest {
+            spec: TokenRequestSpec::default(),
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &kube::api::PostParams::default(), &request)
+            .await
+            .map_err(failed)?
+            .status
+            .map(|s| s.token)
+            .unwrap_or_default();
+        let path = self
+            .dir_path
+            .join(format!("sa-{namespace}-{name}.kubeconfig"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {}, certificate-authority: {}}}\nusers:\n- name: u\n  user: {{token: {token}}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+                self.server(),
+                self.ca_path().display()
+            ),
+        )
+        .map_err(Error::io(format!("writing {}", path.display())))?;
+        Ok(path)
+    }
+
     /// A `kubectl` command already pointed at this control plane.
     pub fn kubectl(&self) -> Command {
         let mut cmd = Command::new(&self.kubectl_bin);
