@@ -2,8 +2,8 @@
 //! kubelet's plugins_registry (as node-driver-registrar would) and the
 //! CSINode object and the Node's topology label show it; the scheduler puts
 //! a Pod whose volume is on node-1 on node-1; the kubelet stages and
-//! publishes it through the driver; a kubelet restart under the Pod leaves
-//! it published; the Pod's data is there for the next Pod after the first is
+//! publishes it through the driver; a kubelet restart and a kill -9 and
+//! restart of the driver under the Pod leave it published; the Pod's data is there for the next Pod after the first is
 //! deleted; and once no Pod uses it the volume is unstaged and detached.
 //! Needs root (the real-node cluster).
 
@@ -107,7 +107,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
         .expect("cluster (run `make testenv`)");
     let client = cluster.plane().client().await.unwrap();
     let kubelet_root = cluster.dir().join("node-1/kubelet");
-    let driver = Driver::start_for_kubelet("node-1", &kubelet_root);
+    let mut driver = Driver::start_for_kubelet("node-1", &kubelet_root);
 
     // The CSIDriver object as shipped.
     let manifest = std::fs::read_to_string(
@@ -242,6 +242,20 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
         mounts_under(&kubelet_root.join("pods")).len(),
         mounts_before,
         "the restart changed the Pod's mounts"
+    );
+
+    // The driver killed (-9) and started again under the running Pod: it
+    // registers anew (the log file is appended to), the Pod's volume stays
+    // mounted, and the teardown below goes through the new process.
+    driver.restart(&[]);
+    eventually("the restarted driver registered again", SOON, || async {
+        (driver.log().matches("registered with the kubelet").count() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        mounts_under(&kubelet_root.join("pods")).len(),
+        mounts_before,
+        "the driver's restart changed the Pod's mounts"
     );
 
     pods.delete("writer", &DeleteParams::default())
