@@ -18,10 +18,13 @@ use crate::{
         validate_volume_capabilities_response::Confirmed,
         volume_content_source,
     },
-    server::{Driver, internal},
+    server::{Driver, internal, required},
     store::{Kind, SnapshotMeta, Source, VolumeMeta},
 };
-use std::path::Path;
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
 use tonic::Status;
 
 /// What the controller service offers; each one is exercised by csi-sanity.
@@ -39,14 +42,6 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::VolumeCondition,
     Rpc::SingleNodeMultiWriter,
 ];
-
-fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field} is required")))
-    } else {
-        Ok(value)
-    }
-}
 
 impl Driver {
     pub fn controller_get_capabilities(
@@ -69,29 +64,29 @@ impl Driver {
 
     /// The volume an ID names, or NOT_FOUND (an ID of another shape is one
     /// this driver never gave out, so it is not found either).
-    fn existing_volume(&self, id: &str) -> Result<VolumeMeta, Status> {
-        let found = if plan::valid_id(id, "vol") {
-            self.store.volume(id).map_err(internal)?
-        } else {
-            None
-        };
-        found.ok_or_else(|| {
-            Status::not_found(format!(
-                "volume {id} does not exist on node {}",
-                self.config.node_id
-            ))
-        })
+    pub fn existing_volume(&self, id: &str) -> Result<VolumeMeta, Status> {
+        self.existing(id, "vol", "volume", |id| self.store.volume(id))
     }
 
     fn existing_snapshot(&self, id: &str) -> Result<SnapshotMeta, Status> {
-        let found = if plan::valid_id(id, "snap") {
-            self.store.snapshot(id).map_err(internal)?
+        self.existing(id, "snap", "snapshot", |id| self.store.snapshot(id))
+    }
+
+    fn existing<T>(
+        &self,
+        id: &str,
+        prefix: &str,
+        what: &str,
+        read: impl FnOnce(&str) -> std::io::Result<Option<T>>,
+    ) -> Result<T, Status> {
+        let found = if plan::valid_id(id, prefix) {
+            read(id).map_err(internal)?
         } else {
             None
         };
         found.ok_or_else(|| {
             Status::not_found(format!(
-                "snapshot {id} does not exist on node {}",
+                "{what} {id} does not exist on node {}",
                 self.config.node_id
             ))
         })
@@ -314,10 +309,11 @@ impl Driver {
         }
     }
 
-    fn published_nodes(&self, id: &str) -> Vec<String> {
-        match host::loop_device(&self.store.image(Kind::Volume, id)) {
-            Ok(Some(_)) => vec![self.config.node_id.clone()],
-            _ => Vec::new(),
+    /// This node, if the volume is attached here (`devices`: [`host::loop_devices`]).
+    fn published_nodes(&self, id: &str, devices: &HashMap<PathBuf, String>) -> Vec<String> {
+        match host::device_of(devices, &self.store.image(Kind::Volume, id)) {
+            Some(_) => vec![self.config.node_id.clone()],
+            None => Vec::new(),
         }
     }
 
@@ -325,13 +321,14 @@ impl Driver {
         let volumes = self.store.volumes().map_err(internal)?;
         let ids: Vec<String> = volumes.iter().map(|v| v.id.clone()).collect();
         let (page, next_token) = plan::page(&ids, &req.starting_token, req.max_entries)?;
+        let devices = host::loop_devices().map_err(internal)?;
         let mut entries = Vec::with_capacity(page.len());
         for meta in volumes.iter().filter(|v| page.contains(&v.id)) {
             let size = self.store.size(Kind::Volume, &meta.id).map_err(internal)?;
             entries.push(list_volumes_response::Entry {
                 volume: Some(self.volume_message(meta, size)),
                 status: Some(list_volumes_response::VolumeStatus {
-                    published_node_ids: self.published_nodes(&meta.id),
+                    published_node_ids: self.published_nodes(&meta.id, &devices),
                     volume_condition: Some(self.condition(&meta.id)),
                 }),
             });
@@ -352,7 +349,8 @@ impl Driver {
         Ok(ControllerGetVolumeResponse {
             volume: Some(self.volume_message(&meta, size)),
             status: Some(controller_get_volume_response::VolumeStatus {
-                published_node_ids: self.published_nodes(id),
+                published_node_ids: self
+                    .published_nodes(id, &host::loop_devices().map_err(internal)?),
                 volume_condition: Some(self.condition(id)),
             }),
         })

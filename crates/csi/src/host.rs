@@ -3,6 +3,7 @@
 //! name the operation, the object and what the tool said.
 
 use std::{
+    collections::HashMap,
     fs, io,
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
@@ -131,11 +132,11 @@ pub fn sparse_copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The loop device backed by `image`, if one is attached.
-pub fn loop_device(image: &Path) -> Result<Option<String>> {
-    let image = fs::canonicalize(image)?;
+/// Every attached loop device, by its backing file.
+pub fn loop_devices() -> Result<HashMap<PathBuf, String>> {
+    let mut devices = HashMap::new();
     let Ok(entries) = fs::read_dir("/sys/block") else {
-        return Ok(None);
+        return Ok(devices);
     };
     for entry in entries {
         let entry = entry?;
@@ -146,11 +147,20 @@ pub fn loop_device(image: &Path) -> Result<Option<String>> {
         let Ok(backing) = fs::read_to_string(entry.path().join("loop/backing_file")) else {
             continue;
         };
-        if Path::new(backing.trim_end()) == image {
-            return Ok(Some(format!("/dev/{name}")));
-        }
+        devices.insert(PathBuf::from(backing.trim_end()), format!("/dev/{name}"));
     }
-    Ok(None)
+    Ok(devices)
+}
+
+/// The loop device backed by `image`, if one is attached.
+pub fn loop_device(image: &Path) -> Result<Option<String>> {
+    let image = fs::canonicalize(image)?;
+    Ok(loop_devices()?.remove(&image))
+}
+
+/// Of `devices` (from [`loop_devices`]), the one backed by `image`.
+pub fn device_of(devices: &HashMap<PathBuf, String>, image: &Path) -> Option<String> {
+    devices.get(&fs::canonicalize(image).ok()?).cloned()
 }
 
 /// The loop device for `image`: the attached one, else a new one.

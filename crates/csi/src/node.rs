@@ -17,8 +17,8 @@ use crate::{
         volume_capability::{AccessType, access_mode::Mode},
         volume_usage::Unit,
     },
-    server::{Driver, internal},
-    store::{Kind, VolumeMeta},
+    server::{Driver, internal, required},
+    store::Kind,
 };
 use std::{fs, path::Path};
 use tonic::Status;
@@ -30,14 +30,6 @@ const CAPABILITIES: &[Rpc] = &[
     Rpc::VolumeCondition,
     Rpc::SingleNodeMultiWriter,
 ];
-
-fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field} is required")))
-    } else {
-        Ok(value)
-    }
-}
 
 fn capability<'a>(
     cap: Option<&'a VolumeCapability>,
@@ -91,20 +83,6 @@ impl Driver {
         })
     }
 
-    fn node_volume(&self, id: &str) -> Result<VolumeMeta, Status> {
-        let found = if plan::valid_id(id, "vol") {
-            self.store.volume(id).map_err(internal)?
-        } else {
-            None
-        };
-        found.ok_or_else(|| {
-            Status::not_found(format!(
-                "volume {id} does not exist on node {}",
-                self.config.node_id
-            ))
-        })
-    }
-
     pub fn node_stage_volume(
         &self,
         req: NodeStageVolumeRequest,
@@ -112,7 +90,7 @@ impl Driver {
         let id = required(&req.volume_id, "volume_id")?;
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
         let (cap, kind) = capability(req.volume_capability.as_ref(), self)?;
-        let meta = self.node_volume(id)?;
+        let meta = self.existing_volume(id)?;
         if meta.block != kind.is_block() {
             let made = if meta.block { "block" } else { "filesystem" };
             return Err(Status::invalid_argument(format!(
@@ -194,7 +172,7 @@ impl Driver {
     ) -> Result<NodeUnstageVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
-        self.node_volume(id)?;
+        self.existing_volume(id)?;
         let _busy = self.claim(id)?;
         host::unmount(staging).map_err(host_err(format!("unmounting volume {id}")))?;
         crate::crash::point("unstage:unmounted");
@@ -215,7 +193,7 @@ impl Driver {
         let target = Path::new(required(&req.target_path, "target_path")?);
         let staging = Path::new(required(&req.staging_target_path, "staging_target_path")?);
         let (cap, kind) = capability(req.volume_capability.as_ref(), self)?;
-        self.node_volume(id)?;
+        self.existing_volume(id)?;
         let _busy = self.claim(id)?;
         let read_only = req.readonly || reader_only(cap);
         let not_staged = || {
@@ -289,7 +267,7 @@ impl Driver {
     ) -> Result<NodeUnpublishVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let target = Path::new(required(&req.target_path, "target_path")?);
-        self.node_volume(id)?;
+        self.existing_volume(id)?;
         let _busy = self.claim(id)?;
         host::unmount(target).map_err(host_err(format!("unpublishing volume {id}")))?;
         let removed = match fs::symlink_metadata(target) {
@@ -309,7 +287,7 @@ impl Driver {
     ) -> Result<NodeGetVolumeStatsResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let path = Path::new(required(&req.volume_path, "volume_path")?);
-        self.node_volume(id)?;
+        self.existing_volume(id)?;
         if !path.exists() {
             return Err(Status::not_found(format!(
                 "volume path {} does not exist",
@@ -379,7 +357,7 @@ impl Driver {
     ) -> Result<NodeExpandVolumeResponse, Status> {
         let id = required(&req.volume_id, "volume_id")?;
         let path = Path::new(required(&req.volume_path, "volume_path")?);
-        let meta = self.node_volume(id)?;
+        let meta = self.existing_volume(id)?;
         if !path.exists() {
             return Err(Status::not_found(format!(
                 "volume path {} does not exist",

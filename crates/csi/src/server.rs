@@ -123,10 +123,13 @@ impl Driver {
     /// a kill -9 in between would leave it frozen, so a start thaws every
     /// mounted volume (thawing one that is not frozen is refused harmlessly).
     fn thaw_leftovers(&self) {
+        let (Ok(devices), Ok(mounts)) = (host::loop_devices(), host::mounts()) else {
+            return;
+        };
         for volume in self.store.volumes().unwrap_or_default() {
             let image = self.store.image(Kind::Volume, &volume.id);
-            if let Ok(Some(dev)) = host::loop_device(&image)
-                && let Ok(Some(mount)) = host::mount_of_device(&dev)
+            if let Some(dev) = host::device_of(&devices, &image)
+                && let Some(mount) = mounts.iter().find(|m| m.source == dev)
                 && host::thaw(&mount.mount_point).is_ok()
             {
                 tracing::warn!(volume = %volume.id, mount = %mount.mount_point.display(), "thawed a filesystem a snapshot left frozen");
@@ -175,6 +178,15 @@ impl Driver {
             }
             None => on_disk,
         })
+    }
+}
+
+/// A request's field that must not be empty, or INVALID_ARGUMENT naming it.
+pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
     }
 }
 
@@ -325,7 +337,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 tonic::transport::Server::builder()
                     .add_service(service)
                     .serve_with_incoming_shutdown(
-                        accept_rewriting_authority(listener),
+                        accept(listener, crate::authority::rewrite),
                         async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         },
@@ -339,7 +351,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .add_service(IdentityServer::new(csi.clone()))
         .add_service(ControllerServer::new(csi.clone()))
         .add_service(NodeServer::new(csi))
-        .serve_with_incoming_shutdown(accept(listener), shutdown())
+        .serve_with_incoming_shutdown(accept(listener, |stream| stream), shutdown())
         .await;
     let _ = stop.send(true);
     if let Some(task) = registration {
@@ -366,24 +378,13 @@ fn bind(socket: &std::path::Path) -> Result<tokio::net::UnixListener, Error> {
     tokio::net::UnixListener::bind(socket).map_err(|e| Error::Socket(socket.to_path_buf(), e))
 }
 
-fn accept(
+/// The connections a listener accepts, each passed through `wrap`.
+fn accept<T>(
     listener: tokio::net::UnixListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::UnixStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = listener.accept().await.map(|(stream, _)| stream);
-        Some((conn, listener))
-    })
-}
-
-/// Connections whose requests' `:authority` is made valid (see authority.rs).
-fn accept_rewriting_authority(
-    listener: tokio::net::UnixListener,
-) -> impl futures::Stream<Item = std::io::Result<tokio::io::DuplexStream>> {
-    futures::stream::unfold(listener, |listener| async move {
-        let conn = listener
-            .accept()
-            .await
-            .map(|(stream, _)| crate::authority::rewrite(stream));
+    wrap: fn(tokio::net::UnixStream) -> T,
+) -> impl futures::Stream<Item = std::io::Result<T>> {
+    futures::stream::unfold(listener, move |listener| async move {
+        let conn = listener.accept().await.map(|(stream, _)| wrap(stream));
         Some((conn, listener))
     })
 }
