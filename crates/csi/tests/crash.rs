@@ -7,60 +7,35 @@
 
 mod common;
 
-use common::{Driver, entries, loop_devices_under, mounts_under};
+use common::{Driver, entries, fs_capability, loop_devices_under, mounts_under};
 use overcast_csi::proto::{
-    self, CapacityRange, VolumeCapability,
-    controller_client::ControllerClient,
+    self, CapacityRange, VolumeCapability, controller_client::ControllerClient,
     node_client::NodeClient,
-    volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode},
 };
 use std::{path::Path, time::Duration};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const MIB: i64 = 1 << 20;
-
-async fn connect(socket: &Path) -> Channel {
-    let socket = socket.to_path_buf();
-    Endpoint::from_static("http://overcast-csi.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .expect("connects to the driver's socket")
-}
-
-fn mount_capability() -> VolumeCapability {
-    fs_capability("")
-}
-
-fn fs_capability(fs_type: &str) -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs_type.into(),
-            ..Default::default()
-        })),
-    }
-}
 
 struct Client {
     controller: ControllerClient<Channel>,
     node: NodeClient<Channel>,
+    /// What volumes are made, staged and published with.
+    capability: VolumeCapability,
 }
 
 impl Client {
     async fn new(driver: &Driver) -> Client {
-        let channel = connect(&driver.socket()).await;
+        Client::with_fs(driver, "").await
+    }
+
+    /// A client whose volumes get filesystem `fs_type` ("" for the default).
+    async fn with_fs(driver: &Driver, fs_type: &str) -> Client {
+        let channel = common::connect(&driver.socket()).await;
         Client {
             controller: ControllerClient::new(channel.clone()),
             node: NodeClient::new(channel),
+            capability: fs_capability(fs_type),
         }
     }
 
@@ -70,6 +45,15 @@ impl Client {
         size: i64,
         source: Option<proto::VolumeContentSource>,
     ) -> Result<String, tonic::Status> {
+        Ok(self.create_volume(name, size, source).await?.volume_id)
+    }
+
+    async fn create_volume(
+        &mut self,
+        name: &str,
+        size: i64,
+        source: Option<proto::VolumeContentSource>,
+    ) -> Result<proto::Volume, tonic::Status> {
         let response = self
             .controller
             .create_volume(proto::CreateVolumeRequest {
@@ -78,12 +62,12 @@ impl Client {
                     required_bytes: size,
                     limit_bytes: 0,
                 }),
-                volume_capabilities: vec![mount_capability()],
+                volume_capabilities: vec![self.capability.clone()],
                 volume_content_source: source,
                 ..Default::default()
             })
             .await?;
-        Ok(response.into_inner().volume.expect("a volume").volume_id)
+        Ok(response.into_inner().volume.expect("a volume"))
     }
 
     async fn stage_and_publish(
@@ -97,7 +81,7 @@ impl Client {
             .node_stage_volume(proto::NodeStageVolumeRequest {
                 volume_id: id.into(),
                 staging_target_path: staging.display().to_string(),
-                volume_capability: Some(mount_capability()),
+                volume_capability: Some(self.capability.clone()),
                 ..Default::default()
             })
             .await?;
@@ -106,7 +90,7 @@ impl Client {
                 volume_id: id.into(),
                 staging_target_path: staging.display().to_string(),
                 target_path: target.display().to_string(),
-                volume_capability: Some(mount_capability()),
+                volume_capability: Some(self.capability.clone()),
                 ..Default::default()
             })
             .await?;
@@ -127,23 +111,6 @@ impl Client {
             })
             .await?;
         Ok(())
-    }
-
-    async fn unpublish_and_unstage_at(&mut self, id: &str, staging: &Path, target: &Path) {
-        self.node
-            .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
-                volume_id: id.into(),
-                target_path: target.display().to_string(),
-            })
-            .await
-            .expect("unpublish");
-        self.node
-            .node_unstage_volume(proto::NodeUnstageVolumeRequest {
-                volume_id: id.into(),
-                staging_target_path: staging.display().to_string(),
-            })
-            .await
-            .expect("unstage");
     }
 
     async fn volumes(&mut self) -> Vec<(String, i64)> {
@@ -547,50 +514,18 @@ async fn a_crash_while_staging_snapshotting_or_expanding_loses_no_data() {
 async fn a_mounted_xfs_volume_grows_online() {
     let driver = Driver::start(&[]);
     let dir = driver.dir.path().to_path_buf();
-    let mut client = Client::new(&driver).await;
-    let xfs = fs_capability("xfs");
+    let mut client = Client::with_fs(&driver, "xfs").await;
     let volume = client
-        .controller
-        .create_volume(proto::CreateVolumeRequest {
-            name: "pvc-xfs".into(),
-            capacity_range: Some(CapacityRange {
-                required_bytes: 64 * MIB,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![xfs],
-            ..Default::default()
-        })
+        .create_volume("pvc-xfs", 64 * MIB, None)
         .await
-        .expect("create")
-        .into_inner()
-        .volume
-        .expect("volume");
+        .expect("create");
     // xfs cannot be smaller than 300 MiB: the request was grown to it.
     assert_eq!(volume.capacity_bytes, 300 * MIB);
     let id = volume.volume_id;
-    let staging = dir.join("staging-xfs");
-    let target = dir.join("target-xfs");
-    client
-        .node
-        .node_stage_volume(proto::NodeStageVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-            volume_capability: Some(fs_capability("xfs")),
-            ..Default::default()
-        })
+    let target = client
+        .stage_and_publish(&id, &dir)
         .await
-        .expect("stage");
-    client
-        .node
-        .node_publish_volume(proto::NodePublishVolumeRequest {
-            volume_id: id.clone(),
-            staging_target_path: staging.display().to_string(),
-            target_path: target.display().to_string(),
-            volume_capability: Some(fs_capability("xfs")),
-            ..Default::default()
-        })
-        .await
-        .expect("publish");
+        .expect("stage and publish");
     std::fs::write(target.join("data"), "xfs").unwrap();
     let before = fs_bytes(&mut client, &id, &target).await;
     let grown = client
@@ -615,8 +550,9 @@ async fn a_mounted_xfs_volume_grows_online() {
     );
     assert_eq!(std::fs::read_to_string(target.join("data")).unwrap(), "xfs");
     client
-        .unpublish_and_unstage_at(&id, &staging, &target)
-        .await;
+        .unpublish_and_unstage(&id, &dir)
+        .await
+        .expect("unpublish and unstage");
     client
         .controller
         .delete_volume(proto::DeleteVolumeRequest {

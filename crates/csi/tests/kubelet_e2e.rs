@@ -16,53 +16,17 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{DeleteParams, LogParams, PostParams},
+    api::{DeleteParams, PostParams},
 };
-use overcast_csi::proto::{
-    self, CapacityRange, VolumeCapability,
-    controller_client::ControllerClient,
-    volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode},
-};
-use overcast_testenv::{Cluster, ClusterOptions, cluster::ECHO_SERVER, eventually};
+use overcast_csi::proto::{self, CapacityRange, controller_client::ControllerClient};
+use overcast_testenv::{Cluster, ClusterOptions, eventually};
 use std::{path::Path, time::Duration};
-use tonic::transport::Endpoint;
 
 const SOON: Duration = Duration::from_secs(90);
 const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
 
-fn pod(name: &str, script: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            // No CCM runs here: the nodes keep the uninitialized taint.
-            "tolerations": [{"operator": "Exists"}],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "app",
-                "image": ECHO_SERVER,
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", script],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-        }
-    }))
-    .unwrap()
-}
-
 async fn create_volume(socket: &Path) -> String {
-    let socket = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://overcast-csi.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(socket)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .expect("connects to the driver");
+    let channel = common::connect(socket).await;
     // What the external-provisioner does for a claim placed on this node.
     let volume = ControllerClient::new(channel)
         .create_volume(proto::CreateVolumeRequest {
@@ -71,15 +35,7 @@ async fn create_volume(socket: &Path) -> String {
                 required_bytes: 64 << 20,
                 limit_bytes: 0,
             }),
-            volume_capabilities: vec![VolumeCapability {
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeWriter as i32,
-                }),
-                access_type: Some(AccessType::Mount(MountVolume {
-                    fs_type: "ext4".into(),
-                    ..Default::default()
-                })),
-            }],
+            volume_capabilities: vec![common::fs_capability("ext4")],
             ..Default::default()
         })
         .await
@@ -92,12 +48,6 @@ async fn create_volume(socket: &Path) -> String {
         "node-1"
     );
     volume.volume_id
-}
-
-async fn logs_of(pods: &Api<Pod>, name: &str) -> String {
-    pods.logs(name, &LogParams::default())
-        .await
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,15 +140,17 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     pods.create(
         &PostParams::default(),
-        &pod(
+        &common::pod(
             "writer",
+            None,
+            "data",
             "echo written-by-the-first-pod > /data/file && sync && echo done && sleep 3600",
         ),
     )
     .await
     .unwrap();
     eventually("the writer wrote its file", SOON, || async {
-        logs_of(&pods, "writer")
+        common::logs_of(&pods, "writer")
             .await
             .contains("done")
             .then_some(())
@@ -273,12 +225,12 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
 
     pods.create(
         &PostParams::default(),
-        &pod("reader", "cat /data/file && sleep 3600"),
+        &common::pod("reader", None, "data", "cat /data/file && sleep 3600"),
     )
     .await
     .unwrap();
     let read = eventually("the reader printed the file", SOON, || async {
-        let logs = logs_of(&pods, "reader").await;
+        let logs = common::logs_of(&pods, "reader").await;
         (!logs.is_empty()).then_some(logs)
     })
     .await;

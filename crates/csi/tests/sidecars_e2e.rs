@@ -22,36 +22,16 @@ use k8s_openapi::api::{
 use kube::{
     Api,
     api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
-        PatchParams, PostParams,
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+        PostParams,
     },
 };
-use overcast_testenv::{Cluster, ClusterOptions, cluster::ECHO_SERVER, eventually};
+use overcast_testenv::{Cluster, ClusterOptions, eventually};
 use std::{path::Path, process::Command, time::Duration};
 
 const SOON: Duration = Duration::from_secs(120);
 const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
 const MIB: i64 = 1 << 20;
-
-fn pod(name: &str, node: &str, claim: &str, script: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": node},
-            "tolerations": [{"operator": "Exists"}],
-            "terminationGracePeriodSeconds": 1,
-            "containers": [{
-                "name": "app",
-                "image": ECHO_SERVER,
-                "imagePullPolicy": "Never",
-                "command": ["/bin/sh", "-c", script],
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
-        }
-    }))
-    .unwrap()
-}
 
 fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
     let mut spec = serde_json::json!({
@@ -139,12 +119,6 @@ fn run_container(
         command.env(env["name"].as_str().unwrap(), value);
     }
     Process::spawn(&instance, command, at.logs)
-}
-
-async fn logs_of(pods: &Api<Pod>, name: &str) -> String {
-    pods.logs(name, &LogParams::default())
-        .await
-        .unwrap_or_default()
 }
 
 fn quantity_bytes(q: &str) -> i64 {
@@ -340,9 +314,9 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
         .unwrap();
     pods.create(
         &PostParams::default(),
-        &pod(
+        &common::pod(
             "writer",
-            "node-2",
+            Some("node-2"),
             "data",
             "echo from-the-writer > /data/file && sync && echo done && sleep 3600",
         ),
@@ -350,7 +324,7 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
     .await
     .unwrap();
     eventually("the writer wrote its file", SOON, || async {
-        logs_of(&pods, "writer")
+        common::logs_of(&pods, "writer")
             .await
             .contains("done")
             .then_some(())
@@ -431,9 +405,9 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
         .unwrap();
     pods.create(
         &PostParams::default(),
-        &pod(
+        &common::pod(
             "reader",
-            "node-2",
+            Some("node-2"),
             "restored",
             "cat /data/file && sleep 3600",
         ),
@@ -441,7 +415,7 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
     .await
     .unwrap();
     let read = eventually("the reader printed the restored file", SOON, || async {
-        let logs = logs_of(&pods, "reader").await;
+        let logs = common::logs_of(&pods, "reader").await;
         (!logs.is_empty()).then_some(logs)
     })
     .await;

@@ -250,3 +250,68 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A gRPC channel to a driver's unix socket.
+pub async fn connect(socket: &Path) -> tonic::transport::Channel {
+    let socket = socket.to_path_buf();
+    tonic::transport::Endpoint::from_static("http://overcast-csi.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = socket.clone();
+            async move {
+                tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
+        }))
+        .await
+        .expect("connects to the driver's socket")
+}
+
+/// A single-node-writer filesystem capability (`fs_type` "" for the default).
+pub fn fs_capability(fs_type: &str) -> overcast_csi::proto::VolumeCapability {
+    use overcast_csi::proto::volume_capability::{
+        AccessMode, AccessType, MountVolume, access_mode::Mode,
+    };
+    overcast_csi::proto::VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A Pod running `script` with claim `claim` at /data, on `node` if named.
+pub fn pod(
+    name: &str,
+    node: Option<&str>,
+    claim: &str,
+    script: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut spec = serde_json::json!({
+        // No CCM runs here: the nodes keep the uninitialized taint.
+        "tolerations": [{"operator": "Exists"}],
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{
+            "name": "app",
+            "image": overcast_testenv::cluster::ECHO_SERVER,
+            "imagePullPolicy": "Never",
+            "command": ["/bin/sh", "-c", script],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        }],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+    });
+    if let Some(node) = node {
+        spec["nodeSelector"] = serde_json::json!({"kubernetes.io/hostname": node});
+    }
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// A Pod's log so far ("" while it has none).
+pub async fn logs_of(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>, name: &str) -> String {
+    pods.logs(name, &kube::api::LogParams::default())
+        .await
+        .unwrap_or_default()
+}
