@@ -50,6 +50,50 @@ fn cluster_tag() -> Tag {
 }
 
 /// A VPC with a tagged subnet in each of two zones; returns the subnets.
+/// moto with the tests' network (a VPC and subnets, by zone) and the EC2
+/// and ELB clients that talk to it.
+struct Aws {
+    moto: Moto,
+    ec2: aws_sdk_ec2::Client,
+    elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// (zone, subnet ID) pairs.
+    subnets: Vec<(String, String)>,
+}
+
+impl Aws {
+    async fn start() -> Aws {
+        let moto = Moto::start();
+        let sdk = sdk_config(&moto).await;
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let subnets = seed_network(&ec2).await;
+        Aws {
+            moto,
+            ec2,
+            elb,
+            subnets,
+        }
+    }
+}
+
+/// A control plane for the aws provider whose cloud.conf names the cluster
+/// and region only (the endpoint comes from [`endpoint_vars`]).
+async fn aws_cloud_env() -> CloudEnv {
+    CloudEnv::start(
+        "aws",
+        "cloud.conf",
+        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+    )
+    .await
+}
+
+/// The CCM's AWS environment with the SDK's own endpoint variable set to `url`.
+fn endpoint_vars(url: &str) -> Vec<(&'static str, &str)> {
+    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
+    vars.push(("AWS_ENDPOINT_URL", url));
+    vars
+}
+
 async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
     let vpc = ec2
         .create_vpc()
@@ -364,23 +408,18 @@ async fn tagged_for(elb: &aws_sdk_elasticloadbalancingv2::Client, service: &str)
 
 #[tokio::test]
 async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_nothing_behind() {
-    let moto = Moto::start();
-    let sdk = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let subnets = seed_network(&ec2).await;
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
     let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
 
     // The SDK's own endpoint variable this time, instead of [ServiceOverride].
-    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    vars.push(("AWS_ENDPOINT_URL", moto.url()));
-    let env = CloudEnv::start(
-        "aws",
-        "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .await;
+    let vars = endpoint_vars(moto.url());
+    let env = aws_cloud_env().await;
     let ccm = &env.ccm_with_env(
         &[
             "--configure-cloud-routes=true",
@@ -663,24 +702,19 @@ const TWO_PORTS: &[(Option<&str>, i32)] = &[(Some("http"), 80), (Some("https"), 
 /// deleted nothing tagged for it is left, whichever call the crash followed.
 #[tokio::test]
 async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
-    let moto = Moto::start();
-    let sdk = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let subnets = seed_network(&ec2).await;
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
     let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let proxy = overcast_testenv::CrashProxy::start(moto.url())
         .await
         .unwrap();
     let proxy_url = proxy.url();
-    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    vars.push(("AWS_ENDPOINT_URL", &proxy_url));
-    let env = CloudEnv::start(
-        "aws",
-        "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .await;
+    let vars = endpoint_vars(&proxy_url);
+    let env = aws_cloud_env().await;
     // No election: a restart serves at once.
     let start = || env.ccm_with_env(&["--leader-elect=false"], &vars);
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
@@ -782,24 +816,19 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         Action, ActionTypeEnum, LoadBalancerTypeEnum, ProtocolEnum, SubnetMapping, Tag as ElbTag,
         TargetDescription, TargetTypeEnum,
     };
-    let moto = Moto::start();
-    let sdk = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let subnets = seed_network(&ec2).await;
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
     let (instance, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let proxy = overcast_testenv::CrashProxy::start(moto.url())
         .await
         .unwrap();
     let proxy_url = proxy.url();
-    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    vars.push(("AWS_ENDPOINT_URL", &proxy_url));
-    let env = CloudEnv::start(
-        "aws",
-        "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .await;
+    let vars = endpoint_vars(&proxy_url);
+    let env = aws_cloud_env().await;
     {
         let _nodes_only = env.ccm_with_env(&["--controllers=cloud-node"], &vars);
         create_tainted_node(&env.client, &dns).await;
@@ -969,21 +998,16 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
 /// refused with an Event naming it.
 #[tokio::test]
 async fn every_supported_annotation_reaches_the_nlb() {
-    let moto = Moto::start();
-    let sdk = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let subnets = seed_network(&ec2).await;
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
     let (edge, edge_dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let (_, other_dns, _) = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
-    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    vars.push(("AWS_ENDPOINT_URL", moto.url()));
-    let env = CloudEnv::start(
-        "aws",
-        "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .await;
+    let vars = endpoint_vars(moto.url());
+    let env = aws_cloud_env().await;
     let ccm = env.ccm_with_env(&[], &vars);
     for dns in [&edge_dns, &other_dns] {
         create_tainted_node(&env.client, dns).await;
@@ -1183,21 +1207,16 @@ fn acm_certificate(moto: &Moto) -> String {
 #[tokio::test]
 async fn a_certificate_makes_a_tls_listener_on_the_ssl_ports() {
     use aws_sdk_elasticloadbalancingv2::types::ProtocolEnum;
-    let moto = Moto::start();
-    let sdk = sdk_config(&moto).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
-    let subnets = seed_network(&ec2).await;
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
     let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let certificate = acm_certificate(&moto);
-    let mut vars: Vec<(&str, &str)> = AWS_ENV.to_vec();
-    vars.push(("AWS_ENDPOINT_URL", moto.url()));
-    let env = CloudEnv::start(
-        "aws",
-        "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
-    )
-    .await;
+    let vars = endpoint_vars(moto.url());
+    let env = aws_cloud_env().await;
     let ccm = env.ccm_with_env(&[], &vars);
     create_tainted_node(&env.client, &dns).await;
     initialised(&env.client, &dns).await;
