@@ -410,11 +410,26 @@ impl Drop for Cluster {
     }
 }
 
+/// Ready as the scheduler sees it: the kubelet reports Ready and the node
+/// lifecycle controller has lifted the `not-ready`/`unreachable` taints it put
+/// on while the kubelet was starting (it does so one monitor period later, so a
+/// Node can be Ready and still tainted for a moment).
 fn is_ready(node: &Node) -> bool {
-    node.status
+    let condition_ready = node
+        .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let lifecycle_tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|taints| {
+            taints.iter().any(|t| {
+                t.key == "node.kubernetes.io/not-ready" || t.key == "node.kubernetes.io/unreachable"
+            })
+        });
+    condition_ready && !lifecycle_tainted
 }
 
 fn which(tool: &'static str) -> Result<(), Error> {
