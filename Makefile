@@ -19,6 +19,7 @@ help:
 	@echo "make test       install what is missing, then fmt, clippy, unit and integration tests"
 	@echo "make testenv    build the pinned Kubernetes components, etcd and the node images into testenv/bin"
 	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
+	@echo "make csi-manifest  regenerate deploy/csi/overcast-csi.yaml from the overcast-csi chart"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM), bench-proxy (local LB vs HAProxy), bench-failover (VIP failover)"
 	@echo "make fuzz       cargo fuzz (nightly) each parser for FUZZ_SECONDS; new inputs join fuzz/corpus (seeds in fuzz/seeds)"
@@ -59,6 +60,12 @@ testenv-cluster: prerequisites node-packages
 .PHONY: testenv-update
 testenv-update:
 	testenv/update-modules.sh
+
+# deploy/csi/overcast-csi.yaml: the overcast-csi chart rendered with its
+# defaults, for a user without Helm (crates/csi/tests/chart.rs checks it is current).
+.PHONY: csi-manifest
+csi-manifest:
+	testenv/render-csi-manifest.sh > deploy/csi/overcast-csi.yaml
 
 # A Python virtualenv for the cloud emulators (moto) the provider tests start.
 $(VENV)/.stamp: requirements-dev.txt

@@ -1,5 +1,6 @@
 use clap::Parser;
 use overcast_csi::{Config, DEFAULT_DRIVER_NAME};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// A CSI driver for node-local volumes (identity, controller and node services).
@@ -47,6 +48,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // No colour codes in a container's log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let config = Config {

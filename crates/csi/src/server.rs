@@ -321,10 +321,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
         "serving CSI"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let registration = match &driver.config.registration_dir {
-        Some(dir) => {
-            let reg_socket = crate::registration::socket(dir, &driver.config.driver_name);
-            let listener = bind(&reg_socket)?;
+    let reg_socket = driver
+        .config
+        .registration_dir
+        .as_ref()
+        .map(|dir| crate::registration::socket(dir, &driver.config.driver_name));
+    let registration = match &reg_socket {
+        Some(reg_socket) => {
+            let listener = bind(reg_socket)?;
             let endpoint = driver
                 .config
                 .kubelet_registration_path
@@ -357,6 +361,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(task) = registration {
         task.await
             .map_err(|e| Error::Socket(socket.clone(), std::io::Error::other(e)))??;
+    }
+    // Gone on a clean stop, as node-driver-registrar removes its socket: the
+    // kubelet's plugin watcher sees it go and deregisters the driver, so an
+    // uninstalled driver leaves no CSINode entry behind. (After a kill -9 the
+    // socket stays, and the next start replaces it.)
+    for path in reg_socket.iter().chain([&socket]) {
+        if let Err(e) = std::fs::remove_file(path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(socket = %path.display(), error = %e, "removing the socket");
+        }
     }
     served?;
     tracing::info!("stopped");

@@ -60,12 +60,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
     let mut driver = Driver::start_for_kubelet("node-1", &kubelet_root);
 
     // The CSIDriver object as shipped.
-    let manifest = std::fs::read_to_string(
-        overcast_testenv::workspace_root().join("deploy/csi/csidriver.yaml"),
-    )
-    .unwrap();
-    let csi_driver: CSIDriver =
-        serde_saphyr::from_str(&manifest).expect("deploy/csi/csidriver.yaml");
+    let csi_driver: CSIDriver = common::shipped_object("CSIDriver");
     Api::<CSIDriver>::all(client.clone())
         .create(&PostParams::default(), &csi_driver)
         .await

@@ -17,7 +17,7 @@ mod common;
 use common::{Driver, Process};
 use k8s_openapi::api::{
     core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
-    storage::v1::{CSIDriver, CSIStorageCapacity},
+    storage::v1::CSIStorageCapacity,
 };
 use kube::{
     Api,
@@ -26,17 +26,18 @@ use kube::{
         PostParams,
     },
 };
-use overcast_testenv::{Cluster, ClusterOptions, eventually};
+use overcast_testenv::{Cluster, eventually};
 use std::{path::Path, process::Command, time::Duration};
 
 const SOON: Duration = Duration::from_secs(120);
 const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
 const MIB: i64 = 1 << 20;
+const XFS_CLASS: &str = "overcast-xfs";
 
 fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
     let mut spec = serde_json::json!({
         "accessModes": ["ReadWriteOnce"],
-        "storageClassName": "overcast-local",
+        "storageClassName": XFS_CLASS,
         "resources": {"requests": {"storage": size}},
     });
     if let Some(snapshot) = snapshot {
@@ -134,7 +135,7 @@ fn quantity_bytes(q: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidecars() {
-    let cluster = Cluster::start_with(&ClusterOptions::nodes(2))
+    let cluster = Cluster::start_with(&common::quick_sync_nodes(2))
         .await
         .expect("cluster (run `make testenv`)");
     let plane = cluster.plane();
@@ -143,44 +144,23 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
     let logs = cluster.dir().join("csi-logs");
     std::fs::create_dir_all(&logs).unwrap();
 
-    // The snapshot CRDs, the CSIDriver object as shipped, a StorageClass and
-    // a VolumeSnapshotClass, as a user installs them.
-    let crds = overcast_testenv::bin_dir().join("snapshot-crds");
-    let mut crd_files: Vec<_> = std::fs::read_dir(&crds)
-        .expect("snapshot CRDs (run `make testenv`)")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    crd_files.sort();
-    for file in crd_files {
-        plane
-            .kubectl_apply(&std::fs::read_to_string(&file).unwrap())
-            .expect("snapshot CRD");
-    }
-    let manifest = std::fs::read_to_string(
-        overcast_testenv::workspace_root().join("deploy/csi/csidriver.yaml"),
-    )
-    .unwrap();
-    let csi_driver: CSIDriver = serde_saphyr::from_str(&manifest).unwrap();
-    Api::<CSIDriver>::all(client.clone())
-        .create(&PostParams::default(), &csi_driver)
-        .await
-        .unwrap();
+    // The snapshot CRDs, which a user installs first.
+    common::apply_snapshot_crds(plane);
+    // A second StorageClass, for xfs: a mounted ext4 cannot grow on this
+    // machine (root lacks CAP_SYS_RESOURCE), xfs can.
     plane
         .kubectl_apply(&format!(
-            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: overcast-local}}\nprovisioner: {DRIVER}\n\
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {XFS_CLASS}}}\nprovisioner: {DRIVER}\n\
              volumeBindingMode: WaitForFirstConsumer\nallowVolumeExpansion: true\nreclaimPolicy: Delete\n\
-             parameters: {{csi.storage.k8s.io/fstype: xfs}}\n---\n\
-             apiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata: {{name: overcast-local}}\n\
-             driver: {DRIVER}\ndeletionPolicy: Delete\n"
+             parameters: {{csi.storage.k8s.io/fstype: xfs}}\n"
         ))
-        .expect("StorageClass and VolumeSnapshotClass");
+        .expect("StorageClass");
 
     // The manifest: valid as a whole (its DaemonSet and Deployment too), and
-    // its ServiceAccounts and RBAC applied; the containers then run with
-    // those accounts' tokens.
+    // all but those two applied (the CSIDriver, its StorageClass and
+    // VolumeSnapshotClass, ServiceAccounts and RBAC); the containers then run
+    // with those accounts' tokens.
     let manifest_path = overcast_testenv::workspace_root().join("deploy/csi/overcast-csi.yaml");
-    let manifest_text = std::fs::read_to_string(&manifest_path).unwrap();
     let status = plane
         .kubectl()
         .args(["apply", "--dry-run=server", "-f"])
@@ -191,14 +171,14 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
         status.success(),
         "the apiserver refused deploy/csi/overcast-csi.yaml"
     );
-    let manifest: Vec<serde_json::Value> = serde_saphyr::from_multiple(&manifest_text).unwrap();
+    let manifest = common::shipped_manifest();
     for doc in manifest
         .iter()
         .filter(|d| d["kind"] != "DaemonSet" && d["kind"] != "Deployment")
     {
         plane
             .kubectl_apply(&serde_json::to_string(doc).unwrap())
-            .expect("the manifest's accounts and RBAC");
+            .expect("the manifest's objects");
     }
     let node_account = plane
         .service_account_kubeconfig("kube-system", "overcast-csi-node")
@@ -282,7 +262,7 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
             .items
             .iter()
             .filter(|c| {
-                c.storage_class_name == "overcast-local"
+                c.storage_class_name == XFS_CLASS
                     && c.capacity
                         .as_ref()
                         .is_some_and(|q| quantity_bytes(&q.0) > 0)

@@ -315,3 +315,50 @@ pub async fn logs_of(pods: &kube::Api<k8s_openapi::api::core::v1::Pod>, name: &s
         .await
         .unwrap_or_default()
 }
+
+/// deploy/csi/overcast-csi.yaml, the manifest a user applies: its objects.
+pub fn shipped_manifest() -> Vec<serde_json::Value> {
+    let path = overcast_testenv::workspace_root().join("deploy/csi/overcast-csi.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+/// The shipped manifest's one object of `kind`.
+pub fn shipped_object<T: serde::de::DeserializeOwned>(kind: &str) -> T {
+    let object = shipped_manifest()
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("deploy/csi/overcast-csi.yaml has no {kind}"));
+    serde_json::from_value(object).unwrap()
+}
+
+/// The snapshot CRDs `make testenv` copied from external-snapshotter's
+/// client module, applied as a user installs them before the driver.
+pub fn apply_snapshot_crds(plane: &overcast_testenv::ControlPlane) {
+    let crds = overcast_testenv::bin_dir().join("snapshot-crds");
+    let mut files: Vec<_> = std::fs::read_dir(&crds)
+        .expect("snapshot CRDs (run `make testenv`)")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for file in files {
+        plane
+            .kubectl_apply(&std::fs::read_to_string(&file).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+}
+
+/// `count` nodes whose kubelets re-sync their Pods every 5 s instead of
+/// every minute: a kubelet grows a claim's filesystem online when it next
+/// syncs the Pod using it (volume manager), which would take the test a
+/// minute otherwise.
+pub fn quick_sync_nodes(count: usize) -> overcast_testenv::ClusterOptions {
+    let mut options = overcast_testenv::ClusterOptions::nodes(count);
+    for node in &mut options.nodes {
+        node.kubelet_args.push("--sync-frequency=5s".into());
+    }
+    options
+}

@@ -1,0 +1,573 @@
+//! deploy/helm/overcast-csi, as a user installs it: `helm lint`, the values
+//! schema refusing what it does not know, deploy/csi/overcast-csi.yaml being
+//! the chart's default render, and the chart installed with `helm install`
+//! on the real-node cluster from images built here (the driver with its host tools, the
+//! upstream sidecars): the DaemonSet's driver registers with its kubelet from
+//! inside its Pod, publishes capacity, and a claim is provisioned where the
+//! scheduler put its Pod, grown, snapshotted and restored, and deleted again
+//! without a volume or loop device left on the node; `helm uninstall`
+//! removes the driver.
+//! Needs root (the real-node cluster) and `make testenv` (helm, the sidecars).
+
+mod common;
+
+use k8s_openapi::api::{
+    core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
+    storage::v1::{CSINode, CSIStorageCapacity},
+};
+use kube::{
+    Api,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+        PostParams,
+    },
+};
+use overcast_testenv::{Cluster, eventually};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::Duration,
+};
+
+const SOON: Duration = Duration::from_secs(120);
+const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
+
+fn chart() -> PathBuf {
+    overcast_testenv::workspace_root().join("deploy/helm/overcast-csi")
+}
+
+fn helm_output(args: &[&str]) -> Output {
+    let helm = overcast_testenv::bin_dir().join("helm");
+    assert!(
+        helm.is_file(),
+        "{} missing: run `make testenv`",
+        helm.display()
+    );
+    Command::new(helm).args(args).output().unwrap()
+}
+
+fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The chart rendered as release overcast-csi in kube-system with `sets`.
+fn render(sets: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "overcast-csi",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "kube-system",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    helm(&args)
+}
+
+fn objects(rendered: &str) -> Vec<serde_json::Value> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(rendered).unwrap();
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn containers(objects: &[serde_json::Value], kind: &str) -> Vec<serde_json::Value> {
+    objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .flat_map(|o| {
+            o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn args_of(container: &serde_json::Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn the_chart_lints_and_its_default_render_is_the_shipped_manifest() {
+    helm(&["lint", "--strict", chart().to_str().unwrap()]);
+
+    // The plain manifest is the chart's defaults, so the two cannot drift.
+    let script = overcast_testenv::workspace_root().join("testenv/render-csi-manifest.sh");
+    let out = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shipped = std::fs::read_to_string(
+        overcast_testenv::workspace_root().join("deploy/csi/overcast-csi.yaml"),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8(out.stdout).unwrap() == shipped,
+        "deploy/csi/overcast-csi.yaml is not the chart's default render: run `make csi-manifest`"
+    );
+
+    // A value the chart does not know, or a wrong one, is refused by name.
+    for (set, expected) in [
+        (
+            "storageClas.create=false",
+            "additional properties 'storageClas'",
+        ),
+        ("defaultFsType=btrfs", "/defaultFsType"),
+        ("kubeletDir=var/lib/kubelet", "/kubeletDir"),
+        (
+            "sidecars.provisioner.image.tags=v1",
+            "additional properties 'tags'",
+        ),
+    ] {
+        let chart = chart();
+        let out = helm_output(&["template", "x", chart.to_str().unwrap(), "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set} rendered");
+        assert!(stderr.contains(expected), "{set}: {stderr}");
+    }
+
+    // The kubelet's directory moves every path the kubelet and driver share.
+    let moved = objects(&render(&["kubeletDir=/var/lib/k0s/kubelet"]));
+    let driver = containers(&moved, "DaemonSet")
+        .into_iter()
+        .find(|c| c["name"] == "overcast-csi")
+        .unwrap();
+    assert!(
+        args_of(&driver).contains(
+            &"--kubelet-registration-path=/var/lib/k0s/kubelet/plugins/local.csi.overcast.dev/csi.sock"
+                .to_string()
+        ),
+        "{driver}"
+    );
+    let daemonset = moved.iter().find(|o| o["kind"] == "DaemonSet").unwrap();
+    let host_paths: Vec<&str> = daemonset["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(
+        host_paths,
+        [
+            "/var/lib/k0s/kubelet/plugins/local.csi.overcast.dev",
+            "/var/lib/k0s/kubelet/plugins_registry",
+            "/var/lib/k0s/kubelet",
+            "/dev",
+            "/var/lib/overcast-csi",
+        ]
+    );
+
+    // Without snapshots: no snapshotter, no class, no controller (a cluster
+    // without the snapshot CRDs installs the rest).
+    let without = objects(&render(&["snapshots.enabled=false"]));
+    let kinds: Vec<&str> = without.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert!(!kinds.contains(&"VolumeSnapshotClass"), "{kinds:?}");
+    assert!(!kinds.contains(&"Deployment"), "{kinds:?}");
+    let names: Vec<String> = containers(&without, "DaemonSet")
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["overcast-csi", "csi-provisioner", "csi-resizer"]);
+}
+
+/// An image of `binaries` (the first is the entrypoint) for every node.
+fn import_image(cluster: &Cluster, dir: &Path, name: &str, binaries: &[&Path]) -> String {
+    let archive = dir.join(format!("{name}.tar"));
+    let entrypoint = format!("/{}", binaries[0].file_name().unwrap().to_str().unwrap());
+    let status = Command::new("bash")
+        .arg(overcast_testenv::workspace_root().join("testenv/images.sh"))
+        .arg(&archive)
+        .arg(format!("{name}:e2e"))
+        .arg(entrypoint)
+        .args(binaries)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the {name} image");
+    cluster.import_image(&archive).unwrap();
+    format!("127.0.0.1:1/overcast/{name}")
+}
+
+/// A host tool the driver runs, for its image.
+fn tool(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("{name} is missing (make test installs util-linux, e2fsprogs, xfsprogs)")
+        })
+}
+
+fn quantity_bytes(q: &str) -> i64 {
+    let digits: String = q.chars().take_while(char::is_ascii_digit).collect();
+    let unit = &q[digits.len()..];
+    digits.parse::<i64>().unwrap()
+        * match unit {
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => 1,
+        }
+}
+
+fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
+    let mut spec = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "overcast-local",
+        "resources": {"requests": {"storage": size}},
+    });
+    if let Some(snapshot) = snapshot {
+        spec["dataSource"] = serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
+    }
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
+    let cluster = Cluster::start_with(&common::quick_sync_nodes(2))
+        .await
+        .expect("cluster (run `make testenv`)");
+    let plane = cluster.plane();
+    let client = plane.client().await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+
+    // The images: nothing can be pulled here.
+    let driver_tools = [
+        "losetup",
+        "blkid",
+        "mount",
+        "fsfreeze",
+        "mkfs.ext4",
+        "mkfs.ext3",
+        "mkfs.ext2",
+        "mkfs.xfs",
+        "resize2fs",
+        "xfs_growfs",
+        "dumpe2fs",
+        "e2fsck",
+    ]
+    .map(tool);
+    let driver_binary = PathBuf::from(env!("CARGO_BIN_EXE_overcast-csi"));
+    let mut driver_image: Vec<&Path> = vec![&driver_binary];
+    driver_image.extend(driver_tools.iter().map(PathBuf::as_path));
+    let driver_repo = import_image(&cluster, work.path(), "overcast-csi", &driver_image);
+    let mut sidecar_repos = Vec::new();
+    for name in [
+        "csi-provisioner",
+        "csi-resizer",
+        "csi-snapshotter",
+        "snapshot-controller",
+    ] {
+        let binary = overcast_testenv::bin_dir().join(name);
+        assert!(
+            binary.is_file(),
+            "{} missing: run `make testenv`",
+            binary.display()
+        );
+        sidecar_repos.push(import_image(&cluster, work.path(), name, &[&binary]));
+    }
+
+    // Installed as a user would, on node-1 only: this cluster's kubelets
+    // share one mount namespace, each with its own --root-dir.
+    common::apply_snapshot_crds(plane);
+    let kubelet_dir = cluster.dir().join("node-1/kubelet");
+    let state_dir = cluster.dir().join("csi-state");
+    let sets = [
+        format!("image.repository={driver_repo},image.tag=e2e,image.pullPolicy=Never"),
+        format!(
+            "sidecars.provisioner.image.repository={},sidecars.resizer.image.repository={},sidecars.snapshotter.image.repository={}",
+            sidecar_repos[0], sidecar_repos[1], sidecar_repos[2]
+        ),
+        "sidecars.provisioner.image.tag=e2e,sidecars.resizer.image.tag=e2e,sidecars.snapshotter.image.tag=e2e".into(),
+        "sidecars.provisioner.image.pullPolicy=Never,sidecars.resizer.image.pullPolicy=Never,sidecars.snapshotter.image.pullPolicy=Never".into(),
+        format!(
+            "snapshots.controller.image.repository={},snapshots.controller.image.tag=e2e,snapshots.controller.image.pullPolicy=Never",
+            sidecar_repos[3]
+        ),
+        // No CCM runs here: the nodes keep the uninitialized taint.
+        "snapshots.controller.replicas=1,snapshots.controller.tolerations[0].operator=Exists".into(),
+        format!("kubeletDir={},stateDir={}", kubelet_dir.display(), state_dir.display()),
+        "node.nodeSelector.kubernetes\\.io/hostname=node-1".into(),
+        // A mounted ext4 cannot grow on this machine (root lacks
+        // CAP_SYS_RESOURCE); xfs can. Capacity polled often, for the pace.
+        "storageClass.fsType=xfs,capacityPollInterval=5s".into(),
+        format!("capacityBytes={}", 2u64 << 30),
+    ];
+    let kubeconfig = plane.kubeconfig_path().to_str().unwrap().to_string();
+    let chart = chart();
+    let mut install = vec![
+        "install",
+        "overcast-csi",
+        chart.to_str().unwrap(),
+        "--namespace",
+        "kube-system",
+        "--kubeconfig",
+        &kubeconfig,
+    ];
+    for set in &sets {
+        install.extend(["--set", set.as_str()]);
+    }
+    let installed = helm(&install);
+    assert!(
+        installed.contains("overcast-csi is installed"),
+        "NOTES: {installed}"
+    );
+
+    let system_pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+    let driver_logs = || async {
+        let mut out = String::new();
+        let pods = system_pods
+            .list(&ListParams::default().labels("app.kubernetes.io/name=overcast-csi"))
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        for pod in pods {
+            let name = pod.metadata.name.unwrap_or_default();
+            for container in pod.spec.map(|s| s.containers).unwrap_or_default() {
+                let log = system_pods
+                    .logs(
+                        &name,
+                        &kube::api::LogParams {
+                            container: Some(container.name.clone()),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap_or_default();
+                out += &format!("\n===== {name}/{} =====\n{log}", container.name);
+            }
+        }
+        out
+    };
+
+    // The driver in its Pod registered with node-1's kubelet.
+    let csi_nodes: Api<CSINode> = Api::all(client.clone());
+    let registered = eventually("node-1's CSINode lists overcast-csi", SOON, || async {
+        let csi_node = csi_nodes.get("node-1").await.ok()?;
+        csi_node.spec.drivers.into_iter().find(|d| d.name == DRIVER)
+    })
+    .await;
+    assert_eq!(registered.node_id, "node-1");
+    assert_eq!(
+        registered.topology_keys.unwrap_or_default(),
+        [overcast_csi::TOPOLOGY_NODE_KEY]
+    );
+
+    // Its provisioner published node-1's capacity, owned by the DaemonSet.
+    let capacities: Api<CSIStorageCapacity> = Api::namespaced(client.clone(), "kube-system");
+    let capacity = eventually("CSIStorageCapacity for node-1", SOON, || async {
+        let list = capacities.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
+            c.storage_class_name == "overcast-local"
+                && c.capacity
+                    .as_ref()
+                    .is_some_and(|q| quantity_bytes(&q.0) > 0)
+        })
+    })
+    .await;
+    assert_eq!(
+        quantity_bytes(&capacity.capacity.unwrap().0),
+        2 << 30,
+        "capacityBytes reaches the driver"
+    );
+    let owner = &capacity.metadata.owner_references.unwrap_or_default()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("DaemonSet", "overcast-csi-node")
+    );
+
+    // A Pod with no node named lands where its claim can be provisioned.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    claims
+        .create(&PostParams::default(), &claim("data", "300Mi", None))
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &common::pod(
+            "writer",
+            None,
+            "data",
+            "echo from-the-chart > /data/file && sync && echo done && sleep 3600",
+        ),
+    )
+    .await
+    .unwrap();
+    eventually("the writer wrote its file", SOON, || async {
+        common::logs_of(&pods, "writer")
+            .await
+            .contains("done")
+            .then_some(())
+    })
+    .await;
+    let writer = pods.get("writer").await.unwrap();
+    let mut pod_dirs = vec![kubelet_dir.join("pods").join(writer.metadata.uid.unwrap())];
+    assert_eq!(
+        writer.spec.unwrap().node_name.as_deref(),
+        Some("node-1"),
+        "node-2 has no driver, so no capacity"
+    );
+    let pv_name = claims
+        .get("data")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.volume_name)
+        .expect("bound");
+    let pv = Api::<PersistentVolume>::all(client.clone())
+        .get(&pv_name)
+        .await
+        .unwrap();
+    let csi = pv.spec.unwrap().csi.unwrap();
+    assert_eq!(csi.fs_type.as_deref(), Some("xfs"));
+    assert_eq!(
+        common::entries(&state_dir, "volumes"),
+        vec![csi.volume_handle],
+        "the volume is in stateDir on the node"
+    );
+
+    // Grown while its Pod runs, by the resizer and the kubelet.
+    claims
+        .patch(
+            "data",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"resources": {"requests": {"storage": "400Mi"}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the claim's capacity is 400Mi", SOON, || async {
+        let claim = claims.get("data").await.ok()?;
+        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+        (quantity_bytes(&capacity) >= 400 << 20).then_some(())
+    })
+    .await;
+
+    // Snapshotted with the chart's class and controller, then restored.
+    let snapshots: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    );
+    let snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "data-snap"},
+        "spec": {"volumeSnapshotClassName": "overcast-local", "source": {"persistentVolumeClaimName": "data"}},
+    }))
+    .unwrap();
+    snapshots
+        .create(&PostParams::default(), &snapshot)
+        .await
+        .unwrap();
+    let ready = tokio::time::timeout(SOON, async {
+        loop {
+            if let Ok(s) = snapshots.get("data-snap").await
+                && s.data["status"]["readyToUse"] == serde_json::json!(true)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    assert!(
+        ready.is_ok(),
+        "the snapshot is not ready:{}",
+        driver_logs().await
+    );
+    claims
+        .create(
+            &PostParams::default(),
+            &claim("restored", "400Mi", Some("data-snap")),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &common::pod("reader", None, "restored", "cat /data/file && sleep 3600"),
+    )
+    .await
+    .unwrap();
+    let read = eventually("the reader printed the restored file", SOON, || async {
+        let logs = common::logs_of(&pods, "reader").await;
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    assert_eq!(read.trim(), "from-the-chart", "{}", driver_logs().await);
+    let reader = pods.get("reader").await.unwrap().metadata.uid.unwrap();
+    pod_dirs.push(kubelet_dir.join("pods").join(reader));
+
+    // Deleted: nothing of the volumes is left on the node.
+    for name in ["writer", "reader"] {
+        pods.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("the Pods are gone", SOON, || async {
+        (pods.get_opt("writer").await.ok()?.is_none()
+            && pods.get_opt("reader").await.ok()?.is_none())
+        .then_some(())
+    })
+    .await;
+    snapshots
+        .delete("data-snap", &DeleteParams::default())
+        .await
+        .unwrap();
+    for name in ["data", "restored"] {
+        claims.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("stateDir holds no volume or snapshot", SOON, || async {
+        (common::entries(&state_dir, "volumes").is_empty()
+            && common::entries(&state_dir, "snapshots").is_empty())
+        .then_some(())
+    })
+    .await;
+    assert_eq!(common::loop_devices_under(&state_dir), Vec::<String>::new());
+    for dir in &pod_dirs {
+        assert_eq!(common::mounts_under(dir), Vec::<PathBuf>::new());
+    }
+
+    // Uninstalled: the driver's objects go with the release.
+    helm(&[
+        "uninstall",
+        "overcast-csi",
+        "--namespace",
+        "kube-system",
+        "--kubeconfig",
+        &kubeconfig,
+    ]);
+    let drivers: Api<k8s_openapi::api::storage::v1::CSIDriver> = Api::all(client.clone());
+    assert!(
+        drivers.get_opt(DRIVER).await.unwrap().is_none(),
+        "the CSIDriver object is left"
+    );
+    // The driver stopped cleanly, and the kubelet deregistered it.
+    eventually(
+        "node-1's CSINode no longer lists overcast-csi",
+        SOON,
+        || async {
+            let csi_node = csi_nodes.get("node-1").await.ok()?;
+            (!csi_node.spec.drivers.iter().any(|d| d.name == DRIVER)).then_some(())
+        },
+    )
+    .await;
+    cluster.stop();
+}
