@@ -357,7 +357,14 @@ impl Driver {
     }
 
     pub fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse, Status> {
-        plan::parameters(&req.parameters).map_err(Status::invalid_argument)?;
+        // A StorageClass that CreateVolume will refuse still gets the node's
+        // capacity: the scheduler then places its Pods, and the refusal
+        // reaches the claim as a ProvisioningFailed Event naming the
+        // parameter. Refused here, the class would get no CSIStorageCapacity
+        // and its Pods only "did not have enough free storage".
+        if let Err(e) = plan::parameters(&req.parameters) {
+            tracing::warn!(error = %e, "answering GetCapacity for parameters CreateVolume refuses");
+        }
         let serves = req
             .accessible_topology
             .as_ref()

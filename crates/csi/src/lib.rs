@@ -26,12 +26,14 @@ mod controller;
 pub mod crash;
 mod host;
 mod identity;
+mod metrics;
 mod node;
 pub mod plan;
 mod registration;
 mod server;
 pub mod store;
 
+pub use metrics::parse_endpoint as parse_http_endpoint;
 pub use server::{Config, run};
 
 /// The driver's name as the CSIDriver object and StorageClasses name it.

@@ -38,6 +38,21 @@ struct Args {
     /// The CSI socket's path as the kubelet sees it (default: --endpoint's).
     #[arg(long)]
     kubelet_registration_path: Option<PathBuf>,
+    /// Serve /metrics and /healthz over HTTP here: `:PORT` or `HOST:PORT`
+    /// (e.g. `:9809`). Unset: not served.
+    #[arg(long, value_parser = overcast_csi::parse_http_endpoint)]
+    http_endpoint: Option<std::net::SocketAddr>,
+    /// The HTTP path of the metrics.
+    #[arg(long, default_value = "/metrics", value_parser = absolute_path)]
+    metrics_path: String,
+}
+
+fn absolute_path(value: &str) -> Result<String, String> {
+    if value.starts_with('/') {
+        Ok(value.to_string())
+    } else {
+        Err(format!("--metrics-path {value:?} must start with /"))
+    }
 }
 
 #[tokio::main]
@@ -62,6 +77,8 @@ async fn main() -> std::process::ExitCode {
         default_fs_type: args.default_fs_type,
         registration_dir: args.registration_dir,
         kubelet_registration_path: args.kubelet_registration_path,
+        http_endpoint: args.http_endpoint,
+        metrics_path: args.metrics_path,
     };
     match overcast_csi::run(config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 
 use crate::{
     TOPOLOGY_NODE_KEY, host,
+    metrics::{self, Metrics},
     plan::{FILESYSTEMS, Filesystems},
     proto::{
         self, Topology,
@@ -37,6 +38,10 @@ pub struct Config {
     pub registration_dir: Option<PathBuf>,
     /// The CSI socket's path as the kubelet sees it (default: the endpoint's).
     pub kubelet_registration_path: Option<PathBuf>,
+    /// Where /metrics and /healthz are served over HTTP; none when unset.
+    pub http_endpoint: Option<std::net::SocketAddr>,
+    /// The path of the metrics (`--metrics-path`, upstream's /metrics).
+    pub metrics_path: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +58,8 @@ pub enum Error {
     State(PathBuf, std::io::Error),
     #[error("socket {0}: {1}")]
     Socket(PathBuf, std::io::Error),
+    #[error("--http-endpoint {0}: {1}")]
+    HttpEndpoint(std::net::SocketAddr, std::io::Error),
     #[error("serving CSI: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -69,6 +76,7 @@ pub struct Driver {
     /// Held from a capacity check to the allocation it allows, so two
     /// CreateVolumes cannot both be given the last free bytes.
     pub allocating: Mutex<()>,
+    pub metrics: Metrics,
 }
 
 /// An object an RPC holds; released when it is dropped.
@@ -109,6 +117,7 @@ impl Driver {
         let store = Store::open(&config.state_dir)
             .map_err(|e| Error::State(config.state_dir.clone(), e))?;
         let driver = Driver {
+            metrics: Metrics::new(&config.driver_name, &config.node_id),
             filesystems,
             config,
             store,
@@ -199,21 +208,31 @@ pub fn internal(e: impl std::fmt::Display) -> Status {
 struct Csi(Arc<Driver>);
 
 impl Csi {
+    /// Runs `body` for RPC `rpc` of `service` and times it into the metrics.
     async fn blocking<Req, Resp>(
         &self,
         request: Request<Req>,
+        (service, rpc): (&str, &str),
         body: fn(&Driver, Req) -> Result<Resp, Status>,
     ) -> Result<Response<Resp>, Status>
     where
         Req: Send + 'static,
         Resp: Send + 'static,
     {
+        let started = std::time::Instant::now();
         let driver = self.0.clone();
         let request = request.into_inner();
-        tokio::task::spawn_blocking(move || body(&driver, request))
+        let result = tokio::task::spawn_blocking(move || body(&driver, request))
             .await
-            .map_err(|e| Status::internal(format!("the request's task failed: {e}")))?
-            .map(Response::new)
+            .map_err(|e| Status::internal(format!("the request's task failed: {e}")))
+            .and_then(|r| r);
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.0
+            .metrics
+            .observe(&metrics::method_name(service, rpc), code, started.elapsed());
+        result.map(Response::new)
     }
 }
 
@@ -226,7 +245,7 @@ macro_rules! service {
         impl $service for Csi {
             $(
                 async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
-                    self.blocking(request, Driver::$method).await
+                    self.blocking(request, (stringify!($service), stringify!($method)), Driver::$method).await
                 }
             )*
             $($extra)*
@@ -310,6 +329,22 @@ fn socket_path(endpoint: &str) -> Result<PathBuf, Error> {
 pub async fn run(config: Config) -> Result<(), Error> {
     let socket = socket_path(&config.endpoint)?;
     let driver = Arc::new(Driver::new(config)?);
+    // Before the CSI socket: a taken port fails the start before anything
+    // is served.
+    let diagnostics = match driver.config.http_endpoint {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| Error::HttpEndpoint(address, e))?;
+            tracing::info!(%address, metrics = %driver.config.metrics_path, "serving /metrics and /healthz");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                driver.clone(),
+                driver.config.metrics_path.clone(),
+            )))
+        }
+        None => None,
+    };
     let listener = bind(&socket)?;
     tracing::info!(
         socket = %socket.display(),
@@ -358,6 +393,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
         .serve_with_incoming_shutdown(accept(listener, |stream| stream), shutdown())
         .await;
     let _ = stop.send(true);
+    if let Some(task) = diagnostics {
+        task.abort();
+    }
     if let Some(task) = registration {
         task.await
             .map_err(|e| Error::Socket(socket.clone(), std::io::Error::other(e)))??;

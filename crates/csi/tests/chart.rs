@@ -3,8 +3,8 @@
 //! the chart's default render, and the chart installed with `helm install`
 //! on the real-node cluster from images built here (the driver with its host tools, the
 //! upstream sidecars): the DaemonSet's driver registers with its kubelet from
-//! inside its Pod, publishes capacity, and a claim is provisioned where the
-//! scheduler put its Pod, grown, snapshotted and restored, and deleted again
+//! inside its Pod, publishes capacity, a claim the driver refuses or that fits
+//! no node says why, and a claim is provisioned where the scheduler put its Pod, grown, snapshotted and restored, and deleted again
 //! without a volume or loop device left on the node; `helm uninstall`
 //! removes the driver.
 //! Needs root (the real-node cluster) and `make testenv` (helm, the sidecars).
@@ -12,7 +12,7 @@
 mod common;
 
 use k8s_openapi::api::{
-    core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
+    core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod},
     storage::v1::{CSINode, CSIStorageCapacity},
 };
 use kube::{
@@ -367,6 +367,20 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
         [overcast_csi::TOPOLOGY_NODE_KEY]
     );
 
+    // Ready: the kubelet's readiness probe got /healthz from the driver.
+    let node_pods = ListParams::default()
+        .labels("app.kubernetes.io/name=overcast-csi,app.kubernetes.io/component=node");
+    eventually("the node Pod Ready", SOON, || async {
+        let list = system_pods.list(&node_pods).await.ok()?;
+        let pod = list.items.into_iter().next()?;
+        pod.status?
+            .conditions?
+            .into_iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
     // Its provisioner published node-1's capacity, owned by the DaemonSet.
     let capacities: Api<CSIStorageCapacity> = Api::namespaced(client.clone(), "kube-system");
     let capacity = eventually("CSIStorageCapacity for node-1", SOON, || async {
@@ -440,6 +454,67 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
         vec![csi.volume_handle],
         "the volume is in stateDir on the node"
     );
+
+    // Why a claim stays Pending, told to the user: a class whose parameter
+    // the driver does not know gets a ProvisioningFailed Event naming it; a
+    // claim larger than any node's capacity leaves its Pod unschedulable.
+    plane
+        .kubectl_apply(&format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: overcast-typo}}\nprovisioner: {DRIVER}\n\
+             volumeBindingMode: WaitForFirstConsumer\nparameters: {{fstype: xfs}}\n"
+        ))
+        .expect("StorageClass");
+    let mut typo = claim("typo", "100Mi", None);
+    typo.spec.as_mut().unwrap().storage_class_name = Some("overcast-typo".into());
+    claims.create(&PostParams::default(), &typo).await.unwrap();
+    claims
+        .create(&PostParams::default(), &claim("huge", "3Gi", None))
+        .await
+        .unwrap();
+    for (pod, claim) in [("typo-user", "typo"), ("huge-user", "huge")] {
+        pods.create(
+            &PostParams::default(),
+            &common::pod(pod, None, claim, "sleep 3600"),
+        )
+        .await
+        .unwrap();
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let refusal = eventually("a ProvisioningFailed Event on claim typo", SOON, || async {
+        let list = events
+            .list(&ListParams::default().fields("involvedObject.name=typo"))
+            .await
+            .ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ProvisioningFailed"))
+            .and_then(|e| e.message)
+    })
+    .await;
+    assert!(
+        refusal.contains("StorageClass parameter \"fstype\" is not supported"),
+        "{refusal}"
+    );
+    let unschedulable = eventually("huge-user unschedulable for storage", SOON, || async {
+        let pod = pods.get("huge-user").await.ok()?;
+        pod.status?.conditions?.into_iter().find_map(|c| {
+            (c.type_ == "PodScheduled" && c.status == "False")
+                .then_some(c.message)
+                .flatten()
+        })
+    })
+    .await;
+    assert!(
+        unschedulable.contains("did not have enough free storage"),
+        "{unschedulable}"
+    );
+    for (pod, claim) in [("typo-user", "typo"), ("huge-user", "huge")] {
+        pods.delete(pod, &DeleteParams::default()).await.unwrap();
+        claims
+            .delete(claim, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
 
     // Grown while its Pod runs, by the resizer and the kubelet.
     claims
@@ -544,6 +619,17 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     for dir in &pod_dirs {
         assert_eq!(common::mounts_under(dir), Vec::<PathBuf>::new());
     }
+
+    // The liveness probe never restarted the driver.
+    let node_pod = system_pods.list(&node_pods).await.unwrap().items.remove(0);
+    let restarts: Vec<(String, i32)> = node_pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.name, c.restart_count))
+        .collect();
+    assert!(restarts.iter().all(|(_, n)| *n == 0), "{restarts:?}");
 
     // Uninstalled: the driver's objects go with the release.
     helm(&[
