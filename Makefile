@@ -21,7 +21,7 @@ help:
 	@echo "make cluster    a real cluster (kubelets, kube-proxy, scheduler) until Ctrl-C"
 	@echo "make csi-manifest  regenerate deploy/csi/overcast-csi.yaml from the overcast-csi chart"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
-	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM), bench-proxy (local LB vs HAProxy), bench-failover (VIP failover)"
+	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM), bench-proxy (local LB vs HAProxy), bench-failover (VIP failover), bench-csi (overcast-csi vs local-path-provisioner)"
 	@echo "make fuzz       cargo fuzz (nightly) each parser for FUZZ_SECONDS; new inputs join fuzz/corpus (seeds in fuzz/seeds)"
 
 .PHONY: prerequisites
@@ -166,7 +166,26 @@ bench-failover: testenv-cluster
 	  --rounds $(BENCH_FAILOVER_ROUNDS) $(BENCH_FAILOVER_ARGS) --out "$(BENCH_FAILOVER_OUT)"
 
 .PHONY: bench
-bench: bench-scale bench-proxy bench-failover
+# overcast-csi (driver + external-provisioner) against rancher's
+# local-path-provisioner (built from the Go module proxy): claims to Bound,
+# Pods Running, deletion, peak RSS, on one real node.
+LOCAL_PATH_PROVISIONER_VERSION := v0.0.30
+LOCAL_PATH_PROVISIONER := $(HOME)/.cache/overcast/bin/local-path-provisioner-$(LOCAL_PATH_PROVISIONER_VERSION)
+BENCH_CSI_CLAIMS ?= 30
+BENCH_CSI_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-csi.md
+$(LOCAL_PATH_PROVISIONER):
+	mkdir -p $(dir $@)/local-path
+	cd /tmp && CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod GOBIN=$(dir $@)/local-path \
+	  go install -trimpath github.com/rancher/local-path-provisioner@$(LOCAL_PATH_PROVISIONER_VERSION)
+	mv $(dir $@)/local-path/local-path-provisioner $@
+.PHONY: bench-csi
+bench-csi: testenv $(LOCAL_PATH_PROVISIONER)
+	$(CARGO) build --release -p overcast-csi -p overcast-csi-bench
+	bench/record-header.sh "$(BENCH_CSI_OUT)" "make bench-csi BENCH_CSI_CLAIMS=$(BENCH_CSI_CLAIMS)"
+	$(CARGO_TARGET_DIR)/release/overcast-csi-bench --csi $(CARGO_TARGET_DIR)/release/overcast-csi \
+	  --local-path $(LOCAL_PATH_PROVISIONER) --claims $(BENCH_CSI_CLAIMS) --out "$(BENCH_CSI_OUT)"
+
+bench: bench-scale bench-proxy bench-failover bench-csi
 
 # The local provider end to end on a real cluster: nodes with kubelets and
 # kube-proxy, overcast-ccm, a Deployment, a LoadBalancer Service and requests

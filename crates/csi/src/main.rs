@@ -55,8 +55,28 @@ fn absolute_path(value: &str) -> Result<String, String> {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// The most CSI calls that run at once; the rest wait their turn. Each is
+/// file and host-tool work on one node's disk, so more would not finish
+/// sooner, and every blocking thread holds a stack and an allocator arena:
+/// with tokio's default of 512, 100 claims at once took the driver from 9 to
+/// 24 MiB (make bench-csi).
+const CONCURRENT_CALLS: usize = 8;
+
+fn main() -> std::process::ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(CONCURRENT_CALLS)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(serve()),
+        Err(e) => {
+            eprintln!("overcast-csi: starting the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -166,25 +166,25 @@ fn answer(status: StatusCode, content_type: &str, body: String) -> Response<Full
         .expect("a valid response")
 }
 
-async fn route(driver: Arc<Driver>, path: String, metrics_path: Arc<str>) -> Response<Full<Bytes>> {
+/// Answers on the async thread itself, not the blocking pool: the pool is
+/// bounded to the CSI calls' concurrency, and a liveness probe queued behind
+/// long snapshot copies would get the driver restarted mid-copy. Both
+/// answers are a few directory reads.
+fn route(driver: &Driver, path: &str, metrics_path: &str) -> Response<Full<Bytes>> {
     let text = "text/plain; charset=utf-8";
-    if path == *metrics_path {
-        let rendered = tokio::task::spawn_blocking(move || render(&driver)).await;
-        match rendered {
-            Ok(Ok(body)) => answer(StatusCode::OK, "text/plain; version=0.0.4", body),
-            Ok(Err(e)) => answer(StatusCode::INTERNAL_SERVER_ERROR, text, format!("{e}\n")),
+    if path == metrics_path {
+        match render(driver) {
+            Ok(body) => answer(StatusCode::OK, "text/plain; version=0.0.4", body),
             Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, text, format!("{e}\n")),
         }
     } else if path == "/healthz" {
-        let probed = tokio::task::spawn_blocking(move || driver.probe(Default::default())).await;
-        match probed {
-            Ok(Ok(_)) => answer(StatusCode::OK, text, "ok\n".into()),
-            Ok(Err(status)) => answer(
+        match driver.probe(Default::default()) {
+            Ok(_) => answer(StatusCode::OK, text, "ok\n".into()),
+            Err(status) => answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 text,
                 format!("{}\n", status.message()),
             ),
-            Err(e) => answer(StatusCode::INTERNAL_SERVER_ERROR, text, format!("{e}\n")),
         }
     } else {
         answer(StatusCode::NOT_FOUND, text, "not found\n".into())
@@ -209,12 +209,8 @@ pub async fn serve(listener: tokio::net::TcpListener, driver: Arc<Driver>, metri
         tokio::spawn(async move {
             let service =
                 hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let response = route(
-                        driver.clone(),
-                        req.uri().path().to_string(),
-                        metrics_path.clone(),
-                    );
-                    async move { Ok::<_, std::convert::Infallible>(response.await) }
+                    let response = route(&driver, req.uri().path(), &metrics_path);
+                    async move { Ok::<_, std::convert::Infallible>(response) }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)

@@ -17,10 +17,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-        PostParams,
-    },
+    api::{DeleteParams, ListParams, PostParams},
 };
 use overcast_testenv::{Cluster, eventually};
 use std::{
@@ -29,7 +26,9 @@ use std::{
     time::Duration,
 };
 
-const SOON: Duration = Duration::from_secs(120);
+const SOON: Duration = common::E2E_WAIT;
+/// The chart's StorageClass and VolumeSnapshotClass.
+const CLASS: &str = "overcast-local";
 const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
 
 fn chart() -> PathBuf {
@@ -212,30 +211,6 @@ fn tool(name: &str) -> PathBuf {
         })
 }
 
-fn quantity_bytes(q: &str) -> i64 {
-    let digits: String = q.chars().take_while(char::is_ascii_digit).collect();
-    let unit = &q[digits.len()..];
-    digits.parse::<i64>().unwrap()
-        * match unit {
-            "Ki" => 1 << 10,
-            "Mi" => 1 << 20,
-            "Gi" => 1 << 30,
-            _ => 1,
-        }
-}
-
-fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
-    let mut spec = serde_json::json!({
-        "accessModes": ["ReadWriteOnce"],
-        "storageClassName": "overcast-local",
-        "resources": {"requests": {"storage": size}},
-    });
-    if let Some(snapshot) = snapshot {
-        spec["dataSource"] = serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
-    }
-    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     let cluster = Cluster::start_with(&common::quick_sync_nodes(2))
@@ -386,15 +361,15 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     let capacity = eventually("CSIStorageCapacity for node-1", SOON, || async {
         let list = capacities.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find(|c| {
-            c.storage_class_name == "overcast-local"
+            c.storage_class_name == CLASS
                 && c.capacity
                     .as_ref()
-                    .is_some_and(|q| quantity_bytes(&q.0) > 0)
+                    .is_some_and(|q| common::quantity_bytes(&q.0) > 0)
         })
     })
     .await;
     assert_eq!(
-        quantity_bytes(&capacity.capacity.unwrap().0),
+        common::quantity_bytes(&capacity.capacity.unwrap().0),
         2 << 30,
         "capacityBytes reaches the driver"
     );
@@ -408,28 +383,13 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     claims
-        .create(&PostParams::default(), &claim("data", "300Mi", None))
+        .create(
+            &PostParams::default(),
+            &common::claim("data", CLASS, "300Mi", None),
+        )
         .await
         .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &common::pod(
-            "writer",
-            None,
-            "data",
-            "echo from-the-chart > /data/file && sync && echo done && sleep 3600",
-        ),
-    )
-    .await
-    .unwrap();
-    eventually("the writer wrote its file", SOON, || async {
-        common::logs_of(&pods, "writer")
-            .await
-            .contains("done")
-            .then_some(())
-    })
-    .await;
-    let writer = pods.get("writer").await.unwrap();
+    let writer = common::write_file(&pods, "writer", None, "data", "from-the-chart").await;
     let mut pod_dirs = vec![kubelet_dir.join("pods").join(writer.metadata.uid.unwrap())];
     assert_eq!(
         writer.spec.unwrap().node_name.as_deref(),
@@ -464,11 +424,13 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
              volumeBindingMode: WaitForFirstConsumer\nparameters: {{fstype: xfs}}\n"
         ))
         .expect("StorageClass");
-    let mut typo = claim("typo", "100Mi", None);
-    typo.spec.as_mut().unwrap().storage_class_name = Some("overcast-typo".into());
+    let typo = common::claim("typo", "overcast-typo", "100Mi", None);
     claims.create(&PostParams::default(), &typo).await.unwrap();
     claims
-        .create(&PostParams::default(), &claim("huge", "3Gi", None))
+        .create(
+            &PostParams::default(),
+            &common::claim("huge", CLASS, "3Gi", None),
+        )
         .await
         .unwrap();
     for (pod, claim) in [("typo-user", "typo"), ("huge-user", "huge")] {
@@ -517,98 +479,31 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     }
 
     // Grown while its Pod runs, by the resizer and the kubelet.
-    claims
-        .patch(
-            "data",
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"spec": {"resources": {"requests": {"storage": "400Mi"}}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    eventually("the claim's capacity is 400Mi", SOON, || async {
-        let claim = claims.get("data").await.ok()?;
-        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
-        (quantity_bytes(&capacity) >= 400 << 20).then_some(())
-    })
-    .await;
+    common::grow(&claims, "data", "400Mi").await;
 
     // Snapshotted with the chart's class and controller, then restored.
-    let snapshots: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "snapshot.storage.k8s.io",
-            "v1",
-            "VolumeSnapshot",
-        )),
-    );
-    let snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": "data-snap"},
-        "spec": {"volumeSnapshotClassName": "overcast-local", "source": {"persistentVolumeClaimName": "data"}},
-    }))
-    .unwrap();
-    snapshots
-        .create(&PostParams::default(), &snapshot)
-        .await
-        .unwrap();
-    let ready = tokio::time::timeout(SOON, async {
-        loop {
-            if let Ok(s) = snapshots.get("data-snap").await
-                && s.data["status"]["readyToUse"] == serde_json::json!(true)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    })
-    .await;
-    assert!(
-        ready.is_ok(),
-        "the snapshot is not ready:{}",
-        driver_logs().await
-    );
+    let snapshots = common::snapshots(&client, "default");
+    let ready = common::snapshot(&snapshots, "data-snap", "data", CLASS).await;
+    assert!(ready, "the snapshot is not ready:{}", driver_logs().await);
     claims
         .create(
             &PostParams::default(),
-            &claim("restored", "400Mi", Some("data-snap")),
+            &common::claim("restored", CLASS, "400Mi", Some("data-snap")),
         )
         .await
         .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &common::pod("reader", None, "restored", "cat /data/file && sleep 3600"),
-    )
-    .await
-    .unwrap();
-    let read = eventually("the reader printed the restored file", SOON, || async {
-        let logs = common::logs_of(&pods, "reader").await;
-        (!logs.is_empty()).then_some(logs)
-    })
-    .await;
-    assert_eq!(read.trim(), "from-the-chart", "{}", driver_logs().await);
+    let read = common::read_file(&pods, "reader", None, "restored").await;
+    assert_eq!(read, "from-the-chart", "{}", driver_logs().await);
     let reader = pods.get("reader").await.unwrap().metadata.uid.unwrap();
     pod_dirs.push(kubelet_dir.join("pods").join(reader));
 
     // Deleted: nothing of the volumes is left on the node.
-    for name in ["writer", "reader"] {
-        pods.delete(name, &DeleteParams::default()).await.unwrap();
-    }
-    eventually("the Pods are gone", SOON, || async {
-        (pods.get_opt("writer").await.ok()?.is_none()
-            && pods.get_opt("reader").await.ok()?.is_none())
-        .then_some(())
-    })
+    common::delete_all(
+        (&pods, &["writer", "reader"]),
+        (&snapshots, &["data-snap"]),
+        (&claims, &["data", "restored"]),
+    )
     .await;
-    snapshots
-        .delete("data-snap", &DeleteParams::default())
-        .await
-        .unwrap();
-    for name in ["data", "restored"] {
-        claims.delete(name, &DeleteParams::default()).await.unwrap();
-    }
     eventually("stateDir holds no volume or snapshot", SOON, || async {
         (common::entries(&state_dir, "volumes").is_empty()
             && common::entries(&state_dir, "snapshots").is_empty())

@@ -133,25 +133,8 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
 
     // The writer: scheduled by the PV's node affinity, its volume published.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    pods.create(
-        &PostParams::default(),
-        &common::pod(
-            "writer",
-            None,
-            "data",
-            "echo written-by-the-first-pod > /data/file && sync && echo done && sleep 3600",
-        ),
-    )
-    .await
-    .unwrap();
-    eventually("the writer wrote its file", SOON, || async {
-        common::logs_of(&pods, "writer")
-            .await
-            .contains("done")
-            .then_some(())
-    })
-    .await;
-    let writer = pods.get("writer").await.unwrap();
+    let writer =
+        common::write_file(&pods, "writer", None, "data", "written-by-the-first-pod").await;
     assert_eq!(
         writer.spec.as_ref().and_then(|s| s.node_name.as_deref()),
         Some("node-1")
@@ -218,18 +201,8 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
     })
     .await;
 
-    pods.create(
-        &PostParams::default(),
-        &common::pod("reader", None, "data", "cat /data/file && sleep 3600"),
-    )
-    .await
-    .unwrap();
-    let read = eventually("the reader printed the file", SOON, || async {
-        let logs = common::logs_of(&pods, "reader").await;
-        (!logs.is_empty()).then_some(logs)
-    })
-    .await;
-    assert_eq!(read.trim(), "written-by-the-first-pod");
+    let read = common::read_file(&pods, "reader", None, "data").await;
+    assert_eq!(read, "written-by-the-first-pod");
 
     pods.delete("reader", &DeleteParams::default())
         .await

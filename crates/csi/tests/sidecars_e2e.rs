@@ -21,30 +21,14 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-        PostParams,
-    },
+    api::{ListParams, PostParams},
 };
 use overcast_testenv::{Cluster, eventually};
 use std::{path::Path, process::Command, time::Duration};
 
 const SOON: Duration = Duration::from_secs(120);
 const DRIVER: &str = overcast_csi::DEFAULT_DRIVER_NAME;
-const MIB: i64 = 1 << 20;
 const XFS_CLASS: &str = "overcast-xfs";
-
-fn claim(name: &str, size: &str, snapshot: Option<&str>) -> PersistentVolumeClaim {
-    let mut spec = serde_json::json!({
-        "accessModes": ["ReadWriteOnce"],
-        "storageClassName": XFS_CLASS,
-        "resources": {"requests": {"storage": size}},
-    });
-    if let Some(snapshot) = snapshot {
-        spec["dataSource"] = serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
-    }
-    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
-}
 
 fn bin(name: &str) -> std::path::PathBuf {
     let path = overcast_testenv::bin_dir().join(name);
@@ -120,17 +104,6 @@ fn run_container(
         command.env(env["name"].as_str().unwrap(), value);
     }
     Process::spawn(&instance, command, at.logs)
-}
-
-fn quantity_bytes(q: &str) -> i64 {
-    let (number, unit) = q.split_at(q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len()));
-    let n: i64 = number.parse().unwrap_or(0);
-    n * match unit {
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        _ => 1,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +238,7 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
                 c.storage_class_name == XFS_CLASS
                     && c.capacity
                         .as_ref()
-                        .is_some_and(|q| quantity_bytes(&q.0) > 0)
+                        .is_some_and(|q| common::quantity_bytes(&q.0) > 0)
             })
             .filter_map(|c| {
                 c.node_topology
@@ -289,27 +262,13 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     claims
-        .create(&PostParams::default(), &claim("data", "300Mi", None))
+        .create(
+            &PostParams::default(),
+            &common::claim("data", XFS_CLASS, "300Mi", None),
+        )
         .await
         .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &common::pod(
-            "writer",
-            Some("node-2"),
-            "data",
-            "echo from-the-writer > /data/file && sync && echo done && sleep 3600",
-        ),
-    )
-    .await
-    .unwrap();
-    eventually("the writer wrote its file", SOON, || async {
-        common::logs_of(&pods, "writer")
-            .await
-            .contains("done")
-            .then_some(())
-    })
-    .await;
+    common::write_file(&pods, "writer", Some("node-2"), "data", "from-the-writer").await;
     let bound = claims.get("data").await.unwrap();
     let pv_name = bound
         .spec
@@ -334,95 +293,38 @@ async fn claims_are_provisioned_grown_snapshotted_and_restored_through_the_sidec
     );
 
     // Expanded while the Pod runs: the resizer records it, the kubelet grows it.
-    claims
-        .patch(
-            "data",
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"spec": {"resources": {"requests": {"storage": "400Mi"}}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    eventually("the claim's capacity is 400Mi", SOON, || async {
-        let claim = claims.get("data").await.ok()?;
-        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
-        (quantity_bytes(&capacity) >= 400 * MIB).then_some(())
-    })
-    .await;
+    common::grow(&claims, "data", "400Mi").await;
 
-    // Snapshotted, then restored into a new claim on the same node.
-    let snapshots: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        "default",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "snapshot.storage.k8s.io",
-            "v1",
-            "VolumeSnapshot",
-        )),
+    // Snapshotted with the manifest's class, then restored into a new claim
+    // on the same node.
+    let snapshots = common::snapshots(&client, "default");
+    assert!(
+        common::snapshot(&snapshots, "data-snap", "data", "overcast-local").await,
+        "the snapshot is not ready:{}",
+        all_logs(&processes, &drivers)
     );
-    let snapshot: DynamicObject = serde_json::from_value(serde_json::json!({
-        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
-        "metadata": {"name": "data-snap"},
-        "spec": {"volumeSnapshotClassName": "overcast-local", "source": {"persistentVolumeClaimName": "data"}},
-    }))
-    .unwrap();
-    snapshots
-        .create(&PostParams::default(), &snapshot)
-        .await
-        .unwrap();
-    eventually("the snapshot is ready", SOON, || async {
-        let s = snapshots.get("data-snap").await.ok()?;
-        (s.data["status"]["readyToUse"] == serde_json::json!(true)).then_some(())
-    })
-    .await;
     claims
         .create(
             &PostParams::default(),
-            &claim("restored", "400Mi", Some("data-snap")),
+            &common::claim("restored", XFS_CLASS, "400Mi", Some("data-snap")),
         )
         .await
         .unwrap();
-    pods.create(
-        &PostParams::default(),
-        &common::pod(
-            "reader",
-            Some("node-2"),
-            "restored",
-            "cat /data/file && sleep 3600",
-        ),
-    )
-    .await
-    .unwrap();
-    let read = eventually("the reader printed the restored file", SOON, || async {
-        let logs = common::logs_of(&pods, "reader").await;
-        (!logs.is_empty()).then_some(logs)
-    })
-    .await;
+    let read = common::read_file(&pods, "reader", Some("node-2"), "restored").await;
     assert_eq!(
-        read.trim(),
+        read,
         "from-the-writer",
         "{}",
         all_logs(&processes, &drivers)
     );
 
     // Deleting everything deletes the volumes and the snapshot on the node.
-    for name in ["writer", "reader"] {
-        pods.delete(name, &DeleteParams::default()).await.unwrap();
-    }
-    eventually("the Pods are gone", SOON, || async {
-        (pods.get_opt("writer").await.ok()?.is_none()
-            && pods.get_opt("reader").await.ok()?.is_none())
-        .then_some(())
-    })
+    common::delete_all(
+        (&pods, &["writer", "reader"]),
+        (&snapshots, &["data-snap"]),
+        (&claims, &["data", "restored"]),
+    )
     .await;
-    snapshots
-        .delete("data-snap", &DeleteParams::default())
-        .await
-        .unwrap();
-    for name in ["data", "restored"] {
-        claims.delete(name, &DeleteParams::default()).await.unwrap();
-    }
     eventually("node-2 holds no volume or snapshot", SOON, || async {
         let state = drivers[1].state();
         (common::entries(&state, "volumes").is_empty()

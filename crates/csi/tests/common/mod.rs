@@ -362,3 +362,160 @@ pub fn quick_sync_nodes(count: usize) -> overcast_testenv::ClusterOptions {
     }
     options
 }
+
+/// A ReadWriteOnce claim of `class`, restored from VolumeSnapshot `snapshot` if named.
+pub fn claim(
+    name: &str,
+    class: &str,
+    size: &str,
+    snapshot: Option<&str>,
+) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    let mut spec = serde_json::json!({
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": class,
+        "resources": {"requests": {"storage": size}},
+    });
+    if let Some(snapshot) = snapshot {
+        spec["dataSource"] = serde_json::json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot});
+    }
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+/// Bytes of a quantity as the apiserver writes capacities (`400Mi`, `2Gi`, `1024`).
+pub fn quantity_bytes(q: &str) -> i64 {
+    let digits: String = q.chars().take_while(char::is_ascii_digit).collect();
+    let unit = &q[digits.len()..];
+    digits.parse::<i64>().unwrap()
+        * match unit {
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            _ => 1,
+        }
+}
+
+type Pods = kube::Api<k8s_openapi::api::core::v1::Pod>;
+type Claims = kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim>;
+
+/// Runs Pod `name` that writes `text` to the claim's /data/file, and waits
+/// until it has; the Pod then.
+pub async fn write_file(
+    pods: &Pods,
+    name: &str,
+    node: Option<&str>,
+    claim: &str,
+    text: &str,
+) -> k8s_openapi::api::core::v1::Pod {
+    let script = format!("echo {text} > /data/file && sync && echo done && sleep 3600");
+    pods.create(&Default::default(), &pod(name, node, claim, &script))
+        .await
+        .unwrap();
+    overcast_testenv::eventually(&format!("{name} wrote its file"), E2E_WAIT, || async {
+        logs_of(pods, name).await.contains("done").then_some(())
+    })
+    .await;
+    pods.get(name).await.unwrap()
+}
+
+/// Runs Pod `name` that prints the claim's /data/file; what it printed.
+pub async fn read_file(pods: &Pods, name: &str, node: Option<&str>, claim: &str) -> String {
+    pods.create(
+        &Default::default(),
+        &pod(name, node, claim, "cat /data/file && sleep 3600"),
+    )
+    .await
+    .unwrap();
+    overcast_testenv::eventually(&format!("{name} printed the file"), E2E_WAIT, || async {
+        let logs = logs_of(pods, name).await;
+        (!logs.is_empty()).then(|| logs.trim().to_string())
+    })
+    .await
+}
+
+/// How long the end-to-end tests wait for the cluster to act.
+pub const E2E_WAIT: Duration = Duration::from_secs(120);
+
+/// Asks for claim `name` to be `size` and waits until its status says so
+/// (the resizer recorded it and the kubelet grew the filesystem).
+pub async fn grow(claims: &Claims, name: &str, size: &str) {
+    claims
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let wanted = quantity_bytes(size);
+    overcast_testenv::eventually(&format!("claim {name} at {size}"), E2E_WAIT, || async {
+        let claim = claims.get(name).await.ok()?;
+        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+        (quantity_bytes(&capacity) >= wanted).then_some(())
+    })
+    .await;
+}
+
+/// The VolumeSnapshots of `namespace`.
+pub fn snapshots(client: &kube::Client, namespace: &str) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    )
+}
+
+/// Takes VolumeSnapshot `name` of `claim` with `class`; whether it became
+/// ready to use within the wait.
+pub async fn snapshot(
+    snapshots: &kube::Api<kube::api::DynamicObject>,
+    name: &str,
+    claim: &str,
+    class: &str,
+) -> bool {
+    let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": name},
+        "spec": {"volumeSnapshotClassName": class, "source": {"persistentVolumeClaimName": claim}},
+    }))
+    .unwrap();
+    snapshots
+        .create(&Default::default(), &object)
+        .await
+        .unwrap();
+    overcast_testenv::wait_until(&format!("snapshot {name} ready"), E2E_WAIT, || async {
+        let s = snapshots.get(name).await.ok()?;
+        (s.data["status"]["readyToUse"] == serde_json::json!(true)).then_some(())
+    })
+    .await
+    .is_ok()
+}
+
+/// Deletes the Pods (waiting until they are gone), then the snapshots and the claims.
+pub async fn delete_all(
+    (pods, pod_names): (&Pods, &[&str]),
+    (snapshots, snapshot_names): (&kube::Api<kube::api::DynamicObject>, &[&str]),
+    (claims, claim_names): (&Claims, &[&str]),
+) {
+    for name in pod_names {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    overcast_testenv::eventually("the Pods gone", E2E_WAIT, || async {
+        for name in pod_names {
+            pods.get_opt(name).await.ok()?.is_none().then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    for name in snapshot_names {
+        snapshots.delete(name, &Default::default()).await.unwrap();
+    }
+    for name in claim_names {
+        claims.delete(name, &Default::default()).await.unwrap();
+    }
+}

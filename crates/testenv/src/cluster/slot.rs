@@ -117,6 +117,7 @@ fn clean(a: Addressing, dir: &Path, keep_dir: bool) {
     }
     remove_host_files_of(dir);
     unmount_under(dir);
+    detach_loop_devices_under(dir);
     net::remove_slot(a);
     if keep_dir {
         eprintln!("testenv: kept the cluster's directory {}", dir.display());
@@ -212,6 +213,29 @@ fn unmount_under(dir: &Path) {
     mounts.dedup();
     for mount in mounts {
         let _ = sys::unmount(&mount);
+    }
+}
+
+/// Detaches the loop devices whose backing files are at or below `dir`:
+/// what a CSI driver on the nodes attached for volumes still staged when the
+/// run was killed (unmounting leaves a loop device attached).
+fn detach_loop_devices_under(dir: &Path) {
+    let Ok(devices) = std::fs::read_dir("/sys/block") else {
+        return;
+    };
+    for device in devices.flatten() {
+        let name = device.file_name().to_string_lossy().to_string();
+        let Ok(backing) = std::fs::read_to_string(device.path().join("loop/backing_file")) else {
+            continue;
+        };
+        let backing = backing.trim_end();
+        let backing = backing.strip_suffix(" (deleted)").unwrap_or(backing);
+        if Path::new(backing).starts_with(dir) {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(format!("/dev/{name}"))
+                .status();
+        }
     }
 }
 
