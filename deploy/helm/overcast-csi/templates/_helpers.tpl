@@ -11,6 +11,15 @@ app.kubernetes.io/name: overcast-csi
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The sidecars' and snapshot-controller's: they reach the driver's socket
+     (root's) and the API server, and need nothing of the node. */}}
+{{- define "overcast-csi.sidecarSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
 {{- define "overcast-csi.image" -}}
 {{- printf "%s:%s" .repository .tag -}}
 {{- end -}}
