@@ -4,7 +4,7 @@
 //! on the real-node cluster from images built here (the driver with its host tools, the
 //! upstream sidecars): the DaemonSet's driver registers with its kubelet from
 //! inside its Pod, publishes capacity, a claim the driver refuses or that fits
-//! no node says why, and a claim is provisioned where the scheduler put its Pod, grown, snapshotted and restored, and deleted again
+//! no node says why, a non-root Pod's fsGroup owns its volume, and a claim is provisioned where the scheduler put its Pod, grown, snapshotted and restored, and deleted again
 //! without a volume or loop device left on the node; `helm uninstall`
 //! removes the driver.
 //! Needs root (the real-node cluster) and `make testenv` (helm, the sidecars).
@@ -491,7 +491,47 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
         unschedulable.contains("did not have enough free storage"),
         "{unschedulable}"
     );
-    for (pod, claim) in [("typo-user", "typo"), ("huge-user", "huge")] {
+
+    // A Pod of a non-root user writes to its fresh volume: the kubelet gives
+    // the filesystem to the Pod's fsGroup (the CSIDriver's fsGroupPolicy:
+    // File), as a database image running as its own user needs.
+    claims
+        .create(
+            &PostParams::default(),
+            &common::claim("owned", CLASS, "100Mi", None),
+        )
+        .await
+        .unwrap();
+    let mut nonroot = common::pod(
+        "nonroot",
+        None,
+        "owned",
+        "echo x > /data/mine && ls -ln /data/mine; sleep 3600",
+    );
+    nonroot.spec.as_mut().unwrap().security_context = Some(
+        serde_json::from_value(
+            serde_json::json!({"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 2000}),
+        )
+        .unwrap(),
+    );
+    pods.create(&PostParams::default(), &nonroot).await.unwrap();
+    let listing = eventually("the non-root Pod tried its write", SOON, || async {
+        let logs = common::logs_of(&pods, "nonroot").await;
+        (!logs.is_empty()).then_some(logs)
+    })
+    .await;
+    let fields: Vec<&str> = listing.split_whitespace().collect();
+    assert_eq!(
+        fields.get(2..4),
+        Some(&["1000", "2000"][..]),
+        "the file is the Pod user's, in its fsGroup: {listing}"
+    );
+
+    for (pod, claim) in [
+        ("typo-user", "typo"),
+        ("huge-user", "huge"),
+        ("nonroot", "owned"),
+    ] {
         pods.delete(pod, &DeleteParams::default()).await.unwrap();
         claims
             .delete(claim, &DeleteParams::default())
