@@ -149,7 +149,9 @@ fn render(driver: &Driver) -> Result<String, String> {
     metrics
         .allocated_bytes
         .set(i64::try_from(allocated).unwrap_or(i64::MAX));
-    let free = driver.free_bytes().map_err(|s| s.message().to_string())?;
+    let free = driver
+        .free_bytes_given(allocated)
+        .map_err(|s| s.message().to_string())?;
     metrics
         .free_bytes
         .set(i64::try_from(free).unwrap_or(i64::MAX));

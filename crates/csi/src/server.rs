@@ -178,15 +178,22 @@ impl Driver {
 
     /// The bytes a new volume or snapshot may take.
     pub fn free_bytes(&self) -> Result<u64, Status> {
+        // What is allocated matters only under --capacity: skip the walk otherwise.
+        let allocated = match self.config.capacity {
+            Some(_) => self.store.allocated().map_err(internal)?,
+            None => 0,
+        };
+        self.free_bytes_given(allocated)
+    }
+
+    /// [`Driver::free_bytes`] for a caller that has read `allocated` already.
+    pub fn free_bytes_given(&self, allocated: u64) -> Result<u64, Status> {
         let on_disk = host::usage(self.store.root())
             .map_err(internal)?
             .available_bytes;
-        Ok(match self.config.capacity {
-            Some(capacity) => {
-                on_disk.min(capacity.saturating_sub(self.store.allocated().map_err(internal)?))
-            }
-            None => on_disk,
-        })
+        Ok(self.config.capacity.map_or(on_disk, |capacity| {
+            on_disk.min(capacity.saturating_sub(allocated))
+        }))
     }
 }
 

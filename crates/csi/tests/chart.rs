@@ -344,12 +344,7 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
     };
 
     // The driver in its Pod registered with node-1's kubelet.
-    let csi_nodes: Api<CSINode> = Api::all(client.clone());
-    let registered = eventually("node-1's CSINode lists overcast-csi", SOON, || async {
-        let csi_node = csi_nodes.get("node-1").await.ok()?;
-        csi_node.spec.drivers.into_iter().find(|d| d.name == DRIVER)
-    })
-    .await;
+    let registered = common::registered_driver(&client, "node-1").await;
     assert_eq!(registered.node_id, "node-1");
     assert_eq!(
         registered.topology_keys.unwrap_or_default(),
@@ -601,6 +596,7 @@ async fn the_chart_installed_on_real_kubelets_serves_claims_from_its_pods() {
         drivers.get_opt(DRIVER).await.unwrap().is_none(),
         "the CSIDriver object is left"
     );
+    let csi_nodes: Api<CSINode> = Api::all(client.clone());
     // The driver stopped cleanly, and the kubelet deregistered it.
     eventually(
         "node-1's CSINode no longer lists overcast-csi",

@@ -14,10 +14,7 @@ use k8s_openapi::api::{
     core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod},
     storage::v1::{CSIDriver, CSINode},
 };
-use kube::{
-    Api,
-    api::{DeleteParams, PostParams},
-};
+use kube::{Api, api::PostParams};
 use overcast_csi::proto::{self, CapacityRange, controller_client::ControllerClient};
 use overcast_testenv::{Cluster, ClusterOptions, eventually};
 use std::{path::Path, time::Duration};
@@ -67,12 +64,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
         .expect("CSIDriver");
 
     // Registered: the kubelet asked the driver for its node ID and topology.
-    let csi_nodes: Api<CSINode> = Api::all(client.clone());
-    let entry = eventually("node-1's CSINode lists overcast-csi", SOON, || async {
-        let csi_node = csi_nodes.get("node-1").await.ok()?;
-        csi_node.spec.drivers.into_iter().find(|d| d.name == DRIVER)
-    })
-    .await;
+    let entry = common::registered_driver(&client, "node-1").await;
     assert_eq!(entry.node_id, "node-1");
     assert_eq!(
         entry.topology_keys,
@@ -92,6 +84,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
             .map(String::as_str),
         Some("node-1")
     );
+    let csi_nodes: Api<CSINode> = Api::all(client.clone());
     let csi_node_2 = csi_nodes.get_opt("node-2").await.unwrap();
     assert!(
         csi_node_2.is_none_or(|n| n.spec.drivers.iter().all(|d| d.name != DRIVER)),
@@ -188,13 +181,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
         "the driver's restart changed the Pod's mounts"
     );
 
-    pods.delete("writer", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the writer is gone", SOON, || async {
-        pods.get_opt("writer").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    common::delete_pods(&pods, &["writer"]).await;
     // The kubelet unpublished and unstaged the volume: nothing of it is mounted.
     eventually("the volume unstaged", SOON, || async {
         driver.log().contains("unstaged volume").then_some(())
@@ -204,13 +191,7 @@ async fn a_pods_data_outlives_the_pod_on_real_kubelets() {
     let read = common::read_file(&pods, "reader", None, "data").await;
     assert_eq!(read, "written-by-the-first-pod");
 
-    pods.delete("reader", &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually("the reader is gone", SOON, || async {
-        pods.get_opt("reader").await.ok()?.is_none().then_some(())
-    })
-    .await;
+    common::delete_pods(&pods, &["reader"]).await;
     eventually("no loop device left for the volume", SOON, || async {
         loop_devices_under(driver.dir.path())
             .is_empty()

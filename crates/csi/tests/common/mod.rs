@@ -496,22 +496,52 @@ pub async fn snapshot(
     .is_ok()
 }
 
+/// Deletes the Pods and waits until they are gone.
+pub async fn delete_pods(pods: &Pods, names: &[&str]) {
+    for name in names {
+        pods.delete(name, &Default::default()).await.unwrap();
+    }
+    overcast_testenv::eventually(&format!("Pods {names:?} gone"), E2E_WAIT, || async {
+        for name in names {
+            pods.get_opt(name).await.ok()?.is_none().then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// The driver's entry in `node`'s CSINode, once the kubelet has registered it.
+pub async fn registered_driver(
+    client: &kube::Client,
+    node: &str,
+) -> k8s_openapi::api::storage::v1::CSINodeDriver {
+    let csi_nodes: kube::Api<k8s_openapi::api::storage::v1::CSINode> =
+        kube::Api::all(client.clone());
+    overcast_testenv::eventually(
+        &format!(
+            "{node}'s CSINode lists {}",
+            overcast_csi::DEFAULT_DRIVER_NAME
+        ),
+        E2E_WAIT,
+        || async {
+            let csi_node = csi_nodes.get(node).await.ok()?;
+            csi_node
+                .spec
+                .drivers
+                .into_iter()
+                .find(|d| d.name == overcast_csi::DEFAULT_DRIVER_NAME)
+        },
+    )
+    .await
+}
+
 /// Deletes the Pods (waiting until they are gone), then the snapshots and the claims.
 pub async fn delete_all(
     (pods, pod_names): (&Pods, &[&str]),
     (snapshots, snapshot_names): (&kube::Api<kube::api::DynamicObject>, &[&str]),
     (claims, claim_names): (&Claims, &[&str]),
 ) {
-    for name in pod_names {
-        pods.delete(name, &Default::default()).await.unwrap();
-    }
-    overcast_testenv::eventually("the Pods gone", E2E_WAIT, || async {
-        for name in pod_names {
-            pods.get_opt(name).await.ok()?.is_none().then_some(())?;
-        }
-        Some(())
-    })
-    .await;
+    delete_pods(pods, pod_names).await;
     for name in snapshot_names {
         snapshots.delete(name, &Default::default()).await.unwrap();
     }
