@@ -114,7 +114,9 @@ impl Driver {
             .stderr(log);
         self.child = Some(command.spawn().expect("overcast-csi starts"));
         for _ in 0..200 {
-            if self.socket().exists() {
+            // Accepting, not only there: bind(2) makes the file before
+            // listen(2), and a connect in between is refused.
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
                 return;
             }
             if let Some(status) = self
@@ -127,7 +129,7 @@ impl Driver {
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!(
-            "overcast-csi did not make its socket in 5 s:\n{}",
+            "overcast-csi did not accept on its socket in 5 s:\n{}",
             self.log()
         );
     }
