@@ -1,4 +1,4 @@
-"""moto_server with one AWS behaviour moto lacks, for the provider tests.
+"""moto_server with AWS behaviours moto lacks, for the provider tests.
 
 ELBv2 CreateLoadBalancer is idempotent on AWS: "If you attempt to create
 multiple load balancers with the same settings, each call succeeds" (API
@@ -6,13 +6,25 @@ reference, CreateLoadBalancer), and a second load balancer of that name with
 other settings is refused with DuplicateLoadBalancerName. moto makes a second
 load balancer of the same name instead, so an SDK retry of a create whose
 first answer was slow (a loaded test machine) showed up as a duplicate that
-AWS would never make. Usage as moto_server: moto_server.py -H HOST -p PORT.
+AWS would never make.
+
+A Network Load Balancer's target group reports `preserve_client_ip.enabled`
+and `proxy_protocol_v2.enabled` on AWS (DescribeTargetGroupAttributes; for
+instance targets client IPs are preserved by default, proxy protocol is off).
+moto reports neither, so cloud-provider-aws's rule "an attribute the group
+does not report is not managed" would make the target-group-attributes
+annotation a no-op on moto; the two are added with AWS's defaults. Likewise
+a load balancer reports `access_logs.s3.enabled` (false) on AWS and not on
+moto, where cloud-provider-aws's attribute sync would then set it on every
+balancer it finds.
+
+Usage as moto_server: moto_server.py -H HOST -p PORT.
 """
 
 import sys
 
 from moto.elbv2.exceptions import DuplicateLoadBalancerName
-from moto.elbv2.models import ELBv2Backend
+from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer, FakeTargetGroup
 from moto.server import main
 
 _create_load_balancer = ELBv2Backend.create_load_balancer
@@ -35,6 +47,31 @@ def _idempotent_create_load_balancer(self, **request):
 
 
 ELBv2Backend.create_load_balancer = _idempotent_create_load_balancer
+
+_target_group_init = FakeTargetGroup.__init__
+
+
+def _target_group_with_nlb_attributes(self, *args, **kwargs):
+    _target_group_init(self, *args, **kwargs)
+    if self.protocol in ("TCP", "UDP", "TCP_UDP", "TLS"):
+        self.attributes.setdefault("proxy_protocol_v2.enabled", "false")
+        self.attributes.setdefault(
+            "preserve_client_ip.enabled",
+            "true" if self.target_type == "instance" else "false",
+        )
+
+
+FakeTargetGroup.__init__ = _target_group_with_nlb_attributes
+
+_load_balancer_init = FakeLoadBalancer.__init__
+
+
+def _load_balancer_with_access_log_attribute(self, *args, **kwargs):
+    _load_balancer_init(self, *args, **kwargs)
+    self.attrs.setdefault("access_logs.s3.enabled", "false")
+
+
+FakeLoadBalancer.__init__ = _load_balancer_with_access_log_attribute
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -190,6 +190,23 @@ async fn run_instance(
     zone: &str,
     subnet: &str,
 ) -> (String, String, String) {
+    run_instance_in_groups(ec2, zone, subnet, &[]).await
+}
+
+/// [`run_instance`] with these security groups (none: the VPC's default).
+async fn run_instance_in_groups(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    subnet: &str,
+    groups: &[String],
+) -> (String, String, String) {
+    // AWS gives an instance launched with no group the VPC's default one;
+    // moto gives it none, so it is named here.
+    let groups = if groups.is_empty() {
+        vec![default_group(ec2, &vpc_of(ec2, subnet).await).await]
+    } else {
+        groups.to_vec()
+    };
     let image = ec2
         .describe_images()
         .send()
@@ -207,6 +224,7 @@ async fn run_instance(
         .min_count(1)
         .max_count(1)
         .subnet_id(subnet)
+        .set_security_group_ids(Some(groups))
         .placement(Placement::builder().availability_zone(zone).build())
         .tag_specifications(
             TagSpecification::builder()
@@ -605,9 +623,17 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
     })
     .await;
 
+    // The instances' (default) group admits the NLB's clients.
+    assert_eq!(
+        rules_of(&ec2, &lb_name).await.len(),
+        1,
+        "{}",
+        ccm.log_text()
+    );
     // Deleting the Service deletes every AWS resource it created.
     delete_service_and_wait(&services, "web").await;
     assert_eq!(tagged_for(&elb, "default/web").await, Vec::<String>::new());
+    assert_eq!(rules_of(&ec2, &lb_name).await, Vec::<String>::new());
     assert!(
         elb.describe_load_balancers()
             .names(&lb_name)
@@ -615,6 +641,209 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
             .await
             .is_err()
     );
+}
+
+/// The VPC of a subnet.
+async fn vpc_of(ec2: &aws_sdk_ec2::Client, subnet: &str) -> String {
+    ec2.describe_subnets()
+        .subnet_ids(subnet)
+        .send()
+        .await
+        .unwrap()
+        .subnets()[0]
+        .vpc_id()
+        .unwrap()
+        .to_string()
+}
+
+/// The VPC's default security group.
+async fn default_group(ec2: &aws_sdk_ec2::Client, vpc: &str) -> String {
+    ec2.describe_security_groups()
+        .filters(Filter::builder().name("vpc-id").values(vpc).build())
+        .filters(
+            Filter::builder()
+                .name("group-name")
+                .values("default")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string()
+}
+
+/// A security group in `vpc`, tagged for the cluster or not.
+async fn create_group(ec2: &aws_sdk_ec2::Client, vpc: &str, name: &str, tagged: bool) -> String {
+    let mut create = ec2
+        .create_security_group()
+        .group_name(name)
+        .description(name)
+        .vpc_id(vpc);
+    if tagged {
+        create = create.tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(cluster_tag())
+                .build(),
+        );
+    }
+    create.send().await.unwrap().group_id().unwrap().to_string()
+}
+
+/// A group's IPv4 ingress rules, one line each: `proto from-to cidr description`.
+async fn ingress_rules(ec2: &aws_sdk_ec2::Client, group: &str) -> Vec<String> {
+    let reply = ec2
+        .describe_security_groups()
+        .group_ids(group)
+        .send()
+        .await
+        .unwrap();
+    let mut rules: Vec<String> = reply.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .flat_map(|p| {
+            p.ip_ranges().iter().map(move |r| {
+                format!(
+                    "{} {}-{} {} {}",
+                    p.ip_protocol().unwrap_or_default(),
+                    p.from_port().unwrap_or(-1),
+                    p.to_port().unwrap_or(-1),
+                    r.cidr_ip().unwrap_or_default(),
+                    r.description().unwrap_or("-")
+                )
+            })
+        })
+        .collect();
+    rules.sort();
+    rules
+}
+
+/// Every IPv4 ingress rule in any group whose description names the NLB `lb_name`.
+async fn rules_of(ec2: &aws_sdk_ec2::Client, lb_name: &str) -> Vec<String> {
+    let reply = ec2.describe_security_groups().send().await.unwrap();
+    let mut out = Vec::new();
+    for g in reply.security_groups() {
+        for rule in ingress_rules(ec2, g.group_id().unwrap()).await {
+            if rule.ends_with(&format!("={lb_name}")) {
+                out.push(format!("{} {rule}", g.group_id().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// The instances' security group admits the NLB's clients (only the
+/// Service's source ranges) and its health checks (from the NLB's subnets),
+/// as cloud-provider-aws opens it; a change of the ranges moves the rules; a
+/// rule of the user's is never touched; deleting the Service revokes every
+/// rule it added, the ICMP one too.
+#[tokio::test]
+async fn the_instances_security_group_admits_exactly_the_nlb_s_clients_and_health_checks() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let nodes_sg = create_group(&ec2, &vpc, "nodes", true).await;
+    // The instance has two groups: the tagged one is the one changed.
+    let other_sg = create_group(&ec2, &vpc, "other", false).await;
+    ec2.authorize_security_group_ingress()
+        .group_id(&nodes_sg)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(22)
+                .to_port(22)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let users_rule = "tcp 22-22 0.0.0.0/0 -".to_string();
+    let (_, dns, _) = run_instance_in_groups(
+        &ec2,
+        &subnets[0].0,
+        &subnets[0].1,
+        &[nodes_sg.clone(), other_sg.clone()],
+    )
+    .await;
+    let vars = endpoint_vars(moto.url());
+    let env = aws_cloud_env().await;
+    let ccm = env.ccm_with_env(&[], &vars);
+    create_tainted_node(&env.client, &dns).await;
+    initialised(&env.client, &dns).await;
+
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let mut svc = nlb_service("guarded", &[(None, 80)]);
+    let spec = svc.spec.as_mut().unwrap();
+    spec.external_traffic_policy = Some("Local".into());
+    spec.load_balancer_source_ranges = Some(vec!["203.0.113.7/24".into()]);
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = svc.spec.as_ref().unwrap();
+    let node_port = spec.ports.as_ref().unwrap()[0].node_port.unwrap();
+    let health_port = spec.health_check_node_port.unwrap();
+    let lb = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let expected = |client_cidr: &str| {
+        let mut v = vec![
+            users_rule.clone(),
+            format!("tcp {node_port}-{node_port} {client_cidr} kubernetes.io/rule/nlb/client={lb}"),
+            format!(
+                "tcp {health_port}-{health_port} 10.0.1.0/24 kubernetes.io/rule/nlb/health={lb}"
+            ),
+            format!(
+                "tcp {health_port}-{health_port} 10.0.2.0/24 kubernetes.io/rule/nlb/health={lb}"
+            ),
+            format!("icmp 3-4 {client_cidr} kubernetes.io/rule/nlb/mtu"),
+        ];
+        v.sort();
+        v
+    };
+    let want = expected("203.0.113.0/24");
+    eventually("the client, health and MTU rules", SOON, || async {
+        (ingress_rules(&ec2, &nodes_sg).await == want).then_some(())
+    })
+    .await;
+    assert_eq!(
+        ingress_rules(&ec2, &other_sg).await,
+        Vec::<String>::new(),
+        "{}",
+        ccm.log_text()
+    );
+
+    services
+        .patch(
+            "guarded",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"loadBalancerSourceRanges": ["198.51.100.0/24"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let want = expected("198.51.100.0/24");
+    eventually("the rules follow the new source range", SOON, || async {
+        (ingress_rules(&ec2, &nodes_sg).await == want).then_some(())
+    })
+    .await;
+
+    delete_service_and_wait(&services, "guarded").await;
+    assert_eq!(
+        ingress_rules(&ec2, &nodes_sg).await,
+        [users_rule],
+        "{}",
+        ccm.log_text()
+    );
+    assert_eq!(rules_of(&ec2, &lb).await, Vec::<String>::new());
 }
 
 /// (destination, instance) of the instance routes in the cluster's table.
@@ -742,11 +971,23 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
         initialised(&env.client, &dns).await;
     }
 
+    // The instance rules of a Service's NLB (in the VPC's default group,
+    // the instance's only one): a client rule per port.
+    let rules = |name: &'static str| {
+        let services = services.clone();
+        let ec2 = ec2.clone();
+        async move {
+            let svc = services.get(name).await.unwrap();
+            let lb = overcast_cloud_provider::default_load_balancer_name(&svc);
+            rules_of(&ec2, &lb).await
+        }
+    };
     let creates = [
         ("CreateLoadBalancer", "c1"),
         ("CreateTargetGroup", "c2"),
         ("RegisterTargets", "c3"),
         ("CreateListener", "c4"),
+        ("AuthorizeSecurityGroupIngress", "c5"),
     ];
     for (action, name) in creates {
         let mut ccm = start();
@@ -766,9 +1007,17 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             ccm.log_text(),
             restarted.log_text()
         );
+        assert_eq!(rules(name).await.len(), 2, "after a kill at {action}");
     }
 
-    let deletes = [("DeleteLoadBalancer", "d1"), ("DeleteTargetGroup", "d2")];
+    // DescribeSecurityGroups: the kill falls after the last group went and
+    // before the rules are revoked, so only the rules are left to find.
+    let deletes = [
+        ("DeleteLoadBalancer", "d1"),
+        ("DeleteTargetGroup", "d2"),
+        ("DescribeSecurityGroups", "d3"),
+        ("RevokeSecurityGroupIngress", "d4"),
+    ];
     for (action, name) in deletes {
         let mut ccm = start();
         services
@@ -777,6 +1026,9 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             .unwrap();
         hostname(name).await;
         assert_eq!(parts(name).await, (1, 2));
+        let lb =
+            overcast_cloud_provider::default_load_balancer_name(&services.get(name).await.unwrap());
+        assert_eq!(rules_of(&ec2, &lb).await.len(), 2);
         proxy.arm(action, ccm.child.id());
         services
             .delete(name, &DeleteParams::default())
@@ -789,6 +1041,11 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             parts(name).await,
             (0, 0),
             "after a kill at {action}: nothing left"
+        );
+        assert_eq!(
+            rules_of(&ec2, &lb).await,
+            Vec::<String>::new(),
+            "after a kill at {action}: no rule left"
         );
     }
     let seen = proxy.actions();
@@ -806,10 +1063,10 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
 const UPSTREAM_TARGET_GROUP: &str = "k8s-default-legacy-dfb3259b0e";
 
 /// An NLB as cloud-provider-aws leaves it for a Service (its name, tags,
-/// target group, targets, listener, and the Service's hostname and
-/// finalizer) is adopted: overcast-ccm serves it without creating, changing
-/// or deleting any part of it, keeps the address, and on deletion removes
-/// all of it.
+/// target group, targets, listener, instance security-group rules, and the
+/// Service's hostname and finalizer) is adopted: overcast-ccm serves it
+/// without creating, changing or deleting any part of it, keeps the address,
+/// and on deletion removes all of it.
 #[tokio::test]
 async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
     use aws_sdk_elasticloadbalancingv2::types::{
@@ -912,6 +1169,43 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         .send()
         .await
         .unwrap();
+    // The instance rules (updateInstanceSecurityGroupsForNLB), in the
+    // instance's only group, the VPC's default: clients from everywhere on
+    // the traffic port (which covers the health checks) and ICMP for path
+    // MTU discovery.
+    let default_sg = default_group(&ec2, &vpc).await;
+    let rule = |protocol: &str, from: i32, to: i32, description: String| {
+        aws_sdk_ec2::types::IpPermission::builder()
+            .ip_protocol(protocol)
+            .from_port(from)
+            .to_port(to)
+            .ip_ranges(
+                aws_sdk_ec2::types::IpRange::builder()
+                    .cidr_ip("0.0.0.0/0")
+                    .description(description)
+                    .build(),
+            )
+            .build()
+    };
+    ec2.authorize_security_group_ingress()
+        .group_id(&default_sg)
+        .ip_permissions(rule(
+            "tcp",
+            30080,
+            30080,
+            format!("kubernetes.io/rule/nlb/client={lb_name}"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    ec2.authorize_security_group_ingress()
+        .group_id(&default_sg)
+        .ip_permissions(rule("icmp", 3, 4, "kubernetes.io/rule/nlb/mtu".into()))
+        .send()
+        .await
+        .unwrap();
+    let upstream_rules = ingress_rules(&ec2, &default_sg).await;
+
     // The service controller's finalizer and status, as upstream writes them.
     services
         .patch(
@@ -964,6 +1258,8 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         "DeleteTargetGroup",
         "DeleteLoadBalancer",
         "DeregisterTargets",
+        "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress",
     ] {
         assert!(
             !calls.iter().any(|c| c == mutating),
@@ -989,13 +1285,20 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         tagged_for(&elb, "default/legacy").await,
         Vec::<String>::new()
     );
+    // Its rules go too, and the ICMP rule no other NLB needs.
+    let left = ingress_rules(&ec2, &default_sg).await;
+    assert!(
+        upstream_rules.len() == 2 && left.is_empty(),
+        "{upstream_rules:?} -> {left:?}"
+    );
 }
 
 /// The annotations docs/aws-provider.md lists as supported, on one Service,
 /// each read back from moto: the scheme, the subnets, the extra tags (on the
 /// NLB and its target group), every health-check setting, and the Nodes the
-/// target group holds; and an annotation Overcast does not support yet is
-/// refused with an Event naming it.
+/// target group holds, the NLB's cross-zone and access-log attributes and the
+/// target group's proxy-protocol and client-IP attributes; and an annotation
+/// Overcast does not support yet is refused with an Event naming it.
 #[tokio::test]
 async fn every_supported_annotation_reaches_the_nlb() {
     let Aws {
@@ -1062,6 +1365,26 @@ async fn every_supported_annotation_reaches_the_nlb() {
         (
             "service.beta.kubernetes.io/aws-load-balancer-target-node-labels",
             "role=edge".to_string(),
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled",
+            "true".to_string(),
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-access-log-enabled",
+            "true".to_string(),
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-access-log-s3-bucket-name",
+            "nlb-logs".to_string(),
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-access-log-s3-bucket-prefix",
+            "shaped".to_string(),
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes",
+            "proxy_protocol_v2.enabled=true,preserve_client_ip.enabled=false".to_string(),
         ),
     ];
     let mut svc = nlb_service("shaped", &[(None, 80)]);
@@ -1145,6 +1468,60 @@ async fn every_supported_annotation_reaches_the_nlb() {
         .filter_map(|t| t.target()?.id())
         .collect();
     assert_eq!(targets, [edge.as_str()], "only the Node labelled role=edge");
+    let attributes = |pairs: Vec<(Option<&str>, Option<&str>)>| {
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string())))
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    let lb_reply = elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(lb.load_balancer_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let lb_attributes = attributes(
+        lb_reply
+            .attributes()
+            .iter()
+            .map(|a| (a.key(), a.value()))
+            .collect(),
+    );
+    for (k, v) in [
+        ("load_balancing.cross_zone.enabled", "true"),
+        ("access_logs.s3.enabled", "true"),
+        ("access_logs.s3.bucket", "nlb-logs"),
+        ("access_logs.s3.prefix", "shaped"),
+    ] {
+        assert_eq!(
+            lb_attributes.get(k).map(String::as_str),
+            Some(v),
+            "{lb_attributes:?}"
+        );
+    }
+    let tg_reply = elb
+        .describe_target_group_attributes()
+        .target_group_arn(tg.target_group_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let tg_attributes = attributes(
+        tg_reply
+            .attributes()
+            .iter()
+            .map(|a| (a.key(), a.value()))
+            .collect(),
+    );
+    for (k, v) in [
+        ("proxy_protocol_v2.enabled", "true"),
+        ("preserve_client_ip.enabled", "false"),
+    ] {
+        assert_eq!(
+            tg_attributes.get(k).map(String::as_str),
+            Some(v),
+            "{tg_attributes:?}"
+        );
+    }
 
     // Not supported yet: refused with an Event naming it.
     let mut refused = nlb_service("eip", &[(None, 443)]);

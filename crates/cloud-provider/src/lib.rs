@@ -12,6 +12,7 @@ pub mod duration;
 mod error;
 pub mod names;
 mod registry;
+pub mod service_helpers;
 pub mod yaml;
 
 pub use cloud::{

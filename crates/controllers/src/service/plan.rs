@@ -8,6 +8,7 @@ use overcast_cloud_provider::names::{
     FINALIZER_LOAD_BALANCER_CLEANUP, LABEL_EXCLUDE_FROM_EXTERNAL_LOAD_BALANCERS,
     TAINT_TO_BE_DELETED_BY_AUTOSCALER,
 };
+use overcast_cloud_provider::service_helpers::parse_bool;
 use serde_json::{Value, json};
 
 use crate::node_helpers::{has_taint, provider_id};
@@ -98,15 +99,6 @@ pub fn needs_update(old: &Service, new: &Service, policy: &ClassPolicy) -> bool 
         || o.external_traffic_policy != n.external_traffic_policy
         || o.health_check_node_port != n.health_check_node_port
         || o.ip_families.as_ref().map(Vec::len) != n.ip_families.as_ref().map(Vec::len)
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(s: &str) -> Option<bool> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
 }
 
 /// Whether a Node should receive load-balancer traffic (upstream's stable node

@@ -149,12 +149,6 @@ impl AwsConfig {
             } else if same(k, "DisableSecurityGroupIngress") {
                 self.disable_security_group_ingress = ini::parse_bool(&value)
                     .ok_or_else(|| ConfigError(format!("{}: {value:?} is not a boolean", at())))?;
-                if !self.disable_security_group_ingress {
-                    warnings.push(format!(
-                        "{}: false has no effect: overcast's aws provider never changes security groups (as if true)",
-                        at()
-                    ));
-                }
             } else if same(k, "NodeIPFamilies") {
                 // A list: each line adds; a blank value resets.
                 if value.is_empty() {
@@ -310,18 +304,15 @@ SigningRegion = us-east-1
     #[test]
     fn keys_read_but_without_effect_say_so() {
         let text = "[Global]\nSubnetID = subnet-1\nDisableSecurityGroupIngress = false\nNodeIPFamilies = ipv4\nNodeIPFamilies = ipv6\n";
-        let (_, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
-        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        let (c, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
+        assert!(!c.disable_security_group_ingress);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(
             warnings[0].starts_with("[Global] SubnetID (line 2): has no effect"),
             "{warnings:?}"
         );
         assert!(
-            warnings[1].contains("DisableSecurityGroupIngress (line 3): false has no effect"),
-            "{warnings:?}"
-        );
-        assert!(
-            warnings[2].contains("NodeIPFamilies (line 5): ipv6 has no effect yet"),
+            warnings[1].contains("NodeIPFamilies (line 5): ipv6 has no effect yet"),
             "{warnings:?}"
         );
     }

@@ -13,6 +13,8 @@ mod loadbalancer;
 mod metrics;
 pub mod nlb_plan;
 mod routes;
+mod security_groups;
+pub mod sg_plan;
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -11,8 +11,9 @@ use aws_sdk_ec2::types::Filter;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::error::ProvideErrorMetadata;
 use elbv2::types::{
-    Action, ActionTypeEnum, Certificate, Listener, LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
-    ProtocolEnum, SubnetMapping, Tag, TargetDescription, TargetTypeEnum,
+    Action, ActionTypeEnum, Certificate, Listener, LoadBalancerAttribute, LoadBalancerSchemeEnum,
+    LoadBalancerTypeEnum, ProtocolEnum, SubnetMapping, Tag, TargetDescription,
+    TargetGroupAttribute, TargetTypeEnum,
 };
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, Service,
@@ -23,6 +24,8 @@ use crate::AwsCloud;
 use crate::instances::instance_id_from_provider_id;
 use crate::metrics::{aws_err, timed};
 use crate::nlb_plan::*;
+use crate::security_groups::describe_changes;
+use crate::sg_plan;
 
 fn code<E: ProvideErrorMetadata, R>(e: &elbv2::error::SdkError<E, R>) -> Option<&str> {
     e.as_service_error().and_then(|s| s.code())
@@ -31,6 +34,15 @@ fn code<E: ProvideErrorMetadata, R>(e: &elbv2::error::SdkError<E, R>) -> Option<
 fn tags(map: &BTreeMap<String, String>) -> Vec<Tag> {
     map.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// Attributes as AWS reports them (key, value), by key.
+fn attribute_map<'a>(
+    pairs: impl Iterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> BTreeMap<String, String> {
+    pairs
+        .filter_map(|(k, v)| Some((k?.to_string(), v.unwrap_or_default().to_string())))
         .collect()
 }
 
@@ -59,6 +71,15 @@ struct Found {
     arn: String,
     dns_name: Option<String>,
     state: Option<String>,
+    /// Its subnets, where health checks come from.
+    subnets: Vec<String>,
+}
+
+fn subnets_of(lb: &elbv2::types::LoadBalancer) -> Vec<String> {
+    lb.availability_zones()
+        .iter()
+        .filter_map(|z| z.subnet_id().map(str::to_string))
+        .collect()
 }
 
 impl Found {
@@ -94,6 +115,7 @@ impl AwsCloud {
                     .state()
                     .and_then(|s| s.code())
                     .map(|c| c.as_str().to_string()),
+                subnets: subnets_of(lb),
             })),
             Err(e) if code(&e) == Some("LoadBalancerNotFound") => Ok(None),
             Err(e) => Err(aws_err(format!("describing load balancer {name}"))(e)),
@@ -285,6 +307,49 @@ impl AwsCloud {
         Ok(mine)
     }
 
+    /// upstream's reconcileLBAttributes: what differs from the plan's.
+    async fn lb_attribute_changes(
+        &self,
+        arn: &str,
+        plan: &NlbPlan,
+    ) -> Result<Vec<(String, String)>> {
+        let elb = &self.clients().await?.elb;
+        let reply = timed(
+            "describe_load_balancer_attributes",
+            elb.describe_load_balancer_attributes()
+                .load_balancer_arn(arn)
+                .send(),
+        )
+        .await
+        .map_err(aws_err(format!("reading the attributes of {}", plan.name)))?;
+        let current = attribute_map(reply.attributes().iter().map(|a| (a.key(), a.value())));
+        Ok(plan.attributes.changes(&current))
+    }
+
+    /// upstream's ensureTargetGroupAttributes, only with the annotation.
+    async fn target_group_attribute_changes(
+        &self,
+        arn: &str,
+        plan: &NlbPlan,
+    ) -> Result<Vec<(String, String)>> {
+        let Some(annotated) = &plan.target_group_attributes else {
+            return Ok(Vec::new());
+        };
+        let elb = &self.clients().await?.elb;
+        let reply = timed(
+            "describe_target_group_attributes",
+            elb.describe_target_group_attributes()
+                .target_group_arn(arn)
+                .send(),
+        )
+        .await
+        .map_err(aws_err(format!(
+            "reading the attributes of target group {arn}"
+        )))?;
+        let current = attribute_map(reply.attributes().iter().map(|a| (a.key(), a.value())));
+        Ok(target_group_attribute_changes(annotated, &current))
+    }
+
     /// The VPC, looked up at most once per sync and only when something is
     /// created in it: a sync that changes nothing makes no DescribeInstances.
     async fn vpc_once<'a>(&self, slot: &'a mut Option<String>, nodes: &[&Node]) -> Result<&'a str> {
@@ -399,7 +464,11 @@ impl AwsCloud {
 
     async fn ensure_nlb(&self, service: &Service, nodes: &[&Node]) -> Result<LoadBalancerStatus> {
         let cluster_id = self.cluster_id_required()?.to_string();
-        let plan = plan(service, &cluster_id)?;
+        let plan = plan(
+            service,
+            &cluster_id,
+            !self.config.disable_security_group_ingress,
+        )?;
         let key = service_key(service);
         let elb = &self.clients().await?.elb;
         let mut vpc = None;
@@ -440,6 +509,7 @@ impl AwsCloud {
                     arn: lb.load_balancer_arn().unwrap_or_default().to_string(),
                     dns_name: lb.dns_name().map(str::to_string),
                     state: None,
+                    subnets: subnets_of(lb),
                 }
             }
         };
@@ -553,6 +623,54 @@ impl AwsCloud {
                 .map_err(aws_err(format!("deleting target group {name}")))?;
             }
         }
+        // One call each for all that differs, as upstream.
+        let changed = self.lb_attribute_changes(&lb.arn, &plan).await?;
+        if !changed.is_empty() {
+            let attributes = changed
+                .iter()
+                .map(|(k, v)| LoadBalancerAttribute::builder().key(k).value(v).build())
+                .collect();
+            timed(
+                "modify_load_balancer_attributes",
+                elb.modify_load_balancer_attributes()
+                    .load_balancer_arn(&lb.arn)
+                    .set_attributes(Some(attributes))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!("changing {changed:?} on {}", plan.name)))?;
+        }
+        for arn in &used_groups {
+            let changed = self.target_group_attribute_changes(arn, &plan).await?;
+            if changed.is_empty() {
+                continue;
+            }
+            let attributes = changed
+                .iter()
+                .map(|(k, v)| TargetGroupAttribute::builder().key(k).value(v).build())
+                .collect();
+            timed(
+                "modify_target_group_attributes",
+                elb.modify_target_group_attributes()
+                    .target_group_arn(arn)
+                    .set_attributes(Some(attributes))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "changing {changed:?} on target group {arn}"
+            )))?;
+        }
+        // Last, as upstream: the instances admit the NLB's clients and
+        // health checks once it forwards to them.
+        let rules = self
+            .plan_instance_rules(
+                &plan.name,
+                Some((&plan, &targets, &lb.subnets)),
+                &cluster_id,
+            )
+            .await?;
+        self.apply_instance_rules(&rules).await?;
         Ok(lb.status())
     }
 }
@@ -611,7 +729,11 @@ impl LoadBalancer for AwsCloud {
         let parts = self
             .service_target_groups(&service_key(service), cluster_id)
             .await?;
-        Ok((!parts.is_empty()).then(LoadBalancerStatus::default))
+        // And the instance rules, revoked last.
+        let left = !parts.is_empty()
+            || (!self.config.disable_security_group_ingress
+                && sg_plan::holds_rules_of(&self.security_groups(cluster_id).await?, &name));
+        Ok(left.then(LoadBalancerStatus::default))
     }
 
     /// The NLB of the Service's name and what ensure would change in it,
@@ -623,12 +745,16 @@ impl LoadBalancer for AwsCloud {
         &self,
         _cluster_name: &str,
         service: &Service,
-        _nodes: &[&Node],
+        nodes: &[&Node],
     ) -> Result<LoadBalancerPreview> {
         match kind(service) {
             Kind::Nlb => {
                 let cluster_id = self.cluster_id_required()?.to_string();
-                let plan = plan(service, &cluster_id)?;
+                let plan = plan(
+                    service,
+                    &cluster_id,
+                    !self.config.disable_security_group_ingress,
+                )?;
                 let Some(lb) = self.find_load_balancer(&plan.name).await? else {
                     return Ok(LoadBalancerPreview::default());
                 };
@@ -672,6 +798,27 @@ impl LoadBalancer for AwsCloud {
                         changes.push(format!("target group {name} would be deleted"));
                     }
                 }
+                for (key, value) in self.lb_attribute_changes(&lb.arn, &plan).await? {
+                    changes.push(format!("attribute {key} would be set to {value:?}"));
+                }
+                for (arn, name) in &existing {
+                    if plan.listeners.iter().any(|l| l.target_group == *name) {
+                        for (key, value) in self.target_group_attribute_changes(arn, &plan).await? {
+                            changes.push(format!(
+                                "target group {name}: attribute {key} would be set to {value:?}"
+                            ));
+                        }
+                    }
+                }
+                let targets = instance_ids(nodes, &plan.target_node_labels);
+                let rules = self
+                    .plan_instance_rules(
+                        &plan.name,
+                        Some((&plan, &targets, &lb.subnets)),
+                        &cluster_id,
+                    )
+                    .await?;
+                changes.extend(describe_changes(&rules));
                 Ok(LoadBalancerPreview {
                     status: Some(lb.status()),
                     changes,
@@ -783,6 +930,7 @@ impl LoadBalancer for AwsCloud {
                 Err(e) => return Err(aws_err(format!("deleting target group {tg}"))(e)),
             }
         }
-        Ok(())
+        let rules = self.plan_instance_rules(&name, None, &cluster_id).await?;
+        self.apply_instance_rules(&rules).await
     }
 }

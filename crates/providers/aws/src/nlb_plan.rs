@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{Node, Service, ServicePort};
+use overcast_cloud_provider::service_helpers::{load_balancer_source_ranges, parse_bool};
 use overcast_cloud_provider::{CloudError, default_load_balancer_name};
 use sha1::{Digest, Sha1};
 
@@ -29,15 +30,96 @@ pub const ANN_TARGET_NODE_LABELS: &str =
 
 /// Annotations upstream reads for NLBs that Overcast does not implement
 /// yet: a Service with one is refused rather than served differently.
-pub const UNSUPPORTED: [&str; 7] = [
+pub const UNSUPPORTED: [&str; 2] = [
     "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
     "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses",
-    "service.beta.kubernetes.io/aws-load-balancer-access-log-enabled",
-    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes",
-    "service.beta.kubernetes.io/aws-load-balancer-security-groups",
-    "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled",
-    "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups",
 ];
+
+/// Refused for NLBs by upstream too (aws_validations.go).
+pub const NOT_FOR_NLB: [(&str, &str); 2] = [
+    (
+        "service.beta.kubernetes.io/aws-load-balancer-security-groups",
+        "BYO security group annotation",
+    ),
+    (
+        "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups",
+        "BYO extra security group annotation",
+    ),
+];
+
+pub const ANN_CROSS_ZONE: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-cross-zone-load-balancing-enabled";
+pub const ANN_ACCESS_LOG_ENABLED: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-access-log-enabled";
+pub const ANN_ACCESS_LOG_BUCKET: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-access-log-s3-bucket-name";
+pub const ANN_ACCESS_LOG_PREFIX: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-access-log-s3-bucket-prefix";
+pub const ANN_TARGET_GROUP_ATTRIBUTES: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes";
+
+pub const ATTR_CROSS_ZONE: &str = "load_balancing.cross_zone.enabled";
+pub const ATTR_ACCESS_LOGS: &str = "access_logs.s3.enabled";
+pub const ATTR_ACCESS_LOGS_BUCKET: &str = "access_logs.s3.bucket";
+pub const ATTR_ACCESS_LOGS_PREFIX: &str = "access_logs.s3.prefix";
+pub const ATTR_PRESERVE_CLIENT_IP: &str = "preserve_client_ip.enabled";
+pub const ATTR_PROXY_PROTOCOL_V2: &str = "proxy_protocol_v2.enabled";
+
+/// The NLB's attributes upstream manages (reconcileLBAttributes): cross-zone
+/// load balancing and access logs are off unless annotated on, so a change
+/// made by hand outside the annotations is undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbAttributes {
+    pub cross_zone: bool,
+    pub access_logs: bool,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl LbAttributes {
+    /// The attributes to modify, given the NLB's current ones, in
+    /// upstream's order. The bucket and prefix are compared only with access
+    /// logs on (ELBv2 refuses an empty bucket).
+    pub fn changes(&self, current: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let now = |k: &str| current.get(k).map(String::as_str).unwrap_or_default();
+        let mut out = Vec::new();
+        for (key, on) in [
+            (ATTR_CROSS_ZONE, self.cross_zone),
+            (ATTR_ACCESS_LOGS, self.access_logs),
+        ] {
+            let want = if on { "true" } else { "false" };
+            if now(key) != want {
+                out.push((key.to_string(), want.to_string()));
+            }
+        }
+        if self.access_logs {
+            for (key, want) in [
+                (ATTR_ACCESS_LOGS_BUCKET, &self.bucket),
+                (ATTR_ACCESS_LOGS_PREFIX, &self.prefix),
+            ] {
+                if now(key) != want {
+                    out.push((key.to_string(), want.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The target-group attributes to modify (upstream's
+/// buildTargetGroupAttributes): each annotated one whose value differs; one
+/// the group does not report is skipped, as upstream. An attribute no longer
+/// annotated keeps its last value.
+pub fn target_group_attribute_changes(
+    annotated: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    annotated
+        .iter()
+        .filter(|(k, v)| current.get(*k).is_some_and(|now| now != *v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 pub const ANN_SSL_CERT: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-cert";
 pub const ANN_SSL_PORTS: &str = "service.beta.kubernetes.io/aws-load-balancer-ssl-ports";
@@ -120,6 +202,67 @@ pub struct NlbPlan {
     pub subnets: Vec<String>,
     /// Nodes must carry all these labels (empty value: any value).
     pub target_node_labels: BTreeMap<String, String>,
+    /// The IPv4 client ranges the instances' security groups admit to the
+    /// node ports (`0.0.0.0/0` when the Service names none).
+    pub client_cidrs: Vec<String>,
+    pub attributes: LbAttributes,
+    /// The `target-group-attributes` annotation, when present: the target
+    /// groups' attributes are reconciled only then, as upstream.
+    pub target_group_attributes: Option<BTreeMap<String, String>>,
+}
+
+/// A boolean annotation as upstream reads it (strconv.ParseBool; absent or
+/// empty: `false`).
+fn bool_annotation(svc: &Service, key: &str) -> Result<bool, CloudError> {
+    match annotation(svc, key).filter(|v| !v.is_empty()) {
+        None => Ok(false),
+        Some(v) => parse_bool(v)
+            .ok_or_else(|| bad(svc, format!("error parsing service annotation: {key}={v}"))),
+    }
+}
+
+/// upstream's validateServiceAnnotationTargetGroupAttributes.
+fn target_group_attributes(
+    svc: &Service,
+    protocols: &[String],
+) -> Result<Option<BTreeMap<String, String>>, CloudError> {
+    let Some(value) = annotation(svc, ANN_TARGET_GROUP_ATTRIBUTES) else {
+        return Ok(None);
+    };
+    let what = "error validating target group attributes";
+    let attributes = key_values(value);
+    for (k, v) in &attributes {
+        if v.is_empty() {
+            return Err(bad(
+                svc,
+                format!("{what}: attribute value is empty for {k:?}"),
+            ));
+        }
+        match k.as_str() {
+            ATTR_PRESERVE_CLIENT_IP | ATTR_PROXY_PROTOCOL_V2 if v != "true" && v != "false" => {
+                return Err(bad(
+                    svc,
+                    format!("{what}: invalid attribute value for {k:?}: {v}"),
+                ));
+            }
+            ATTR_PRESERVE_CLIENT_IP if v == "false" && protocols.iter().any(|p| p == "UDP") => {
+                return Err(bad(
+                    svc,
+                    format!("{what}: client IP preservation can't be disabled for UDP ports"),
+                ));
+            }
+            ATTR_PRESERVE_CLIENT_IP | ATTR_PROXY_PROTOCOL_V2 => {}
+            _ => {
+                return Err(bad(
+                    svc,
+                    format!(
+                        "{what}: the attribute {k:?} is not supported by the controller or is invalid"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Some(attributes))
 }
 
 fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
@@ -265,7 +408,14 @@ fn health_check(svc: &Service) -> Result<HealthCheck, CloudError> {
 }
 
 /// The NLB for an `nlb` Service, or the reason it cannot have one.
-pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
+/// `security_group_ingress`: whether the instances' security groups are
+/// managed (`DisableSecurityGroupIngress` not set), where source ranges are
+/// enforced.
+pub fn plan(
+    svc: &Service,
+    cluster_id: &str,
+    security_group_ingress: bool,
+) -> Result<NlbPlan, CloudError> {
     let spec = svc.spec.clone().unwrap_or_default();
     for key in UNSUPPORTED {
         if annotation(svc, key).is_some() {
@@ -275,6 +425,11 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
             ));
         }
     }
+    for (key, what) in NOT_FOR_NLB {
+        if annotation(svc, key).is_some() {
+            return Err(bad(svc, format!("{what} {key:?} is not supported by NLB")));
+        }
+    }
     if spec
         .session_affinity
         .as_deref()
@@ -282,32 +437,31 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
     {
         return Err(bad(svc, "unsupported load balancer affinity: ClientIP"));
     }
-    // cloud-provider-aws enforces these in the instances' security groups,
-    // which this provider does not manage yet: refusing is safer than
-    // serving everyone while the user believes it restricted.
-    let annotated = annotation(
-        svc,
-        "service.beta.kubernetes.io/load-balancer-source-ranges",
-    )
-    .map(|v| {
-        v.split(',')
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect()
-    })
-    .unwrap_or_default();
-    let ranges: Vec<String> = match spec
-        .load_balancer_source_ranges
-        .clone()
-        .filter(|r| !r.is_empty())
-    {
-        Some(r) => r,
-        None => annotated,
-    };
-    if ranges.iter().any(|r| r != "0.0.0.0/0" && r != "::/0") {
+    // The clients the instances' security groups admit (upstream:
+    // GetLoadBalancerSourceRanges, default 0.0.0.0/0). The NLB is IPv4, so
+    // an IPv6 range admits no one it could carry and gets no rule.
+    let ranges = load_balancer_source_ranges(svc).map_err(|e| bad(svc, e))?;
+    let mut client_cidrs: Vec<String> = ranges
+        .iter()
+        .filter(|r| !r.contains(':'))
+        .cloned()
+        .collect();
+    if ranges.is_empty() {
+        client_cidrs.push("0.0.0.0/0".into());
+    } else if client_cidrs.is_empty() {
         return Err(bad(
             svc,
-            "loadBalancerSourceRanges is not supported by overcast's aws provider yet (cloud-provider-aws enforces it in the instances' security groups, which overcast does not manage); remove it, or restrict the node security groups yourself",
+            format!(
+                "loadBalancerSourceRanges names only IPv6 ranges ({}); the NLB is IPv4, so no client could reach it",
+                ranges.join(", ")
+            ),
+        ));
+    }
+    if !security_group_ingress && !client_cidrs.iter().any(|c| c == "0.0.0.0/0") {
+        // Upstream then admits everyone without a word.
+        return Err(bad(
+            svc,
+            "loadBalancerSourceRanges cannot be enforced: DisableSecurityGroupIngress is set in --cloud-config, so the instances' security groups (where cloud-provider-aws enforces it for NLBs) are not managed; remove the ranges, or restrict the node security groups yourself",
         ));
     }
     if spec
@@ -329,6 +483,17 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
     let health = health_check(svc)?;
+    let attributes = LbAttributes {
+        cross_zone: bool_annotation(svc, ANN_CROSS_ZONE)?,
+        access_logs: bool_annotation(svc, ANN_ACCESS_LOG_ENABLED)?,
+        bucket: annotation(svc, ANN_ACCESS_LOG_BUCKET)
+            .unwrap_or_default()
+            .to_string(),
+        prefix: annotation(svc, ANN_ACCESS_LOG_PREFIX)
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let target_group_attributes = target_group_attributes(svc, &protocols)?;
     // The raw value, as upstream reads it (an empty annotation: no TLS).
     let raw = |key: &str| {
         svc.metadata
@@ -423,6 +588,9 @@ pub fn plan(svc: &Service, cluster_id: &str) -> Result<NlbPlan, CloudError> {
         target_node_labels: annotation(svc, ANN_TARGET_NODE_LABELS)
             .map(key_values)
             .unwrap_or_default(),
+        client_cidrs,
+        attributes,
+        target_group_attributes,
     })
 }
 
@@ -491,7 +659,7 @@ mod tests {
             ],
             &[("TCP", 80, 30080), ("TCP", 443, 30443)],
         );
-        let p = plan(&s, "prod").unwrap();
+        let p = plan(&s, "prod", true).unwrap();
         assert_eq!(p.name, "a3b2c4d5e1f2a4b3c8d9e0a1b2c3d4e5");
         assert!(!p.internal);
         assert_eq!(
@@ -531,7 +699,7 @@ mod tests {
         let spec = s.spec.as_mut().unwrap();
         spec.external_traffic_policy = Some("Local".into());
         spec.health_check_node_port = Some(31999);
-        let p = plan(&s, "prod").unwrap();
+        let p = plan(&s, "prod", true).unwrap();
         assert!(p.internal);
         let hc = &p.listeners[0].health;
         assert_eq!(hc.protocol, "HTTP");
@@ -541,12 +709,19 @@ mod tests {
     }
 
     #[test]
-    fn source_ranges_are_refused_not_ignored_unless_they_allow_everyone() {
+    fn source_ranges_become_the_client_cidrs_or_are_refused_where_they_cannot_be_enforced() {
         let mut ranged = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
-        ranged.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
-        let err = plan(&ranged, "c").unwrap_err().to_string();
+        ranged.spec.as_mut().unwrap().load_balancer_source_ranges =
+            Some(vec!["10.1.0.0/8".into(), "2001:db8::/32".into()]);
+        assert_eq!(
+            plan(&ranged, "c", true).unwrap().client_cidrs,
+            ["10.0.0.0/8"]
+        );
+        let err = plan(&ranged, "c", false).unwrap_err().to_string();
         assert!(
-            err.contains("loadBalancerSourceRanges is not supported"),
+            err.contains(
+                "loadBalancerSourceRanges cannot be enforced: DisableSecurityGroupIngress"
+            ),
             "{err}"
         );
         let annotated = svc(
@@ -554,23 +729,164 @@ mod tests {
                 (ANN_TYPE, "nlb"),
                 (
                     "service.beta.kubernetes.io/load-balancer-source-ranges",
-                    "192.168.0.0/16",
+                    "192.168.0.0/16, 0.0.0.0/0",
                 ),
             ],
             &[("TCP", 80, 30080)],
         );
-        assert!(plan(&annotated, "c").is_err());
-        let open = svc(
-            &[
-                (ANN_TYPE, "nlb"),
-                (
-                    "service.beta.kubernetes.io/load-balancer-source-ranges",
-                    "0.0.0.0/0",
-                ),
-            ],
-            &[("TCP", 80, 30080)],
+        assert_eq!(
+            plan(&annotated, "c", true).unwrap().client_cidrs,
+            ["0.0.0.0/0", "192.168.0.0/16"]
         );
-        assert!(plan(&open, "c").is_ok());
+        assert!(plan(&annotated, "c", false).is_ok(), "admits everyone");
+        let open = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
+        assert_eq!(plan(&open, "c", false).unwrap().client_cidrs, ["0.0.0.0/0"]);
+        let mut v6 = open.clone();
+        v6.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["::/0".into()]);
+        let err = plan(&v6, "c", true).unwrap_err().to_string();
+        assert!(err.contains("only IPv6 ranges (::/0)"), "{err}");
+        let mut typo = open.clone();
+        typo.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0".into()]);
+        let err = plan(&typo, "c", true).unwrap_err().to_string();
+        assert!(
+            err.contains("spec.loadBalancerSourceRanges: \"10.0.0.0\" is not a CIDR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn nlb_attributes_are_off_unless_annotated_and_only_differences_are_sent() {
+        let current: BTreeMap<String, String> = [
+            (ATTR_CROSS_ZONE, "true"),
+            (ATTR_ACCESS_LOGS, "false"),
+            (ATTR_ACCESS_LOGS_BUCKET, ""),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let plain = plan(&svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]), "c", true).unwrap();
+        // Cross-zone turned on by hand is turned off again, as upstream.
+        assert_eq!(
+            plain.attributes.changes(&current),
+            [(ATTR_CROSS_ZONE.to_string(), "false".to_string())]
+        );
+        let logged = plan(
+            &svc(
+                &[
+                    (ANN_TYPE, "nlb"),
+                    (ANN_CROSS_ZONE, "True"),
+                    (ANN_ACCESS_LOG_ENABLED, "1"),
+                    (ANN_ACCESS_LOG_BUCKET, "logs"),
+                ],
+                &[("TCP", 80, 30080)],
+            ),
+            "c",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            logged.attributes.changes(&current),
+            [
+                (ATTR_ACCESS_LOGS.to_string(), "true".to_string()),
+                (ATTR_ACCESS_LOGS_BUCKET.to_string(), "logs".to_string()),
+            ],
+            "cross-zone already on; no prefix is the one not reported"
+        );
+        let err = plan(
+            &svc(
+                &[(ANN_TYPE, "nlb"), (ANN_CROSS_ZONE, "yes")],
+                &[("TCP", 80, 30080)],
+            ),
+            "c",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with(&format!(
+                "error parsing service annotation: {ANN_CROSS_ZONE}=yes"
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn target_group_attributes_are_validated_as_upstream_and_only_reported_ones_change() {
+        let with = |value: &str, protocol: &str| {
+            plan(
+                &svc(
+                    &[(ANN_TYPE, "nlb"), (ANN_TARGET_GROUP_ATTRIBUTES, value)],
+                    &[(protocol, 80, 30080)],
+                ),
+                "c",
+                true,
+            )
+        };
+        let p = with(
+            "proxy_protocol_v2.enabled=true, preserve_client_ip.enabled=false",
+            "TCP",
+        )
+        .unwrap();
+        let annotated = p.target_group_attributes.unwrap();
+        let current: BTreeMap<String, String> = [(ATTR_PROXY_PROTOCOL_V2, "false")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+        assert_eq!(
+            target_group_attribute_changes(&annotated, &current),
+            [(ATTR_PROXY_PROTOCOL_V2.to_string(), "true".to_string())],
+            "preserve_client_ip is not reported by this group: skipped"
+        );
+        for (value, protocol, error) in [
+            (
+                "proxy_protocol_v2.enabled=yes",
+                "TCP",
+                "invalid attribute value for \"proxy_protocol_v2.enabled\": yes",
+            ),
+            (
+                "proxy_protocol_v2.enabled",
+                "TCP",
+                "attribute value is empty for \"proxy_protocol_v2.enabled\"",
+            ),
+            (
+                "preserve_client_ip.enabled=false",
+                "UDP",
+                "client IP preservation can't be disabled for UDP ports",
+            ),
+            (
+                "deregistration_delay.timeout_seconds=5",
+                "TCP",
+                "the attribute \"deregistration_delay.timeout_seconds\" is not supported",
+            ),
+        ] {
+            let err = with(value, protocol).unwrap_err().to_string();
+            assert!(err.contains(error), "{value}: {err}");
+        }
+        assert!(
+            plan(&svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]), "c", true)
+                .unwrap()
+                .target_group_attributes
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bring_your_own_security_groups_are_refused_for_nlbs_as_upstream() {
+        let err = plan(
+            &svc(
+                &[
+                    (ANN_TYPE, "nlb"),
+                    (
+                        "service.beta.kubernetes.io/aws-load-balancer-security-groups",
+                        "sg-1",
+                    ),
+                ],
+                &[("TCP", 80, 30080)],
+            ),
+            "c",
+            true,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("BYO security group annotation"), "{err}");
     }
 
     #[test]
@@ -587,7 +903,7 @@ mod tests {
             ],
             &ports,
         );
-        let p = plan(&s, "c").unwrap();
+        let p = plan(&s, "c", true).unwrap();
         let (tls, plain) = (&p.listeners[0], &p.listeners[1]);
         assert_eq!(
             (tls.frontend_protocol.as_str(), tls.protocol.as_str()),
@@ -608,7 +924,7 @@ mod tests {
         );
         // The target protocol enters the group's name, as upstream's hash.
         let tcp_backend = svc(&[(ANN_TYPE, "nlb"), (ANN_SSL_CERT, arn)], &ports);
-        let q = plan(&tcp_backend, "c").unwrap();
+        let q = plan(&tcp_backend, "c", true).unwrap();
         assert_eq!(q.listeners[0].protocol, "TCP");
         assert_eq!(
             q.listeners[1].frontend_protocol, "TLS",
@@ -622,7 +938,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANN_SSL_PORTS.into(), "web, 443".into());
-        let r = plan(&s, "c").unwrap();
+        let r = plan(&s, "c", true).unwrap();
         assert_eq!(r.listeners[1].frontend_protocol, "TLS");
         assert_eq!(
             r.listeners[0].frontend_protocol, "TCP",
@@ -637,14 +953,14 @@ mod tests {
             &[("TCP", 80, 30080), ("UDP", 53, 30053)],
         );
         assert!(
-            plan(&mixed, "c")
+            plan(&mixed, "c", true)
                 .unwrap_err()
                 .to_string()
                 .contains("mixed protocol")
         );
         let sctp = svc(&[(ANN_TYPE, "nlb")], &[("SCTP", 80, 30080)]);
         assert!(
-            plan(&sctp, "c")
+            plan(&sctp, "c", true)
                 .unwrap_err()
                 .to_string()
                 .contains("Protocol SCTP not supported")
@@ -654,7 +970,7 @@ mod tests {
             &[("TCP", 80, 30080)],
         );
         assert!(
-            plan(&classic, "c")
+            plan(&classic, "c", true)
                 .unwrap_err()
                 .to_string()
                 .contains("\"http\" is a Classic ELB setting")
@@ -663,7 +979,7 @@ mod tests {
             &[(ANN_TYPE, "nlb"), (ANN_SSL_PORTS, "443")],
             &[("TCP", 443, 30443)],
         );
-        assert!(plan(&alone, "c").unwrap_err().to_string().contains(
+        assert!(plan(&alone, "c", true).unwrap_err().to_string().contains(
             "has no effect without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
         ));
         let bad = svc(
@@ -671,7 +987,7 @@ mod tests {
             &[("TCP", 80, 30080)],
         );
         assert!(
-            plan(&bad, "c")
+            plan(&bad, "c", true)
                 .unwrap_err()
                 .to_string()
                 .contains("\"often\" is not a number")

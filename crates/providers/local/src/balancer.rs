@@ -234,68 +234,14 @@ fn node_ip(node: &Node, v4: bool) -> Option<IpAddr> {
         .copied()
 }
 
-/// The annotation cloud providers read when `spec.loadBalancerSourceRanges`
-/// is empty (k8s.io/cloud-provider service helpers).
-pub const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
-
-/// The clients the Service admits, as upstream's GetLoadBalancerSourceRanges
-/// reads them: `spec.loadBalancerSourceRanges`, else the annotation
-/// (comma-separated); CIDRs with host bits are taken as their network, as Go's
-/// sloppy parser does. Empty: everyone (upstream's 0.0.0.0/0 and ::/0).
+/// The clients the Service admits (upstream's GetLoadBalancerSourceRanges,
+/// overcast_cloud_provider::service_helpers). Empty: everyone.
 pub fn source_ranges(svc: &Service) -> Result<Vec<crate::pool::AddressRange>> {
-    let spec_ranges: Vec<String> = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_source_ranges.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty())
-        .collect();
-    let (field, ranges) = if !spec_ranges.is_empty() {
-        ("spec.loadBalancerSourceRanges", spec_ranges)
-    } else {
-        let from_annotation: Vec<String> = annotation(svc, SOURCE_RANGES_ANNOTATION)
-            .unwrap_or_default()
-            .split(',')
-            .map(|r| r.trim().to_string())
-            .filter(|r| !r.is_empty())
-            .collect();
-        (SOURCE_RANGES_ANNOTATION, from_annotation)
-    };
-    ranges
+    overcast_cloud_provider::service_helpers::load_balancer_source_ranges(svc)
+        .map_err(|e| invalid(svc, e))?
         .iter()
-        .map(|r| {
-            network_of(r)
-                .and_then(|cidr| crate::pool::AddressRange::parse(&cidr))
-                .map_err(|e| invalid(svc, format!("{field}: {r:?} is not a CIDR: {e}")))
-        })
+        .map(|cidr| crate::pool::AddressRange::parse(cidr).map_err(|e| invalid(svc, e)))
         .collect()
-}
-
-/// `a.b.c.d/n` with its host bits cleared.
-fn network_of(cidr: &str) -> std::result::Result<String, String> {
-    let (ip, bits) = cidr
-        .split_once('/')
-        .ok_or_else(|| "no prefix length".to_string())?;
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    let bits: u32 = bits
-        .parse()
-        .map_err(|_| format!("{bits:?} is not a prefix length"))?;
-    let network = match ip {
-        IpAddr::V4(v4) if bits <= 32 => {
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & mask).into())
-        }
-        IpAddr::V6(v6) if bits <= 128 => {
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-        _ => return Err(format!("/{bits} is too long")),
-    };
-    Ok(format!("{network}/{bits}"))
 }
 
 /// The listeners that serve the Service on `ips`.
