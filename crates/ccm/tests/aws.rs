@@ -79,10 +79,15 @@ impl Aws {
 /// A control plane for the aws provider whose cloud.conf names the cluster
 /// and region only (the endpoint comes from [`endpoint_vars`]).
 async fn aws_cloud_env() -> CloudEnv {
+    aws_cloud_env_with("").await
+}
+
+/// [`aws_cloud_env`] with more `[Global]` lines.
+async fn aws_cloud_env_with(global: &str) -> CloudEnv {
     CloudEnv::start(
         "aws",
         "cloud.conf",
-        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n"),
+        &format!("[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n{global}"),
     )
     .await
 }
@@ -1062,6 +1067,10 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
 /// buildTargetGroupName, v1.36.1), computed once outside this project.
 const UPSTREAM_TARGET_GROUP: &str = "k8s-default-legacy-dfb3259b0e";
 
+/// The same with `ClusterServiceLoadBalancerHealthProbeMode = Shared`: the
+/// health-check protocol in the hash is HTTP (computed the same way).
+const UPSTREAM_SHARED_PROBE_TARGET_GROUP: &str = "k8s-default-legacy-791440e57e";
+
 /// An NLB as cloud-provider-aws leaves it for a Service (its name, tags,
 /// target group, targets, listener, instance security-group rules, and the
 /// Service's hostname and finalizer) is adopted: overcast-ccm serves it
@@ -1069,6 +1078,19 @@ const UPSTREAM_TARGET_GROUP: &str = "k8s-default-legacy-dfb3259b0e";
 /// and on deletion removes all of it.
 #[tokio::test]
 async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
+    adopt_an_upstream_nlb(false).await;
+}
+
+/// The same for a cluster whose Cluster-policy Services health-check
+/// kube-proxy (`ClusterServiceLoadBalancerHealthProbeMode = Shared`, HTTP on
+/// 10256 `/healthz`): its target group's name and the health rules from the
+/// NLB's subnets are the ones overcast-ccm makes with the same config.
+#[tokio::test]
+async fn an_nlb_made_with_upstream_s_shared_health_probe_is_adopted_in_place() {
+    adopt_an_upstream_nlb(true).await;
+}
+
+async fn adopt_an_upstream_nlb(shared_probe: bool) {
     use aws_sdk_elasticloadbalancingv2::types::{
         Action, ActionTypeEnum, LoadBalancerTypeEnum, ProtocolEnum, SubnetMapping, Tag as ElbTag,
         TargetDescription, TargetTypeEnum,
@@ -1085,7 +1107,11 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         .unwrap();
     let proxy_url = proxy.url();
     let vars = endpoint_vars(&proxy_url);
-    let env = aws_cloud_env().await;
+    let env = if shared_probe {
+        aws_cloud_env_with("ClusterServiceLoadBalancerHealthProbeMode = Shared\n").await
+    } else {
+        aws_cloud_env().await
+    };
     {
         let _nodes_only = env.ccm_with_env(&["--controllers=cloud-node"], &vars);
         create_tainted_node(&env.client, &dns).await;
@@ -1125,15 +1151,27 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
     let lb = create.send().await.unwrap().load_balancers()[0].clone();
     let lb_arn = lb.load_balancer_arn().unwrap().to_string();
     let hostname = lb.dns_name().unwrap().to_string();
-    let tg = elb
-        .create_target_group()
-        .name(UPSTREAM_TARGET_GROUP)
+    let (tg_name, health_protocol, health_port) = if shared_probe {
+        (
+            UPSTREAM_SHARED_PROBE_TARGET_GROUP,
+            ProtocolEnum::Http,
+            "10256",
+        )
+    } else {
+        (UPSTREAM_TARGET_GROUP, ProtocolEnum::Tcp, "traffic-port")
+    };
+    let mut create_tg = elb.create_target_group();
+    if shared_probe {
+        create_tg = create_tg.health_check_path("/healthz");
+    }
+    let tg = create_tg
+        .name(tg_name)
         .protocol(ProtocolEnum::Tcp)
         .port(30080)
         .vpc_id(&vpc)
         .target_type(TargetTypeEnum::Instance)
-        .health_check_protocol(ProtocolEnum::Tcp)
-        .health_check_port("traffic-port")
+        .health_check_protocol(health_protocol)
+        .health_check_port(health_port)
         .health_check_interval_seconds(30)
         .healthy_threshold_count(3)
         .unhealthy_threshold_count(3)
@@ -1171,39 +1209,55 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         .unwrap();
     // The instance rules (updateInstanceSecurityGroupsForNLB), in the
     // instance's only group, the VPC's default: clients from everywhere on
-    // the traffic port (which covers the health checks) and ICMP for path
-    // MTU discovery.
+    // the traffic port, ICMP for path MTU discovery, and with the shared
+    // probe kube-proxy's port from the NLB's subnets (otherwise the client
+    // rule covers the health checks).
     let default_sg = default_group(&ec2, &vpc).await;
-    let rule = |protocol: &str, from: i32, to: i32, description: String| {
+    let rule = |protocol: &str, port: (i32, i32), cidr: &str, description: String| {
         aws_sdk_ec2::types::IpPermission::builder()
             .ip_protocol(protocol)
-            .from_port(from)
-            .to_port(to)
+            .from_port(port.0)
+            .to_port(port.1)
             .ip_ranges(
                 aws_sdk_ec2::types::IpRange::builder()
-                    .cidr_ip("0.0.0.0/0")
+                    .cidr_ip(cidr)
                     .description(description)
                     .build(),
             )
             .build()
     };
-    ec2.authorize_security_group_ingress()
-        .group_id(&default_sg)
-        .ip_permissions(rule(
+    let mut rules = vec![
+        rule(
             "tcp",
-            30080,
-            30080,
+            (30080, 30080),
+            "0.0.0.0/0",
             format!("kubernetes.io/rule/nlb/client={lb_name}"),
-        ))
-        .send()
-        .await
-        .unwrap();
-    ec2.authorize_security_group_ingress()
-        .group_id(&default_sg)
-        .ip_permissions(rule("icmp", 3, 4, "kubernetes.io/rule/nlb/mtu".into()))
-        .send()
-        .await
-        .unwrap();
+        ),
+        rule(
+            "icmp",
+            (3, 4),
+            "0.0.0.0/0",
+            "kubernetes.io/rule/nlb/mtu".into(),
+        ),
+    ];
+    if shared_probe {
+        for cidr in ["10.0.1.0/24", "10.0.2.0/24"] {
+            rules.push(rule(
+                "tcp",
+                (10256, 10256),
+                cidr,
+                format!("kubernetes.io/rule/nlb/health={lb_name}"),
+            ));
+        }
+    }
+    for r in rules {
+        ec2.authorize_security_group_ingress()
+            .group_id(&default_sg)
+            .ip_permissions(r)
+            .send()
+            .await
+            .unwrap();
+    }
     let upstream_rules = ingress_rules(&ec2, &default_sg).await;
 
     // The service controller's finalizer and status, as upstream writes them.
@@ -1260,6 +1314,8 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
         "DeregisterTargets",
         "AuthorizeSecurityGroupIngress",
         "RevokeSecurityGroupIngress",
+        "ModifyLoadBalancerAttributes",
+        "ModifyTargetGroupAttributes",
     ] {
         assert!(
             !calls.iter().any(|c| c == mutating),
@@ -1288,7 +1344,7 @@ async fn an_nlb_made_by_cloud_provider_aws_is_adopted_in_place() {
     // Its rules go too, and the ICMP rule no other NLB needs.
     let left = ingress_rules(&ec2, &default_sg).await;
     assert!(
-        upstream_rules.len() == 2 && left.is_empty(),
+        upstream_rules.len() == if shared_probe { 4 } else { 2 } && left.is_empty(),
         "{upstream_rules:?} -> {left:?}"
     );
 }

@@ -25,6 +25,14 @@ pub struct AwsConfig {
     pub disable_security_group_ingress: bool,
     pub node_ip_families: Vec<String>,
     pub service_overrides: Vec<ServiceOverride>,
+    /// `ClusterServiceLoadBalancerHealthProbeMode = Shared`: NLBs of
+    /// Services with the Cluster traffic policy health-check kube-proxy
+    /// (HTTP on the port and path below) instead of each node port.
+    pub shared_health_probe: bool,
+    /// `ClusterServiceSharedLoadBalancerHealthProbePort`; 0: 10256.
+    pub shared_health_probe_port: i32,
+    /// `ClusterServiceSharedLoadBalancerHealthProbePath`; empty: `/healthz`.
+    pub shared_health_probe_path: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -43,13 +51,10 @@ pub struct ServiceOverride {
 pub struct ConfigError(pub String);
 
 /// Upstream [Global] keys that Overcast reads but that have no effect yet.
-const WITHOUT_EFFECT: [&str; 10] = [
+const WITHOUT_EFFECT: [&str; 7] = [
     "RoleARN",
     "SourceARN",
     "ElbSecurityGroup",
-    "ClusterServiceLoadBalancerHealthProbeMode",
-    "ClusterServiceSharedLoadBalancerHealthProbePort",
-    "ClusterServiceSharedLoadBalancerHealthProbePath",
     "SupportedTopologyInstanceTypePattern",
     "NLBSecurityGroupMode",
     "DisableStrictZoneCheck",
@@ -164,6 +169,26 @@ impl AwsConfig {
                 } else {
                     warnings.push(format!("{}: {value:?} is not ipv4 or ipv6, ignored", at()));
                 }
+            } else if same(k, "ClusterServiceLoadBalancerHealthProbeMode") {
+                // Upstream refuses any other mode at its first load balancer.
+                self.shared_health_probe = match value.as_str() {
+                    "Shared" => true,
+                    "ServiceNodePort" | "" => false,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: {value:?} is not Shared or ServiceNodePort",
+                            at()
+                        )));
+                    }
+                };
+            } else if same(k, "ClusterServiceSharedLoadBalancerHealthProbePort") {
+                self.shared_health_probe_port = value
+                    .parse()
+                    .ok()
+                    .filter(|p| (0..=65535).contains(p))
+                    .ok_or_else(|| ConfigError(format!("{}: {value:?} is not a port", at())))?;
+            } else if same(k, "ClusterServiceSharedLoadBalancerHealthProbePath") {
+                self.shared_health_probe_path = value;
             } else if WITHOUT_EFFECT.iter().any(|w| same(k, w)) {
                 warnings.push(format!(
                     "{}: has no effect in overcast's aws provider",
@@ -298,6 +323,28 @@ SigningRegion = us-east-1
                 "[Global] DisableStrictZoneCheck (line 9): has no effect in overcast's aws provider",
                 "[Global] Typo (line 10): unknown key, ignored",
             ]
+        );
+    }
+
+    #[test]
+    fn the_shared_health_probe_is_read_and_a_mode_upstream_refuses_is_an_error() {
+        let text = "[Global]\nClusterServiceLoadBalancerHealthProbeMode = Shared\nClusterServiceSharedLoadBalancerHealthProbePort = 10257\nClusterServiceSharedLoadBalancerHealthProbePath = /livez\n";
+        let (c, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.shared_health_probe);
+        assert_eq!(
+            (
+                c.shared_health_probe_port,
+                c.shared_health_probe_path.as_str()
+            ),
+            (10257, "/livez")
+        );
+        let err =
+            AwsConfig::parse(b"[Global]\nClusterServiceLoadBalancerHealthProbeMode = shared\n")
+                .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "aws cloud config: [Global] ClusterServiceLoadBalancerHealthProbeMode (line 2): \"shared\" is not Shared or ServiceNodePort"
         );
     }
 

@@ -94,6 +94,26 @@ impl Found {
 }
 
 impl AwsCloud {
+    fn nlb_settings(&self) -> NlbSettings {
+        let c = &self.config;
+        NlbSettings {
+            security_group_ingress: !c.disable_security_group_ingress,
+            shared_health_probe: c.shared_health_probe.then(|| {
+                let port = if c.shared_health_probe_port == 0 {
+                    10256
+                } else {
+                    c.shared_health_probe_port
+                };
+                let path = if c.shared_health_probe_path.is_empty() {
+                    "/healthz".to_string()
+                } else {
+                    c.shared_health_probe_path.clone()
+                };
+                (port, path)
+            }),
+        }
+    }
+
     fn cluster_id_required(&self) -> Result<&str> {
         self.config.cluster_id().ok_or_else(|| {
             CloudError::other("no cluster ID: set [Global] KubernetesClusterID in --cloud-config")
@@ -464,11 +484,7 @@ impl AwsCloud {
 
     async fn ensure_nlb(&self, service: &Service, nodes: &[&Node]) -> Result<LoadBalancerStatus> {
         let cluster_id = self.cluster_id_required()?.to_string();
-        let plan = plan(
-            service,
-            &cluster_id,
-            !self.config.disable_security_group_ingress,
-        )?;
+        let plan = plan(service, &cluster_id, &self.nlb_settings())?;
         let key = service_key(service);
         let elb = &self.clients().await?.elb;
         let mut vpc = None;
@@ -750,11 +766,7 @@ impl LoadBalancer for AwsCloud {
         match kind(service) {
             Kind::Nlb => {
                 let cluster_id = self.cluster_id_required()?.to_string();
-                let plan = plan(
-                    service,
-                    &cluster_id,
-                    !self.config.disable_security_group_ingress,
-                )?;
+                let plan = plan(service, &cluster_id, &self.nlb_settings())?;
                 let Some(lb) = self.find_load_balancer(&plan.name).await? else {
                     return Ok(LoadBalancerPreview::default());
                 };

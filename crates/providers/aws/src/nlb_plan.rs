@@ -211,6 +211,26 @@ pub struct NlbPlan {
     pub target_group_attributes: Option<BTreeMap<String, String>>,
 }
 
+/// What the provider's config decides for every NLB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NlbSettings {
+    /// The instances' security groups are managed (`DisableSecurityGroupIngress`
+    /// not set): source ranges are enforced there.
+    pub security_group_ingress: bool,
+    /// `ClusterServiceLoadBalancerHealthProbeMode = Shared`: the port and
+    /// path of kube-proxy's health check that Cluster-policy Services use.
+    pub shared_health_probe: Option<(i32, String)>,
+}
+
+impl Default for NlbSettings {
+    fn default() -> Self {
+        NlbSettings {
+            security_group_ingress: true,
+            shared_health_probe: None,
+        }
+    }
+}
+
 /// A boolean annotation as upstream reads it (strconv.ParseBool; absent or
 /// empty: `false`).
 fn bool_annotation(svc: &Service, key: &str) -> Result<bool, CloudError> {
@@ -334,7 +354,7 @@ pub fn target_group_name(
     format!("k8s-{}-{}-{}", alnum(ns), alnum(name), &hex[..10])
 }
 
-fn health_check(svc: &Service) -> Result<HealthCheck, CloudError> {
+fn health_check(svc: &Service, settings: &NlbSettings) -> Result<HealthCheck, CloudError> {
     let spec = svc.spec.as_ref();
     let local = spec.and_then(|s| s.external_traffic_policy.as_deref()) == Some("Local");
     let mut hc = if local {
@@ -392,6 +412,13 @@ fn health_check(svc: &Service) -> Result<HealthCheck, CloudError> {
         }
         hc.port = port.to_string();
     }
+    // Shared mode replaces protocol, port and path for the Cluster policy,
+    // annotated or not (as upstream's code does, whatever its comment says).
+    if let Some((port, path)) = settings.shared_health_probe.as_ref().filter(|_| !local) {
+        hc.protocol = "HTTP".into();
+        hc.port = port.to_string();
+        hc.path = Some(path.clone());
+    }
     for (key, field) in [
         (ANN_HC_INTERVAL, &mut hc.interval),
         (ANN_HC_HEALTHY, &mut hc.healthy),
@@ -408,13 +435,10 @@ fn health_check(svc: &Service) -> Result<HealthCheck, CloudError> {
 }
 
 /// The NLB for an `nlb` Service, or the reason it cannot have one.
-/// `security_group_ingress`: whether the instances' security groups are
-/// managed (`DisableSecurityGroupIngress` not set), where source ranges are
-/// enforced.
 pub fn plan(
     svc: &Service,
     cluster_id: &str,
-    security_group_ingress: bool,
+    settings: &NlbSettings,
 ) -> Result<NlbPlan, CloudError> {
     let spec = svc.spec.clone().unwrap_or_default();
     for key in UNSUPPORTED {
@@ -457,7 +481,7 @@ pub fn plan(
             ),
         ));
     }
-    if !security_group_ingress && !client_cidrs.iter().any(|c| c == "0.0.0.0/0") {
+    if !settings.security_group_ingress && !client_cidrs.iter().any(|c| c == "0.0.0.0/0") {
         // Upstream then admits everyone without a word.
         return Err(bad(
             svc,
@@ -482,7 +506,7 @@ pub fn plan(
     if protocols.iter().any(|p| *p != protocols[0]) {
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
-    let health = health_check(svc)?;
+    let health = health_check(svc, settings)?;
     let attributes = LbAttributes {
         cross_zone: bool_annotation(svc, ANN_CROSS_ZONE)?,
         access_logs: bool_annotation(svc, ANN_ACCESS_LOG_ENABLED)?,
@@ -659,7 +683,7 @@ mod tests {
             ],
             &[("TCP", 80, 30080), ("TCP", 443, 30443)],
         );
-        let p = plan(&s, "prod", true).unwrap();
+        let p = plan(&s, "prod", &NlbSettings::default()).unwrap();
         assert_eq!(p.name, "a3b2c4d5e1f2a4b3c8d9e0a1b2c3d4e5");
         assert!(!p.internal);
         assert_eq!(
@@ -699,7 +723,7 @@ mod tests {
         let spec = s.spec.as_mut().unwrap();
         spec.external_traffic_policy = Some("Local".into());
         spec.health_check_node_port = Some(31999);
-        let p = plan(&s, "prod", true).unwrap();
+        let p = plan(&s, "prod", &NlbSettings::default()).unwrap();
         assert!(p.internal);
         let hc = &p.listeners[0].health;
         assert_eq!(hc.protocol, "HTTP");
@@ -709,15 +733,60 @@ mod tests {
     }
 
     #[test]
+    fn the_shared_probe_checks_kube_proxy_for_the_cluster_policy_and_names_groups_as_upstream() {
+        let shared = NlbSettings {
+            shared_health_probe: Some((10256, "/healthz".into())),
+            ..Default::default()
+        };
+        let mut s = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
+        s.metadata.namespace = Some("default".into());
+        s.metadata.name = Some("legacy".into());
+        let hc = plan(&s, "overcast-test", &shared).unwrap().listeners[0].clone();
+        assert_eq!(
+            (
+                hc.health.protocol.as_str(),
+                hc.health.port.as_str(),
+                hc.health.path.as_deref()
+            ),
+            ("HTTP", "10256", Some("/healthz"))
+        );
+        assert_eq!(
+            hc.health.interval, 30,
+            "the interval stays the Cluster policy's"
+        );
+        // buildTargetGroupName's SHA-1 over the same inputs with health-check
+        // protocol HTTP (computed outside this project, as for tests/aws.rs's
+        // UPSTREAM_TARGET_GROUP, whose TCP twin is k8s-default-legacy-dfb3259b0e).
+        assert_eq!(hc.target_group, "k8s-default-legacy-791440e57e");
+        let plain = plan(&s, "overcast-test", &NlbSettings::default()).unwrap();
+        assert_eq!(
+            plain.listeners[0].target_group,
+            "k8s-default-legacy-dfb3259b0e"
+        );
+        // The Local policy keeps its own health-check node port.
+        let spec = s.spec.as_mut().unwrap();
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = Some(31999);
+        let local = plan(&s, "overcast-test", &shared).unwrap();
+        assert_eq!(local.listeners[0].health.port, "31999");
+    }
+
+    #[test]
     fn source_ranges_become_the_client_cidrs_or_are_refused_where_they_cannot_be_enforced() {
+        let no_ingress = NlbSettings {
+            security_group_ingress: false,
+            ..Default::default()
+        };
         let mut ranged = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
         ranged.spec.as_mut().unwrap().load_balancer_source_ranges =
             Some(vec!["10.1.0.0/8".into(), "2001:db8::/32".into()]);
         assert_eq!(
-            plan(&ranged, "c", true).unwrap().client_cidrs,
+            plan(&ranged, "c", &NlbSettings::default())
+                .unwrap()
+                .client_cidrs,
             ["10.0.0.0/8"]
         );
-        let err = plan(&ranged, "c", false).unwrap_err().to_string();
+        let err = plan(&ranged, "c", &no_ingress).unwrap_err().to_string();
         assert!(
             err.contains(
                 "loadBalancerSourceRanges cannot be enforced: DisableSecurityGroupIngress"
@@ -735,19 +804,31 @@ mod tests {
             &[("TCP", 80, 30080)],
         );
         assert_eq!(
-            plan(&annotated, "c", true).unwrap().client_cidrs,
+            plan(&annotated, "c", &NlbSettings::default())
+                .unwrap()
+                .client_cidrs,
             ["0.0.0.0/0", "192.168.0.0/16"]
         );
-        assert!(plan(&annotated, "c", false).is_ok(), "admits everyone");
+        assert!(
+            plan(&annotated, "c", &no_ingress).is_ok(),
+            "admits everyone"
+        );
         let open = svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]);
-        assert_eq!(plan(&open, "c", false).unwrap().client_cidrs, ["0.0.0.0/0"]);
+        assert_eq!(
+            plan(&open, "c", &no_ingress).unwrap().client_cidrs,
+            ["0.0.0.0/0"]
+        );
         let mut v6 = open.clone();
         v6.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["::/0".into()]);
-        let err = plan(&v6, "c", true).unwrap_err().to_string();
+        let err = plan(&v6, "c", &NlbSettings::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("only IPv6 ranges (::/0)"), "{err}");
         let mut typo = open.clone();
         typo.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0".into()]);
-        let err = plan(&typo, "c", true).unwrap_err().to_string();
+        let err = plan(&typo, "c", &NlbSettings::default())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("spec.loadBalancerSourceRanges: \"10.0.0.0\" is not a CIDR"),
             "{err}"
@@ -763,7 +844,12 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-        let plain = plan(&svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]), "c", true).unwrap();
+        let plain = plan(
+            &svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]),
+            "c",
+            &NlbSettings::default(),
+        )
+        .unwrap();
         // Cross-zone turned on by hand is turned off again, as upstream.
         assert_eq!(
             plain.attributes.changes(&current),
@@ -780,7 +866,7 @@ mod tests {
                 &[("TCP", 80, 30080)],
             ),
             "c",
-            true,
+            &NlbSettings::default(),
         )
         .unwrap();
         assert_eq!(
@@ -797,7 +883,7 @@ mod tests {
                 &[("TCP", 80, 30080)],
             ),
             "c",
-            true,
+            &NlbSettings::default(),
         )
         .unwrap_err()
         .to_string();
@@ -818,7 +904,7 @@ mod tests {
                     &[(protocol, 80, 30080)],
                 ),
                 "c",
-                true,
+                &NlbSettings::default(),
             )
         };
         let p = with(
@@ -861,10 +947,14 @@ mod tests {
             assert!(err.contains(error), "{value}: {err}");
         }
         assert!(
-            plan(&svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]), "c", true)
-                .unwrap()
-                .target_group_attributes
-                .is_none()
+            plan(
+                &svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]),
+                "c",
+                &NlbSettings::default()
+            )
+            .unwrap()
+            .target_group_attributes
+            .is_none()
         );
     }
 
@@ -882,7 +972,7 @@ mod tests {
                 &[("TCP", 80, 30080)],
             ),
             "c",
-            true,
+            &NlbSettings::default(),
         )
         .unwrap_err()
         .to_string();
@@ -903,7 +993,7 @@ mod tests {
             ],
             &ports,
         );
-        let p = plan(&s, "c", true).unwrap();
+        let p = plan(&s, "c", &NlbSettings::default()).unwrap();
         let (tls, plain) = (&p.listeners[0], &p.listeners[1]);
         assert_eq!(
             (tls.frontend_protocol.as_str(), tls.protocol.as_str()),
@@ -924,7 +1014,7 @@ mod tests {
         );
         // The target protocol enters the group's name, as upstream's hash.
         let tcp_backend = svc(&[(ANN_TYPE, "nlb"), (ANN_SSL_CERT, arn)], &ports);
-        let q = plan(&tcp_backend, "c", true).unwrap();
+        let q = plan(&tcp_backend, "c", &NlbSettings::default()).unwrap();
         assert_eq!(q.listeners[0].protocol, "TCP");
         assert_eq!(
             q.listeners[1].frontend_protocol, "TLS",
@@ -938,7 +1028,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .insert(ANN_SSL_PORTS.into(), "web, 443".into());
-        let r = plan(&s, "c", true).unwrap();
+        let r = plan(&s, "c", &NlbSettings::default()).unwrap();
         assert_eq!(r.listeners[1].frontend_protocol, "TLS");
         assert_eq!(
             r.listeners[0].frontend_protocol, "TCP",
@@ -953,14 +1043,14 @@ mod tests {
             &[("TCP", 80, 30080), ("UDP", 53, 30053)],
         );
         assert!(
-            plan(&mixed, "c", true)
+            plan(&mixed, "c", &NlbSettings::default())
                 .unwrap_err()
                 .to_string()
                 .contains("mixed protocol")
         );
         let sctp = svc(&[(ANN_TYPE, "nlb")], &[("SCTP", 80, 30080)]);
         assert!(
-            plan(&sctp, "c", true)
+            plan(&sctp, "c", &NlbSettings::default())
                 .unwrap_err()
                 .to_string()
                 .contains("Protocol SCTP not supported")
@@ -970,7 +1060,7 @@ mod tests {
             &[("TCP", 80, 30080)],
         );
         assert!(
-            plan(&classic, "c", true)
+            plan(&classic, "c", &NlbSettings::default())
                 .unwrap_err()
                 .to_string()
                 .contains("\"http\" is a Classic ELB setting")
@@ -979,15 +1069,20 @@ mod tests {
             &[(ANN_TYPE, "nlb"), (ANN_SSL_PORTS, "443")],
             &[("TCP", 443, 30443)],
         );
-        assert!(plan(&alone, "c", true).unwrap_err().to_string().contains(
-            "has no effect without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
-        ));
+        assert!(
+            plan(&alone, "c", &NlbSettings::default())
+                .unwrap_err()
+                .to_string()
+                .contains(
+                    "has no effect without service.beta.kubernetes.io/aws-load-balancer-ssl-cert"
+                )
+        );
         let bad = svc(
             &[(ANN_TYPE, "nlb"), (ANN_HC_INTERVAL, "often")],
             &[("TCP", 80, 30080)],
         );
         assert!(
-            plan(&bad, "c", true)
+            plan(&bad, "c", &NlbSettings::default())
                 .unwrap_err()
                 .to_string()
                 .contains("\"often\" is not a number")
@@ -997,7 +1092,7 @@ mod tests {
     #[test]
     fn the_target_group_name_changes_with_what_forces_a_new_group() {
         let s = svc(&[], &[]);
-        let hc = health_check(&s).unwrap();
+        let hc = health_check(&s, &NlbSettings::default()).unwrap();
         let a = target_group_name("c", &s, 80, 30080, "TCP", &hc);
         assert_eq!(a, target_group_name("c", &s, 80, 30080, "TCP", &hc));
         assert_ne!(a, target_group_name("c", &s, 80, 30081, "TCP", &hc));
