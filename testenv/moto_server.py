@@ -16,7 +16,9 @@ does not report is not managed" would make the target-group-attributes
 annotation a no-op on moto; the two are added with AWS's defaults. Likewise
 a load balancer reports `access_logs.s3.enabled` (false) on AWS and not on
 moto, where cloud-provider-aws's attribute sync would then set it on every
-balancer it finds.
+balancer it finds. And a Network Load Balancer made with subnet mappings
+that name an Elastic IP allocation or a private IPv4 address reports them in
+its zones' LoadBalancerAddresses on AWS; moto drops them.
 
 Usage as moto_server: moto_server.py -H HOST -p PORT.
 """
@@ -24,7 +26,12 @@ Usage as moto_server: moto_server.py -H HOST -p PORT.
 import sys
 
 from moto.elbv2.exceptions import DuplicateLoadBalancerName
-from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer, FakeTargetGroup
+from moto.elbv2.models import (
+    AvailabilityZone,
+    ELBv2Backend,
+    FakeLoadBalancer,
+    FakeTargetGroup,
+)
 from moto.server import main
 
 _create_load_balancer = ELBv2Backend.create_load_balancer
@@ -43,7 +50,16 @@ def _idempotent_create_load_balancer(self, **request):
         if same:
             return existing
         raise DuplicateLoadBalancerName()
-    return _create_load_balancer(self, **request)
+    created = _create_load_balancer(self, **request)
+    created.subnet_addresses = {
+        mapping["SubnetId"]: {
+            key: mapping[key]
+            for key in ("AllocationId", "PrivateIPv4Address")
+            if mapping.get(key)
+        }
+        for mapping in request.get("subnet_mappings") or []
+    }
+    return created
 
 
 ELBv2Backend.create_load_balancer = _idempotent_create_load_balancer
@@ -72,6 +88,20 @@ def _load_balancer_with_access_log_attribute(self, *args, **kwargs):
 
 
 FakeLoadBalancer.__init__ = _load_balancer_with_access_log_attribute
+
+
+def _zones_with_addresses(self):
+    zones = []
+    for subnet in self.subnets:
+        zone = AvailabilityZone(subnet)
+        addresses = getattr(self, "subnet_addresses", {}).get(subnet.id)
+        if addresses:
+            zone.load_balancer_addresses = [addresses]
+        zones.append(zone)
+    return zones
+
+
+FakeLoadBalancer.availability_zones = property(_zones_with_addresses)
 
 if __name__ == "__main__":
     sys.exit(main())

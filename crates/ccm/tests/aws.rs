@@ -1353,8 +1353,9 @@ async fn adopt_an_upstream_nlb(shared_probe: bool) {
 /// each read back from moto: the scheme, the subnets, the extra tags (on the
 /// NLB and its target group), every health-check setting, and the Nodes the
 /// target group holds, the NLB's cross-zone and access-log attributes and the
-/// target group's proxy-protocol and client-IP attributes; and an annotation
-/// Overcast does not support yet is refused with an Event naming it.
+/// target group's proxy-protocol and client-IP attributes, an Elastic IP
+/// for its subnet; and EIPs not one per subnet refused with an Event, as
+/// upstream.
 #[tokio::test]
 async fn every_supported_annotation_reaches_the_nlb() {
     let Aws {
@@ -1579,19 +1580,65 @@ async fn every_supported_annotation_reaches_the_nlb() {
         );
     }
 
-    // Not supported yet: refused with an Event naming it.
-    let mut refused = nlb_service("eip", &[(None, 443)]);
-    refused.metadata.annotations.as_mut().unwrap().insert(
-        "service.beta.kubernetes.io/aws-load-balancer-eip-allocations".into(),
-        "eipalloc-1".into(),
+    // An Elastic IP per subnet: the NLB is made with it.
+    let allocation = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap()
+        .allocation_id()
+        .unwrap()
+        .to_string();
+    let with_eip = |name: &str, allocations: &str| {
+        let mut svc = nlb_service(name, &[(None, 443)]);
+        let a = svc.metadata.annotations.as_mut().unwrap();
+        a.insert(
+            "service.beta.kubernetes.io/aws-load-balancer-subnets".into(),
+            subnets[0].1.clone(),
+        );
+        a.insert(
+            "service.beta.kubernetes.io/aws-load-balancer-eip-allocations".into(),
+            allocations.into(),
+        );
+        svc
+    };
+    let eip = services
+        .create(&PostParams::default(), &with_eip("eip", &allocation))
+        .await
+        .unwrap();
+    eventually("eip's status hostname", SOON, || async {
+        let s = services.get("eip").await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+    })
+    .await;
+    let lbs = elb
+        .describe_load_balancers()
+        .names(overcast_cloud_provider::default_load_balancer_name(&eip))
+        .send()
+        .await
+        .unwrap();
+    let zone = &lbs.load_balancers()[0].availability_zones()[0];
+    assert_eq!(
+        zone.load_balancer_addresses()
+            .first()
+            .and_then(|a| a.allocation_id()),
+        Some(allocation.as_str()),
+        "{zone:?}"
     );
+
+    // One allocation per subnet, as upstream requires: refused with an
+    // Event saying so.
     services
-        .create(&PostParams::default(), &refused)
+        .create(
+            &PostParams::default(),
+            &with_eip("two-eips", &format!("{allocation},eipalloc-other")),
+        )
         .await
         .unwrap();
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(env.client.clone(), "default");
-    let message = eventually("eip's SyncLoadBalancerFailed", SOON, || async {
+    let message = eventually("two-eips' SyncLoadBalancerFailed", SOON, || async {
         events
             .list(&Default::default())
             .await
@@ -1600,13 +1647,13 @@ async fn every_supported_annotation_reaches_the_nlb() {
             .into_iter()
             .find(|e| {
                 e.reason.as_deref() == Some("SyncLoadBalancerFailed")
-                    && e.involved_object.name.as_deref() == Some("eip")
+                    && e.involved_object.name.as_deref() == Some("two-eips")
             })?
             .message
     })
     .await;
     assert!(
-        message.contains("aws-load-balancer-eip-allocations"),
+        message.contains("Must have same number of EIP AllocationIDs (2) and SubnetIDs (1)"),
         "{message}"
     );
 }

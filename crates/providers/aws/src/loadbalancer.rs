@@ -73,6 +73,24 @@ struct Found {
     state: Option<String>,
     /// Its subnets, where health checks come from.
     subnets: Vec<String>,
+    /// The Elastic IP allocations and private addresses of its subnets.
+    allocations: Vec<String>,
+    private_addresses: Vec<String>,
+}
+
+/// An NLB's addresses of one kind over its zones, sorted.
+fn addresses_of(
+    lb: &elbv2::types::LoadBalancer,
+    pick: impl Fn(&elbv2::types::LoadBalancerAddress) -> Option<&str>,
+) -> Vec<String> {
+    let mut out: Vec<String> = lb
+        .availability_zones()
+        .iter()
+        .flat_map(|z| z.load_balancer_addresses())
+        .filter_map(|a| pick(a).map(str::to_string))
+        .collect();
+    out.sort();
+    out
 }
 
 fn subnets_of(lb: &elbv2::types::LoadBalancer) -> Vec<String> {
@@ -136,6 +154,8 @@ impl AwsCloud {
                     .and_then(|s| s.code())
                     .map(|c| c.as_str().to_string()),
                 subnets: subnets_of(lb),
+                allocations: addresses_of(lb, |a| a.allocation_id()),
+                private_addresses: addresses_of(lb, |a| a.private_ipv4_address()),
             })),
             Err(e) if code(&e) == Some("LoadBalancerNotFound") => Ok(None),
             Err(e) => Err(aws_err(format!("describing load balancer {name}"))(e)),
@@ -489,7 +509,33 @@ impl AwsCloud {
         let elb = &self.clients().await?.elb;
         let mut vpc = None;
         let lb = match self.find_load_balancer(&plan.name).await? {
-            Some(lb) => lb,
+            Some(lb) => {
+                // Set at creation only (AWS cannot change them, and upstream
+                // ignores a change without a word).
+                for (wanted, has, annotation) in [
+                    (&plan.eip_allocations, &lb.allocations, ANN_EIP_ALLOCATIONS),
+                    (
+                        &plan.private_ipv4_addresses,
+                        &lb.private_addresses,
+                        ANN_PRIVATE_IPV4_ADDRESSES,
+                    ),
+                ] {
+                    if let Some(wanted) = wanted {
+                        let mut sorted = wanted.clone();
+                        sorted.sort();
+                        if sorted != *has {
+                            tracing::warn!(
+                                service = %key,
+                                annotation,
+                                ?wanted,
+                                ?has,
+                                "the NLB keeps the addresses it was made with: recreate the Service to change them"
+                            );
+                        }
+                    }
+                }
+                lb
+            }
             None => {
                 let subnets = if plan.subnets.is_empty() {
                     let vpc = self.vpc_once(&mut vpc, nodes).await?;
@@ -510,8 +556,14 @@ impl AwsCloud {
                 } else {
                     LoadBalancerSchemeEnum::InternetFacing
                 });
-                for s in &subnets {
-                    create = create.subnet_mappings(SubnetMapping::builder().subnet_id(s).build());
+                for m in plan.subnet_mappings(&subnets)? {
+                    create = create.subnet_mappings(
+                        SubnetMapping::builder()
+                            .subnet_id(m.subnet)
+                            .set_allocation_id(m.allocation)
+                            .set_private_ipv4_address(m.private_address)
+                            .build(),
+                    );
                 }
                 let reply = timed("create_load_balancer", create.send())
                     .await
@@ -526,6 +578,8 @@ impl AwsCloud {
                     dns_name: lb.dns_name().map(str::to_string),
                     state: None,
                     subnets: subnets_of(lb),
+                    allocations: addresses_of(lb, |a| a.allocation_id()),
+                    private_addresses: addresses_of(lb, |a| a.private_ipv4_address()),
                 }
             }
         };

@@ -28,12 +28,10 @@ pub const ANN_SUBNETS: &str = "service.beta.kubernetes.io/aws-load-balancer-subn
 pub const ANN_TARGET_NODE_LABELS: &str =
     "service.beta.kubernetes.io/aws-load-balancer-target-node-labels";
 
-/// Annotations upstream reads for NLBs that Overcast does not implement
-/// yet: a Service with one is refused rather than served differently.
-pub const UNSUPPORTED: [&str; 2] = [
-    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations",
-    "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses",
-];
+pub const ANN_EIP_ALLOCATIONS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-eip-allocations";
+pub const ANN_PRIVATE_IPV4_ADDRESSES: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses";
 
 /// Refused for NLBs by upstream too (aws_validations.go).
 pub const NOT_FOR_NLB: [(&str, &str); 2] = [
@@ -209,6 +207,51 @@ pub struct NlbPlan {
     /// The `target-group-attributes` annotation, when present: the target
     /// groups' attributes are reconciled only then, as upstream.
     pub target_group_attributes: Option<BTreeMap<String, String>>,
+    /// Elastic IP allocation IDs, one per subnet in order (internet-facing).
+    pub eip_allocations: Option<Vec<String>>,
+    /// Private IPv4 addresses, one per subnet in order (internal).
+    pub private_ipv4_addresses: Option<Vec<String>>,
+}
+
+/// A subnet of a new NLB with the addresses it gets there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetAddresses {
+    pub subnet: String,
+    pub allocation: Option<String>,
+    pub private_address: Option<String>,
+}
+
+impl NlbPlan {
+    /// The subnet mappings of a new NLB: each subnet with its EIP and
+    /// private address when annotated, which must then be one per subnet
+    /// (upstream's createSubnetMappings and its count checks).
+    pub fn subnet_mappings(&self, subnets: &[String]) -> Result<Vec<SubnetAddresses>, CloudError> {
+        for (list, what) in [
+            (&self.eip_allocations, "EIP AllocationIDs"),
+            (&self.private_ipv4_addresses, "Private IPv4Addresses"),
+        ] {
+            if let Some(list) = list.as_ref().filter(|l| l.len() != subnets.len()) {
+                return Err(CloudError::other(format!(
+                    "error creating load balancer {}: Must have same number of {what} ({}) and SubnetIDs ({})",
+                    self.name,
+                    list.len(),
+                    subnets.len()
+                )));
+            }
+        }
+        Ok(subnets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let at = |l: &Option<Vec<String>>| l.as_ref().map(|l| l[i].clone());
+                SubnetAddresses {
+                    subnet: s.clone(),
+                    allocation: at(&self.eip_allocations),
+                    private_address: at(&self.private_ipv4_addresses),
+                }
+            })
+            .collect())
+    }
 }
 
 /// What the provider's config decides for every NLB.
@@ -441,14 +484,6 @@ pub fn plan(
     settings: &NlbSettings,
 ) -> Result<NlbPlan, CloudError> {
     let spec = svc.spec.clone().unwrap_or_default();
-    for key in UNSUPPORTED {
-        if annotation(svc, key).is_some() {
-            return Err(bad(
-                svc,
-                format!("{key} is not supported by overcast's aws provider yet"),
-            ));
-        }
-    }
     for (key, what) in NOT_FOR_NLB {
         if annotation(svc, key).is_some() {
             return Err(bad(svc, format!("{what} {key:?} is not supported by NLB")));
@@ -615,7 +650,15 @@ pub fn plan(
         client_cidrs,
         attributes,
         target_group_attributes,
+        // Comma-separated as upstream splits them; each trimmed (upstream
+        // sends " eipalloc-2" as written, which AWS refuses).
+        eip_allocations: annotation(svc, ANN_EIP_ALLOCATIONS).map(comma_list),
+        private_ipv4_addresses: annotation(svc, ANN_PRIVATE_IPV4_ADDRESSES).map(comma_list),
     })
+}
+
+fn comma_list(value: &str) -> Vec<String> {
+    value.split(',').map(|v| v.trim().to_string()).collect()
 }
 
 /// Whether the Node carries every label of the filter.
@@ -955,6 +998,58 @@ mod tests {
             .unwrap()
             .target_group_attributes
             .is_none()
+        );
+    }
+
+    #[test]
+    fn elastic_ips_and_private_addresses_go_one_per_subnet_in_order() {
+        let p = plan(
+            &svc(
+                &[
+                    (ANN_TYPE, "nlb"),
+                    (ANN_EIP_ALLOCATIONS, "eipalloc-a, eipalloc-b"),
+                    (ANN_PRIVATE_IPV4_ADDRESSES, "10.0.1.5,10.0.2.5"),
+                ],
+                &[("TCP", 80, 30080)],
+            ),
+            "c",
+            &NlbSettings::default(),
+        )
+        .unwrap();
+        let subnets = ["subnet-1".to_string(), "subnet-2".to_string()];
+        assert_eq!(
+            p.subnet_mappings(&subnets).unwrap(),
+            [
+                SubnetAddresses {
+                    subnet: "subnet-1".into(),
+                    allocation: Some("eipalloc-a".into()),
+                    private_address: Some("10.0.1.5".into()),
+                },
+                SubnetAddresses {
+                    subnet: "subnet-2".into(),
+                    allocation: Some("eipalloc-b".into()),
+                    private_address: Some("10.0.2.5".into()),
+                },
+            ]
+        );
+        let err = p.subnet_mappings(&subnets[..1]).unwrap_err().to_string();
+        assert!(
+            err.contains("Must have same number of EIP AllocationIDs (2) and SubnetIDs (1)"),
+            "{err}"
+        );
+        let plain = plan(
+            &svc(&[(ANN_TYPE, "nlb")], &[("TCP", 80, 30080)]),
+            "c",
+            &NlbSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            plain.subnet_mappings(&subnets[..1]).unwrap(),
+            [SubnetAddresses {
+                subnet: "subnet-1".into(),
+                allocation: None,
+                private_address: None,
+            }]
         );
     }
 
