@@ -362,6 +362,94 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
     );
 }
 
+/// `NodeIPFamilies = ipv6` then `ipv4`: a dual-stack instance's Node gets
+/// its IPv6 address first, then the IPv4 addresses and names, in the order
+/// of the families, as upstream's getInstanceNodeAddress.
+#[tokio::test]
+async fn node_ip_families_order_a_dual_stack_node_s_addresses() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let association = ec2
+        .associate_vpc_cidr_block()
+        .vpc_id(&vpc)
+        .amazon_provided_ipv6_cidr_block(true)
+        .send()
+        .await
+        .unwrap();
+    let block = association
+        .ipv6_cidr_block_association()
+        .and_then(|a| a.ipv6_cidr_block())
+        .expect("an IPv6 block")
+        .replace("/56", "/64");
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&vpc)
+        .cidr_block("10.0.3.0/24")
+        .ipv6_cidr_block(&block)
+        .availability_zone("us-east-1a")
+        .send()
+        .await
+        .unwrap()
+        .subnet()
+        .unwrap()
+        .subnet_id()
+        .unwrap()
+        .to_string();
+    let image = ec2.describe_images().send().await.unwrap().images()[0]
+        .image_id()
+        .unwrap()
+        .to_string();
+    let reply = ec2
+        .run_instances()
+        .image_id(image)
+        .instance_type(InstanceType::T3Medium)
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(&subnet)
+        .security_group_ids(default_group(&ec2, &vpc).await)
+        .ipv6_address_count(1)
+        .placement(Placement::builder().availability_zone("us-east-1a").build())
+        .send()
+        .await
+        .unwrap();
+    let instance = &reply.instances()[0];
+    let dns = instance.private_dns_name().unwrap().to_string();
+    let v4 = instance.private_ip_address().unwrap().to_string();
+    let described = ec2
+        .describe_instances()
+        .instance_ids(instance.instance_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let v6: std::net::Ipv6Addr = described.reservations()[0].instances()[0].network_interfaces()[0]
+        .ipv6_addresses()[0]
+        .ipv6_address()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let env = aws_cloud_env_with("NodeIPFamilies = ipv6\nNodeIPFamilies = ipv4\n").await;
+    let ccm = env.ccm_with_env(&["--controllers=cloud-node"], &endpoint_vars(moto.url()));
+    create_tainted_node(&env.client, &dns).await;
+    let node = initialised(&env.client, &dns).await;
+    let got: Vec<String> = node_addresses(&node)
+        .into_iter()
+        .map(|(t, a)| format!("{t} {a}"))
+        .collect();
+    let want = [
+        format!("InternalIP {v6}"),
+        format!("InternalIP {v4}"),
+        format!("InternalDNS {dns}"),
+        format!("Hostname {dns}"),
+    ];
+    assert_eq!(got, want, "{}", ccm.log_text());
+}
+
 /// Target instance IDs of the target group behind the listener on `port`.
 async fn nlb_targets(elb: &aws_sdk_elasticloadbalancingv2::Client, lb_arn: &str) -> Vec<String> {
     let listeners = elb

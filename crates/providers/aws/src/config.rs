@@ -159,12 +159,6 @@ impl AwsConfig {
                 if value.is_empty() {
                     self.node_ip_families.clear();
                 } else if value == "ipv4" || value == "ipv6" {
-                    if value == "ipv6" {
-                        warnings.push(format!(
-                            "{}: ipv6 has no effect yet: overcast's aws provider reports IPv4 node addresses only",
-                            at()
-                        ));
-                    }
                     self.node_ip_families.push(value);
                 } else {
                     warnings.push(format!("{}: {value:?} is not ipv4 or ipv6, ignored", at()));
@@ -353,13 +347,10 @@ SigningRegion = us-east-1
         let text = "[Global]\nSubnetID = subnet-1\nDisableSecurityGroupIngress = false\nNodeIPFamilies = ipv4\nNodeIPFamilies = ipv6\n";
         let (c, warnings) = AwsConfig::parse(text.as_bytes()).unwrap();
         assert!(!c.disable_security_group_ingress);
-        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert_eq!(c.node_ip_families, ["ipv4", "ipv6"]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
             warnings[0].starts_with("[Global] SubnetID (line 2): has no effect"),
-            "{warnings:?}"
-        );
-        assert!(
-            warnings[1].contains("NodeIPFamilies (line 5): ipv6 has no effect yet"),
             "{warnings:?}"
         );
     }

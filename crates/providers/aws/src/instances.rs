@@ -55,10 +55,54 @@ pub fn region_of_zone(zone: &str) -> String {
     }
 }
 
-/// Node addresses in cloud-provider-aws's order: InternalIPs of in-use
-/// interfaces by device index (or the primary private IP), ExternalIP,
-/// InternalDNS and Hostname from the private DNS name, ExternalDNS.
-pub fn node_addresses(instance: &Instance) -> Vec<NodeAddress> {
+/// Node addresses as upstream's getInstanceNodeAddress: each family of
+/// `NodeIPFamilies` in its order, `ipv4` the IPv4 addresses and names,
+/// `ipv6` the first IPv6 address of each in-use interface.
+pub fn node_addresses(instance: &Instance, families: &[String]) -> Result<Vec<NodeAddress>> {
+    let mut out = Vec::new();
+    for family in families {
+        match family.as_str() {
+            "ipv4" => out.extend(ipv4_addresses(instance)),
+            "ipv6" => out.extend(ipv6_addresses(instance)?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// upstream's extractIPv6NodeAddresses: an InternalIP per in-use interface
+/// with an IPv6 address (its first), in the order EC2 lists them.
+fn ipv6_addresses(instance: &Instance) -> Result<Vec<NodeAddress>> {
+    let mut out = Vec::new();
+    for interface in instance.network_interfaces() {
+        if interface.status().map(|s| s.as_str()) != Some("in-use") {
+            continue;
+        }
+        let Some(first) = interface
+            .ipv6_addresses()
+            .first()
+            .and_then(|a| a.ipv6_address())
+        else {
+            continue;
+        };
+        let ip: std::net::Ipv6Addr = first.parse().map_err(|_| {
+            CloudError::other(format!(
+                "EC2 instance had invalid IPv6 address: {} ({first:?})",
+                instance.instance_id().unwrap_or_default()
+            ))
+        })?;
+        out.push(NodeAddress {
+            type_: "InternalIP".into(),
+            address: ip.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// upstream's extractIPv4NodeAddresses: InternalIPs of in-use interfaces by
+/// device index (or the primary private IP), ExternalIP, InternalDNS and
+/// Hostname from the private DNS name, ExternalDNS.
+fn ipv4_addresses(instance: &Instance) -> Vec<NodeAddress> {
     let mut out = Vec::new();
     let mut push = |type_: &str, address: &str| {
         if !address.is_empty() {
@@ -213,7 +257,7 @@ impl InstancesV2 for AwsCloud {
                 .instance_type()
                 .map(|t| t.as_str().to_string())
                 .unwrap_or_default(),
-            node_addresses: node_addresses(&instance),
+            node_addresses: node_addresses(&instance, &self.config.node_ip_families)?,
             region,
             zone,
             additional_labels,
@@ -225,8 +269,8 @@ impl InstancesV2 for AwsCloud {
 mod tests {
     use super::*;
     use aws_sdk_ec2::types::{
-        InstanceNetworkInterface, InstanceNetworkInterfaceAttachment, InstancePrivateIpAddress,
-        NetworkInterfaceStatus,
+        InstanceIpv6Address, InstanceNetworkInterface, InstanceNetworkInterfaceAttachment,
+        InstancePrivateIpAddress, NetworkInterfaceStatus,
     };
 
     #[test]
@@ -285,7 +329,8 @@ mod tests {
             .private_dns_name("ip-10-0-0-5.ec2.internal")
             .public_dns_name("ec2-203-0-113-9.compute-1.amazonaws.com")
             .build();
-        let got: Vec<(String, String)> = node_addresses(&instance)
+        let got: Vec<(String, String)> = node_addresses(&instance, &["ipv4".into()])
+            .unwrap()
             .into_iter()
             .map(|a| (a.type_, a.address))
             .collect();
@@ -299,5 +344,60 @@ mod tests {
             ("ExternalDNS", "ec2-203-0-113-9.compute-1.amazonaws.com"),
         ];
         assert_eq!(got, want.map(|(t, a)| (t.to_string(), a.to_string())));
+    }
+
+    #[test]
+    fn ipv6_addresses_come_in_the_families_order_first_per_interface() {
+        let nic = |status: &str, v6: &[&str]| {
+            InstanceNetworkInterface::builder()
+                .status(NetworkInterfaceStatus::from(status))
+                .set_ipv6_addresses(Some(
+                    v6.iter()
+                        .map(|ip| InstanceIpv6Address::builder().ipv6_address(*ip).build())
+                        .collect(),
+                ))
+                .private_ip_addresses(
+                    InstancePrivateIpAddress::builder()
+                        .private_ip_address("10.0.0.5")
+                        .build(),
+                )
+                .build()
+        };
+        let instance = Instance::builder()
+            .network_interfaces(nic("in-use", &["2001:db8:0:0::0:5", "2001:db8::6"]))
+            .network_interfaces(nic("detaching", &["2001:db8::7"]))
+            .network_interfaces(nic("in-use", &[]))
+            .private_dns_name("ip-10-0-0-5.ec2.internal")
+            .build();
+        let got = |families: &[&str]| -> Vec<String> {
+            let families: Vec<String> = families.iter().map(|f| f.to_string()).collect();
+            node_addresses(&instance, &families)
+                .unwrap()
+                .into_iter()
+                .map(|a| format!("{} {}", a.type_, a.address))
+                .collect()
+        };
+        assert_eq!(
+            got(&["ipv6", "ipv4"]),
+            [
+                "InternalIP 2001:db8::5",
+                "InternalIP 10.0.0.5",
+                "InternalIP 10.0.0.5",
+                "InternalDNS ip-10-0-0-5.ec2.internal",
+                "Hostname ip-10-0-0-5.ec2.internal",
+            ]
+        );
+        assert_eq!(got(&["ipv6"]), ["InternalIP 2001:db8::5"]);
+        let bad = Instance::builder()
+            .instance_id("i-1")
+            .network_interfaces(nic("in-use", &["2001:db8::zz"]))
+            .build();
+        let err = node_addresses(&bad, &["ipv6".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("EC2 instance had invalid IPv6 address: i-1"),
+            "{err}"
+        );
     }
 }
