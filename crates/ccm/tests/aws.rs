@@ -939,6 +939,106 @@ async fn the_instances_security_group_admits_exactly_the_nlb_s_clients_and_healt
     assert_eq!(rules_of(&ec2, &lb).await, Vec::<String>::new());
 }
 
+/// Shadow mode beside an aws incumbent: configured alike it reports
+/// nothing for the Service's NLB; with the incumbent stopped and a Node
+/// excluded from load balancers, it reports the target its NLB would lose
+/// (a backend update, previewed by Describe calls) and deregisters nothing.
+#[tokio::test]
+async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
+    let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
+    let vars = endpoint_vars(moto.url());
+    let env = aws_cloud_env().await;
+    let incumbent = env.ccm_with_env(&[], &vars);
+    for (_, dns, _) in [&a, &b] {
+        create_tainted_node(&env.client, dns).await;
+        initialised(&env.client, dns).await;
+    }
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let svc = services
+        .create(&PostParams::default(), &nlb_service("web", &[(None, 80)]))
+        .await
+        .unwrap();
+    eventually("web's status hostname", SOON, || async {
+        let s = services.get("web").await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+    })
+    .await;
+    let lb_arn = elb
+        .describe_load_balancers()
+        .names(overcast_cloud_provider::default_load_balancer_name(&svc))
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .load_balancer_arn()
+        .unwrap()
+        .to_string();
+    let mut both = vec![a.0.clone(), b.0.clone()];
+    both.sort();
+    assert_eq!(
+        nlb_targets(&elb, &lb_arn).await,
+        both,
+        "{}",
+        incumbent.log_text()
+    );
+
+    let report = env.dir.path().join("shadow.json");
+    let shadow = env.ccm_with_env(
+        &["--shadow", &format!("--shadow-report={}", report.display())],
+        &vars,
+    );
+    let read = || -> Option<Vec<serde_json::Value>> {
+        serde_json::from_str(&std::fs::read_to_string(&report).ok()?).ok()
+    };
+    eventually("the shadow synced web", SOON, || async {
+        (shadow.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(read(), Some(Vec::new()), "{}", shadow.log_text());
+
+    drop(incumbent);
+    Api::<Node>::all(env.client.clone())
+        .patch(
+            &a.1,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": "true"
+            }}})),
+        )
+        .await
+        .unwrap();
+    let changes = eventually(
+        "the shadow reports the target web would lose",
+        SOON,
+        || async {
+            read()?
+                .into_iter()
+                .find(|d| d["object"] == "default/web" && d["kind"] == "LoadBalancer")
+                .map(|d| d["changes"].to_string())
+        },
+    )
+    .await;
+    assert!(
+        changes.contains("would deregister") && changes.contains(&a.0),
+        "{changes}\n{}",
+        shadow.log_text()
+    );
+    assert_eq!(
+        nlb_targets(&elb, &lb_arn).await,
+        both,
+        "the shadow changed nothing"
+    );
+}
+
 /// (destination, instance) of the instance routes in the cluster's table.
 async fn cluster_routes(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
     let reply = ec2

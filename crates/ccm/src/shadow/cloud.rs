@@ -162,20 +162,30 @@ impl LoadBalancer for ShadowCloud {
         }
     }
 
+    /// The same preview as ensure's: a provider that can tell which
+    /// backends its balancer would gain or lose (aws: the targets) lists
+    /// them among the changes.
     async fn update_load_balancer(
         &self,
-        _cluster_name: &str,
+        cluster_name: &str,
         service: &Service,
         nodes: &[&Node],
     ) -> Result<()> {
-        // Which backends the cloud has cannot be read through the trait:
-        // logged, not counted.
-        tracing::info!(
-            service = %key_of(service),
-            nodes = nodes.len(),
-            "shadow: would update the load balancer's backends"
-        );
-        Ok(())
+        match self
+            .ensure_load_balancer(cluster_name, service, nodes)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_implemented() => {
+                tracing::info!(
+                    service = %key_of(service),
+                    nodes = nodes.len(),
+                    "shadow: would update the load balancer's backends (the provider cannot preview them)"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn restore(&self, cluster_name: &str, services: &[Service]) -> Result<()> {

@@ -347,6 +347,27 @@ impl AwsCloud {
         Ok(mine)
     }
 
+    /// The instances a target group holds, those draining left out.
+    async fn registered_targets(&self, arn: &str, name: &str) -> Result<BTreeSet<String>> {
+        let elb = &self.clients().await?.elb;
+        let health = timed(
+            "describe_target_health",
+            elb.describe_target_health().target_group_arn(arn).send(),
+        )
+        .await
+        .map_err(aws_err(format!("reading the targets of {name}")))?;
+        Ok(health
+            .target_health_descriptions()
+            .iter()
+            .filter(|d| {
+                d.target_health()
+                    .and_then(|h| h.state())
+                    .is_none_or(|s| s.as_str() != "draining")
+            })
+            .filter_map(|d| d.target()?.id().map(str::to_string))
+            .collect())
+    }
+
     /// upstream's reconcileLBAttributes: what differs from the plan's.
     async fn lb_attribute_changes(
         &self,
@@ -444,25 +465,7 @@ impl AwsCloud {
                 arn
             }
         };
-        let health = timed(
-            "describe_target_health",
-            elb.describe_target_health().target_group_arn(&arn).send(),
-        )
-        .await
-        .map_err(aws_err(format!(
-            "reading the targets of {}",
-            l.target_group
-        )))?;
-        let current: BTreeSet<String> = health
-            .target_health_descriptions()
-            .iter()
-            .filter(|d| {
-                d.target_health()
-                    .and_then(|h| h.state())
-                    .is_none_or(|s| s.as_str() != "draining")
-            })
-            .filter_map(|d| d.target()?.id().map(str::to_string))
-            .collect();
+        let current = self.registered_targets(&arn, &l.target_group).await?;
         let target = |id: &String| {
             TargetDescription::builder()
                 .id(id)
@@ -877,6 +880,20 @@ impl LoadBalancer for AwsCloud {
                     }
                 }
                 let targets = instance_ids(nodes, &plan.target_node_labels);
+                for (arn, name) in &existing {
+                    if !plan.listeners.iter().any(|l| l.target_group == *name) {
+                        continue;
+                    }
+                    let current = self.registered_targets(arn, name).await?;
+                    let add: Vec<&String> = targets.difference(&current).collect();
+                    let remove: Vec<&String> = current.difference(&targets).collect();
+                    if !add.is_empty() {
+                        changes.push(format!("target group {name}: would register {add:?}"));
+                    }
+                    if !remove.is_empty() {
+                        changes.push(format!("target group {name}: would deregister {remove:?}"));
+                    }
+                }
                 let rules = self
                     .plan_instance_rules(
                         &plan.name,
