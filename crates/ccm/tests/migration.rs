@@ -471,6 +471,166 @@ async fn services_served_by_metallb_keep_their_addresses_under_the_imported_pool
     }
 }
 
+/// What k3s's servicelb (pkg/cloudprovider/servicelb.go) leaves for a
+/// Service `name` with one TCP port 80: the service controller's cleanup
+/// finalizer, the Node IPs of the nodes running its pods as the address, and
+/// the `svclb-<name>-<hash>` DaemonSet in kube-system labelled with the
+/// Service's name and namespace, whose containers hold the port as a host port.
+async fn served_by_k3s_servicelb(client: &Client, name: &str, node_ip: &str) {
+    served_by_metallb(client, name, &[], None).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}})),
+        )
+        .await
+        .unwrap();
+    services
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": node_ip}]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": format!("svclb-{name}-5c6d7e8f"),
+            "namespace": "kube-system",
+            "labels": {
+                "svccontroller.k3s.cattle.io/nodeselector": "false",
+                "svccontroller.k3s.cattle.io/svcname": name,
+                "svccontroller.k3s.cattle.io/svcnamespace": "default",
+            },
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app": format!("svclb-{name}-5c6d7e8f")}},
+            "template": {
+                "metadata": {"labels": {
+                    "app": format!("svclb-{name}-5c6d7e8f"),
+                    "svccontroller.k3s.cattle.io/svcname": name,
+                    "svccontroller.k3s.cattle.io/svcnamespace": "default",
+                }},
+                "spec": {
+                    "serviceAccountName": "svclb",
+                    "containers": [{
+                        "name": "lb-tcp-80",
+                        "image": "rancher/klipper-lb:v0.4.9",
+                        "ports": [{"name": "lb-tcp-80", "containerPort": 80, "hostPort": 80, "protocol": "TCP"}],
+                    }],
+                },
+            },
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(client.clone(), "kube-system")
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
+}
+
+/// Only load balancers move off k3s: its embedded cloud controller keeps the
+/// Nodes.
+const LB_ONLY: &str = "--controllers=service-lb-controller";
+
+/// docs/migration.md's runbook from k3s servicelb, step by step: the
+/// preflight names the servicelb DaemonSet still running and the address
+/// change (a Node IP becomes a VIP: servicelb's addresses are the nodes'
+/// own) and nothing else; once servicelb is disabled and its DaemonSet
+/// deleted, only the address change is left; overcast-ccm then serves the
+/// Service from the pool, keeping the cleanup finalizer.
+#[tokio::test]
+async fn the_k3s_servicelb_runbook_finds_its_daemonset_and_the_address_change_then_serves_a_vip() {
+    let config = "instances:
+  - {name: node-1, addresses: [{type: InternalIP, address: 127.0.34.1}]}
+loadBalancer:
+  pools: [{name: lan, addresses: [127.0.34.100-127.0.34.103]}]
+";
+    let env = CloudEnv::start("local", "local.yaml", config).await;
+    create::<Node>(
+        &env.client,
+        // k3s's own cloud provider keeps the Nodes (its provider IDs).
+        serde_json::json!({"metadata": {"name": "node-1"}, "spec": {"providerID": "k3s://node-1"}}),
+    )
+    .await;
+    served_by_k3s_servicelb(&env.client, "web", "127.0.34.1").await;
+    let hazards = || {
+        let mut flags = env.provider_flags();
+        flags.extend(["-o", "json", LB_ONLY].map(String::from));
+        let (code, stdout, stderr) = migrate_check(&flags, &[]);
+        let findings: Vec<serde_json::Value> =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+        let hazards: Vec<(String, String)> = findings
+            .iter()
+            .filter(|f| f["severity"] == "hazard")
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap().to_string();
+                (s("object"), s("message"))
+            })
+            .collect();
+        (code, hazards)
+    };
+
+    // 1. Preflight with servicelb still running.
+    let (code, found) = hazards();
+    assert_eq!(code, Some(1));
+    let objects: Vec<&str> = found.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(
+        objects,
+        [
+            "daemonset/kube-system/svclb-web-5c6d7e8f",
+            "service/default/web"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found[0]
+            .1
+            .contains("k3s servicelb still runs for service/default/web")
+            && found[0].1.contains("host ports 80/TCP"),
+        "{found:?}"
+    );
+    assert!(
+        found[1]
+            .1
+            .contains("its address would change from 127.0.34.1 to 127.0.34.100"),
+        "{found:?}"
+    );
+
+    // 2. servicelb disabled (k3s server --disable=servicelb): k3s deletes its
+    // DaemonSets (the cloud provider's Initialize without LBEnabled), as
+    // here; only the address change is left.
+    Api::<k8s_openapi::api::apps::v1::DaemonSet>::namespaced(env.client.clone(), "kube-system")
+        .delete("svclb-web-5c6d7e8f", &Default::default())
+        .await
+        .unwrap();
+    let (_, found) = hazards();
+    let objects: Vec<&str> = found.iter().map(|(o, _)| o.as_str()).collect();
+    assert_eq!(objects, ["service/default/web"], "{found:?}");
+
+    // 3. Cut-over: the Service gets a VIP of the pool; the finalizer stays.
+    let _ccm = env.ccm(&[LB_ONLY]);
+    let (ip, _) = eventually("web served by overcast-ccm", SOON, || async {
+        address(&env.client, "web")
+            .await
+            .filter(|(_, mode)| mode.as_deref() == Some("Proxy"))
+    })
+    .await;
+    assert_eq!(ip, "127.0.34.100");
+    let svc = Api::<Service>::namespaced(env.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.metadata.finalizers.unwrap_or_default(),
+        ["service.kubernetes.io/load-balancer-cleanup"]
+    );
+}
+
 async fn create<K>(client: &Client, object: serde_json::Value)
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -141,8 +142,11 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     // Volumes are read for the label checks only; overcast-ccm's own RBAC
     // has no rights on them, so a refusal is a note, not the end.
     let mut findings = Vec::new();
-    let pvs: Vec<PersistentVolume> = readable(&client, "PersistentVolumes", &mut findings).await?;
-    let classes: Vec<StorageClass> = readable(&client, "StorageClasses", &mut findings).await?;
+    const LABELS: &str = "the Node label checks did not look at them";
+    let pvs: Vec<PersistentVolume> =
+        readable(&client, "PersistentVolumes", LABELS, &mut findings).await?;
+    let classes: Vec<StorageClass> =
+        readable(&client, "StorageClasses", LABELS, &mut findings).await?;
 
     // Only what the enabled controllers would do (--controllers).
     let enabled = |name| config.selection.is_enabled(name);
@@ -157,6 +161,15 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     }
     if enabled(SERVICE_LB) {
         findings.extend(service_findings(config, cloud.as_ref(), &nodes, &services).await);
+        // An incumbent's data plane still running (k3s servicelb).
+        let daemonsets: Vec<DaemonSet> = readable(
+            &client,
+            "DaemonSets",
+            "no check for a k3s servicelb still running",
+            &mut findings,
+        )
+        .await?;
+        findings.extend(plan::servicelb_daemonsets(&daemonsets));
     }
 
     let namespace = &opts.leader_elect_resource_namespace;
@@ -189,18 +202,16 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     Ok(findings)
 }
 
-/// Every object of a cluster-scoped kind; a Forbidden answer is a note
-/// saying what was not checked.
+/// Every object of a kind (in every namespace); a Forbidden answer is a
+/// note saying what was not checked (`unchecked`).
 async fn readable<K>(
     client: &kube::Client,
     what: &str,
+    unchecked: &str,
     findings: &mut Vec<Finding>,
 ) -> anyhow::Result<Vec<K>>
 where
-    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
     match Api::<K>::all(client.clone())
@@ -212,9 +223,7 @@ where
             findings.push(Finding {
                 severity: Severity::Note,
                 object: what.to_lowercase(),
-                message: format!(
-                    "these credentials may not list {what}: the Node label checks did not look at them"
-                ),
+                message: format!("these credentials may not list {what}: {unchecked}"),
             });
             Ok(Vec::new())
         }

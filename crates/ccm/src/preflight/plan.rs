@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -298,6 +299,59 @@ pub fn service(
     }
     for u in unhonoured {
         found.push(hazard(&object, format!("annotation {u}")));
+    }
+    found
+}
+
+/// The DaemonSets k3s's servicelb (and RKE2's, the same code) runs for a
+/// Service, by the labels it gives them (pkg/cloudprovider/servicelb.go:
+/// `svccontroller.<program>.cattle.io/svcname` and `/svcnamespace`). One left
+/// running keeps its hostPorts on every node it runs on, so traffic for the
+/// Service's ports to any address of those nodes, a VIP included, reaches
+/// its pods instead of overcast-ccm's listener.
+pub fn servicelb_daemonsets(daemonsets: &[DaemonSet]) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for ds in daemonsets {
+        let labels = ds.metadata.labels.clone().unwrap_or_default();
+        let Some(program) = ["k3s", "rke2"]
+            .into_iter()
+            .find(|p| labels.contains_key(&format!("svccontroller.{p}.cattle.io/svcname")))
+        else {
+            continue;
+        };
+        let label = |what: &str| {
+            labels
+                .get(&format!("svccontroller.{program}.cattle.io/{what}"))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let ports: Vec<String> = ds
+            .spec
+            .iter()
+            .flat_map(|s| s.template.spec.iter())
+            .flat_map(|p| &p.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                Some(format!(
+                    "{}/{}",
+                    p.host_port?,
+                    p.protocol.as_deref().unwrap_or("TCP")
+                ))
+            })
+            .collect();
+        found.push(hazard(
+            &format!(
+                "daemonset/{}/{}",
+                ds.metadata.namespace.as_deref().unwrap_or_default(),
+                ds.metadata.name.as_deref().unwrap_or_default()
+            ),
+            format!(
+                "{program} servicelb still runs for service/{}/{}: its pods hold host ports {} on every node they run on, so that traffic, a VIP's too, reaches them and not overcast-ccm; disable servicelb ({program} server --disable=servicelb) and delete the DaemonSet first",
+                label("svcnamespace"),
+                label("svcname"),
+                if ports.is_empty() { "(none listed)".to_string() } else { ports.join(", ") }
+            ),
+        ));
     }
     found
 }
@@ -678,6 +732,37 @@ mod tests {
         assert_eq!(
             f[0].message,
             "overcast-ccm could not serve it: no free IPv4 address"
+        );
+    }
+
+    #[test]
+    fn a_servicelb_daemonset_left_running_is_a_hazard_naming_its_host_ports() {
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "svclb-web-1a2b3c4d", "namespace": "kube-system", "labels": {
+                "svccontroller.k3s.cattle.io/svcname": "web",
+                "svccontroller.k3s.cattle.io/svcnamespace": "shop",
+            }},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "lb-tcp-80", "ports": [{"containerPort": 80, "hostPort": 80, "protocol": "TCP"}]},
+                {"name": "lb-udp-53", "ports": [{"containerPort": 53, "hostPort": 53, "protocol": "UDP"}]},
+            ]}}},
+        }))
+        .unwrap();
+        let other: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": []}}},
+        }))
+        .unwrap();
+        let found = servicelb_daemonsets(&[ds, other]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Hazard);
+        assert_eq!(found[0].object, "daemonset/kube-system/svclb-web-1a2b3c4d");
+        assert!(
+            found[0]
+                .message
+                .starts_with("k3s servicelb still runs for service/shop/web: its pods hold host ports 80/TCP, 53/UDP"),
+            "{}",
+            found[0].message
         );
     }
 
