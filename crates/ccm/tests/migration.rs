@@ -1055,7 +1055,8 @@ const GO: &str = "go-ccm";
 /// reconciles at a time, the other waits; kill -9 the holder and the other
 /// takes over, from Go to Overcast and back (a rollout and its rollback).
 /// Both clouds answer alike (bench/go-ccm's fake and overcast's with the
-/// same config), so only the field managers tell who initialised a Node.
+/// same config), so only the field managers tell who initialised a Node; and
+/// shadow mode beside the Go CCM finds nothing it would change on the Node.
 #[tokio::test]
 async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
     let env = CloudEnv::start(
@@ -1085,6 +1086,65 @@ async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
         address(&env.client, "s1").await
     })
     .await;
+
+    // The preflight beside the Go CCM: nothing on the Node; for s1 a new
+    // balancer (the fakes keep separate state), and who holds the Lease.
+    let mut flags = env.provider_flags();
+    flags.extend(["-o", "json"].map(String::from));
+    let (code, stdout, stderr) = migrate_check(&flags, &[]);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let hazards: Vec<&str> = findings
+        .iter()
+        .filter(|f| f["severity"] == "hazard")
+        .filter_map(|f| f["object"].as_str())
+        .collect();
+    assert_eq!(hazards, ["service/default/s1"], "{stdout}");
+    assert!(
+        findings.iter().any(
+            |f| f["object"] == "lease/kube-system/cloud-controller-manager"
+                && f["message"].as_str().is_some_and(|m| m.contains("held by"))
+        ),
+        "{stdout}"
+    );
+
+    // Shadow mode beside the Go CCM, configured alike: on the Node the Go CCM
+    // initialised it would change nothing (node and lifecycle controllers);
+    // for s1 it would make a balancer, since the two fakes keep separate
+    // state (an address from another fake is not one overcast's knows).
+    let report = env.dir.path().join("shadow-beside-go.json");
+    let shadow = env.ccm(&[
+        "--shadow",
+        &format!("--shadow-report={}", report.display()),
+        "--node-status-update-frequency=1s",
+    ]);
+    eventually("the shadow synced s1", SOON, || async {
+        (shadow.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    // Several status updates and lifecycle passes.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let divergences: Vec<(String, String, String)> = shadow_report(&report)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default().to_string();
+            (s("kind"), s("object"), s("action"))
+        })
+        .collect();
+    assert_eq!(
+        divergences,
+        [(
+            "LoadBalancer".to_string(),
+            "default/s1".to_string(),
+            "create".to_string()
+        )],
+        "{}",
+        shadow.log_text()
+    );
+    drop(shadow);
 
     // kill -9 the Go CCM: overcast-ccm takes the Lease and serves.
     drop(go);
