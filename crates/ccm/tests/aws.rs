@@ -450,6 +450,15 @@ async fn node_ip_families_order_a_dual_stack_node_s_addresses() {
     assert_eq!(got, want, "{}", ccm.log_text());
 }
 
+/// The Service's `status.loadBalancer.ingress[0].hostname`, once it has one.
+async fn status_hostname(services: &Api<Service>, name: &str) -> String {
+    eventually(&format!("{name}'s status hostname"), SOON, || async {
+        let s = services.get(name).await.ok()?;
+        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
+    })
+    .await
+}
+
 /// Target instance IDs of the target group behind the listener on `port`.
 async fn nlb_targets(elb: &aws_sdk_elasticloadbalancingv2::Client, lb_arn: &str) -> Vec<String> {
     let listeners = elb
@@ -554,11 +563,7 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
         .node_port
         .unwrap();
     let lb_name = overcast_cloud_provider::default_load_balancer_name(&svc);
-    let hostname = eventually("the Service's status hostname", SOON, || async {
-        let s = services.get("web").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    let hostname = status_hostname(&services, "web").await;
     let lbs = elb
         .describe_load_balancers()
         .names(&lb_name)
@@ -649,11 +654,7 @@ async fn a_load_balancer_service_gets_an_nlb_that_follows_the_nodes_and_leaves_n
         .await
         .unwrap();
     let internal_name = overcast_cloud_provider::default_load_balancer_name(&internal);
-    eventually("the internal Service's status hostname", SOON, || async {
-        let s = services.get("private").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    status_hostname(&services, "private").await;
     let lbs = elb
         .describe_load_balancers()
         .names(&internal_name)
@@ -965,11 +966,7 @@ async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
         .create(&PostParams::default(), &nlb_service("web", &[(None, 80)]))
         .await
         .unwrap();
-    eventually("web's status hostname", SOON, || async {
-        let s = services.get("web").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    status_hostname(&services, "web").await;
     let lb_arn = elb
         .describe_load_balancers()
         .names(overcast_cloud_provider::default_load_balancer_name(&svc))
@@ -1142,13 +1139,7 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
     let hostname = |name: &'static str| {
         let services = services.clone();
-        async move {
-            eventually(&format!("{name}'s status hostname"), SOON, || async {
-                let s = services.get(name).await.ok()?;
-                s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-            })
-            .await
-        }
+        async move { status_hostname(&services, name).await }
     };
     let parts = |name: &'static str| {
         let elb = elb.clone();
@@ -1639,11 +1630,7 @@ async fn every_supported_annotation_reaches_the_nlb() {
     }
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
     let svc = services.create(&PostParams::default(), &svc).await.unwrap();
-    eventually("shaped's status hostname", SOON, || async {
-        let s = services.get("shaped").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    status_hostname(&services, "shaped").await;
 
     let name = overcast_cloud_provider::default_load_balancer_name(&svc);
     let lb = elb
@@ -1795,11 +1782,7 @@ async fn every_supported_annotation_reaches_the_nlb() {
         .create(&PostParams::default(), &with_eip("eip", &allocation))
         .await
         .unwrap();
-    eventually("eip's status hostname", SOON, || async {
-        let s = services.get("eip").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    status_hostname(&services, "eip").await;
     let lbs = elb
         .describe_load_balancers()
         .names(overcast_cloud_provider::default_load_balancer_name(&eip))
@@ -1913,11 +1896,7 @@ async fn a_certificate_makes_a_tls_listener_on_the_ssl_ports() {
     }
     let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
     let svc = services.create(&PostParams::default(), &svc).await.unwrap();
-    eventually("secure's status hostname", SOON, || async {
-        let s = services.get("secure").await.ok()?;
-        s.status?.load_balancer?.ingress?.first()?.hostname.clone()
-    })
-    .await;
+    status_hostname(&services, "secure").await;
     let name = overcast_cloud_provider::default_load_balancer_name(&svc);
     let lb_arn = elb
         .describe_load_balancers()

@@ -289,3 +289,43 @@ pub fn describe_changes(changes: &BTreeMap<String, GroupChange>) -> Vec<String> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_preview_names_each_group_and_rule() {
+        let rule = |protocol: &str, from: i32, to: i32, cidr: &str| Rule {
+            protocol: protocol.into(),
+            from: Some(from),
+            to: Some(to),
+            cidr: cidr.into(),
+            description: None,
+        };
+        let changes: BTreeMap<String, GroupChange> = [
+            (
+                "sg-a".to_string(),
+                GroupChange {
+                    revoke: vec![rule("tcp", 30080, 30080, "203.0.113.0/24")],
+                    authorize: vec![rule("icmp", 3, 4, "198.51.100.0/24")],
+                },
+            ),
+            (
+                "sg-b".to_string(),
+                GroupChange {
+                    revoke: vec![],
+                    authorize: vec![rule("udp", 30053, 30053, "0.0.0.0/0")],
+                },
+            ),
+        ]
+        .into();
+        assert_eq!(
+            describe_changes(&changes),
+            [
+                "security group sg-a: would revoke tcp 30080 from 203.0.113.0/24 and authorize icmp 3-4 from 198.51.100.0/24",
+                "security group sg-b: would authorize udp 30053 from 0.0.0.0/0",
+            ]
+        );
+    }
+}
