@@ -108,6 +108,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     // controller traffic in the rate limiter (as client-go's lock client).
     let lease_client = client_with(client_config.clone(), None, "leader-election")?;
     let health = Arc::new(Health::default());
+    health.set_configz(&crate::configz::body(opts, migration.as_ref()));
     serve(&config, &health, &client_config).await?;
     if let Some(report) = shadow_report {
         let plain = kube::Client::try_from(client_config.clone())

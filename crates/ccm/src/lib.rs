@@ -18,6 +18,7 @@
 
 pub mod app;
 mod client_metrics;
+pub mod configz;
 pub mod controllers;
 pub mod delegation;
 pub mod leader;

@@ -30,6 +30,8 @@ pub struct Health {
     controllers: Mutex<Vec<(String, ControllerCheck)>>,
     caches_synced: AtomicBool,
     leading: AtomicBool,
+    /// The /configz body, set once at start.
+    configz: std::sync::OnceLock<String>,
 }
 
 impl Health {
@@ -60,6 +62,11 @@ impl Health {
     /// This process runs controllers (leads, or runs without election).
     pub fn set_leading(&self) {
         self.leading.store(true, Ordering::SeqCst);
+    }
+
+    /// The component configuration /configz serves (crate::configz).
+    pub fn set_configz(&self, body: &serde_json::Value) {
+        let _ = self.configz.set(body.to_string());
     }
 
     pub fn set_caches_synced(&self) {
@@ -206,6 +213,16 @@ pub fn route(health: &Health, path: &str, query: &str) -> Response<Full<Bytes>> 
     }
     if path == "/metrics" {
         return metrics();
+    }
+    if path == "/configz"
+        && let Some(body) = health.configz.get()
+    {
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .header("x-content-type-options", "nosniff")
+            .body(Full::new(Bytes::from(body.clone())))
+            .expect("static response");
     }
     text(StatusCode::NOT_FOUND, "404 page not found\n".into())
 }

@@ -448,3 +448,85 @@ fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// /configz is the Go CCM's document: given the same flags, overcast-ccm
+/// and the upstream Go CCM (k8s.io/cloud-provider v0.34.4's app,
+/// bench/go-ccm) serve the same JSON, key for key and value for value.
+#[tokio::test]
+async fn configz_is_the_go_ccm_s_document_for_the_same_flags() {
+    let env = CloudEnv::start(
+        "fake",
+        "fake.yaml",
+        "anyInstance:\n  instanceType: bm.small\n  zone: rack-1\n  region: eu-home\n",
+    )
+    .await;
+    // Beyond the harness's own (kubeconfig, election timings, node monitor
+    // period, no cloud routes): values away from the defaults.
+    let shared = [
+        "--leader-elect=false",
+        "--controllers=cloud-node,service",
+        "--concurrent-service-syncs=3",
+        "--kube-api-qps=12.5",
+        "--kube-api-burst=40",
+        "--cluster-name=prod",
+        "--route-reconciliation-period=45s",
+        "--node-status-update-frequency=1m30s",
+        "--min-resync-period=6h",
+    ];
+    let ccm = env.ccm(&shared);
+
+    let go_binary = std::env::var_os("OVERCAST_GO_CCM").map_or_else(
+        || {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/overcast/go-ccm")
+        },
+        std::path::PathBuf::from,
+    );
+    let kubeconfig = env.plane.kubeconfig_path().display().to_string();
+    let port = free_port();
+    let log = env.dir.path().join("go-ccm-configz.log");
+    let mut go = std::process::Command::new(&go_binary)
+        .args(shared)
+        .args([
+            format!("--kubeconfig={kubeconfig}"),
+            format!("--authentication-kubeconfig={kubeconfig}"),
+            format!("--authorization-kubeconfig={kubeconfig}"),
+            "--authentication-skip-lookup".into(),
+            "--authorization-always-allow-paths=/configz".into(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", env.dir.path().display()),
+            "--cloud-provider=fake".into(),
+            format!("--cloud-config={}", env.config.display()),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=500ms".into(),
+            "--node-monitor-period=500ms".into(),
+            "--configure-cloud-routes=false".into(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {} (make go-ccm): {e}", go_binary.display()));
+    let theirs = eventually("the Go CCM's /configz", SOON, || async {
+        let (status, body) = https_get(port, "/configz", None)?;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let _ = go.kill();
+    let _ = go.wait();
+    let ours = eventually("overcast-ccm's /configz", SOON, || async {
+        let (status, body) = ccm.get("/configz")?;
+        (status == 200).then_some(body)
+    })
+    .await;
+    let theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+    let ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+    assert_eq!(
+        ours,
+        theirs,
+        "ours:\n{}\ntheirs:\n{}",
+        serde_json::to_string_pretty(&ours).unwrap(),
+        serde_json::to_string_pretty(&theirs).unwrap()
+    );
+}

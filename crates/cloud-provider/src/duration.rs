@@ -51,9 +51,60 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// Go's `time.Duration.String()`: "0s", "1.5ms", "500ms", "1.5s", "5m0s",
+/// "1h0m0.5s" (the seconds with up to nine decimals, trailing zeros cut).
+pub fn format_go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let fraction = |value: u128, unit: u128| {
+        let (whole, rest) = (value / unit, value % unit);
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let digits = unit.to_string().len() - 1;
+        let decimals = format!("{rest:0digits$}");
+        format!("{whole}.{}", decimals.trim_end_matches('0'))
+    };
+    match ns {
+        0 => "0s".into(),
+        1..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{}µs", fraction(ns, 1_000)),
+        1_000_000..1_000_000_000 => format!("{}ms", fraction(ns, 1_000_000)),
+        _ => {
+            let seconds = ns / 1_000_000_000;
+            let (h, m) = (seconds / 3600, (seconds % 3600) / 60);
+            let s = fraction(ns % 60_000_000_000, 1_000_000_000);
+            if h > 0 {
+                format!("{h}h{m}m{s}s")
+            } else if m > 0 {
+                format!("{m}m{s}s")
+            } else {
+                format!("{s}s")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_print_as_go_prints_them() {
+        for (d, want) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_millis(200), "200ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(15), "15s"),
+            (Duration::from_secs(300), "5m0s"),
+            (Duration::from_secs(43200), "12h0m0s"),
+            (Duration::from_millis(3_600_500), "1h0m0.5s"),
+            (Duration::from_nanos(1_000_000_001), "1.000000001s"),
+        ] {
+            assert_eq!(format_go_duration(d), want, "{d:?}");
+        }
+    }
 
     #[test]
     fn go_durations() {

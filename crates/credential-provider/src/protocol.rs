@@ -126,22 +126,8 @@ impl Response {
     }
 }
 
-/// Go's `time.Duration.String()`: "0s", "500ms", "5m0s", "1h0m0s" (whole
-/// seconds above one second).
-pub fn go_duration(d: Duration) -> String {
-    if !d.is_zero() && d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis().max(1));
-    }
-    let total = d.as_secs();
-    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
-}
+/// Go's `time.Duration.String()`, as the kubelet reads cacheDuration.
+pub use overcast_cloud_provider::duration::format_go_duration as go_duration;
 
 /// Go durations ("5m", "1h30m", "90s") for config files, as the CCM's.
 pub use overcast_cloud_provider::duration::parse_go_duration;
