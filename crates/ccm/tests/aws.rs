@@ -1013,7 +1013,7 @@ async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
         )
         .await
         .unwrap();
-    let changes = eventually(
+    let changes = overcast_testenv::wait_until(
         "the shadow reports the target web would lose",
         SOON,
         || async {
@@ -1023,7 +1023,8 @@ async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
                 .map(|d| d["changes"].to_string())
         },
     )
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nreport: {:?}\nshadow:\n{}", read(), shadow.log_text()));
     assert!(
         changes.contains("would deregister") && changes.contains(&a.0),
         "{changes}\n{}",
