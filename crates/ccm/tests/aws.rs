@@ -987,19 +987,28 @@ async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
     );
 
     let report = env.dir.path().join("shadow.json");
-    let shadow = env.ccm_with_env(
+    let mut shadow = env.ccm_with_env(
         &["--shadow", &format!("--shadow-report={}", report.display())],
         &vars,
     );
     let read = || -> Option<Vec<serde_json::Value>> {
         serde_json::from_str(&std::fs::read_to_string(&report).ok()?).ok()
     };
-    eventually("the shadow synced web", SOON, || async {
-        (shadow.get("/metrics")?.1)
-            .contains("service_controller_loadbalancer_sync_total")
-            .then_some(())
+    // Its own log too, and alive after: a port another process took would
+    // answer /metrics for a shadow that never started.
+    overcast_testenv::wait_until("the shadow synced web", SOON, || async {
+        let metrics = shadow.get("/metrics")?.1;
+        (shadow.log_text().contains("shadow mode")
+            && metrics.contains("service_controller_loadbalancer_sync_total"))
+        .then_some(())
     })
-    .await;
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", shadow.log_text()));
+    assert!(
+        shadow.child.try_wait().unwrap().is_none(),
+        "the shadow exited:\n{}",
+        shadow.log_text()
+    );
     assert_eq!(read(), Some(Vec::new()), "{}", shadow.log_text());
 
     drop(incumbent);
