@@ -118,29 +118,37 @@ impl AwsCloud {
         let mut out = BTreeMap::new();
         let ids: Vec<String> = ids.iter().cloned().collect();
         for chunk in ids.chunks(200) {
-            // A filter, not InstanceIds: an ID no longer known is no error.
-            let reply = timed(
-                "describe_instance",
-                ec2.describe_instances()
-                    .filters(
-                        Filter::builder()
-                            .name("instance-id")
-                            .set_values(Some(chunk.to_vec()))
-                            .build(),
-                    )
-                    .send(),
-            )
-            .await
-            .map_err(aws_err("describing the load balancer's instances".into()))?;
-            for i in reply.reservations().iter().flat_map(|r| r.instances()) {
-                if let Some(id) = i.instance_id() {
-                    let groups = i
-                        .security_groups()
-                        .iter()
-                        .filter_map(|g| g.group_id().filter(|g| !g.is_empty()))
-                        .map(str::to_string)
-                        .collect();
-                    out.insert(id.to_string(), groups);
+            let mut token = None;
+            loop {
+                // A filter, not InstanceIds: an ID no longer known is no error.
+                let reply = timed(
+                    "describe_instance",
+                    ec2.describe_instances()
+                        .filters(
+                            Filter::builder()
+                                .name("instance-id")
+                                .set_values(Some(chunk.to_vec()))
+                                .build(),
+                        )
+                        .set_next_token(token.take())
+                        .send(),
+                )
+                .await
+                .map_err(aws_err("describing the load balancer's instances".into()))?;
+                for i in reply.reservations().iter().flat_map(|r| r.instances()) {
+                    if let Some(id) = i.instance_id() {
+                        let groups = i
+                            .security_groups()
+                            .iter()
+                            .filter_map(|g| g.group_id().filter(|g| !g.is_empty()))
+                            .map(str::to_string)
+                            .collect();
+                        out.insert(id.to_string(), groups);
+                    }
+                }
+                match reply.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
                 }
             }
         }
