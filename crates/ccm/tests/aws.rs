@@ -1450,22 +1450,12 @@ async fn adopt_an_upstream_nlb(shared_probe: bool) {
     let upstream_rules = ingress_rules(&ec2, &default_sg).await;
 
     // The service controller's finalizer and status, as upstream writes them.
-    services
-        .patch(
-            "legacy",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}})),
-        )
-        .await
-        .unwrap();
-    services
-        .patch_status(
-            "legacy",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"hostname": hostname}]}}})),
-        )
-        .await
-        .unwrap();
+    served_as_by_an_incumbent(
+        &services,
+        "legacy",
+        serde_json::json!({"hostname": hostname}),
+    )
+    .await;
 
     // The preflight, before the cut-over, sees nothing it would change
     // (straight to moto: the proxy runs on this test's blocked thread).

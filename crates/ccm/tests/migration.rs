@@ -479,24 +479,7 @@ async fn services_served_by_metallb_keep_their_addresses_under_the_imported_pool
 async fn served_by_k3s_servicelb(client: &Client, name: &str, node_ip: &str) {
     served_by_metallb(client, name, &[], None).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
-    services
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}})),
-        )
-        .await
-        .unwrap();
-    services
-        .patch_status(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": node_ip}]}}}),
-            ),
-        )
-        .await
-        .unwrap();
+    served_as_by_an_incumbent(&services, name, serde_json::json!({"ip": node_ip})).await;
     let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(serde_json::json!({
         "metadata": {
             "name": format!("svclb-{name}-5c6d7e8f"),

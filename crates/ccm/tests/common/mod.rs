@@ -312,6 +312,26 @@ pub fn node_addresses(node: &Node) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The service controller's cleanup finalizer and `ingress` as the status:
+/// a Service as the controller serving it (an incumbent) leaves it.
+pub async fn served_as_by_an_incumbent(
+    services: &Api<Service>,
+    name: &str,
+    ingress: serde_json::Value,
+) {
+    let params = kube::api::PatchParams::default();
+    let finalizers = serde_json::json!({"metadata": {"finalizers": ["service.kubernetes.io/load-balancer-cleanup"]}});
+    services
+        .patch(name, &params, &kube::api::Patch::Merge(finalizers))
+        .await
+        .unwrap();
+    let status = serde_json::json!({"status": {"loadBalancer": {"ingress": [ingress]}}});
+    services
+        .patch_status(name, &params, &kube::api::Patch::Merge(status))
+        .await
+        .unwrap();
+}
+
 /// Deletes a Service and waits until it is gone, which takes the CCM
 /// removing its finalizer once the balancer is gone.
 pub async fn delete_service_and_wait(services: &Api<Service>, name: &str) {

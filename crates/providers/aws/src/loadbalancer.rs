@@ -24,7 +24,7 @@ use crate::AwsCloud;
 use crate::instances::instance_id_from_provider_id;
 use crate::metrics::{aws_err, timed};
 use crate::nlb_plan::*;
-use crate::security_groups::describe_changes;
+
 use crate::sg_plan;
 
 fn code<E: ProvideErrorMetadata, R>(e: &elbv2::error::SdkError<E, R>) -> Option<&str> {
@@ -870,30 +870,30 @@ impl LoadBalancer for AwsCloud {
                 for (key, value) in self.lb_attribute_changes(&lb.arn, &plan).await? {
                     changes.push(format!("attribute {key} would be set to {value:?}"));
                 }
-                for (arn, name) in &existing {
-                    if plan.listeners.iter().any(|l| l.target_group == *name) {
-                        for (key, value) in self.target_group_attribute_changes(arn, &plan).await? {
-                            changes.push(format!(
-                                "target group {name}: attribute {key} would be set to {value:?}"
-                            ));
-                        }
-                    }
-                }
+                // The groups ensure keeps: their attributes, then their targets.
                 let targets = instance_ids(nodes, &plan.target_node_labels);
+                let mut target_changes = Vec::new();
                 for (arn, name) in &existing {
                     if !plan.listeners.iter().any(|l| l.target_group == *name) {
                         continue;
+                    }
+                    for (key, value) in self.target_group_attribute_changes(arn, &plan).await? {
+                        changes.push(format!(
+                            "target group {name}: attribute {key} would be set to {value:?}"
+                        ));
                     }
                     let current = self.registered_targets(arn, name).await?;
                     let add: Vec<&String> = targets.difference(&current).collect();
                     let remove: Vec<&String> = current.difference(&targets).collect();
                     if !add.is_empty() {
-                        changes.push(format!("target group {name}: would register {add:?}"));
+                        target_changes.push(format!("target group {name}: would register {add:?}"));
                     }
                     if !remove.is_empty() {
-                        changes.push(format!("target group {name}: would deregister {remove:?}"));
+                        target_changes
+                            .push(format!("target group {name}: would deregister {remove:?}"));
                     }
                 }
+                changes.extend(target_changes);
                 let rules = self
                     .plan_instance_rules(
                         &plan.name,
@@ -901,7 +901,7 @@ impl LoadBalancer for AwsCloud {
                         &cluster_id,
                     )
                     .await?;
-                changes.extend(describe_changes(&rules));
+                changes.extend(sg_plan::describe_changes(&rules));
                 Ok(LoadBalancerPreview {
                     status: Some(lb.status()),
                     changes,

@@ -27,34 +27,6 @@ fn permission(rule: &Rule) -> IpPermission {
         .build()
 }
 
-/// What the NLB needs of its instances' groups, from its plan.
-pub fn wanted(plan: &NlbPlan, subnet_cidrs: Vec<String>) -> Result<Wanted> {
-    let mut client_ports = BTreeSet::new();
-    let mut health_ports = BTreeSet::new();
-    let mut client_protocol = "tcp".to_string();
-    for l in &plan.listeners {
-        client_ports.insert(l.node_port);
-        let health = if l.health.port == "traffic-port" {
-            l.node_port
-        } else {
-            l.health.port.parse().map_err(|_| {
-                CloudError::other(format!("Invalid health check port {}", l.health.port))
-            })?
-        };
-        health_ports.insert(health);
-        if l.protocol == "UDP" {
-            client_protocol = "udp".into();
-        }
-    }
-    Ok(Wanted {
-        client_protocol,
-        client_ports,
-        client_cidrs: plan.client_cidrs.clone(),
-        health_ports,
-        subnet_cidrs,
-    })
-}
-
 impl AwsCloud {
     /// Every security group visible to the provider, its IPv4 rules
     /// ungrouped (as upstream's getTaggedSecurityGroups reads all of them).
@@ -209,7 +181,7 @@ impl AwsCloud {
                 None => tracing::warn!(%instance, "ignoring instance without security group"),
             }
         }
-        let mut w = wanted(plan, Vec::new())?;
+        let mut w = Wanted::for_nlb(plan).map_err(CloudError::other)?;
         if w.needs_health_rule() {
             if lb_subnets.is_empty() {
                 return Err(CloudError::other(format!(
@@ -258,82 +230,5 @@ impl AwsCloud {
             );
         }
         Ok(())
-    }
-}
-
-/// One line per group for a preview (shadow mode, the preflight).
-pub fn describe_changes(changes: &BTreeMap<String, GroupChange>) -> Vec<String> {
-    changes
-        .iter()
-        .map(|(group, c)| {
-            let show = |rules: &[Rule]| {
-                rules
-                    .iter()
-                    .map(|r| {
-                        let ports = match (r.from, r.to) {
-                            (Some(f), Some(t)) if f == t => format!("{f}"),
-                            (Some(f), Some(t)) => format!("{f}-{t}"),
-                            _ => "all".into(),
-                        };
-                        format!("{} {} from {}", r.protocol, ports, r.cidr)
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            match (c.revoke.is_empty(), c.authorize.is_empty()) {
-                (false, false) => format!(
-                    "security group {group}: would revoke {} and authorize {}",
-                    show(&c.revoke),
-                    show(&c.authorize)
-                ),
-                (false, true) => {
-                    format!("security group {group}: would revoke {}", show(&c.revoke))
-                }
-                _ => format!(
-                    "security group {group}: would authorize {}",
-                    show(&c.authorize)
-                ),
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_preview_names_each_group_and_rule() {
-        let rule = |protocol: &str, from: i32, to: i32, cidr: &str| Rule {
-            protocol: protocol.into(),
-            from: Some(from),
-            to: Some(to),
-            cidr: cidr.into(),
-            description: None,
-        };
-        let changes: BTreeMap<String, GroupChange> = [
-            (
-                "sg-a".to_string(),
-                GroupChange {
-                    revoke: vec![rule("tcp", 30080, 30080, "203.0.113.0/24")],
-                    authorize: vec![rule("icmp", 3, 4, "198.51.100.0/24")],
-                },
-            ),
-            (
-                "sg-b".to_string(),
-                GroupChange {
-                    revoke: vec![],
-                    authorize: vec![rule("udp", 30053, 30053, "0.0.0.0/0")],
-                },
-            ),
-        ]
-        .into();
-        assert_eq!(
-            describe_changes(&changes),
-            [
-                "security group sg-a: would revoke tcp 30080 from 203.0.113.0/24 and authorize icmp 3-4 from 198.51.100.0/24",
-                "security group sg-b: would authorize udp 30053 from 0.0.0.0/0",
-            ]
-        );
     }
 }

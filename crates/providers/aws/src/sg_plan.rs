@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::nlb_plan::NlbPlan;
+
 /// Description prefix of the rule admitting clients to the node ports.
 pub const RULE_CLIENT: &str = "kubernetes.io/rule/nlb/client";
 /// Description prefix of the rule admitting the NLB's health checks from its subnets.
@@ -86,6 +88,36 @@ pub struct Wanted {
 }
 
 impl Wanted {
+    /// What the NLB of `plan` needs; the subnets' CIDRs are filled in by the
+    /// caller, only when [`Wanted::needs_health_rule`].
+    pub fn for_nlb(plan: &NlbPlan) -> Result<Wanted, String> {
+        let mut client_ports = BTreeSet::new();
+        let mut health_ports = BTreeSet::new();
+        let mut client_protocol = "tcp".to_string();
+        for l in &plan.listeners {
+            client_ports.insert(l.node_port);
+            let health = if l.health.port == "traffic-port" {
+                l.node_port
+            } else {
+                l.health
+                    .port
+                    .parse()
+                    .map_err(|_| format!("Invalid health check port {}", l.health.port))?
+            };
+            health_ports.insert(health);
+            if l.protocol == "UDP" {
+                client_protocol = "udp".into();
+            }
+        }
+        Ok(Wanted {
+            client_protocol,
+            client_ports,
+            client_cidrs: plan.client_cidrs.clone(),
+            health_ports,
+            subnet_cidrs: Vec::new(),
+        })
+    }
+
     /// Upstream leaves the health rule out when the client rule already
     /// admits it: everyone, over TCP, on the same ports.
     pub fn needs_health_rule(&self) -> bool {
@@ -269,6 +301,43 @@ pub fn holds_rules_of(groups: &[Group], lb_name: &str) -> bool {
         .iter()
         .flat_map(|g| &g.rules)
         .any(|r| r.described(&client) || r.described(&health))
+}
+
+/// One line per group for a preview (shadow mode, the preflight).
+pub fn describe_changes(changes: &BTreeMap<String, GroupChange>) -> Vec<String> {
+    changes
+        .iter()
+        .map(|(group, c)| {
+            let show = |rules: &[Rule]| {
+                rules
+                    .iter()
+                    .map(|r| {
+                        let ports = match (r.from, r.to) {
+                            (Some(f), Some(t)) if f == t => format!("{f}"),
+                            (Some(f), Some(t)) => format!("{f}-{t}"),
+                            _ => "all".into(),
+                        };
+                        format!("{} {} from {}", r.protocol, ports, r.cidr)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            match (c.revoke.is_empty(), c.authorize.is_empty()) {
+                (false, false) => format!(
+                    "security group {group}: would revoke {} and authorize {}",
+                    show(&c.revoke),
+                    show(&c.authorize)
+                ),
+                (false, true) => {
+                    format!("security group {group}: would revoke {}", show(&c.revoke))
+                }
+                _ => format!(
+                    "security group {group}: would authorize {}",
+                    show(&c.authorize)
+                ),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -507,5 +576,40 @@ mod tests {
         let both: BTreeSet<String> = ["sg-x".to_string(), "sg-y".to_string()].into();
         let err = group_for_instance("i-1", &ids(&["sg-x", "sg-y"]), &both).unwrap_err();
         assert!(err.contains("Multiple tagged security groups"), "{err}");
+    }
+
+    #[test]
+    fn a_preview_names_each_group_and_rule() {
+        let rule = |protocol: &str, from: i32, to: i32, cidr: &str| Rule {
+            protocol: protocol.into(),
+            from: Some(from),
+            to: Some(to),
+            cidr: cidr.into(),
+            description: None,
+        };
+        let changes: BTreeMap<String, GroupChange> = [
+            (
+                "sg-a".to_string(),
+                GroupChange {
+                    revoke: vec![rule("tcp", 30080, 30080, "203.0.113.0/24")],
+                    authorize: vec![rule("icmp", 3, 4, "198.51.100.0/24")],
+                },
+            ),
+            (
+                "sg-b".to_string(),
+                GroupChange {
+                    revoke: vec![],
+                    authorize: vec![rule("udp", 30053, 30053, "0.0.0.0/0")],
+                },
+            ),
+        ]
+        .into();
+        assert_eq!(
+            describe_changes(&changes),
+            [
+                "security group sg-a: would revoke tcp 30080 from 203.0.113.0/24 and authorize icmp 3-4 from 198.51.100.0/24",
+                "security group sg-b: would authorize udp 30053 from 0.0.0.0/0",
+            ]
+        );
     }
 }
