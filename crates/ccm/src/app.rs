@@ -9,8 +9,11 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use overcast_cloud_provider::names::controllers::*;
-use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
+use overcast_cloud_provider::{
+    CloudError, CloudProvider, ClusterAccess, EventRecorder, ProviderContext, ProviderRegistry,
+};
 use overcast_controllers::Context;
+use overcast_controllers::events::Recorder;
 use overcast_controllers::node::{NodeController, NodeControllerConfig};
 use overcast_controllers::node_ipam::NodeIpamController;
 use overcast_controllers::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
@@ -540,6 +543,28 @@ async fn report_end(
     check.fail(reason);
 }
 
+/// How a provider reaches the cluster: clients like the controllers' (own
+/// User-Agent, own rate-limit bucket), Events through the same recorder.
+struct ProviderAccess {
+    client_config: kube::Config,
+    qps: f32,
+    burst: u32,
+    /// Every recorder the provider makes writes with this one client.
+    events: kube::Client,
+}
+
+impl ClusterAccess for ProviderAccess {
+    fn event_recorder(&self, component: &str) -> Arc<dyn EventRecorder> {
+        Arc::new(Recorder::new(self.events.clone(), component))
+    }
+
+    fn client(&self, name: &str) -> overcast_cloud_provider::Result<kube::Client> {
+        let limit = RateLimitLayer::new(self.qps, self.burst);
+        client_with(self.client_config.clone(), limit, name)
+            .map_err(|e| CloudError::other(format!("a Kubernetes client for {name}: {e:#}")))
+    }
+}
+
 struct Manager {
     config: Config,
     /// Each controller gets a client (and rate limit) of its own from this.
@@ -564,8 +589,24 @@ impl Manager {
     /// Builds and starts every enabled controller that `select` admits.
     async fn start(&mut self, select: impl Fn(&str) -> bool) -> anyhow::Result<()> {
         if !self.started_informers {
+            let access = ProviderAccess {
+                client_config: self.client_config.clone(),
+                qps: self.config.options.kube_api_qps,
+                burst: self.config.options.kube_api_burst,
+                events: limited_client(
+                    &self.client_config,
+                    &self.config.options,
+                    "cloud-provider",
+                )?,
+            };
+            let provider_context = ProviderContext::new(
+                self.ctx.cluster_name.clone(),
+                self.ctx.nodes.store(),
+                self.ctx.services.store(),
+                Arc::new(access),
+            );
             self.cloud
-                .initialize()
+                .initialize(&provider_context)
                 .await
                 .context("initializing the cloud provider")?;
         }

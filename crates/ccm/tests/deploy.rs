@@ -289,8 +289,13 @@ async fn the_helm_chart_lints_renders_and_is_accepted_by_the_apiserver() {
         serde_json::json!({"drop": ["ALL"]})
     );
     assert_eq!(container["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["env"][0]["name"], "NODE_NAME");
     assert_eq!(
-        container["env"][0],
+        container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        container["env"][1],
         serde_json::json!({"name": "AWS_REGION", "value": "eu-west-1"})
     );
     assert!(pod["affinity"].is_null(), "{}", pod["affinity"]);

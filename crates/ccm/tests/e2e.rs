@@ -742,16 +742,70 @@ async fn the_helm_chart_runs_overcast_ccm_as_pods_that_elect_one_leader() {
         ],
     );
     let standby = names.iter().find(|p| *p != leading[0]).unwrap();
-    let new_leader = eventually("the standby Pod takes the lease", SOON, || async {
-        holder()
-            .await
-            .filter(|h| *h != leader && log_of(standby).contains(h.as_str()))
-    })
-    .await;
+    let handover =
+        overcast_testenv::wait_until("the standby Pod takes the lease", SOON, || async {
+            holder()
+                .await
+                .filter(|h| *h != leader && log_of(standby).contains(h.as_str()))
+        })
+        .await;
+    let new_leader = match handover {
+        Ok(new_leader) => new_leader,
+        Err(e) => {
+            let now_holding = holder().await;
+            let pods = common::kubectl(
+                e2e.cluster.plane(),
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    "kube-system",
+                    "-o",
+                    "wide",
+                    "-l",
+                    selector,
+                ],
+            );
+            let previous = e2e
+                .cluster
+                .plane()
+                .kubectl()
+                .args(["logs", "-n", "kube-system", standby, "--previous"])
+                .output()
+                .unwrap();
+            panic!(
+                "{e}\nthe lease's holder: {:?}\n{pods}\nthe standby {standby}'s log:\n{}\nits previous container's log:\n{}",
+                now_holding,
+                log_of(standby),
+                String::from_utf8_lossy(&previous.stdout),
+            )
+        }
+    };
     assert_ne!(new_leader, leader);
     let reply = eventually("the VIP served again, by the new leader", SOON, || async {
         get(e2e.cluster.from_outside("curl"), &url)
     })
     .await;
     assert!(reply.pod.starts_with("echo-"), "{reply:?}");
+    // The Service tells which node serves it now (the chart hands the Pod
+    // its node's name).
+    let standby_node = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(standby.as_str()))
+        .and_then(|p| p.spec.as_ref()?.node_name.clone())
+        .unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(e2e.client.clone(), "web");
+    let wanted = format!("announcing from node \"{standby_node}\" with protocol \"layer2\"");
+    eventually("a nodeAssigned Event naming the new node", SOON, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("nodeAssigned")
+                    && e.involved_object.name.as_deref() == Some("echo")
+                    && e.message.as_deref() == Some(wanted.as_str())
+            })
+            .then_some(())
+    })
+    .await;
 }

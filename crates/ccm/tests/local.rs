@@ -114,6 +114,22 @@ impl CloudEnv {
         .await
     }
 
+    /// The Service's Events with `reason` now, as (message, count).
+    async fn events_now(&self, namespace: &str, name: &str, reason: &str) -> Vec<(String, i32)> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        api.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.involved_object.name.as_deref() == Some(name)
+            })
+            .map(|e| (e.message.unwrap_or_default(), e.count.unwrap_or(1)))
+            .collect()
+    }
+
     /// The message of the Service's first Event with `reason`.
     async fn event(&self, namespace: &str, name: &str, reason: &str) -> String {
         let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
@@ -290,7 +306,7 @@ const POOLS: &str = "loadBalancer:
 async fn vips_are_allocated_shared_released_and_survive_a_restart() {
     let env = env(POOLS).await;
     env.namespace("team").await;
-    let mut ccm = env.ccm(&[]);
+    let mut ccm = env.ccm_with_env(&[], &[("NODE_NAME", "machine-7")]);
 
     env.create_service("default", "a", &[], &[("TCP", 80)])
         .await;
@@ -299,6 +315,17 @@ async fn vips_are_allocated_shared_released_and_survive_a_restart() {
     // Namespace pools: "team" gets its own pool first.
     env.create_service("team", "t", &[], &[("TCP", 80)]).await;
     assert_eq!(env.vip("team", "t").await, "127.0.12.200");
+    // Which pool and which node serve it, as Events on the Service (MetalLB's
+    // IPAllocated and nodeAssigned).
+    assert_eq!(
+        env.event("team", "t", "IPAllocated").await,
+        "Assigned IP [\"127.0.12.200\"] from address pool \"team\""
+    );
+    let served = env.event("team", "t", "nodeAssigned").await;
+    assert!(
+        served.starts_with("serving from node \"machine-7\""),
+        "{served}"
+    );
     // A pool the namespace may not use.
     env.create_service("default", "sneaky", &[(POOL, "team")], &[("TCP", 80)])
         .await;
@@ -359,7 +386,7 @@ async fn vips_are_allocated_shared_released_and_survive_a_restart() {
         .unwrap();
     env.create_service("default", "d", &[], &[("TCP", 80)])
         .await;
-    let _ccm = env.ccm(&[]);
+    let _ccm = env.ccm_with_env(&[], &[("NODE_NAME", "machine-8")]);
     let msg = env.event("default", "d", "SyncLoadBalancerFailed").await;
     assert!(msg.contains("no free IPv4 address"), "{msg}");
     let msg = env.event("default", "b", "SyncLoadBalancerFailed").await;
@@ -373,6 +400,23 @@ async fn vips_are_allocated_shared_released_and_survive_a_restart() {
     ] {
         assert_eq!(&env.vip("default", name).await, vip, "{name} kept its VIP");
     }
+    // The new process serves "pinned" from its node and tells so; the
+    // address it kept is not announced as newly assigned.
+    eventually("pinned served from machine-8", SOON, || async {
+        let served = env.events_now("default", "pinned", "nodeAssigned").await;
+        served
+            .iter()
+            .any(|(m, _)| m.contains("\"machine-8\""))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.events_now("default", "pinned", "IPAllocated").await,
+        [(
+            "Assigned IP [\"127.0.12.3\"] from address pool \"default\"".to_string(),
+            1
+        )]
+    );
     for name in ["c", "d"] {
         let svc = env.services("default").get(name).await.unwrap();
         let ingress = svc.status.and_then(|s| s.load_balancer?.ingress);

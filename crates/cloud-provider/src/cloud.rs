@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, NodeAddress, Service};
 
+use crate::context::ProviderContext;
 use crate::error::{CloudError, Result};
 
 /// A cloud provider: upstream's `cloudprovider.Interface`.
@@ -22,8 +23,13 @@ pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
         true
     }
 
-    /// Called once before any controller starts (upstream's `Initialize`).
-    async fn initialize(&self) -> Result<()> {
+    /// Called once before any controller starts (upstream's `Initialize`
+    /// with its client builder and `SetInformers`), with what the provider
+    /// may keep of the cluster: see [`ProviderContext`]. Shadow mode
+    /// (`--shadow`) calls it too, while another implementation is in
+    /// charge: take nothing here that only the one in charge may hold (an
+    /// address to serve); do that in the calls that act.
+    async fn initialize(&self, _ctx: &ProviderContext) -> Result<()> {
         Ok(())
     }
 
@@ -244,11 +250,10 @@ pub struct Route {
 /// Routes for pod CIDRs (upstream's `Routes`).
 #[async_trait]
 pub trait Routes: Send + Sync {
-    /// The Nodes as the route controller sees them, handed over before each
-    /// [`Routes::list_routes`]: upstream providers read them from a Node
-    /// informer to name a route's target Node from the cloud's own target
-    /// (an instance ID). Default: unused.
-    fn use_nodes(&self, _nodes: &[&Node]) {}
+    /// Each route's `target_node` names a Node; a provider whose cloud
+    /// targets something else (an instance ID) finds the Node in
+    /// [`ProviderContext::nodes`], as upstream providers read their Node
+    /// informer.
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>>;
     /// `name_hint` is the Node's UID, unique and stable for naming the route.
     async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> Result<()>;

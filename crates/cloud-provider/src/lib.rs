@@ -4,10 +4,14 @@
 //! A provider implements [`CloudProvider`] and returns the parts it supports
 //! ([`InstancesV2`], [`Instances`], [`LoadBalancer`], [`Routes`], [`Zones`],
 //! [`Clusters`]); the controllers in `overcast-controllers` give it the complete
-//! behaviour of the upstream cloud-controller-manager. This crate does no
-//! Kubernetes I/O: it depends on the k8s-openapi types only.
+//! behaviour of the upstream cloud-controller-manager. The provider sees the
+//! cluster through the [`ProviderContext`] handed to
+//! [`CloudProvider::initialize`]: the controllers' caches of Nodes and
+//! Services, an Event recorder and clients; this crate itself does no
+//! Kubernetes I/O.
 
 mod cloud;
+mod context;
 pub mod duration;
 mod error;
 pub mod names;
@@ -19,8 +23,14 @@ pub use cloud::{
     CloudProvider, Clusters, InstanceMetadata, Instances, InstancesV2, LoadBalancer,
     LoadBalancerPreview, Route, Routes, Zone, Zones, default_load_balancer_name,
 };
+pub use context::{
+    ClusterAccess, EventRecorder, EventType, ObjectCache, ProviderContext, Recorder, Snapshot,
+    object_reference,
+};
 pub use error::{CloudError, Result};
 pub use registry::{Factory, ProviderRegistry, RegistryError};
 
 /// Re-exported so providers name the same Kubernetes types as the controllers.
 pub use k8s_openapi;
+/// Re-exported for the client type of [`ProviderContext::client`].
+pub use kube;

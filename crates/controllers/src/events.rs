@@ -14,21 +14,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 
-/// `Normal` or `Warning`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-impl EventType {
-    fn as_str(self) -> &'static str {
-        match self {
-            EventType::Normal => "Normal",
-            EventType::Warning => "Warning",
-        }
-    }
-}
+pub use overcast_cloud_provider::EventType;
+use overcast_cloud_provider::object_reference;
 
 #[derive(Clone)]
 pub struct Recorder {
@@ -82,12 +69,22 @@ impl Recorder {
     where
         K: Resource<DynamicType = ()>,
     {
+        self.publish_about(object_reference(obj), type_, reason, message.into());
+    }
+
+    fn publish_about(
+        &self,
+        reference: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        message: String,
+    ) {
         let event = new_event(
-            object_reference(obj),
+            reference,
             &self.writer.component,
             type_,
             reason,
-            message.into(),
+            message,
             Timestamp::now(),
         );
         let queue = self.queue.get_or_init(|| {
@@ -479,16 +476,11 @@ impl<K: std::hash::Hash + Eq + Clone, V> Lru<K, V> {
     }
 }
 
-fn object_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
-    let meta = obj.meta();
-    ObjectReference {
-        api_version: Some(K::api_version(&()).into_owned()),
-        kind: Some(K::kind(&()).into_owned()),
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        ..Default::default()
+/// A provider's Events go through the same queue, correlator and spam
+/// filter as the controllers'.
+impl overcast_cloud_provider::EventRecorder for Recorder {
+    fn record(&self, about: ObjectReference, type_: EventType, reason: &str, message: String) {
+        self.publish_about(about, type_, reason, message);
     }
 }
 

@@ -34,6 +34,20 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
     }
 }
 
+/// What a provider reads of the cache ([`overcast_cloud_provider::ProviderContext`]).
+impl<K: Resource + Send + Sync> overcast_cloud_provider::ObjectCache<K> for Store<K> {
+    fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        match namespace {
+            "" => Store::get(self, name),
+            ns => Store::get(self, &format!("{ns}/{name}")),
+        }
+    }
+
+    fn list(&self) -> Vec<Arc<K>> {
+        Store::list(self)
+    }
+}
+
 /// The cache, readable from any controller.
 #[derive(Debug)]
 pub struct Store<K> {

@@ -1,15 +1,17 @@
 //! The provider in shadow mode: reads go through, every mutating call is
-//! answered from a read-only preview and recorded as a divergence. Never
-//! initialised and never shut down, so a provider's data plane (the local
-//! provider's listeners and VIPs) does not start beside the incumbent's.
+//! answered from a read-only preview and recorded as a divergence.
+//! Initialised (the provider needs the cluster's caches to read) but never
+//! shut down, and no call that acts reaches it, so a provider's data plane
+//! (the local provider's listeners and VIPs) does not start beside the
+//! incumbent's.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 use overcast_cloud_provider::{
-    CloudError, CloudProvider, Clusters, Instances, InstancesV2, LoadBalancer, Result, Route,
-    Routes, Zones,
+    CloudError, CloudProvider, Clusters, Instances, InstancesV2, LoadBalancer, ProviderContext,
+    Result, Route, Routes, Zones,
 };
 
 use overcast_controllers::informer::key_of;
@@ -63,6 +65,10 @@ impl CloudProvider for ShadowCloud {
 
     fn has_cluster_id(&self) -> bool {
         self.inner.has_cluster_id()
+    }
+
+    async fn initialize(&self, ctx: &ProviderContext) -> Result<()> {
+        self.inner.initialize(ctx).await
     }
 
     async fn reload_config(&self, config: &[u8]) -> Result<()> {
@@ -220,12 +226,6 @@ impl LoadBalancer for ShadowCloud {
 
 #[async_trait]
 impl Routes for ShadowCloud {
-    fn use_nodes(&self, nodes: &[&Node]) {
-        if let Ok(r) = self.routes_inner() {
-            r.use_nodes(nodes);
-        }
-    }
-
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>> {
         self.routes_inner()?.list_routes(cluster_name).await
     }

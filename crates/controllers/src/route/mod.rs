@@ -117,10 +117,11 @@ impl RouteController {
     /// One pass: list the cloud's routes, delete, create, set conditions.
     pub async fn reconcile(&self) -> Result<(), overcast_cloud_provider::CloudError> {
         crate::metrics::ROUTE_SYNC.inc();
+        let routes = self.routes().list_routes(&self.cluster_name).await?;
+        // Read after the routes: a provider naming a route's Node from the
+        // same cache then never names one this pass has not seen.
         let nodes = self.nodes.list();
         let node_refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
-        self.routes().use_nodes(&node_refs);
-        let routes = self.routes().list_routes(&self.cluster_name).await?;
         let mut plan = plan(&node_refs, &routes, &self.config.cluster_cidrs);
 
         // Deletes first: a cloud that routes by address may refuse a new

@@ -23,7 +23,8 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use overcast_cloud_provider::{
-    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult, Routes,
+    CloudError, CloudProvider, InstancesV2, LoadBalancer, ProviderContext, Result as CloudResult,
+    Routes,
 };
 use tokio::sync::OnceCell;
 
@@ -50,8 +51,9 @@ pub struct AwsCloud {
     clients: OnceCell<Clients>,
     /// Availability zone name → zone ID, from DescribeAvailabilityZones.
     zone_ids: Mutex<HashMap<String, String>>,
-    /// From the route controller's Nodes (upstream: a Node informer).
-    node_instances: Mutex<routes::NodeInstances>,
+    /// The cluster as the controllers see it: the routes name Nodes from
+    /// its Node cache (upstream: a Node informer). Set in `initialize`.
+    cluster: std::sync::OnceLock<ProviderContext>,
 }
 
 impl AwsCloud {
@@ -69,7 +71,7 @@ impl AwsCloud {
             config,
             clients: OnceCell::new(),
             zone_ids: Mutex::new(HashMap::new()),
-            node_instances: Mutex::new(routes::NodeInstances::default()),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -149,7 +151,8 @@ impl CloudProvider for AwsCloud {
         self.config.cluster_id().is_some()
     }
 
-    async fn initialize(&self) -> CloudResult<()> {
+    async fn initialize(&self, ctx: &ProviderContext) -> CloudResult<()> {
+        let _ = self.cluster.set(ctx.clone());
         self.clients().await.map(|_| ())
     }
 

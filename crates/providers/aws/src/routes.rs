@@ -4,8 +4,6 @@
 //! Node's pod CIDR to its instance, whose source/destination check is
 //! turned off.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, RouteState, RouteTable};
 use overcast_cloud_provider::k8s_openapi::api::core::v1::Node;
@@ -16,16 +14,30 @@ use crate::instances::instance_id_from_provider_id;
 use crate::metrics::{aws_err, timed};
 use crate::nlb_plan::cluster_tag_key;
 
-/// Node name ↔ instance ID, from the Nodes' provider IDs.
-#[derive(Debug, Default)]
-pub struct NodeInstances {
-    by_node: HashMap<String, String>,
-    by_instance: HashMap<String, String>,
-}
-
 impl AwsCloud {
-    fn node_instances(&self) -> std::sync::MutexGuard<'_, NodeInstances> {
-        self.node_instances.lock().expect("node instances lock")
+    fn cluster(&self) -> Result<&overcast_cloud_provider::ProviderContext> {
+        self.cluster.get().ok_or_else(|| {
+            CloudError::other("the aws provider was not initialized: it has no Nodes to route to")
+        })
+    }
+
+    /// The Node running `instance`, by the Nodes' provider IDs.
+    fn node_of_instance(&self, instance: &str) -> Result<Option<String>> {
+        Ok(self
+            .cluster()?
+            .nodes()
+            .list()
+            .iter()
+            .find(|node| instance_of(node).as_deref() == Some(instance))
+            .and_then(|node| node.metadata.name.clone()))
+    }
+
+    fn instance_of_node(&self, node: &str) -> Result<Option<String>> {
+        Ok(self
+            .cluster()?
+            .nodes()
+            .get("", node)
+            .and_then(|node| instance_of(&node)))
     }
 
     async fn route_table(&self, cluster_name: &str) -> Result<RouteTable> {
@@ -71,24 +83,6 @@ impl AwsCloud {
 
 #[async_trait]
 impl Routes for AwsCloud {
-    fn use_nodes(&self, nodes: &[&Node]) {
-        let mut map = NodeInstances::default();
-        for node in nodes {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let Some(id) = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.provider_id.as_deref())
-                .and_then(|p| instance_id_from_provider_id(p).ok())
-            else {
-                continue;
-            };
-            map.by_instance.insert(id.clone(), name.clone());
-            map.by_node.insert(name, id);
-        }
-        *self.node_instances() = map;
-    }
-
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>> {
         let table = self.route_table(cluster_name).await?;
         let mut out = Vec::new();
@@ -113,12 +107,7 @@ impl Routes for AwsCloud {
             // Node was deleted), and the route controller deletes it when
             // it lies in the cluster CIDR. Upstream fails the whole listing
             // here, which leaves every route stuck until the instance goes.
-            let node = self
-                .node_instances()
-                .by_instance
-                .get(instance)
-                .cloned()
-                .unwrap_or_default();
+            let node = self.node_of_instance(instance)?.unwrap_or_default();
             out.push(Route {
                 name,
                 target_node: node,
@@ -135,17 +124,12 @@ impl Routes for AwsCloud {
         _name_hint: &str,
         route: &Route,
     ) -> Result<()> {
-        let instance = self
-            .node_instances()
-            .by_node
-            .get(&route.target_node)
-            .cloned()
-            .ok_or_else(|| {
-                CloudError::other(format!(
-                    "Node {} has no AWS provider ID to route to",
-                    route.target_node
-                ))
-            })?;
+        let instance = self.instance_of_node(&route.target_node)?.ok_or_else(|| {
+            CloudError::other(format!(
+                "Node {} has no AWS provider ID to route to",
+                route.target_node
+            ))
+        })?;
         let ec2 = &self.clients().await?.ec2;
         timed(
             "modify_instance_attribute",
@@ -211,4 +195,11 @@ impl Routes for AwsCloud {
         )))?;
         Ok(())
     }
+}
+
+fn instance_of(node: &Node) -> Option<String> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.provider_id.as_deref())
+        .and_then(|p| instance_id_from_provider_id(p).ok())
 }

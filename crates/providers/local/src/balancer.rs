@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{
     LoadBalancerIngress, LoadBalancerStatus, Node, Service,
 };
-use overcast_cloud_provider::{CloudError, LoadBalancer, LoadBalancerPreview, Result};
+use overcast_cloud_provider::{CloudError, EventType, LoadBalancer, LoadBalancerPreview, Result};
 
 use crate::LocalCloud;
 use crate::allocator::{PortKey, Request};
 use crate::annotations::*;
+use crate::pool::Pool;
 use crate::proxy::health::Check;
 use crate::proxy::{BackendSpec, Frontend, Protocol};
 
@@ -327,7 +328,78 @@ fn frontends(svc: &Service, ips: &[IpAddr], nodes: &[&Node]) -> Result<Vec<Front
     Ok(out)
 }
 
+/// MetalLB's `IPAllocated` message (`Assigned IP %q` of the addresses) with
+/// the pools they came from, when the Service's addresses are not the ones
+/// in its status; `None` when they are (nothing new to tell).
+fn allocation_message(held: &[IpAddr], now: &[IpAddr], pools: &[Pool]) -> Option<String> {
+    let as_set = |ips: &[IpAddr]| {
+        ips.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    if now.is_empty() || as_set(held) == as_set(now) {
+        return None;
+    }
+    let quoted = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let ips = quoted(now.iter().map(IpAddr::to_string).collect());
+    let mut names: Vec<String> = Vec::new();
+    for ip in now {
+        if let Some(pool) = pools.iter().find(|p| p.contains(*ip))
+            && !names.contains(&pool.name)
+        {
+            names.push(pool.name.clone());
+        }
+    }
+    let from = match names.len() {
+        0 => String::new(),
+        1 => format!(" from address pool {:?}", names[0]),
+        _ => format!(" from address pools {}", names.join(", ")),
+    };
+    Some(format!("Assigned IP [{ips}]{from}"))
+}
+
+/// MetalLB's speaker's `nodeAssigned` message: where the Service is served
+/// from. With an interface the VIPs are announced there (layer 2, as
+/// MetalLB's L2 mode); without, the host already has them.
+fn serving_message(node: &str, announced: bool) -> String {
+    if announced {
+        format!("announcing from node {node:?} with protocol \"layer2\"")
+    } else {
+        format!("serving from node {node:?} on addresses the host already has")
+    }
+}
+
 impl LocalCloud {
+    /// Records the Service's Events after a sync that served it.
+    fn report_served(&self, service: &Service, ips: &[IpAddr], pools: &[Pool]) {
+        let Some(events) = self.events.get() else {
+            return;
+        };
+        if let Some(message) = allocation_message(&status_addresses(service), ips, pools) {
+            events.publish(service, EventType::Normal, "IPAllocated", message);
+        }
+        let first_here = self
+            .served
+            .lock()
+            .expect("served lock")
+            .insert(service_key(service));
+        if first_here {
+            let announced = !self.config().load_balancer.interface.is_empty();
+            events.publish(
+                service,
+                EventType::Normal,
+                "nodeAssigned",
+                serving_message(&self.node_name, announced),
+            );
+        }
+    }
+
     fn allocation(&self, svc: &Service) -> Option<Vec<IpAddr>> {
         self.allocator
             .lock()
@@ -392,6 +464,7 @@ impl LoadBalancer for LocalCloud {
             .apply(&req.service, &frontends)
             .await
             .map_err(|e| invalid(service, e.to_string()))?;
+        self.report_served(service, &ips, &pools);
         Ok(status(&ips))
     }
 
@@ -443,6 +516,7 @@ impl LoadBalancer for LocalCloud {
     ) -> Result<()> {
         let key = service_key(service);
         self.data_plane.remove(&key).await;
+        self.served.lock().expect("served lock").remove(&key);
         let released = self.allocator.lock().expect("allocator lock").release(&key);
         self.report_pools();
         if !released.is_empty() {
@@ -455,6 +529,54 @@ impl LoadBalancer for LocalCloud {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pool(name: &str, range: &str) -> Pool {
+        Pool {
+            name: name.into(),
+            ranges: vec![crate::pool::AddressRange::parse(range).unwrap()],
+            namespaces: Vec::new(),
+            avoid_buggy_ips: false,
+            auto_assign: true,
+        }
+    }
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|ip| ip.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_new_address_is_told_with_its_pool_as_metallb_words_it() {
+        let pools = [pool("lan", "10.0.0.0/24"), pool("v6", "fd00::/120")];
+        assert_eq!(
+            allocation_message(&[], &ips(&["10.0.0.7"]), &pools).as_deref(),
+            Some("Assigned IP [\"10.0.0.7\"] from address pool \"lan\"")
+        );
+        assert_eq!(
+            allocation_message(&ips(&["10.0.0.7"]), &ips(&["10.0.0.7", "fd00::7"]), &pools)
+                .as_deref(),
+            Some("Assigned IP [\"10.0.0.7\" \"fd00::7\"] from address pools lan, v6")
+        );
+    }
+
+    #[test]
+    fn addresses_already_in_the_status_are_not_told_again() {
+        let pools = [pool("lan", "10.0.0.0/24")];
+        let held = ips(&["fd00::7", "10.0.0.7"]);
+        assert_eq!(
+            allocation_message(&held, &ips(&["10.0.0.7", "fd00::7"]), &pools),
+            None
+        );
+        assert_eq!(allocation_message(&held, &[], &pools), None);
+    }
+
+    #[test]
+    fn the_serving_node_is_named_and_how() {
+        assert_eq!(
+            serving_message("node-1", true),
+            "announcing from node \"node-1\" with protocol \"layer2\""
+        );
+        assert!(serving_message("node-1", false).contains("\"node-1\""));
+    }
     use overcast_cloud_provider::k8s_openapi::api::core::v1::{
         NodeAddress, NodeStatus, ServicePort, ServiceSpec,
     };

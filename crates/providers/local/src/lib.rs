@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use overcast_cloud_provider::{
-    CloudError, CloudProvider, InstancesV2, LoadBalancer, Result as CloudResult,
+    CloudError, CloudProvider, InstancesV2, LoadBalancer, ProviderContext, Recorder,
+    Result as CloudResult,
 };
 
 pub use config::{ConfigError, LocalConfig};
@@ -28,6 +29,9 @@ use allocator::Allocator;
 use proxy::{DataPlane, Settings};
 
 pub const PROVIDER_NAME: &str = "local";
+
+/// The source component of the provider's own Events.
+pub const EVENT_SOURCE: &str = "local-load-balancer";
 
 /// The annotations a Service may carry for the local provider.
 pub mod annotations {
@@ -84,6 +88,14 @@ pub struct LocalCloud {
     config: RwLock<Arc<LocalConfig>>,
     allocator: Mutex<Allocator>,
     data_plane: DataPlane,
+    /// Set in `initialize`: the Services' `IPAllocated` and `nodeAssigned`
+    /// Events (none in preflight, which never initialises).
+    events: std::sync::OnceLock<Recorder>,
+    /// The Node this process runs on, named in `nodeAssigned`.
+    node_name: String,
+    /// The Services this process has served since it started or last let
+    /// go: each gets one `nodeAssigned`, not one per sync.
+    served: Mutex<std::collections::HashSet<String>>,
 }
 
 impl LocalCloud {
@@ -103,6 +115,9 @@ impl LocalCloud {
             config: RwLock::new(Arc::new(config)),
             allocator: Mutex::new(Allocator::default()),
             data_plane,
+            events: std::sync::OnceLock::new(),
+            node_name: node_name(),
+            served: Mutex::new(Default::default()),
         }
     }
 
@@ -131,6 +146,21 @@ impl LocalCloud {
                 .set(used as f64);
         }
     }
+}
+
+/// The chart sets `NODE_NAME` from the Pod's `spec.nodeName`; elsewhere (a
+/// host's service) the hostname, which kubelets register by default.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_lowercase())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 fn settings(config: &LocalConfig) -> Settings {
@@ -169,8 +199,14 @@ impl CloudProvider for LocalCloud {
         Ok(())
     }
 
+    async fn initialize(&self, ctx: &ProviderContext) -> CloudResult<()> {
+        let _ = self.events.set(ctx.event_recorder(EVENT_SOURCE));
+        Ok(())
+    }
+
     async fn shutdown(&self) {
         self.data_plane.shutdown().await;
+        self.served.lock().expect("served lock").clear();
     }
 
     fn instances_v2(&self) -> Option<&dyn InstancesV2> {
