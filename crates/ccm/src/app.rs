@@ -324,12 +324,28 @@ pub(crate) async fn client_config(opts: &crate::options::Options) -> anyhow::Res
     Ok(config)
 }
 
+static BINARY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// The binary's name and version, as the vendor's builder set them.
+pub(crate) fn set_binary(name: &str, version: &str) {
+    let _ = BINARY.set((name.to_string(), version.to_string()));
+}
+
+fn binary() -> (&'static str, &'static str) {
+    BINARY
+        .get()
+        .map_or(("overcast-ccm", env!("CARGO_PKG_VERSION")), |(n, v)| {
+            (n.as_str(), v.as_str())
+        })
+}
+
 /// upstream's rest.DefaultKubernetesUserAgent plus the client's name, as
 /// the Go ClientBuilder gives each controller:
 /// `overcast-ccm/v0.1.0 (linux/amd64) overcast/service-controller`. The
 /// apiserver names the field manager of an update without one after the
 /// part before the first `/`.
 pub fn user_agent(client: &str) -> String {
+    let (name, version) = binary();
     let binary = std::env::args()
         .next()
         .and_then(|a| {
@@ -338,15 +354,14 @@ pub fn user_agent(client: &str) -> String {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "overcast-ccm".to_string());
+        .unwrap_or_else(|| name.to_string());
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     };
     format!(
-        "{binary}/v{} ({}/{arch}) overcast/{client}",
-        env!("CARGO_PKG_VERSION"),
+        "{binary}/v{version} ({}/{arch}) overcast/{client}",
         std::env::consts::OS
     )
 }

@@ -1,18 +1,18 @@
 //! overcast-ccm, the cloud-controller-manager, as a library: a vendor
-//! registers their provider and hands over to [`main`].
+//! names their binary, registers their provider and runs it.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use overcast_cloud_provider::{CloudProvider, ProviderRegistry};
+//! use overcast_cloud_provider::CloudProvider;
 //! # #[derive(Debug)] struct MyCloud;
 //! # impl CloudProvider for MyCloud { fn provider_name(&self) -> &str { "mycloud" } }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     let mut registry = ProviderRegistry::new();
-//!     registry
-//!         .register("mycloud", |_config| Ok(Arc::new(MyCloud) as Arc<dyn CloudProvider>))
-//!         .expect("registered once");
-//!     overcast_ccm::main(registry)
+//!     overcast_ccm::Ccm::builder()
+//!         .name("mycloud-ccm")
+//!         .version(env!("CARGO_PKG_VERSION"))
+//!         .provider("mycloud", |_config| Ok(Arc::new(MyCloud) as Arc<dyn CloudProvider>))
+//!         .run()
 //! }
 //! ```
 
@@ -31,7 +31,6 @@ pub mod shadow;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use overcast_cloud_provider::ProviderRegistry;
 
 pub use options::Options;
@@ -39,11 +38,108 @@ pub use options::Options;
 /// Parses the command line, runs the cloud-controller-manager with the
 /// providers in `registry`, and returns the process's exit code: 0 after
 /// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag.
+/// Named `overcast-ccm`, with this crate's version; [`Ccm::builder`] names
+/// a vendor's binary.
 pub fn main(registry: ProviderRegistry) -> ExitCode {
+    Ccm::builder().registry(registry).run()
+}
+
+/// A cloud-controller-manager binary: its name and version (in `--help`,
+/// `--version` and the User-Agent of its clients) and its providers.
+#[derive(Debug)]
+pub struct Ccm;
+
+impl Ccm {
+    pub fn builder() -> CcmBuilder {
+        CcmBuilder {
+            name: "overcast-ccm".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            registry: ProviderRegistry::new(),
+            error: None,
+        }
+    }
+}
+
+/// Builds and runs a [`Ccm`]; see the crate's example.
+pub struct CcmBuilder {
+    name: String,
+    version: String,
+    registry: ProviderRegistry,
+    /// The first registration refused, reported by `run`.
+    error: Option<overcast_cloud_provider::RegistryError>,
+}
+
+impl std::fmt::Debug for CcmBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CcmBuilder")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CcmBuilder {
+    /// The binary's name (default `overcast-ccm`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The binary's version, without a leading `v` (default: overcast-ccm's).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Registers a provider for `--cloud-provider=<name>`; `factory` gets
+    /// the `--cloud-config` file's contents, if one was given. A name
+    /// registered twice makes [`CcmBuilder::run`] fail, naming it.
+    pub fn provider(
+        mut self,
+        name: impl Into<String>,
+        factory: impl Fn(
+            Option<&[u8]>,
+        ) -> overcast_cloud_provider::Result<
+            std::sync::Arc<dyn overcast_cloud_provider::CloudProvider>,
+        > + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        if let Err(e) = self.registry.register(name, factory)
+            && self.error.is_none()
+        {
+            self.error = Some(e);
+        }
+        self
+    }
+
+    /// Every provider of `registry`, in place of those registered so far.
+    pub fn registry(mut self, registry: ProviderRegistry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Parses the command line and runs; the process's exit code: 0 after
+    /// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag or
+    /// a provider registered twice.
+    pub fn run(self) -> ExitCode {
+        if let Some(e) = self.error {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+        run(self.name, self.version, self.registry)
+    }
+}
+
+fn run(name: String, version: String, registry: ProviderRegistry) -> ExitCode {
     // rustls cannot pick a crypto provider by itself when a provider's SDK
     // links aws-lc-rs beside kube's ring: choose ring for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = Options::parse();
+    let options = match Options::parse_as(&name, &version, std::env::args_os()) {
+        Ok(options) => options,
+        Err(e) => e.exit(),
+    };
+    app::set_binary(&name, &version);
     // Bad flags exit 2 (as clap's parse errors do), anything later 1; each
     // error is said once, on stderr, in the chosen log format.
     let format = match LogFormat::parse(&options.logging_format) {
@@ -139,4 +235,36 @@ fn init_logging(verbosity: u8, format: LogFormat, split: bool) {
         // One object per line, the fields flattened, as klog's JSON format.
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overcast_cloud_provider::CloudProvider;
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct Nothing;
+    impl CloudProvider for Nothing {
+        fn provider_name(&self) -> &str {
+            "nothing"
+        }
+    }
+
+    #[test]
+    fn a_provider_registered_twice_is_refused_naming_it() {
+        let factory = |_: Option<&[u8]>| Ok(Arc::new(Nothing) as Arc<dyn CloudProvider>);
+        let builder = Ccm::builder()
+            .provider("nothing", factory)
+            .provider("nothing", factory);
+        let error = builder.error.expect("the second registration is refused");
+        assert!(error.to_string().contains("nothing"), "{error}");
+    }
+
+    #[test]
+    fn the_binary_is_named_in_help_and_version() {
+        let err = Options::parse_as("acme-ccm", "2.1.0", ["acme-ccm", "--version"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(err.to_string(), "acme-ccm 2.1.0\n");
+    }
 }

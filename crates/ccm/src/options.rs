@@ -373,6 +373,25 @@ pub struct Options {
 }
 
 impl Options {
+    /// Parses `args` (the binary's own name first) as the binary `name` at
+    /// `version`, which `--help` and `--version` print.
+    pub fn parse_as<I, T>(name: &str, version: &str, args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        // clap keeps names as &'static str; this runs once per process.
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        let version: &'static str = Box::leak(version.to_owned().into_boxed_str());
+        let matches = Self::command()
+            .name(name)
+            .bin_name(name)
+            .version(version)
+            .try_get_matches_from(args)?;
+        Self::from_arg_matches(&matches)
+    }
+
     /// The flags set here that overcast-ccm accepts but that change nothing,
     /// each with why: logged as warnings at start-up, so nothing a user sets
     /// is ignored without a word.

@@ -15,9 +15,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{Node, NodeAddress};
-use overcast_cloud_provider::{
-    CloudError, CloudProvider, InstanceMetadata, InstancesV2, ProviderRegistry,
-};
+use overcast_cloud_provider::{CloudError, CloudProvider, InstanceMetadata, InstancesV2};
 
 #[derive(Debug, Default)]
 struct Minimal {
@@ -89,11 +87,13 @@ impl InstancesV2 for Minimal {
 }
 
 fn main() -> ExitCode {
-    let mut registry = ProviderRegistry::new();
-    registry
-        .register("minimal", |config| {
+    // The vendor's own binary: its name and version in --version, --help
+    // and the User-Agent of every client.
+    overcast_ccm::Ccm::builder()
+        .name("minimal-ccm")
+        .version(env!("CARGO_PKG_VERSION"))
+        .provider("minimal", |config| {
             Ok(Arc::new(Minimal::from_config(config)?) as Arc<dyn CloudProvider>)
         })
-        .expect("registered once");
-    overcast_ccm::main(registry)
+        .run()
 }

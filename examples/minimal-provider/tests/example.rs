@@ -85,3 +85,20 @@ async fn the_example_provider_initialises_a_node() {
     assert_eq!(labels["node.kubernetes.io/instance-type"], "m1.small");
     assert_eq!(labels["topology.kubernetes.io/zone"], "zone-a");
 }
+
+/// A vendor's binary is theirs: `--version` and `--help` carry the name
+/// and version its builder set, not overcast-ccm's.
+#[test]
+fn the_vendor_binary_carries_its_own_name_and_version() {
+    let run = |flag: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_minimal-ccm"))
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{flag}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run("--version"), "minimal-ccm 0.3.0\n");
+    let help = run("--help");
+    assert!(help.contains("Usage: minimal-ccm"), "{help}");
+}
