@@ -331,10 +331,14 @@ pub(crate) fn set_binary(name: &str, version: &str) {
     let _ = BINARY.set((name.to_string(), version.to_string()));
 }
 
+/// The binary's name and version unless a vendor's builder sets its own.
+pub(crate) const DEFAULT_NAME: &str = "overcast-ccm";
+pub(crate) const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 fn binary() -> (&'static str, &'static str) {
     BINARY
         .get()
-        .map_or(("overcast-ccm", env!("CARGO_PKG_VERSION")), |(n, v)| {
+        .map_or((DEFAULT_NAME, DEFAULT_VERSION), |(n, v)| {
             (n.as_str(), v.as_str())
         })
 }
@@ -562,8 +566,7 @@ async fn report_end(
 /// User-Agent, own rate-limit bucket), Events through the same recorder.
 struct ProviderAccess {
     client_config: kube::Config,
-    qps: f32,
-    burst: u32,
+    options: crate::options::Options,
     /// Every recorder the provider makes writes with this one client.
     events: kube::Client,
 }
@@ -574,8 +577,7 @@ impl ClusterAccess for ProviderAccess {
     }
 
     fn client(&self, name: &str) -> overcast_cloud_provider::Result<kube::Client> {
-        let limit = RateLimitLayer::new(self.qps, self.burst);
-        client_with(self.client_config.clone(), limit, name)
+        limited_client(&self.client_config, &self.options, name)
             .map_err(|e| CloudError::other(format!("a Kubernetes client for {name}: {e:#}")))
     }
 }
@@ -606,8 +608,7 @@ impl Manager {
         if !self.started_informers {
             let access = ProviderAccess {
                 client_config: self.client_config.clone(),
-                qps: self.config.options.kube_api_qps,
-                burst: self.config.options.kube_api_burst,
+                options: self.config.options.clone(),
                 events: limited_client(
                     &self.client_config,
                     &self.config.options,

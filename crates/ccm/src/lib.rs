@@ -52,8 +52,8 @@ pub struct Ccm;
 impl Ccm {
     pub fn builder() -> CcmBuilder {
         CcmBuilder {
-            name: "overcast-ccm".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
+            name: app::DEFAULT_NAME.into(),
+            version: app::DEFAULT_VERSION.into(),
             registry: ProviderRegistry::new(),
             error: None,
         }

@@ -4,6 +4,8 @@
 //! Node's pod CIDR to its instance, whose source/destination check is
 //! turned off.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{AttributeBooleanValue, Filter, RouteState, RouteTable};
 use overcast_cloud_provider::k8s_openapi::api::core::v1::Node;
@@ -21,15 +23,16 @@ impl AwsCloud {
         })
     }
 
-    /// The Node running `instance`, by the Nodes' provider IDs.
-    fn node_of_instance(&self, instance: &str) -> Result<Option<String>> {
+    /// Instance ID → the Node running it, by the Nodes' provider IDs: one
+    /// pass over the cache per listing, not one per route.
+    fn nodes_by_instance(&self) -> Result<HashMap<String, String>> {
         Ok(self
             .cluster()?
             .nodes()
             .list()
             .iter()
-            .find(|node| instance_of(node).as_deref() == Some(instance))
-            .and_then(|node| node.metadata.name.clone()))
+            .filter_map(|node| Some((instance_of(node)?, node.metadata.name.clone()?)))
+            .collect())
     }
 
     fn instance_of_node(&self, node: &str) -> Result<Option<String>> {
@@ -85,6 +88,7 @@ impl AwsCloud {
 impl Routes for AwsCloud {
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>> {
         let table = self.route_table(cluster_name).await?;
+        let nodes = self.nodes_by_instance()?;
         let mut out = Vec::new();
         for r in table.routes() {
             let Some(cidr) = r.destination_cidr_block().filter(|c| !c.is_empty()) else {
@@ -107,7 +111,7 @@ impl Routes for AwsCloud {
             // Node was deleted), and the route controller deletes it when
             // it lies in the cluster CIDR. Upstream fails the whole listing
             // here, which leaves every route stuck until the instance goes.
-            let node = self.node_of_instance(instance)?.unwrap_or_default();
+            let node = nodes.get(instance).cloned().unwrap_or_default();
             out.push(Route {
                 name,
                 target_node: node,

@@ -340,14 +340,12 @@ fn allocation_message(held: &[IpAddr], now: &[IpAddr], pools: &[Pool]) -> Option
     if now.is_empty() || as_set(held) == as_set(now) {
         return None;
     }
-    let quoted = |items: Vec<String>| {
-        items
-            .iter()
-            .map(|i| format!("{i:?}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let ips = quoted(now.iter().map(IpAddr::to_string).collect());
+    // Go's %q of a slice: each element quoted, space-separated.
+    let ips: Vec<String> = now
+        .iter()
+        .map(|ip| format!("{:?}", ip.to_string()))
+        .collect();
+    let ips = ips.join(" ");
     let mut names: Vec<String> = Vec::new();
     for ip in now {
         if let Some(pool) = pools.iter().find(|p| p.contains(*ip))
