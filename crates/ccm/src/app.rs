@@ -20,7 +20,7 @@ use overcast_controllers::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleCon
 use overcast_controllers::route::{RouteController, RouteControllerConfig};
 use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
 
-use crate::client_metrics::{ClientMetricsLayer, ProcessCollector};
+use crate::client_metrics::ClientMetricsLayer;
 use crate::controllers::{KNOWN, short_name};
 use crate::delegation::{CacheTtls, Gate, parse_always_allow};
 use crate::leader::{LeaseLock, Timings, identity};
@@ -31,20 +31,42 @@ use crate::serve::{Health, bind, tls_config};
 use crate::shadow;
 
 static RUNNING_CONTROLLERS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!(
-        "running_managed_controllers",
-        "Indicates where instances of a controller are currently running",
-        &["name", "manager"]
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "running_managed_controllers",
+            "Indicates where instances of a controller are currently running",
+        ),
+        &["name", "manager"],
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
+
+/// The registry /metrics serves, made for this run: upstream's metrics by
+/// upstream's names, and `<prefix>_shadow_divergences` under the binary's
+/// own prefix. Nothing goes to prometheus' default registry, so a vendor's
+/// code may register any name there; a provider registers its own here
+/// through its [`ProviderContext`].
+fn metrics_registry(
+    shadow: Option<&prometheus::IntGaugeVec>,
+) -> anyhow::Result<prometheus::Registry> {
+    let registry = prometheus::Registry::new();
+    overcast_controllers::metrics::register(&registry)?;
+    let mut ours = crate::client_metrics::collectors();
+    ours.push(Box::new(RUNNING_CONTROLLERS.clone()));
+    ours.push(Box::new(crate::leader::MASTER_STATUS.clone()));
+    ours.push(Box::new(crate::leader::SLOWPATH.clone()));
+    if let Some(gauge) = shadow {
+        ours.push(Box::new(gauge.clone()));
+    }
+    overcast_cloud_provider::metrics::register_all(&registry, ours)?;
+    Ok(registry)
+}
 
 pub const MANAGER: &str = "cloud-controller-manager";
 
 /// Runs until a signal (Ok) or a lost lease / fatal error (Err).
 pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<()> {
     let opts = &config.options;
-    ProcessCollector::register();
     let mut cloud = registry
         .init(&opts.cloud_provider, opts.cloud_config.as_deref())
         .map_err(anyhow::Error::new)?;
@@ -52,8 +74,12 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
         bail!("--shadow-report needs --shadow");
     }
     let mut shadow_report = None;
-    if opts.shadow {
-        let report = Arc::new(shadow::Report::new(opts.shadow_report.clone()));
+    let shadow_gauge = opts
+        .shadow
+        .then(|| shadow::divergences_gauge(&binary().metrics_prefix));
+    let metrics = metrics_registry(shadow_gauge.as_ref())?;
+    if let Some(gauge) = shadow_gauge {
+        let report = Arc::new(shadow::Report::new(opts.shadow_report.clone(), gauge));
         let _ = SHADOW.set(Arc::clone(&report));
         shadow_report = Some(Arc::clone(&report));
         cloud = Arc::new(shadow::cloud::ShadowCloud::new(cloud, report));
@@ -110,7 +136,7 @@ pub async fn run(config: Config, registry: &ProviderRegistry) -> anyhow::Result<
     // The Leases get a client of their own: renewals never wait behind
     // controller traffic in the rate limiter (as client-go's lock client).
     let lease_client = client_with(client_config.clone(), None, "leader-election")?;
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::serving(metrics));
     health.set_configz(&crate::configz::body(opts, migration.as_ref()));
     serve(&config, &health, &client_config).await?;
     if let Some(report) = shadow_report {
@@ -324,23 +350,56 @@ pub(crate) async fn client_config(opts: &crate::options::Options) -> anyhow::Res
     Ok(config)
 }
 
-static BINARY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+/// Who the running binary is, as the vendor's builder named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Binary {
+    pub name: String,
+    /// Without a leading `v`.
+    pub version: String,
+    /// Of the metrics that are the binary's own, not upstream's.
+    pub metrics_prefix: String,
+}
 
-/// The binary's name and version, as the vendor's builder set them.
-pub(crate) fn set_binary(name: &str, version: &str) {
-    let _ = BINARY.set((name.to_string(), version.to_string()));
+static BINARY: std::sync::OnceLock<Binary> = std::sync::OnceLock::new();
+
+pub(crate) fn set_binary(binary: Binary) {
+    let _ = BINARY.set(binary);
 }
 
 /// The binary's name and version unless a vendor's builder sets its own.
 pub(crate) const DEFAULT_NAME: &str = "overcast-ccm";
 pub(crate) const DEFAULT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-fn binary() -> (&'static str, &'static str) {
-    BINARY
-        .get()
-        .map_or((DEFAULT_NAME, DEFAULT_VERSION), |(n, v)| {
-            (n.as_str(), v.as_str())
-        })
+fn binary() -> &'static Binary {
+    static DEFAULT: LazyLock<Binary> = LazyLock::new(|| Binary {
+        name: DEFAULT_NAME.into(),
+        version: DEFAULT_VERSION.into(),
+        metrics_prefix: metrics_prefix_of(DEFAULT_NAME),
+    });
+    BINARY.get().unwrap_or(&DEFAULT)
+}
+
+/// A binary's metrics prefix unless its builder sets one: its name up to
+/// the first `-`, in the characters a metric name allows
+/// (`overcast-ccm` → `overcast`, `acme-cloud-ccm` → `acme`).
+pub(crate) fn metrics_prefix_of(name: &str) -> String {
+    let head = name.split('-').next().unwrap_or_default();
+    let mut prefix: String = head
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !prefix.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        prefix.insert(0, '_');
+    }
+    prefix
+}
+
+/// Whether `prefix` can start a Prometheus metric name.
+pub(crate) fn valid_metrics_prefix(prefix: &str) -> bool {
+    prefix.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// upstream's rest.DefaultKubernetesUserAgent plus the client's name, as
@@ -349,7 +408,7 @@ fn binary() -> (&'static str, &'static str) {
 /// apiserver names the field manager of an update without one after the
 /// part before the first `/`.
 pub fn user_agent(client: &str) -> String {
-    let (name, version) = binary();
+    let Binary { name, version, .. } = binary();
     let binary = std::env::args()
         .next()
         .and_then(|a| {
@@ -620,6 +679,7 @@ impl Manager {
                 self.ctx.nodes.store(),
                 self.ctx.services.store(),
                 Arc::new(access),
+                self.health.metrics().clone(),
             );
             self.cloud
                 .initialize(&provider_context)

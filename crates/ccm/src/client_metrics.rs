@@ -22,20 +22,18 @@ const LATENCY_BUCKETS: [f64; 12] = [
 ];
 
 static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    let c = IntCounterVec::new(
+    IntCounterVec::new(
         Opts::new(
             "rest_client_requests_total",
             "Number of HTTP requests, partitioned by status code, method, and host.",
         ),
         &["code", "host", "method"],
     )
-    .expect("a valid metric");
-    register(Box::new(c.clone()), "rest_client_requests_total");
-    c
+    .expect("a valid metric")
 });
 
 static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
-    let h = HistogramVec::new(
+    HistogramVec::new(
         HistogramOpts::new(
             "rest_client_request_duration_seconds",
             "Request latency in seconds. Broken down by verb, and host.",
@@ -43,15 +41,16 @@ static LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
         .buckets(LATENCY_BUCKETS.to_vec()),
         &["host", "verb"],
     )
-    .expect("a valid metric");
-    register(Box::new(h.clone()), "rest_client_request_duration_seconds");
-    h
+    .expect("a valid metric")
 });
 
-fn register(c: Box<dyn Collector>, name: &str) {
-    if let Err(e) = prometheus::register(c) {
-        tracing::warn!(metric = name, "not registered: {e}");
-    }
+/// The collectors of this module, for the application's registry.
+pub fn collectors() -> Vec<Box<dyn Collector>> {
+    vec![
+        Box::new(REQUESTS.clone()),
+        Box::new(LATENCY.clone()),
+        Box::new(ProcessCollector::new()),
+    ]
 }
 
 /// Counts and times each request of a client to `host` (the apiserver's
@@ -183,12 +182,6 @@ impl ProcessCollector {
             start_time,
             descs,
         }
-    }
-
-    /// Registers the collector once in the default registry.
-    pub fn register() {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| register(Box::new(Self::new()), "process_*"));
     }
 
     fn read(&self) {

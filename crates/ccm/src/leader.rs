@@ -15,22 +15,26 @@ use kube::Api;
 use kube::api::PostParams;
 use std::sync::LazyLock;
 
-static MASTER_STATUS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!(
+pub(crate) static MASTER_STATUS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
         "leader_election_master_status",
         "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease. Please make sure to group by name.",
+        ),
         &["name"]
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
 
-static SLOWPATH: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
-    prometheus::register_int_counter_vec!(
+pub(crate) static SLOWPATH: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
         "leader_election_slowpath_total",
         "Total number of slow path exercised in renewing leader leases. 'name' is the string used to identify the lease. Please make sure to group by name.",
+        ),
         &["name"]
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
 
 /// client-go's leader election timings.

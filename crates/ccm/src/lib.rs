@@ -16,30 +16,50 @@
 //! }
 //! ```
 
-pub mod app;
+#![warn(missing_docs)]
+
+// The application's parts: private, so a vendor builds against the
+// builder alone and they can change without breaking anyone.
+mod app;
 mod client_metrics;
-pub mod configz;
-pub mod controllers;
-pub mod delegation;
-pub mod leader;
-pub mod migration;
-pub mod options;
-pub mod preflight;
-pub mod ratelimit;
-pub mod serve;
-pub mod shadow;
+mod configz;
+mod controllers;
+mod delegation;
+mod leader;
+mod migrate;
+mod migration;
+mod options;
+mod preflight;
+mod ratelimit;
+mod serve;
+mod shadow;
 
 use std::process::ExitCode;
 
 use overcast_cloud_provider::ProviderRegistry;
 
-pub use options::Options;
+use options::Options;
 
 /// Parses the command line, runs the cloud-controller-manager with the
 /// providers in `registry`, and returns the process's exit code: 0 after
 /// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag.
 /// Named `overcast-ccm`, with this crate's version; [`Ccm::builder`] names
 /// a vendor's binary.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use overcast_cloud_provider::{CloudProvider, ProviderRegistry};
+/// # #[derive(Debug)] struct MyCloud;
+/// # impl CloudProvider for MyCloud { fn provider_name(&self) -> &str { "mycloud" } }
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut registry = ProviderRegistry::new();
+///     registry
+///         .register("mycloud", |_config| Ok(Arc::new(MyCloud) as Arc<dyn CloudProvider>))
+///         .expect("registered once");
+///     overcast_ccm::main(registry)
+/// }
+/// ```
 pub fn main(registry: ProviderRegistry) -> ExitCode {
     Ccm::builder().registry(registry).run()
 }
@@ -50,10 +70,13 @@ pub fn main(registry: ProviderRegistry) -> ExitCode {
 pub struct Ccm;
 
 impl Ccm {
+    /// A builder named `overcast-ccm`, with this crate's version and no
+    /// provider.
     pub fn builder() -> CcmBuilder {
         CcmBuilder {
             name: app::DEFAULT_NAME.into(),
             version: app::DEFAULT_VERSION.into(),
+            metrics_prefix: None,
             registry: ProviderRegistry::new(),
             error: None,
         }
@@ -64,6 +87,8 @@ impl Ccm {
 pub struct CcmBuilder {
     name: String,
     version: String,
+    /// `None`: derived from the name.
+    metrics_prefix: Option<String>,
     registry: ProviderRegistry,
     /// The first registration refused, reported by `run`.
     error: Option<overcast_cloud_provider::RegistryError>,
@@ -88,6 +113,16 @@ impl CcmBuilder {
     /// The binary's version, without a leading `v` (default: overcast-ccm's).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
+        self
+    }
+
+    /// The prefix of the metrics that are the binary's own rather than
+    /// upstream's (`<prefix>_shadow_divergences`); by default the name up to
+    /// its first `-` (`overcast-ccm` → `overcast`, `acme-ccm` → `acme`).
+    /// Upstream's metrics (`workqueue_*`, `rest_client_*`, ...) keep
+    /// upstream's names, as dashboards expect.
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.metrics_prefix = Some(prefix.into());
         self
     }
 
@@ -122,24 +157,44 @@ impl CcmBuilder {
     /// Parses the command line and runs; the process's exit code: 0 after
     /// SIGTERM, 1 on a start-up error or a lost lease, 2 on a bad flag or
     /// a provider registered twice.
+    ///
+    /// `<name> migrate check|import-config ...` runs the migration tools
+    /// with the same providers.
     pub fn run(self) -> ExitCode {
         if let Some(e) = self.error {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
-        run(self.name, self.version, self.registry)
+        let metrics_prefix = self
+            .metrics_prefix
+            .unwrap_or_else(|| app::metrics_prefix_of(&self.name));
+        if !app::valid_metrics_prefix(&metrics_prefix) {
+            eprintln!(
+                "error: metrics prefix {metrics_prefix:?}: not the start of a Prometheus metric name ([a-zA-Z_][a-zA-Z0-9_]*)"
+            );
+            return ExitCode::from(2);
+        }
+        let binary = app::Binary {
+            name: self.name,
+            version: self.version,
+            metrics_prefix,
+        };
+        app::set_binary(binary.clone());
+        if std::env::args_os().nth(1).is_some_and(|a| a == "migrate") {
+            return migrate::run(&binary, &self.registry, std::env::args_os().skip(2));
+        }
+        run(&binary, self.registry)
     }
 }
 
-fn run(name: String, version: String, registry: ProviderRegistry) -> ExitCode {
+fn run(binary: &app::Binary, registry: ProviderRegistry) -> ExitCode {
     // rustls cannot pick a crypto provider by itself when a provider's SDK
     // links aws-lc-rs beside kube's ring: choose ring for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = match Options::parse_as(&name, &version, std::env::args_os()) {
+    let options = match Options::parse_as(&binary.name, &binary.version, std::env::args_os()) {
         Ok(options) => options,
         Err(e) => e.exit(),
     };
-    app::set_binary(&name, &version);
     // Bad flags exit 2 (as clap's parse errors do), anything later 1; each
     // error is said once, on stderr, in the chosen log format.
     let format = match LogFormat::parse(&options.logging_format) {
@@ -259,6 +314,18 @@ mod tests {
             .provider("nothing", factory);
         let error = builder.error.expect("the second registration is refused");
         assert!(error.to_string().contains("nothing"), "{error}");
+    }
+
+    #[test]
+    fn the_metrics_prefix_is_the_name_up_to_its_first_dash() {
+        assert_eq!(app::metrics_prefix_of("overcast-ccm"), "overcast");
+        assert_eq!(app::metrics_prefix_of("acme-cloud-ccm"), "acme");
+        assert_eq!(app::metrics_prefix_of("acme.io"), "acme_io");
+        assert_eq!(app::metrics_prefix_of("9cloud-ccm"), "_9cloud");
+        assert!(app::valid_metrics_prefix("acme_io"));
+        assert!(!app::valid_metrics_prefix("acme-io"));
+        assert!(!app::valid_metrics_prefix("9cloud"));
+        assert!(!app::valid_metrics_prefix(""));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use overcast_controllers::route::parse_cluster_cidrs;
 use crate::controllers::Selection;
 
 fn go_duration(s: &str) -> Result<Duration, String> {
-    overcast_cloud_provider::duration::parse_go_duration(s)
+    overcast_cloud_provider::duration::parse_go_duration(s).map_err(String::from)
 }
 
 /// The Cloud controller manager is a daemon that embeds the cloud specific

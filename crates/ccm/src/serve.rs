@@ -32,9 +32,23 @@ pub struct Health {
     leading: AtomicBool,
     /// The /configz body, set once at start.
     configz: std::sync::OnceLock<String>,
+    /// What /metrics serves, beside prometheus' default registry.
+    metrics: prometheus::Registry,
 }
 
 impl Health {
+    /// Health whose /metrics serves `metrics`.
+    pub fn serving(metrics: prometheus::Registry) -> Self {
+        Self {
+            metrics,
+            ..Self::default()
+        }
+    }
+
+    pub fn metrics(&self) -> &prometheus::Registry {
+        &self.metrics
+    }
+
     pub fn add_election(&self, state: Arc<ElectionState>) {
         self.elections
             .lock()
@@ -53,6 +67,7 @@ impl Health {
     }
 
     /// Why the controller `name` failed, if it did.
+    #[cfg(test)]
     pub fn controller_failure(&self, name: &str) -> Option<String> {
         let controllers = self.controllers.lock().unwrap_or_else(|p| p.into_inner());
         let (_, check) = controllers.iter().find(|(n, _)| n == name)?;
@@ -82,12 +97,7 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            let name = if e.name.contains("migration") {
-                "leaderMigration"
-            } else {
-                "leaderElection"
-            };
-            checks.push((name.to_string(), e.check()));
+            checks.push((e.check_name.clone(), e.check()));
         }
         for c in self
             .controllers
@@ -178,11 +188,28 @@ fn checks_response(
     }
 }
 
-fn metrics() -> Response<Full<Bytes>> {
+/// The application's registry, then any family a vendor's code put in
+/// prometheus' default registry under a name the application does not use
+/// (on a clash the application's wins: one family per name, as a scraper
+/// requires).
+fn gather(ours: &prometheus::Registry) -> Vec<prometheus::proto::MetricFamily> {
+    let mut families = ours.gather();
+    let taken: std::collections::HashSet<String> =
+        families.iter().map(|f| f.name().to_string()).collect();
+    families.extend(
+        prometheus::gather()
+            .into_iter()
+            .filter(|f| !taken.contains(f.name())),
+    );
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    families
+}
+
+fn metrics(ours: &prometheus::Registry) -> Response<Full<Bytes>> {
     use prometheus::Encoder as _;
     let encoder = prometheus::TextEncoder::new();
     let mut buf = Vec::new();
-    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buf) {
+    if let Err(e) = encoder.encode(&gather(ours), &mut buf) {
         return text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}\n"),
@@ -212,7 +239,7 @@ pub fn route(health: &Health, path: &str, query: &str) -> Response<Full<Bytes>> 
         }
     }
     if path == "/metrics" {
-        return metrics();
+        return metrics(&health.metrics);
     }
     if path == "/configz"
         && let Some(body) = health.configz.get()
@@ -465,6 +492,28 @@ mod tests {
             body(route(&h, "/healthz/nope", "")).0,
             StatusCode::NOT_FOUND
         );
+    }
+
+    #[test]
+    fn metrics_serve_ours_and_a_vendors_default_registry_one_family_per_name() {
+        let ours = prometheus::Registry::new();
+        let mine = prometheus::IntCounter::new("clash_total", "the application's").unwrap();
+        mine.inc_by(7);
+        ours.register(Box::new(mine)).unwrap();
+        // A vendor's code, in prometheus' default registry: one name of its
+        // own and one the application also uses.
+        let theirs = prometheus::IntCounter::new("vendor_only_total", "a vendor's").unwrap();
+        prometheus::register(Box::new(theirs.clone())).unwrap();
+        prometheus::register(Box::new(
+            prometheus::IntCounter::new("clash_total", "a vendor's").unwrap(),
+        ))
+        .unwrap();
+        let h = Health::serving(ours);
+        let (status, text) = body(route(&h, "/metrics", ""));
+        assert_eq!(status, StatusCode::OK);
+        assert!(text.contains("vendor_only_total 0"), "{text}");
+        assert_eq!(text.matches("# TYPE clash_total").count(), 1, "{text}");
+        assert!(text.contains("clash_total 7"), "{text}");
     }
 
     #[test]

@@ -996,11 +996,18 @@ async fn shadow_mode_reports_the_targets_an_nlb_would_lose_and_touches_none() {
     };
     // Its own log too, and alive after: a port another process took would
     // answer /metrics for a shadow that never started.
+    // Synced means finished: a sync still running when the Node changes
+    // below would record its preview (with the old Nodes) after the node
+    // sync's and clear it, as upstream's two workers can overlap too.
     overcast_testenv::wait_until("the shadow synced web", SOON, || async {
         let metrics = shadow.get("/metrics")?.1;
-        (shadow.log_text().contains("shadow mode")
-            && metrics.contains("service_controller_loadbalancer_sync_total"))
-        .then_some(())
+        let finished = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("workqueue_work_duration_seconds_count{name=\"service\"} ")
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        (shadow.log_text().contains("shadow mode") && finished >= Some(1)).then_some(())
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", shadow.log_text()));

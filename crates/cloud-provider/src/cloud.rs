@@ -45,21 +45,27 @@ pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
     /// release what only the leader may hold, such as addresses it serves.
     async fn shutdown(&self) {}
 
+    /// Instances by Node object; preferred over [`CloudProvider::instances`].
     fn instances_v2(&self) -> Option<&dyn InstancesV2> {
         None
     }
+    /// Instances by name or providerID (upstream's older interface).
     fn instances(&self) -> Option<&dyn Instances> {
         None
     }
+    /// Load balancers for `type: LoadBalancer` Services.
     fn load_balancer(&self) -> Option<&dyn LoadBalancer> {
         None
     }
+    /// Routes for the Nodes' pod CIDRs.
     fn routes(&self) -> Option<&dyn Routes> {
         None
     }
+    /// Zones, used only without [`CloudProvider::instances_v2`].
     fn zones(&self) -> Option<&dyn Zones> {
         None
     }
+    /// Clusters (no controller calls it; upstream keeps it for API parity).
     fn clusters(&self) -> Option<&dyn Clusters> {
         None
     }
@@ -70,9 +76,13 @@ pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
 pub struct InstanceMetadata {
     /// `<provider>://<id>`; empty means "use the Node's spec.providerID".
     pub provider_id: String,
+    /// The `node.kubernetes.io/instance-type` label; empty: not set.
     pub instance_type: String,
+    /// The Node's `status.addresses`, in the order to write them.
     pub node_addresses: Vec<NodeAddress>,
+    /// The `topology.kubernetes.io/zone` label; empty: not set.
     pub zone: String,
+    /// The `topology.kubernetes.io/region` label; empty: not set.
     pub region: String,
     /// Labels to add to the Node. Keys under kubernetes.io / k8s.io are ignored,
     /// and labels already on the Node are never overwritten.
@@ -99,9 +109,11 @@ pub trait InstancesV2: Send + Sync {
 /// [`CloudError::NotImplemented`].
 #[async_trait]
 pub trait Instances: Send + Sync {
+    /// The addresses of the Node named `node_name`.
     async fn node_addresses(&self, _node_name: &str) -> Result<Vec<NodeAddress>> {
         Err(CloudError::NotImplemented)
     }
+    /// The addresses of the instance `provider_id` names.
     async fn node_addresses_by_provider_id(&self, _provider_id: &str) -> Result<Vec<NodeAddress>> {
         Err(CloudError::NotImplemented)
     }
@@ -109,12 +121,15 @@ pub trait Instances: Send + Sync {
     async fn instance_id(&self, _node_name: &str) -> Result<String> {
         Err(CloudError::NotImplemented)
     }
+    /// The instance type of the Node named `node_name`.
     async fn instance_type(&self, _node_name: &str) -> Result<String> {
         Err(CloudError::NotImplemented)
     }
+    /// The instance type of the instance `provider_id` names.
     async fn instance_type_by_provider_id(&self, _provider_id: &str) -> Result<String> {
         Err(CloudError::NotImplemented)
     }
+    /// Upstream's; no controller calls it.
     async fn add_ssh_key_to_all_instances(&self, _user: &str, _key: &[u8]) -> Result<()> {
         Err(CloudError::NotImplemented)
     }
@@ -126,6 +141,7 @@ pub trait Instances: Send + Sync {
     async fn instance_exists_by_provider_id(&self, _provider_id: &str) -> Result<bool> {
         Err(CloudError::NotImplemented)
     }
+    /// Whether the instance `provider_id` names is shut down.
     async fn instance_shutdown_by_provider_id(&self, _provider_id: &str) -> Result<bool> {
         Err(CloudError::NotImplemented)
     }
@@ -238,10 +254,13 @@ pub fn default_load_balancer_name(service: &Service) -> String {
 pub struct Route {
     /// The cloud's name for the route; ignored by `create_route`.
     pub name: String,
+    /// The Node the route sends the CIDR to.
     pub target_node: String,
     /// Whether the cloud routes to node addresses instead of node names.
     pub enable_node_addresses: bool,
+    /// The Node's addresses, when `enable_node_addresses`.
     pub target_node_addresses: Vec<NodeAddress>,
+    /// The pod CIDR.
     pub destination_cidr: String,
     /// A route whose target is gone; the route controller deletes it.
     pub blackhole: bool,
@@ -257,27 +276,34 @@ pub trait Routes: Send + Sync {
     async fn list_routes(&self, cluster_name: &str) -> Result<Vec<Route>>;
     /// `name_hint` is the Node's UID, unique and stable for naming the route.
     async fn create_route(&self, cluster_name: &str, name_hint: &str, route: &Route) -> Result<()>;
+    /// Deletes `route`; `Ok(())` when it is already gone.
     async fn delete_route(&self, cluster_name: &str, route: &Route) -> Result<()>;
 }
 
 /// A failure domain (`cloudprovider.Zone`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Zone {
+    /// The zone.
     pub failure_domain: String,
+    /// The region.
     pub region: String,
 }
 
 /// Zones (deprecated upstream; used only without [`InstancesV2`]).
 #[async_trait]
 pub trait Zones: Send + Sync {
+    /// The zone of the machine the CCM runs on.
     async fn get_zone(&self) -> Result<Zone>;
+    /// The zone of the instance `provider_id` names.
     async fn get_zone_by_provider_id(&self, provider_id: &str) -> Result<Zone>;
+    /// The zone of the Node named `node_name`.
     async fn get_zone_by_node_name(&self, node_name: &str) -> Result<Zone>;
 }
 
 /// Clusters (upstream's `Clusters`).
 #[async_trait]
 pub trait Clusters: Send + Sync {
+    /// The clusters' names.
     async fn list_clusters(&self) -> Result<Vec<String>>;
     /// The address of the cluster's control plane.
     async fn master(&self, cluster_name: &str) -> Result<String>;

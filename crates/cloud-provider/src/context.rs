@@ -14,11 +14,14 @@ use crate::error::{CloudError, Result};
 /// `Normal` or `Warning`, as core/v1 Events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
+    /// All is well.
     Normal,
+    /// Something a person should look at.
     Warning,
 }
 
 impl EventType {
+    /// `Normal` or `Warning`, as an Event's `type`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Normal => "Normal",
@@ -39,6 +42,7 @@ pub trait ObjectCache<K>: Send + Sync {
 /// written in the background, aggregated and rate-limited as client-go's
 /// recorder does.
 pub trait EventRecorder: Send + Sync {
+    /// Records an Event about the object `about` refers to.
     fn record(&self, about: ObjectReference, type_: EventType, reason: &str, message: String);
 }
 
@@ -62,6 +66,7 @@ pub struct ProviderContext {
     nodes: Arc<dyn ObjectCache<Node>>,
     services: Arc<dyn ObjectCache<Service>>,
     access: Arc<dyn ClusterAccess>,
+    metrics: prometheus::Registry,
 }
 
 impl std::fmt::Debug for ProviderContext {
@@ -73,22 +78,26 @@ impl std::fmt::Debug for ProviderContext {
 }
 
 impl ProviderContext {
+    /// `metrics`: the registry the application serves on /metrics.
     pub fn new(
         cluster_name: impl Into<String>,
         nodes: Arc<dyn ObjectCache<Node>>,
         services: Arc<dyn ObjectCache<Service>>,
         access: Arc<dyn ClusterAccess>,
+        metrics: prometheus::Registry,
     ) -> Self {
         Self {
             cluster_name: cluster_name.into(),
             nodes,
             services,
             access,
+            metrics,
         }
     }
 
-    /// A context over fixed lists of objects whose Events are dropped and
-    /// which hands out no client: for a provider's unit tests and for tools
+    /// A context over fixed lists of objects whose Events are dropped,
+    /// which hands out no client and whose metrics registry nobody
+    /// serves: for a provider's unit tests and for tools
     /// that read only (the preflight check).
     pub fn detached(
         cluster_name: impl Into<String>,
@@ -100,6 +109,7 @@ impl ProviderContext {
             Arc::new(Snapshot::of(nodes)),
             Arc::new(Snapshot::of(services)),
             Arc::new(Detached),
+            prometheus::Registry::new(),
         )
     }
 
@@ -108,10 +118,12 @@ impl ProviderContext {
         &self.cluster_name
     }
 
+    /// The Nodes, as the controllers' watch has them.
     pub fn nodes(&self) -> &dyn ObjectCache<Node> {
         self.nodes.as_ref()
     }
 
+    /// The Services, as the controllers' watch has them.
     pub fn services(&self) -> &dyn ObjectCache<Service> {
         self.services.as_ref()
     }
@@ -124,6 +136,13 @@ impl ProviderContext {
     /// See [`ClusterAccess::client`].
     pub fn client(&self, name: &str) -> Result<kube::Client> {
         self.access.client(name)
+    }
+
+    /// The registry served on /metrics: a provider registers its
+    /// collectors here (see [`crate::metrics::register_all`]). A name the
+    /// registry already holds is refused with an error, never a panic.
+    pub fn metrics(&self) -> &prometheus::Registry {
+        &self.metrics
     }
 }
 
@@ -138,6 +157,8 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
+    /// Records an Event about `about`, `reason` in UpperCamelCase as
+    /// upstream's.
     pub fn publish<K>(&self, about: &K, type_: EventType, reason: &str, message: impl Into<String>)
     where
         K: Resource<DynamicType = ()>,
@@ -168,6 +189,7 @@ pub struct Snapshot<K> {
 }
 
 impl<K: Resource> Snapshot<K> {
+    /// A cache holding `objects`, found by namespace and name.
     pub fn of(objects: Vec<K>) -> Self {
         let by_key = objects
             .into_iter()

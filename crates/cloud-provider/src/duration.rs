@@ -7,10 +7,25 @@ use std::time::Duration;
 /// Go's limit: a duration is an int64 of nanoseconds (about 290 years).
 pub const MAX_GO_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 
+/// A duration [`parse_go_duration`] refused; the message names the value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DurationError(String);
+
+impl From<DurationError> for String {
+    fn from(e: DurationError) -> Self {
+        e.0
+    }
+}
+
 /// Parses `s`; a value beyond Go's range is an error, as in Go, never a
 /// panic.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (want e.g. 10s, 5m, 1h30m, 500ms)");
+pub fn parse_go_duration(s: &str) -> Result<Duration, DurationError> {
+    let err = || {
+        DurationError(format!(
+            "invalid duration {s:?} (want e.g. 10s, 5m, 1h30m, 500ms)"
+        ))
+    };
     let mut rest = s.trim();
     if rest == "0" {
         return Ok(Duration::ZERO);
@@ -45,9 +60,9 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     }
     match Duration::try_from_secs_f64(total) {
         Ok(d) if d <= MAX_GO_DURATION => Ok(d),
-        _ => Err(format!(
+        _ => Err(DurationError(format!(
             "invalid duration {s:?}: out of range (at most 2562047h47m16s)"
-        )),
+        ))),
     }
 }
 
@@ -140,7 +155,7 @@ mod tests {
             "1e400s",
             "9999999999999999999999999999999999999999s",
         ] {
-            let err = parse_go_duration(huge).unwrap_err();
+            let err = parse_go_duration(huge).unwrap_err().to_string();
             assert!(
                 err.contains("out of range") || err.contains("invalid"),
                 "{huge}: {err}"

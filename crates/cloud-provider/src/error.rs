@@ -22,7 +22,9 @@ pub enum CloudError {
     /// `retry_after` instead of the usual exponential back-off.
     #[error("{message} (retry after {retry_after:?})")]
     Retry {
+        /// Why.
         message: String,
+        /// When to call again.
         retry_after: Duration,
     },
     /// Anything else: a failed or refused cloud call. Transient by default.
@@ -49,14 +51,17 @@ impl CloudError {
         }
     }
 
+    /// Whether this is [`CloudError::InstanceNotFound`].
     pub fn is_instance_not_found(&self) -> bool {
         matches!(self, CloudError::InstanceNotFound)
     }
 
+    /// Whether this is [`CloudError::NotImplemented`].
     pub fn is_not_implemented(&self) -> bool {
         matches!(self, CloudError::NotImplemented)
     }
 
+    /// Whether this is [`CloudError::ImplementedElsewhere`].
     pub fn is_implemented_elsewhere(&self) -> bool {
         matches!(self, CloudError::ImplementedElsewhere)
     }
@@ -70,4 +75,5 @@ impl CloudError {
     }
 }
 
+/// A cloud call's result.
 pub type Result<T, E = CloudError> = std::result::Result<T, E>;

@@ -10,10 +10,13 @@
 //! Services, an Event recorder and clients; this crate itself does no
 //! Kubernetes I/O.
 
+#![warn(missing_docs)]
+
 mod cloud;
 mod context;
 pub mod duration;
 mod error;
+pub mod metrics;
 pub mod names;
 mod registry;
 pub mod service_helpers;
@@ -34,3 +37,5 @@ pub use registry::{Factory, ProviderRegistry, RegistryError};
 pub use k8s_openapi;
 /// Re-exported for the client type of [`ProviderContext::client`].
 pub use kube;
+/// Re-exported for the registry of [`ProviderContext::metrics`].
+pub use prometheus;

@@ -12,25 +12,48 @@ use crate::error::CloudError;
 pub type Factory =
     Box<dyn Fn(Option<&[u8]>) -> Result<Arc<dyn CloudProvider>, CloudError> + Send + Sync>;
 
+/// Why a provider could not be registered or built; each message names
+/// the flag the user set.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
+    /// `--cloud-provider` is empty.
     #[error("--cloud-provider must name a provider; known providers: {known}")]
-    NoProvider { known: String },
+    NoProvider {
+        /// The registered names, comma-separated.
+        known: String,
+    },
+    /// `--cloud-provider` names no registered provider.
     #[error("--cloud-provider={name}: unknown cloud provider; known providers: {known}")]
-    Unknown { name: String, known: String },
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The registered names, comma-separated.
+        known: String,
+    },
     // The cause is part of the message, not also a `source()`, so a
     // printed error chain says it once.
+    /// The `--cloud-config` file cannot be read.
     #[error("--cloud-config={}: cannot read the cloud config file: {cause}", path.display())]
     Config {
+        /// The file.
         path: PathBuf,
+        /// Why.
         cause: std::io::Error,
     },
+    /// The provider's factory refused its config.
     #[error("--cloud-provider={name}: could not init cloud provider: {cause}")]
-    Init { name: String, cause: CloudError },
+    Init {
+        /// The provider.
+        name: String,
+        /// What the factory answered.
+        cause: CloudError,
+    },
+    /// This name is registered already.
     #[error("cloud provider {0:?} was registered twice")]
     Duplicate(String),
 }
 
+/// The providers a binary can run, by `--cloud-provider` name.
 #[derive(Default)]
 pub struct ProviderRegistry {
     factories: BTreeMap<String, Factory>,
@@ -45,6 +68,7 @@ impl std::fmt::Debug for ProviderRegistry {
 }
 
 impl ProviderRegistry {
+    /// A registry without providers.
     pub fn new() -> Self {
         Self::default()
     }
@@ -66,6 +90,7 @@ impl ProviderRegistry {
         Ok(())
     }
 
+    /// The registered names, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.factories.keys().map(String::as_str).collect()
     }

@@ -4,18 +4,29 @@
 
 use serde::de::DeserializeOwned;
 
-/// Parses `text` (duplicate keys refused); an error reads `line L column
-/// C: what is wrong`, for the caller to prefix with the file's name.
-pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+/// A YAML document [`parse_yaml`] refused: one line, `line L column C:
+/// what is wrong`, for the caller to prefix with the file's name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct YamlError(String);
+
+impl From<YamlError> for String {
+    fn from(e: YamlError) -> Self {
+        e.0
+    }
+}
+
+/// Parses `text` (duplicate keys refused).
+pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     serde_saphyr::from_str(text).map_err(|e| {
         use serde_saphyr::MessageFormatter as _;
         let message = serde_saphyr::UserMessageFormatter.format_message(&e);
         // One line: any later ones only add context.
         let message = message.lines().next().unwrap_or_default().trim();
-        match e.location().filter(|l| l.line() > 0) {
+        YamlError(match e.location().filter(|l| l.line() > 0) {
             Some(l) => format!("line {} column {}: {message}", l.line(), l.column()),
             None => message.to_string(),
-        }
+        })
     })
 }
 
@@ -44,7 +55,7 @@ mod tests {
             ),
             ("items: 5\n", "items"),
         ] {
-            let err = parse_yaml::<Config>(text).unwrap_err();
+            let err = parse_yaml::<Config>(text).unwrap_err().to_string();
             assert!(!err.contains('\n') && !err.contains("Options"), "{err}");
             assert!(err.contains("line "), "a position: {err}");
             if want != "items" {

@@ -236,7 +236,10 @@ async fn a_change_of_the_eligible_node_set_reaches_update_load_balancer() {
     .await;
     // Each update timed, as upstream's lockedUpdateLoadBalancerHosts (other
     // tests in this process may add to the count).
-    let timed = prometheus::gather()
+    let registry = prometheus::Registry::new();
+    overcast_controllers::metrics::register(&registry).unwrap();
+    let timed = registry
+        .gather()
         .into_iter()
         .find(|f| f.name() == "service_controller_update_loadbalancer_host_latency_seconds")
         .map(|f| f.get_metric()[0].get_histogram().get_sample_count());

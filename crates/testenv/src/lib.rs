@@ -17,6 +17,8 @@
 mod certs;
 pub mod cluster;
 pub mod crash_proxy;
+mod https;
+pub use https::https_get;
 mod moto;
 mod ports;
 mod process;

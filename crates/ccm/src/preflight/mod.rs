@@ -11,7 +11,6 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
@@ -31,18 +30,25 @@ use overcast_cloud_provider::names::controllers::{CLOUD_NODE, CLOUD_NODE_LIFECYC
 use plan::{Finding, Severity};
 
 /// Runs the check; `args` are what follows `migrate check`.
-pub fn main(registry: &ProviderRegistry, args: Vec<OsString>) -> ExitCode {
+pub fn main(
+    binary: &crate::app::Binary,
+    registry: &ProviderRegistry,
+    args: Vec<OsString>,
+) -> ExitCode {
+    let command = format!("{} migrate check", binary.name);
     // As crate::main: ring for the process, whatever a provider's SDK links.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (json, rest) = match output_format(args) {
         Ok(split) => split,
         Err(e) => {
-            eprintln!("overcast-ccm migrate check: {e}");
+            eprintln!("{command}: {e}");
             return ExitCode::from(2);
         }
     };
-    let options = match Options::try_parse_from(
-        std::iter::once(OsString::from("overcast-ccm migrate check")).chain(rest),
+    let options = match Options::parse_as(
+        &command,
+        &binary.version,
+        std::iter::once(OsString::from(&command)).chain(rest),
     ) {
         Ok(o) => o,
         Err(e) => {
@@ -53,7 +59,7 @@ pub fn main(registry: &ProviderRegistry, args: Vec<OsString>) -> ExitCode {
     let config = match options.validate() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("overcast-ccm migrate check: {e}");
+            eprintln!("{command}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -63,7 +69,7 @@ pub fn main(registry: &ProviderRegistry, args: Vec<OsString>) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("overcast-ccm migrate check: starting the async runtime: {e}");
+            eprintln!("{command}: starting the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -85,7 +91,7 @@ pub fn main(registry: &ProviderRegistry, args: Vec<OsString>) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("overcast-ccm migrate check: {e:#}");
+            eprintln!("{command}: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -13,7 +13,7 @@ pub mod cloud;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
@@ -26,14 +26,19 @@ use tower::{Layer, Service};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-static DIVERGENCES: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!(
-        "overcast_shadow_divergences",
-        "Objects shadow mode would change now, by controller and kind",
-        &["controller", "kind"]
+/// `<prefix>_shadow_divergences{controller,kind}`: the prefix is the
+/// binary's (`overcast` for overcast-ccm), so a vendor's dashboards read
+/// their own name.
+pub fn divergences_gauge(prefix: &str) -> prometheus::IntGaugeVec {
+    prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            format!("{prefix}_shadow_divergences"),
+            "Objects shadow mode would change now, by controller and kind",
+        ),
+        &["controller", "kind"],
     )
-    .expect("registers once")
-});
+    .expect("the prefix was checked to make a valid metric name")
+}
 
 /// One object shadow mode would change, as last seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,16 +80,18 @@ enum Outcome {
 }
 
 /// The divergences now, kept per (controller, kind, object).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Report {
     current: Mutex<BTreeMap<(String, String, String, String), Divergence>>,
     file: Option<PathBuf>,
+    /// Divergences now, by controller and kind.
+    gauge: prometheus::IntGaugeVec,
 }
 
 impl Report {
     /// A report with no divergence, written to `file` at once (so a
     /// report that stays empty is there to read).
-    pub fn new(file: Option<PathBuf>) -> Self {
+    pub fn new(file: Option<PathBuf>, gauge: prometheus::IntGaugeVec) -> Self {
         if let Some(path) = &file
             && let Err(e) = write_atomically(path, &[])
         {
@@ -93,6 +100,7 @@ impl Report {
         Self {
             current: Mutex::default(),
             file,
+            gauge,
         }
     }
 
@@ -136,9 +144,9 @@ impl Report {
         for (controller, kind, _, _) in current.keys() {
             *counts.entry((controller, kind)).or_default() += 1;
         }
-        DIVERGENCES.reset();
+        self.gauge.reset();
         for ((controller, kind), n) in counts {
-            DIVERGENCES.with_label_values(&[controller, kind]).set(n);
+            self.gauge.with_label_values(&[controller, kind]).set(n);
         }
         if let Some(path) = &self.file {
             let all: Vec<&Divergence> = current.values().collect();
@@ -592,7 +600,7 @@ mod tests {
 
     #[test]
     fn a_write_that_changes_nothing_clears_the_divergence() {
-        let report = Report::new(None);
+        let report = Report::new(None, divergences_gauge("acme"));
         let d = |changes: Vec<String>| Divergence {
             controller: "service-controller".into(),
             kind: "Service".into(),
@@ -603,6 +611,13 @@ mod tests {
         };
         report.record(d(vec!["status.loadBalancer: ...".into()]));
         assert_eq!(report.divergences().len(), 1);
+        assert_eq!(
+            report
+                .gauge
+                .with_label_values(&["service-controller", "Service"])
+                .get(),
+            1
+        );
         report.record(d(Vec::new()));
         assert!(report.divergences().is_empty());
     }

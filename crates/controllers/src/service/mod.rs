@@ -13,12 +13,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 use kube::api::Patch;
 use kube::{Api, ResourceExt};
-use overcast_cloud_provider::names::{controllers, reasons};
+use overcast_cloud_provider::names::controllers;
 use overcast_cloud_provider::{CloudError, CloudProvider};
 use serde_json::json;
 
 use crate::context::{CacheSync, Context};
-use crate::events::{EventType, Recorder};
+use crate::events::Recorder;
 use crate::informer::{Change, Store, key_of};
 use crate::node_helpers::{field_manager_params, is_not_found, patch_optimistic, provider_id};
 use crate::workqueue::{Backoff, Outcome, WorkQueue, run_workers};
@@ -317,39 +317,53 @@ impl Inner {
         (nodes, set)
     }
 
+    /// Records the Event upstream records at `m`.
+    fn record(&self, svc: &Service, m: &Milestone) {
+        let (type_, reason, message) = event_for(m);
+        self.recorder.publish(svc, type_, reason, message);
+    }
+
+    /// decide (plan_sync) → act (the cloud, the finalizer; an Event at
+    /// each of upstream's milestones) → report (the status, a failure's
+    /// Event, the retry).
     async fn sync_service(&self, key: &str) -> Outcome {
-        let result = match self.services.get(key) {
-            None => self.process_deletion(key).await,
-            Some(svc) => {
-                // The same name with a new UID: the old Service's balancer goes first.
-                if let Some(cached) = self.cached(key)
-                    && cached.service.metadata.uid != svc.metadata.uid
-                    && let Err(e) = self.process_deletion(key).await
-                {
-                    return self.outcome(key, e);
-                }
-                self.cache_mut()
-                    .entry(key.to_string())
-                    .and_modify(|c| c.service = Arc::clone(&svc))
-                    .or_insert_with(|| Cached {
-                        service: Arc::clone(&svc),
-                        synced_nodes: None,
-                    });
-                let result = self.sync_load_balancer(&svc).await;
-                if let Err(e) = &result {
-                    self.recorder.publish(
-                        svc.as_ref(),
-                        EventType::Warning,
-                        reasons::SYNC_LOAD_BALANCER_FAILED,
-                        format!("Error syncing load balancer: {e}"),
-                    );
-                }
-                result
-            }
+        let current = self.services.get(key);
+        let previous = self.cached(key);
+        let plan = plan_sync(
+            current.as_deref(),
+            previous.as_ref().map(|c| c.service.as_ref()),
+            &self.config.classes,
+        );
+        if let (Some(delete_balancer), Some(previous)) = (plan.forget_previous, &previous)
+            && let Err(e) = self.forget(key, &previous.service, delete_balancer).await
+        {
+            return self.outcome(key, e);
+        }
+        let (Some(svc), Some(operation)) = (current, plan.operation) else {
+            return Outcome::Done;
+        };
+        self.cache_mut()
+            .entry(key.to_string())
+            .and_modify(|c| c.service = Arc::clone(&svc))
+            .or_insert_with(|| Cached {
+                service: Arc::clone(&svc),
+                synced_nodes: None,
+            });
+        let status = match operation {
+            Operation::Ensure => self.ensure(key, &svc).await,
+            Operation::Cleanup => self.clean_up(key, &svc).await.map(Some),
+        };
+        let result = match status {
+            Ok(Some(status)) => self.write_status(&svc, &status).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
         };
         match result {
             Ok(()) => Outcome::Done,
-            Err(e) => self.outcome(key, e),
+            Err(e) => {
+                self.record(&svc, &Milestone::SyncFailed(e.to_string()));
+                self.outcome(key, e)
+            }
         }
     }
 
@@ -361,145 +375,121 @@ impl Inner {
         }
     }
 
-    /// The Service is gone from the API: delete what the cached copy had.
-    async fn process_deletion(&self, key: &str) -> Result<(), SyncError> {
-        let Some(cached) = self.cached(key) else {
-            return Ok(());
-        };
-        let svc = cached.service.as_ref();
-        if wants_load_balancer(svc, &self.config.classes) {
-            self.recorder.publish(
-                svc,
-                EventType::Normal,
-                reasons::DELETING_LOAD_BALANCER,
-                "Deleting load balancer",
-            );
+    /// The last-known copy is gone: delete the balancer it had (upstream's
+    /// processServiceDeletion), then forget it.
+    async fn forget(
+        &self,
+        key: &str,
+        svc: &Service,
+        delete_balancer: bool,
+    ) -> Result<(), SyncError> {
+        if delete_balancer {
+            self.record(svc, &Milestone::Deleting);
             if let Err(e) = self
                 .balancer()
                 .ensure_load_balancer_deleted(&self.cluster_name, svc)
                 .await
             {
-                self.recorder.publish(
-                    svc,
-                    EventType::Warning,
-                    reasons::DELETE_LOAD_BALANCER_FAILED,
-                    format!("Error deleting load balancer: {e}"),
-                );
+                self.record(svc, &Milestone::DeleteFailed(e.to_string()));
                 return Err(cloud_err("failed to delete load balancer")(e));
             }
-            self.recorder.publish(
-                svc,
-                EventType::Normal,
-                reasons::DELETED_LOAD_BALANCER,
-                "Deleted load balancer",
-            );
+            self.record(svc, &Milestone::Deleted);
         }
         self.cache_mut().remove(key);
         Ok(())
     }
 
-    async fn sync_load_balancer(&self, svc: &Service) -> Result<(), SyncError> {
-        let key = key_of(svc);
-        let new_status = if !wants_load_balancer(svc, &self.config.classes) || needs_cleanup(svc) {
-            let exists = self
+    /// Deletes whatever the cloud still has of the balancer, then drops our
+    /// finalizer (only once the cloud confirmed); the status to write is empty.
+    async fn clean_up(&self, key: &str, svc: &Service) -> Result<LoadBalancerStatus, SyncError> {
+        let exists = self
+            .balancer()
+            .get_load_balancer(&self.cluster_name, svc)
+            .await
+            .map_err(cloud_err(
+                "failed to check if load balancer exists before cleanup",
+            ))?
+            .is_some();
+        if exists {
+            self.record(svc, &Milestone::Deleting);
+            match self
                 .balancer()
-                .get_load_balancer(&self.cluster_name, svc)
-                .await
-                .map_err(cloud_err(
-                    "failed to check if load balancer exists before cleanup",
-                ))?
-                .is_some();
-            if exists {
-                self.recorder.publish(
-                    svc,
-                    EventType::Normal,
-                    reasons::DELETING_LOAD_BALANCER,
-                    "Deleting load balancer",
-                );
-                match self
-                    .balancer()
-                    .ensure_load_balancer_deleted(&self.cluster_name, svc)
-                    .await
-                {
-                    Ok(()) | Err(CloudError::ImplementedElsewhere) => {}
-                    Err(e) => return Err(cloud_err("failed to delete load balancer")(e)),
-                }
-            }
-            // The finalizer goes only once the cloud confirmed the deletion.
-            self.set_finalizer(svc, false)
-                .await
-                .map_err(api_err("failed to remove load balancer cleanup finalizer"))?;
-            self.recorder.publish(
-                svc,
-                EventType::Normal,
-                reasons::DELETED_LOAD_BALANCER,
-                "Deleted load balancer",
-            );
-            self.cache_mut().remove(&key);
-            LoadBalancerStatus::default()
-        } else {
-            self.recorder.publish(
-                svc,
-                EventType::Normal,
-                reasons::ENSURING_LOAD_BALANCER,
-                "Ensuring load balancer",
-            );
-            // The finalizer comes before any cloud call, so no balancer can
-            // outlive its Service.
-            self.set_finalizer(svc, true)
-                .await
-                .map_err(api_err("failed to add load balancer cleanup finalizer"))?;
-            let (nodes, set) = self.eligible_nodes();
-            let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
-            if nodes.is_empty() {
-                self.recorder.publish(
-                    svc,
-                    EventType::Warning,
-                    reasons::UNAVAILABLE_LOAD_BALANCER,
-                    "There are no available nodes for LoadBalancer",
-                );
-            }
-            // Recorded before the call, as upstream does, so a node change
-            // meanwhile is not sent to the same balancer concurrently.
-            if let Some(cached) = self.cache_mut().get_mut(&key) {
-                cached.synced_nodes = Some(set);
-            }
-            crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
-            let status = match self
-                .balancer()
-                .ensure_load_balancer(&self.cluster_name, svc, &nodes)
+                .ensure_load_balancer_deleted(&self.cluster_name, svc)
                 .await
             {
-                Ok(status) => status,
-                Err(CloudError::ImplementedElsewhere) => return Ok(()),
-                Err(e) => return Err(cloud_err("failed to ensure load balancer")(e)),
-            };
-            self.recorder.publish(
-                svc,
-                EventType::Normal,
-                reasons::ENSURED_LOAD_BALANCER,
-                "Ensured load balancer",
-            );
-            status
-        };
-        if status_differs(svc, &new_status) {
-            let api: Api<Service> =
-                Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
-            match api
-                .patch_status(
-                    &svc.name_any(),
-                    &field_manager_params(COMPONENT),
-                    &Patch::Merge(status_patch(&new_status)),
-                )
-                .await
-            {
-                Ok(_) => {}
-                // Gone right after its finalizer was removed: nothing to write.
-                Err(e) if is_not_found(&e) => {}
-                Err(e) => return Err(api_err("failed to update load balancer status")(e)),
+                Ok(()) | Err(CloudError::ImplementedElsewhere) => {}
+                Err(e) => return Err(cloud_err("failed to delete load balancer")(e)),
             }
         }
-        Ok(())
+        self.set_finalizer(svc, false)
+            .await
+            .map_err(api_err("failed to remove load balancer cleanup finalizer"))?;
+        self.record(svc, &Milestone::Deleted);
+        self.cache_mut().remove(key);
+        Ok(LoadBalancerStatus::default())
+    }
+
+    /// Adds our finalizer (before any cloud call, so no balancer outlives
+    /// its Service), then ensures the balancer with the eligible Nodes; the
+    /// status to write, or `None` when another controller does balancers.
+    async fn ensure(
+        &self,
+        key: &str,
+        svc: &Service,
+    ) -> Result<Option<LoadBalancerStatus>, SyncError> {
+        self.record(svc, &Milestone::Ensuring);
+        self.set_finalizer(svc, true)
+            .await
+            .map_err(api_err("failed to add load balancer cleanup finalizer"))?;
+        let (nodes, set) = self.eligible_nodes();
+        let nodes: Vec<&Node> = nodes.iter().map(AsRef::as_ref).collect();
+        if nodes.is_empty() {
+            self.record(svc, &Milestone::NoNodes);
+        }
+        // Recorded before the call, as upstream does, so a node change
+        // meanwhile is not sent to the same balancer concurrently.
+        if let Some(cached) = self.cache_mut().get_mut(key) {
+            cached.synced_nodes = Some(set);
+        }
+        crate::metrics::SERVICE_LOADBALANCER_SYNC.inc();
+        match self
+            .balancer()
+            .ensure_load_balancer(&self.cluster_name, svc, &nodes)
+            .await
+        {
+            Ok(status) => {
+                self.record(svc, &Milestone::Ensured);
+                Ok(Some(status))
+            }
+            Err(CloudError::ImplementedElsewhere) => Ok(None),
+            Err(e) => Err(cloud_err("failed to ensure load balancer")(e)),
+        }
+    }
+
+    /// Writes `status` unless the Service already shows it.
+    async fn write_status(
+        &self,
+        svc: &Service,
+        status: &LoadBalancerStatus,
+    ) -> Result<(), SyncError> {
+        let Some(patch) = status_write(svc, status) else {
+            return Ok(());
+        };
+        let api: Api<Service> =
+            Api::namespaced(self.client.clone(), &svc.namespace().unwrap_or_default());
+        match api
+            .patch_status(
+                &svc.name_any(),
+                &field_manager_params(COMPONENT),
+                &Patch::Merge(patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone right after its finalizer was removed: nothing to write.
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api_err("failed to update load balancer status")(e)),
+        }
     }
 
     /// Adds or removes our finalizer with a merge patch that carries the
@@ -575,47 +565,22 @@ impl Inner {
             .update_load_balancer(&self.cluster_name, svc, nodes)
             .await;
         crate::metrics::SERVICE_UPDATE_HOSTS_LATENCY.observe(started.elapsed().as_secs_f64());
-        match updated {
-            Ok(()) if nodes.is_empty() => {
-                self.recorder.publish(
-                    svc,
-                    EventType::Warning,
-                    reasons::UNAVAILABLE_LOAD_BALANCER,
-                    "There are no available nodes for LoadBalancer",
-                );
-                true
-            }
-            Ok(()) => {
-                self.recorder.publish(
-                    svc,
-                    EventType::Normal,
-                    reasons::UPDATED_LOAD_BALANCER,
-                    "Updated load balancer with new hosts",
-                );
-                true
-            }
-            Err(CloudError::ImplementedElsewhere) => true,
-            Err(e) => {
-                // No balancer, nothing to update (it is made on the next ensure).
-                if let Ok(None) = self
-                    .balancer()
-                    .get_load_balancer(&self.cluster_name, svc)
-                    .await
-                {
-                    return true;
-                }
-                self.recorder.publish(
-                    svc,
-                    EventType::Warning,
-                    reasons::UPDATE_LOAD_BALANCER_FAILED,
-                    format!(
-                        "Error updating load balancer with new hosts {} [node names limited, total number of nodes: {}], error: {e}",
-                        node_names_for_event(nodes),
-                        nodes.len()
-                    ),
-                );
-                false
-            }
+        let update = match updated {
+            Ok(()) => HostsUpdate::Updated,
+            Err(CloudError::ImplementedElsewhere) => HostsUpdate::Elsewhere,
+            Err(e) => match self
+                .balancer()
+                .get_load_balancer(&self.cluster_name, svc)
+                .await
+            {
+                Ok(None) => HostsUpdate::FailedWithoutBalancer,
+                _ => HostsUpdate::Failed(e.to_string()),
+            },
+        };
+        let (milestone, full_sync) = report_hosts_update(&update, nodes);
+        if let Some(m) = milestone {
+            self.record(svc, &m);
         }
+        !full_sync
     }
 }

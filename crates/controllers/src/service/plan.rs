@@ -11,7 +11,9 @@ use overcast_cloud_provider::names::{
 use overcast_cloud_provider::service_helpers::parse_bool;
 use serde_json::{Value, json};
 
+use crate::events::EventType;
 use crate::node_helpers::{has_taint, provider_id};
+use overcast_cloud_provider::names::reasons;
 
 fn is_load_balancer_type(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
@@ -194,6 +196,170 @@ pub fn node_names_for_event(nodes: &[&Node]) -> String {
     format!("[{}]", names.join(" "))
 }
 
+/// Upstream's two operations of `syncLoadBalancerIfNeeded`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Finalizer first, then the balancer with the eligible Nodes, then
+    /// the status it returned.
+    Ensure,
+    /// The balancer deleted if the cloud still has any of it, then our
+    /// finalizer dropped and the status cleared.
+    Cleanup,
+}
+
+/// One sync of a Service key, decided before anything is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncPlan {
+    /// The last-known copy is gone from the API, or was replaced by another
+    /// object of the same name (a new UID): `Some(true)` deletes the
+    /// balancer it wanted, then forgets it; `Some(false)` only forgets it.
+    pub forget_previous: Option<bool>,
+    /// What the Service as it is now needs; `None` when there is none.
+    pub operation: Option<Operation>,
+}
+
+/// Decides a sync from the Service in the cache (`current`) and the copy
+/// this controller last worked on (`previous`), as upstream's
+/// `processServiceDeletion` / `syncLoadBalancerIfNeeded`.
+pub fn plan_sync(
+    current: Option<&Service>,
+    previous: Option<&Service>,
+    policy: &ClassPolicy,
+) -> SyncPlan {
+    let replaced_or_gone = |p: &Service| match current {
+        None => true,
+        Some(c) => c.metadata.uid != p.metadata.uid,
+    };
+    SyncPlan {
+        forget_previous: previous
+            .filter(|p| replaced_or_gone(p))
+            .map(|p| wants_load_balancer(p, policy)),
+        operation: current.map(|svc| {
+            if !wants_load_balancer(svc, policy) || needs_cleanup(svc) {
+                Operation::Cleanup
+            } else {
+                Operation::Ensure
+            }
+        }),
+    }
+}
+
+/// What the status write after a sync sends: the merge patch, or `None`
+/// when the Service already shows `new` (upstream's `patchStatus` skips
+/// an equal status).
+pub fn status_write(svc: &Service, new: &LoadBalancerStatus) -> Option<Value> {
+    status_differs(svc, new).then(|| status_patch(new))
+}
+
+/// Each point of a sync that upstream records an Event at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    Deleting,
+    Deleted,
+    /// The deletion of a Service gone from the API failed.
+    DeleteFailed(String),
+    Ensuring,
+    Ensured,
+    /// The balancer is ensured or updated with no Node behind it.
+    NoNodes,
+    SyncFailed(String),
+    UpdatedHosts,
+    /// Updating the backends failed: the Nodes sent (names, at most 20 of
+    /// them) and how many, and the cloud's error.
+    UpdateHostsFailed {
+        names: String,
+        count: usize,
+        error: String,
+    },
+}
+
+/// The Event upstream records at `m`: type, reason, message.
+pub fn event_for(m: &Milestone) -> (EventType, &'static str, String) {
+    use Milestone::*;
+    match m {
+        Deleting => (
+            EventType::Normal,
+            reasons::DELETING_LOAD_BALANCER,
+            "Deleting load balancer".into(),
+        ),
+        Deleted => (
+            EventType::Normal,
+            reasons::DELETED_LOAD_BALANCER,
+            "Deleted load balancer".into(),
+        ),
+        DeleteFailed(e) => (
+            EventType::Warning,
+            reasons::DELETE_LOAD_BALANCER_FAILED,
+            format!("Error deleting load balancer: {e}"),
+        ),
+        Ensuring => (
+            EventType::Normal,
+            reasons::ENSURING_LOAD_BALANCER,
+            "Ensuring load balancer".into(),
+        ),
+        Ensured => (
+            EventType::Normal,
+            reasons::ENSURED_LOAD_BALANCER,
+            "Ensured load balancer".into(),
+        ),
+        NoNodes => (
+            EventType::Warning,
+            reasons::UNAVAILABLE_LOAD_BALANCER,
+            "There are no available nodes for LoadBalancer".into(),
+        ),
+        SyncFailed(e) => (
+            EventType::Warning,
+            reasons::SYNC_LOAD_BALANCER_FAILED,
+            format!("Error syncing load balancer: {e}"),
+        ),
+        UpdatedHosts => (
+            EventType::Normal,
+            reasons::UPDATED_LOAD_BALANCER,
+            "Updated load balancer with new hosts".into(),
+        ),
+        UpdateHostsFailed {
+            names,
+            count,
+            error,
+        } => (
+            EventType::Warning,
+            reasons::UPDATE_LOAD_BALANCER_FAILED,
+            format!(
+                "Error updating load balancer with new hosts {names} [node names limited, total number of nodes: {count}], error: {error}"
+            ),
+        ),
+    }
+}
+
+/// How an UpdateLoadBalancer call for a node change came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostsUpdate {
+    Updated,
+    /// The provider leaves balancers to another controller.
+    Elsewhere,
+    /// Failed, and the balancer does not exist (it is made on the next ensure).
+    FailedWithoutBalancer,
+    Failed(String),
+}
+
+/// What follows an UpdateLoadBalancer of `nodes` (upstream's
+/// `nodeSyncService`): the Event, and whether the Service needs a full sync.
+pub fn report_hosts_update(update: &HostsUpdate, nodes: &[&Node]) -> (Option<Milestone>, bool) {
+    match update {
+        HostsUpdate::Updated if nodes.is_empty() => (Some(Milestone::NoNodes), false),
+        HostsUpdate::Updated => (Some(Milestone::UpdatedHosts), false),
+        HostsUpdate::Elsewhere | HostsUpdate::FailedWithoutBalancer => (None, false),
+        HostsUpdate::Failed(error) => (
+            Some(Milestone::UpdateHostsFailed {
+                names: node_names_for_event(nodes),
+                count: nodes.len(),
+                error: error.clone(),
+            }),
+            true,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +396,117 @@ mod tests {
 
     fn now() -> Time {
         Time(k8s_openapi::jiff::Timestamp::now())
+    }
+
+    #[test]
+    fn a_sync_forgets_a_gone_or_replaced_copy_and_picks_the_operation() {
+        let policy = ClassPolicy::default();
+        let lb = svc("LoadBalancer");
+        // Serving: nothing to forget.
+        assert_eq!(
+            plan_sync(Some(&lb), Some(&lb), &policy),
+            SyncPlan {
+                forget_previous: None,
+                operation: Some(Operation::Ensure)
+            }
+        );
+        // Deleted from the API: its balancer goes.
+        assert_eq!(
+            plan_sync(None, Some(&lb), &policy),
+            SyncPlan {
+                forget_previous: Some(true),
+                operation: None
+            }
+        );
+        // Never worked on and gone: nothing at all.
+        assert_eq!(
+            plan_sync(None, None, &policy),
+            SyncPlan {
+                forget_previous: None,
+                operation: None
+            }
+        );
+        // Replaced under the same name: the old one's balancer first.
+        let mut replacement = lb.clone();
+        replacement.metadata.uid = Some("u2".into());
+        assert_eq!(
+            plan_sync(Some(&replacement), Some(&lb), &policy),
+            SyncPlan {
+                forget_previous: Some(true),
+                operation: Some(Operation::Ensure)
+            }
+        );
+        // A gone copy that wanted no balancer is only forgotten.
+        assert_eq!(
+            plan_sync(None, Some(&svc("ClusterIP")), &policy).forget_previous,
+            Some(false)
+        );
+        // Type changed away, or deleting, with our finalizer: cleanup.
+        let changed = with_finalizer(svc("ClusterIP"));
+        assert_eq!(
+            plan_sync(Some(&changed), Some(&lb), &policy).operation,
+            Some(Operation::Cleanup)
+        );
+        let mut deleting = with_finalizer(lb.clone());
+        deleting.metadata.deletion_timestamp = Some(now());
+        assert_eq!(
+            plan_sync(Some(&deleting), None, &policy).operation,
+            Some(Operation::Cleanup)
+        );
+    }
+
+    #[test]
+    fn a_status_already_shown_is_not_written_again() {
+        let mut shown = svc("LoadBalancer");
+        let status = LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some("192.0.2.1".into()),
+                ..Default::default()
+            }]),
+        };
+        assert!(status_write(&shown, &status).is_some());
+        shown.status = Some(ServiceStatus {
+            load_balancer: Some(status.clone()),
+            ..Default::default()
+        });
+        assert_eq!(status_write(&shown, &status), None);
+        assert_eq!(
+            status_write(&shown, &LoadBalancerStatus::default()),
+            Some(json!({"status": {"loadBalancer": {"ingress": null}}}))
+        );
+    }
+
+    #[test]
+    fn a_failed_hosts_update_asks_for_a_full_sync_with_upstreams_message() {
+        let node = |name: &str| Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (a, b) = (node("b"), node("a"));
+        let nodes = [&a, &b];
+        let (milestone, full_sync) =
+            report_hosts_update(&HostsUpdate::Failed("quota".into()), &nodes);
+        assert!(full_sync);
+        let (type_, reason, message) = event_for(&milestone.unwrap());
+        assert_eq!(
+            (type_, reason),
+            (EventType::Warning, "UpdateLoadBalancerFailed")
+        );
+        assert_eq!(
+            message,
+            "Error updating load balancer with new hosts [a b] [node names limited, total number of nodes: 2], error: quota"
+        );
+        assert_eq!(
+            report_hosts_update(&HostsUpdate::Updated, &[]),
+            (Some(Milestone::NoNodes), false)
+        );
+        assert_eq!(
+            report_hosts_update(&HostsUpdate::FailedWithoutBalancer, &nodes),
+            (None, false)
+        );
     }
 
     #[test]

@@ -152,6 +152,7 @@ impl CloudProvider for AwsCloud {
     }
 
     async fn initialize(&self, ctx: &ProviderContext) -> CloudResult<()> {
+        metrics::register(ctx.metrics()).map_err(CloudError::from_err)?;
         let _ = self.cluster.set(ctx.clone());
         self.clients().await.map(|_| ())
     }

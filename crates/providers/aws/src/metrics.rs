@@ -6,22 +6,33 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 static DURATION: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
-    prometheus::register_histogram_vec!(
-        "cloudprovider_aws_api_request_duration_seconds",
-        "Latency of AWS API calls",
-        &["request"]
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "cloudprovider_aws_api_request_duration_seconds",
+            "Latency of AWS API calls",
+        ),
+        &["request"],
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
 
 static ERRORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
-    prometheus::register_int_counter_vec!(
-        "cloudprovider_aws_api_request_errors",
-        "AWS API errors",
-        &["request"]
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new("cloudprovider_aws_api_request_errors", "AWS API errors"),
+        &["request"],
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
+
+/// Both metrics into `registry` (the application's).
+pub fn register(
+    registry: &prometheus::Registry,
+) -> Result<(), overcast_cloud_provider::metrics::MetricsError> {
+    overcast_cloud_provider::metrics::register_all(
+        registry,
+        vec![Box::new(DURATION.clone()), Box::new(ERRORS.clone())],
+    )
+}
 
 /// Runs one AWS call, recording its latency, or an error.
 pub async fn timed<T, E>(

@@ -85,5 +85,5 @@ pub fn parse(bytes: &[u8]) -> Result<FakeConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(FakeConfig::default());
     }
-    overcast_cloud_provider::yaml::parse_yaml(text).map_err(ConfigError)
+    overcast_cloud_provider::yaml::parse_yaml(text).map_err(|e| ConfigError(e.into()))
 }

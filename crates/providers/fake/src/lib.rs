@@ -104,20 +104,24 @@ pub struct LoadBalancerCall {
 }
 
 static REQUEST_DURATION: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
-    prometheus::register_histogram_vec!(
-        "cloudprovider_fake_api_request_duration_seconds",
-        "Latency of the fake cloud's API calls",
-        &["request"]
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "cloudprovider_fake_api_request_duration_seconds",
+            "Latency of the fake cloud's API calls",
+        ),
+        &["request"],
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
 static REQUEST_ERRORS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
-    prometheus::register_int_counter_vec!(
-        "cloudprovider_fake_api_request_errors",
-        "Failed calls to the fake cloud's API",
-        &["request"]
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "cloudprovider_fake_api_request_errors",
+            "Failed calls to the fake cloud's API",
+        ),
+        &["request"],
     )
-    .expect("registers once")
+    .expect("a valid metric")
 });
 
 #[derive(Debug, Default)]
@@ -415,9 +419,20 @@ fn route_key(cluster_name: &str, route: &Route) -> String {
     )
 }
 
+#[async_trait]
 impl CloudProvider for FakeCloud {
     fn provider_name(&self) -> &str {
         &self.name
+    }
+    async fn initialize(&self, ctx: &overcast_cloud_provider::ProviderContext) -> Result<()> {
+        overcast_cloud_provider::metrics::register_all(
+            ctx.metrics(),
+            vec![
+                Box::new(REQUEST_DURATION.clone()),
+                Box::new(REQUEST_ERRORS.clone()),
+            ],
+        )
+        .map_err(CloudError::from_err)
     }
     fn instances_v2(&self) -> Option<&dyn InstancesV2> {
         self.capabilities.instances_v2.then_some(self as _)

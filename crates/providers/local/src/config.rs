@@ -206,7 +206,7 @@ impl LocalConfig {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            overcast_cloud_provider::yaml::parse_yaml(text).map_err(ConfigError)?
+            overcast_cloud_provider::yaml::parse_yaml(text).map_err(|e| ConfigError(e.into()))?
         };
         validate(raw).map_err(ConfigError)
     }

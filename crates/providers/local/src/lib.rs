@@ -200,6 +200,7 @@ impl CloudProvider for LocalCloud {
     }
 
     async fn initialize(&self, ctx: &ProviderContext) -> CloudResult<()> {
+        metrics::register(ctx.metrics()).map_err(CloudError::from_err)?;
         let _ = self.events.set(ctx.event_recorder(EVENT_SOURCE));
         Ok(())
     }

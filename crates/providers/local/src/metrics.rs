@@ -1,17 +1,27 @@
-//! The local provider's own metrics, on the process's default registry:
-//! what the proxy refused or closed because of a bound, and what it holds.
+//! The local provider's own metrics: what the proxy refused or closed
+//! because of a bound, and what it holds. They count for the process;
+//! [`register`] puts them into the application's registry.
 
 use std::sync::LazyLock;
 
-/// Registered once; a name already taken (a vendor's binary registering
-/// the same) leaves the metric unregistered instead of panicking.
+use overcast_cloud_provider::metrics::{MetricsError, register_all};
+
+/// Every metric of this provider into `registry` (the application's).
+pub fn register(registry: &prometheus::Registry) -> Result<(), MetricsError> {
+    register_all(
+        registry,
+        vec![
+            Box::new(REFUSED.clone()),
+            Box::new(IDLE_CLOSED.clone()),
+            Box::new(POOL_SIZE.clone()),
+            Box::new(POOL_IN_USE.clone()),
+        ],
+    )
+}
+
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::IntCounterVec {
-    let counter = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
-        .expect("a valid metric definition");
-    if let Err(e) = prometheus::register(Box::new(counter.clone())) {
-        tracing::warn!(metric = name, "not registered: {e}");
-    }
-    counter
+    prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), labels)
+        .expect("a valid metric definition")
 }
 
 /// Connections or datagrams turned away, by reason: `max_connections`,
@@ -34,12 +44,8 @@ pub static IDLE_CLOSED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
 });
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
-    let gauge = prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)
-        .expect("a valid metric definition");
-    if let Err(e) = prometheus::register(Box::new(gauge.clone())) {
-        tracing::warn!(metric = name, "not registered: {e}");
-    }
-    gauge
+    prometheus::GaugeVec::new(prometheus::Opts::new(name, help), labels)
+        .expect("a valid metric definition")
 }
 
 /// Addresses each pool hands out, as MetalLB's
