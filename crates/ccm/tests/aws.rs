@@ -1997,3 +1997,694 @@ async fn a_certificate_makes_a_tls_listener_on_the_ssl_ports() {
         "changed in place"
     );
 }
+
+/// The groups with a rule admitting traffic from the group `from`.
+async fn groups_admitting(ec2: &aws_sdk_ec2::Client, from: &str) -> Vec<String> {
+    let reply = ec2.describe_security_groups().send().await.unwrap();
+    let mut out: Vec<String> = reply
+        .security_groups()
+        .iter()
+        .filter(|g| {
+            g.ip_permissions().iter().any(|p| {
+                p.user_id_group_pairs()
+                    .iter()
+                    .any(|pair| pair.group_id() == Some(from))
+            })
+        })
+        .filter_map(|g| g.group_id().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// A Service without the `nlb` annotation gets what cloud-provider-aws
+/// gives it, a Classic ELB: upstream's name, listeners to the node ports,
+/// health check, its own `k8s-elb-` group admitting the source ranges (and
+/// ICMP for path MTU), a rule in the instances' group admitting that group;
+/// the instances follow the Nodes; deleting the Service leaves nothing.
+#[tokio::test]
+async fn a_service_without_the_nlb_annotation_gets_upstreams_classic_elb() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let nodes_group = create_group(&ec2, &vpc, "k8s-nodes", true).await;
+    let a = run_instance_in_groups(
+        &ec2,
+        &subnets[0].0,
+        &subnets[0].1,
+        std::slice::from_ref(&nodes_group),
+    )
+    .await;
+    let b = run_instance_in_groups(
+        &ec2,
+        &subnets[1].0,
+        &subnets[1].1,
+        std::slice::from_ref(&nodes_group),
+    )
+    .await;
+    let env = aws_cloud_env().await;
+    let ccm = env.ccm_with_env(&[], &endpoint_vars(moto.url()));
+    for (_, dns, _) in [&a, &b] {
+        create_tainted_node(&env.client, dns).await;
+        initialised(&env.client, dns).await;
+    }
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let mut web = nlb_service("web", &[(Some("http"), 80)]);
+    web.metadata.annotations = None;
+    web.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.20.0.0/16".into()]);
+    let svc = services.create(&PostParams::default(), &web).await.unwrap();
+    let hostname = status_hostname(&services, "web").await;
+    let name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    assert!(
+        hostname.starts_with(&name) && hostname.ends_with(".elb.amazonaws.com"),
+        "{hostname}\n{}",
+        ccm.log_text()
+    );
+    let node_port = services
+        .get("web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .unwrap();
+    let describe = || async {
+        classic
+            .describe_load_balancers()
+            .load_balancer_names(&name)
+            .send()
+            .await
+            .map(|r| r.load_balancer_descriptions()[0].clone())
+    };
+    let lb = describe().await.unwrap();
+    let listener = lb.listener_descriptions()[0].listener().unwrap();
+    assert_eq!(
+        (
+            listener.protocol(),
+            listener.load_balancer_port(),
+            listener.instance_port()
+        ),
+        ("TCP", 80, node_port)
+    );
+    let hc = lb.health_check().expect("a health check");
+    assert_eq!(
+        (
+            hc.target(),
+            hc.healthy_threshold(),
+            hc.unhealthy_threshold(),
+            hc.interval(),
+            hc.timeout()
+        ),
+        (format!("TCP:{node_port}").as_str(), 2, 6, 10, 5)
+    );
+    let mut registered: Vec<String> = lb
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    registered.sort();
+    let mut both = vec![a.0.clone(), b.0.clone()];
+    both.sort();
+    assert_eq!(registered, both);
+    // Its own group, admitting the source range on the port and ICMP.
+    let elb_group = lb.security_groups()[0].clone();
+    let group = ec2
+        .describe_security_groups()
+        .group_ids(&elb_group)
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .clone();
+    assert_eq!(group.group_name(), Some(format!("k8s-elb-{name}").as_str()));
+    assert_eq!(
+        group.description(),
+        Some(format!("Security group for Kubernetes ELB {name} (default/web)").as_str())
+    );
+    assert_eq!(
+        ingress_rules(&ec2, &elb_group).await,
+        ["icmp 3-4 10.20.0.0/16 -", "tcp 80-80 10.20.0.0/16 -"]
+    );
+    assert_eq!(
+        groups_admitting(&ec2, &elb_group).await,
+        std::slice::from_ref(&nodes_group)
+    );
+
+    // A Node excluded from load balancers leaves the ELB.
+    Api::<Node>::all(env.client.clone())
+        .patch(
+            &a.1,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                "node.kubernetes.io/exclude-from-external-load-balancers": "true"
+            }}})),
+        )
+        .await
+        .unwrap();
+    eventually("a deregistered", SOON, || async {
+        let lb = describe().await.ok()?;
+        let ids: Vec<&str> = lb
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id())
+            .collect();
+        (ids == [b.0.as_str()]).then_some(())
+    })
+    .await;
+
+    services
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the ELB, its group and the rules gone", SOON, || async {
+        let gone = describe().await.is_err()
+            && ec2
+                .describe_security_groups()
+                .group_ids(&elb_group)
+                .send()
+                .await
+                .is_err()
+            && groups_admitting(&ec2, &elb_group).await.is_empty()
+            && services.get_opt("web").await.ok()?.is_none();
+        gone.then_some(())
+    })
+    .await;
+}
+
+/// A classic LoadBalancer Service (no `aws-load-balancer-type`).
+fn classic_service(name: &str) -> Service {
+    let mut svc = nlb_service(name, &[(Some("http"), 80)]);
+    svc.metadata.annotations = None;
+    svc
+}
+
+/// A kill -9 right after each mutating call of a Classic ELB's creation and
+/// deletion (carried out by moto, never answered), then a restart: one ELB
+/// and one `k8s-elb-` group per Service, its instance registered; once the
+/// Service is deleted, neither the ELB, the group nor a rule admitting it.
+#[tokio::test]
+async fn a_kill_after_any_classic_elb_call_duplicates_nothing_and_leaks_nothing() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
+    let (instance, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let proxy = overcast_testenv::CrashProxy::start(moto.url())
+        .await
+        .unwrap();
+    let proxy_url = proxy.url();
+    let vars = endpoint_vars(&proxy_url);
+    let env = aws_cloud_env().await;
+    let start = || env.ccm_with_env(&["--leader-elect=false"], &vars);
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    {
+        let _ccm = start();
+        create_tainted_node(&env.client, &dns).await;
+        initialised(&env.client, &dns).await;
+    }
+    let lb_name = |name: &'static str| {
+        let services = services.clone();
+        async move {
+            overcast_cloud_provider::default_load_balancer_name(&services.get(name).await.unwrap())
+        }
+    };
+    // (ELBs of the name, their registered instances, groups of its group name).
+    let parts = |lb: String| {
+        let classic = classic.clone();
+        let ec2 = ec2.clone();
+        async move {
+            let lbs = classic.describe_load_balancers().send().await.unwrap();
+            let ours: Vec<_> = lbs
+                .load_balancer_descriptions()
+                .iter()
+                .filter(|d| d.load_balancer_name() == Some(lb.as_str()))
+                .collect();
+            let instances: Vec<String> = ours
+                .iter()
+                .flat_map(|d| d.instances())
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            let groups = ec2
+                .describe_security_groups()
+                .filters(
+                    Filter::builder()
+                        .name("group-name")
+                        .values(format!("k8s-elb-{lb}"))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .len();
+            (ours.len(), instances, groups)
+        }
+    };
+    let creates = [
+        ("CreateSecurityGroup", "c1"),
+        ("AuthorizeSecurityGroupIngress", "c2"),
+        ("CreateLoadBalancer", "c3"),
+        // (ModifyLoadBalancerAttributes: not called, moto's defaults are upstream's.)
+        ("ConfigureHealthCheck", "c4"),
+        ("RegisterInstancesWithLoadBalancer", "c5"),
+    ];
+    for (action, name) in creates {
+        let mut ccm = start();
+        proxy.arm(action, ccm.child.id());
+        services
+            .create(&PostParams::default(), &classic_service(name))
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let restarted = start();
+        status_hostname(&services, name).await;
+        assert_eq!(
+            parts(lb_name(name).await).await,
+            (1, vec![instance.clone()], 1),
+            "after a kill at {action}: one ELB, its instance, one group; calls: {:?}\nkilled CCM's log:\n{}\nrestarted CCM's log:\n{}",
+            proxy.actions(),
+            ccm.log_text(),
+            restarted.log_text()
+        );
+    }
+    let deletes = [
+        ("RevokeSecurityGroupIngress", "d1"),
+        ("DeleteLoadBalancer", "d2"),
+        ("DeleteSecurityGroup", "d3"),
+    ];
+    for (action, name) in deletes {
+        let mut ccm = start();
+        services
+            .create(&PostParams::default(), &classic_service(name))
+            .await
+            .unwrap();
+        status_hostname(&services, name).await;
+        let lb = lb_name(name).await;
+        assert_eq!(parts(lb.clone()).await, (1, vec![instance.clone()], 1));
+        let group = ec2
+            .describe_security_groups()
+            .filters(
+                Filter::builder()
+                    .name("group-name")
+                    .values(format!("k8s-elb-{lb}"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .security_groups()[0]
+            .group_id()
+            .unwrap()
+            .to_string();
+        assert_eq!(groups_admitting(&ec2, &group).await.len(), 1);
+        proxy.arm(action, ccm.child.id());
+        services
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let _ccm = start();
+        service_gone(&services, name).await;
+        assert_eq!(
+            parts(lb).await,
+            (0, vec![], 0),
+            "after a kill at {action}: nothing left"
+        );
+        assert!(
+            groups_admitting(&ec2, &group).await.is_empty(),
+            "after a kill at {action}: no rule admitting the ELB's group"
+        );
+    }
+    let seen = proxy.actions();
+    for (action, _) in creates.iter().chain(&deletes) {
+        assert!(seen.iter().any(|a| a == action), "{action} in {seen:?}");
+    }
+}
+
+/// The Classic ELB annotations Overcast supports reach the ELB as upstream
+/// sends them (scheme, attributes, health check, tags); one it does not
+/// support yet is refused with an Event naming it, and nothing is made.
+#[tokio::test]
+async fn classic_elb_annotations_reach_the_elb_and_unsupported_ones_are_refused() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
+    let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let env = aws_cloud_env().await;
+    let ccm = env.ccm_with_env(&[], &endpoint_vars(moto.url()));
+    create_tainted_node(&env.client, &dns).await;
+    initialised(&env.client, &dns).await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let annotated = |name: &str, pairs: &[(&str, &str)]| {
+        let mut svc = classic_service(name);
+        svc.metadata.annotations = Some(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        format!("service.beta.kubernetes.io/aws-load-balancer-{k}"),
+                        v.to_string(),
+                    )
+                })
+                .collect(),
+        );
+        svc
+    };
+    let svc = services
+        .create(
+            &PostParams::default(),
+            &annotated(
+                "tuned",
+                &[
+                    ("internal", "true"),
+                    ("cross-zone-load-balancing-enabled", "true"),
+                    ("connection-idle-timeout", "120"),
+                    ("connection-draining-enabled", "true"),
+                    ("connection-draining-timeout", "30"),
+                    ("healthcheck-protocol", "HTTP"),
+                    ("healthcheck-path", "/ready"),
+                    ("healthcheck-interval", "20"),
+                    ("healthcheck-healthy-threshold", "3"),
+                    ("additional-resource-tags", "team=shop,env=prod"),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    status_hostname(&services, "tuned").await;
+    let name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let lb = classic
+        .describe_load_balancers()
+        .load_balancer_names(&name)
+        .send()
+        .await
+        .unwrap()
+        .load_balancer_descriptions()[0]
+        .clone();
+    assert_eq!(lb.scheme(), Some("internal"), "{}", ccm.log_text());
+    let node_port = services
+        .get("tuned")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()[0]
+        .node_port
+        .unwrap();
+    let hc = lb.health_check().unwrap();
+    assert_eq!(
+        (hc.target(), hc.interval(), hc.healthy_threshold()),
+        (format!("HTTP:{node_port}/ready").as_str(), 20, 3)
+    );
+    let attributes = classic
+        .describe_load_balancer_attributes()
+        .load_balancer_name(&name)
+        .send()
+        .await
+        .unwrap()
+        .load_balancer_attributes()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            attributes.cross_zone_load_balancing().map(|c| c.enabled()),
+            attributes.connection_settings().map(|c| c.idle_timeout()),
+            attributes
+                .connection_draining()
+                .map(|d| (d.enabled(), d.timeout())),
+        ),
+        (Some(true), Some(120), Some((true, Some(30))))
+    );
+    let tags = classic
+        .describe_tags()
+        .load_balancer_names(&name)
+        .send()
+        .await
+        .unwrap();
+    let tags: std::collections::BTreeMap<String, String> = tags.tag_descriptions()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(tags["team"], "shop");
+    assert_eq!(tags["kubernetes.io/service-name"], "default/tuned");
+    assert_eq!(tags[&format!("kubernetes.io/cluster/{CLUSTER}")], "owned");
+
+    let refused = services
+        .create(
+            &PostParams::default(),
+            &annotated(
+                "tls",
+                &[("ssl-cert", "arn:aws:acm:us-east-1:1:certificate/x")],
+            ),
+        )
+        .await
+        .unwrap();
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), "default");
+    let message = eventually("tls' SyncLoadBalancerFailed", SOON, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                    && e.involved_object.name.as_deref() == Some("tls")
+            })?
+            .message
+    })
+    .await;
+    assert!(
+        message.contains("aws-load-balancer-ssl-cert") && message.contains("not supported"),
+        "{message}"
+    );
+    let tls_name = overcast_cloud_provider::default_load_balancer_name(&refused);
+    assert!(
+        classic
+            .describe_load_balancers()
+            .load_balancer_names(&tls_name)
+            .send()
+            .await
+            .is_err(),
+        "no ELB for a refused Service"
+    );
+}
+
+/// A Classic ELB made by cloud-provider-aws for a Service (its name, its
+/// `k8s-elb-` group and rules, listener, health check, instance, the rule
+/// in the instance's group; aws.go EnsureLoadBalancer) is taken over as
+/// it is: no mutating call, the Service keeps its hostname; deleting the
+/// Service then removes all of it.
+#[tokio::test]
+async fn a_classic_elb_made_by_cloud_provider_aws_is_adopted_in_place() {
+    use aws_sdk_elasticloadbalancing::types::{HealthCheck, Instance, Listener, Tag as ElbTag};
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let nodes_group = create_group(&ec2, &vpc, "k8s-nodes", true).await;
+    let (instance, dns, _) = run_instance_in_groups(
+        &ec2,
+        &subnets[0].0,
+        &subnets[0].1,
+        std::slice::from_ref(&nodes_group),
+    )
+    .await;
+    let proxy = overcast_testenv::CrashProxy::start(moto.url())
+        .await
+        .unwrap();
+    let proxy_url = proxy.url();
+    let vars = endpoint_vars(&proxy_url);
+    let env = aws_cloud_env().await;
+    {
+        let _nodes_only = env.ccm_with_env(&["--controllers=cloud-node"], &vars);
+        create_tainted_node(&env.client, &dns).await;
+        initialised(&env.client, &dns).await;
+    }
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let mut svc = classic_service("legacy");
+    svc.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30080);
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+
+    // What cloud-provider-aws makes, in its order.
+    let name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let cluster = aws_sdk_ec2::types::Tag::builder()
+        .key(format!("kubernetes.io/cluster/{CLUSTER}"))
+        .value("owned")
+        .build();
+    let elb_group = ec2
+        .create_security_group()
+        .group_name(format!("k8s-elb-{name}"))
+        .description(format!(
+            "Security group for Kubernetes ELB {name} (default/legacy)"
+        ))
+        .vpc_id(&vpc)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::SecurityGroup)
+                .tags(cluster)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .group_id()
+        .unwrap()
+        .to_string();
+    for (protocol, from, to) in [("tcp", 80, 80), ("icmp", 3, 4)] {
+        ec2.authorize_security_group_ingress()
+            .group_id(&elb_group)
+            .ip_permissions(
+                aws_sdk_ec2::types::IpPermission::builder()
+                    .ip_protocol(protocol)
+                    .from_port(from)
+                    .to_port(to)
+                    .ip_ranges(
+                        aws_sdk_ec2::types::IpRange::builder()
+                            .cidr_ip("0.0.0.0/0")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+    let tags = [
+        ("kubernetes.io/service-name", "default/legacy".to_string()),
+        (
+            format!("kubernetes.io/cluster/{CLUSTER}").leak(),
+            "owned".to_string(),
+        ),
+    ]
+    .map(|(k, v)| ElbTag::builder().key(k).value(v).build().unwrap());
+    let created = classic
+        .create_load_balancer()
+        .load_balancer_name(&name)
+        .listeners(
+            Listener::builder()
+                .protocol("tcp")
+                .load_balancer_port(80)
+                .instance_protocol("tcp")
+                .instance_port(30080)
+                .build()
+                .unwrap(),
+        )
+        .set_subnets(Some(subnets.iter().map(|(_, s)| s.clone()).collect()))
+        .security_groups(&elb_group)
+        .set_tags(Some(tags.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let hostname = created.dns_name().unwrap().to_string();
+    classic
+        .configure_health_check()
+        .load_balancer_name(&name)
+        .health_check(
+            HealthCheck::builder()
+                .target("TCP:30080")
+                .healthy_threshold(2)
+                .unhealthy_threshold(6)
+                .interval(10)
+                .timeout(5)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    ec2.authorize_security_group_ingress()
+        .group_id(&nodes_group)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .user_id_group_pairs(
+                    aws_sdk_ec2::types::UserIdGroupPair::builder()
+                        .group_id(&elb_group)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    classic
+        .register_instances_with_load_balancer()
+        .load_balancer_name(&name)
+        .instances(Instance::builder().instance_id(&instance).build())
+        .send()
+        .await
+        .unwrap();
+
+    let before = proxy.actions().len();
+    let ccm = env.ccm_with_env(&[], &vars);
+    overcast_testenv::wait_until("overcast-ccm synced the Service", SOON, || async {
+        let (_, metrics) = ccm.get("/metrics")?;
+        let finished = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("workqueue_work_duration_seconds_count{name=\"service\"} ")
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok());
+        (finished >= Some(1)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\ncalls: {:?}\n{}", proxy.actions(), ccm.log_text()));
+    let calls: Vec<String> = proxy.actions()[before..].to_vec();
+    assert!(
+        calls.iter().all(|c| c.starts_with("Describe")),
+        "only reads on an adopted ELB: {calls:?}\n{}",
+        ccm.log_text()
+    );
+    let s = services.get("legacy").await.unwrap();
+    let ingress = s.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(ingress[0].hostname.as_deref(), Some(hostname.as_str()));
+
+    services
+        .delete("legacy", &DeleteParams::default())
+        .await
+        .unwrap();
+    service_gone(&services, "legacy").await;
+    assert!(
+        classic
+            .describe_load_balancers()
+            .load_balancer_names(&name)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(
+        ec2.describe_security_groups()
+            .group_ids(&elb_group)
+            .send()
+            .await
+            .is_err()
+    );
+    assert!(groups_admitting(&ec2, &elb_group).await.is_empty());
+}

@@ -11,6 +11,7 @@ use crate::ini::{self, Section};
 /// cloud-provider-aws's ServiceOverride `Service` values (SDK service IDs)
 /// that Overcast calls.
 pub const SERVICE_EC2: &str = "EC2";
+pub const SERVICE_ELB: &str = "Elastic Load Balancing";
 pub const SERVICE_ELBV2: &str = "Elastic Load Balancing v2";
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -23,6 +24,9 @@ pub struct AwsConfig {
     pub kubernetes_cluster_tag: String,
     pub kubernetes_cluster_id: String,
     pub disable_security_group_ingress: bool,
+    /// `ElbSecurityGroup`: the group every Classic ELB gets instead of a
+    /// `k8s-elb-<name>` group of its own (not managed by the provider).
+    pub elb_security_group: String,
     pub node_ip_families: Vec<String>,
     pub service_overrides: Vec<ServiceOverride>,
     /// `ClusterServiceLoadBalancerHealthProbeMode = Shared`: NLBs of
@@ -51,10 +55,9 @@ pub struct ServiceOverride {
 pub struct ConfigError(pub String);
 
 /// Upstream [Global] keys that Overcast reads but that have no effect yet.
-const WITHOUT_EFFECT: [&str; 7] = [
+const WITHOUT_EFFECT: [&str; 6] = [
     "RoleARN",
     "SourceARN",
-    "ElbSecurityGroup",
     "SupportedTopologyInstanceTypePattern",
     "NLBSecurityGroupMode",
     "DisableStrictZoneCheck",
@@ -151,6 +154,8 @@ impl AwsConfig {
                 self.kubernetes_cluster_tag = value;
             } else if same(k, "KubernetesClusterID") {
                 self.kubernetes_cluster_id = value;
+            } else if same(k, "ElbSecurityGroup") {
+                self.elb_security_group = value;
             } else if same(k, "DisableSecurityGroupIngress") {
                 self.disable_security_group_ingress = ini::parse_bool(&value)
                     .ok_or_else(|| ConfigError(format!("{}: {value:?} is not a boolean", at())))?;
@@ -243,9 +248,9 @@ impl AwsConfig {
                 )));
             }
         }
-        if o.service != SERVICE_EC2 && o.service != SERVICE_ELBV2 {
+        if ![SERVICE_EC2, SERVICE_ELB, SERVICE_ELBV2].contains(&o.service.as_str()) {
             warnings.push(format!(
-                "[ServiceOverride {name:?}] Service {:?}: overcast calls only {SERVICE_EC2:?} and {SERVICE_ELBV2:?}; ignored",
+                "[ServiceOverride {name:?}] Service {:?}: overcast calls only {SERVICE_EC2:?}, {SERVICE_ELB:?} and {SERVICE_ELBV2:?}; ignored",
                 o.service
             ));
         }

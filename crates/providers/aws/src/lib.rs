@@ -6,6 +6,8 @@
 //!
 //! Config: docs/aws-provider.md.
 
+mod clb;
+pub mod clb_plan;
 pub mod config;
 pub mod ini;
 pub mod instances;
@@ -40,6 +42,8 @@ const MAX_ATTEMPTS: u32 = 5;
 pub struct Clients {
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    /// Classic ELBs.
+    pub elb_classic: aws_sdk_elasticloadbalancing::Client,
     pub region: String,
 }
 
@@ -106,10 +110,17 @@ impl AwsCloud {
                         .endpoint_url(&o.url)
                         .region(aws_config::Region::new(o.signing_region.clone()));
                 }
+                let mut classic = aws_sdk_elasticloadbalancing::config::Builder::from(&shared);
+                if let Some(o) = self.config.override_for(config::SERVICE_ELB, &region) {
+                    classic = classic
+                        .endpoint_url(&o.url)
+                        .region(aws_config::Region::new(o.signing_region.clone()));
+                }
                 tracing::info!(%region, "AWS clients ready");
                 Ok(Clients {
                     ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
                     elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb.build()),
+                    elb_classic: aws_sdk_elasticloadbalancing::Client::from_conf(classic.build()),
                     region,
                 })
             })

@@ -46,7 +46,7 @@ fn attribute_map<'a>(
         .collect()
 }
 
-fn status(dns_name: Option<&str>) -> LoadBalancerStatus {
+pub(crate) fn status(dns_name: Option<&str>) -> LoadBalancerStatus {
     LoadBalancerStatus {
         ingress: dns_name.filter(|d| !d.is_empty()).map(|d| {
             vec![LoadBalancerIngress {
@@ -58,7 +58,7 @@ fn status(dns_name: Option<&str>) -> LoadBalancerStatus {
 }
 
 /// The instance IDs behind the Nodes (those with an AWS provider ID).
-fn instance_ids(nodes: &[&Node], filter: &BTreeMap<String, String>) -> BTreeSet<String> {
+pub(crate) fn instance_ids(nodes: &[&Node], filter: &BTreeMap<String, String>) -> BTreeSet<String> {
     nodes
         .iter()
         .filter(|n| node_selected(n, filter))
@@ -112,7 +112,7 @@ impl Found {
 }
 
 impl AwsCloud {
-    fn nlb_settings(&self) -> NlbSettings {
+    pub(crate) fn nlb_settings(&self) -> NlbSettings {
         let c = &self.config;
         NlbSettings {
             security_group_ingress: !c.disable_security_group_ingress,
@@ -132,7 +132,7 @@ impl AwsCloud {
         }
     }
 
-    fn cluster_id_required(&self) -> Result<&str> {
+    pub(crate) fn cluster_id_required(&self) -> Result<&str> {
         self.config.cluster_id().ok_or_else(|| {
             CloudError::other("no cluster ID: set [Global] KubernetesClusterID in --cloud-config")
         })
@@ -163,7 +163,7 @@ impl AwsCloud {
     }
 
     /// The VPC: configured, else the one of the first Node's instance.
-    async fn vpc_id(&self, nodes: &[&Node]) -> Result<String> {
+    pub(crate) async fn vpc_id(&self, nodes: &[&Node]) -> Result<String> {
         if !self.config.vpc.is_empty() {
             return Ok(self.config.vpc.clone());
         }
@@ -192,7 +192,7 @@ impl AwsCloud {
     /// cluster's tag or no cluster tag at all; for an internet-facing LB only
     /// public ones (a route to an internet gateway); one per zone, preferring
     /// the role tag, then the cluster tag, then the lowest ID.
-    async fn discover_subnets(
+    pub(crate) async fn discover_subnets(
         &self,
         vpc: &str,
         internal: bool,
@@ -784,8 +784,10 @@ impl LoadBalancer for AwsCloud {
         _cluster_name: &str,
         service: &Service,
     ) -> Result<Option<LoadBalancerStatus>> {
-        if kind(service) != Kind::Nlb {
-            return Ok(None);
+        match kind(service) {
+            Kind::Nlb => {}
+            Kind::Classic => return self.get_clb(service).await,
+            Kind::Elsewhere => return Ok(None),
         }
         let name = self.get_load_balancer_name(_cluster_name, service);
         if let Some(lb) = self.find_load_balancer(&name).await? {
@@ -908,11 +910,26 @@ impl LoadBalancer for AwsCloud {
                 })
             }
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
-            Kind::Classic => Err(CloudError::other(format!(
-                "Service {}: Classic ELBs are not supported by overcast's aws provider; annotate {ANN_TYPE}: nlb",
-                service_key(service)
-            ))),
+            Kind::Classic => self.preview_clb(service, nodes).await,
         }
+    }
+
+    /// A Classic ELB Service's annotations cloud-provider-aws honours and
+    /// this provider refuses for now (its sync fails naming them).
+    fn unhonoured_annotations(&self, service: &Service) -> Vec<String> {
+        if kind(service) != Kind::Classic {
+            return Vec::new();
+        }
+        let annotations = service.metadata.annotations.as_ref();
+        crate::clb_plan::NOT_YET
+            .iter()
+            .filter(|(key, _)| annotations.is_some_and(|a| a.contains_key(*key)))
+            .map(|(key, what)| {
+                format!(
+                    "{key}: {what} on a Classic ELB are not served by overcast yet (the Service's sync is refused); move the Service to an NLB ({ANN_TYPE}: nlb) or keep it on cloud-provider-aws"
+                )
+            })
+            .collect()
     }
 
     async fn ensure_load_balancer(
@@ -924,10 +941,7 @@ impl LoadBalancer for AwsCloud {
         match kind(service) {
             Kind::Nlb => self.ensure_nlb(service, nodes).await,
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
-            Kind::Classic => Err(CloudError::other(format!(
-                "Service {}: Classic ELBs are not supported by overcast's aws provider; annotate {ANN_TYPE}: nlb",
-                service_key(service)
-            ))),
+            Kind::Classic => self.ensure_clb(service, nodes).await,
         }
     }
 
@@ -944,7 +958,7 @@ impl LoadBalancer for AwsCloud {
                 .await
                 .map(|_| ()),
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
-            Kind::Classic => Ok(()),
+            Kind::Classic => self.update_clb(service, nodes).await,
         }
     }
 
@@ -955,8 +969,10 @@ impl LoadBalancer for AwsCloud {
         cluster_name: &str,
         service: &Service,
     ) -> Result<()> {
-        if kind(service) == Kind::Elsewhere {
-            return Ok(());
+        match kind(service) {
+            Kind::Nlb => {}
+            Kind::Classic => return self.delete_clb(service).await,
+            Kind::Elsewhere => return Ok(()),
         }
         let Some(cluster_id) = self.config.cluster_id().map(str::to_string) else {
             return Ok(());
@@ -1015,5 +1031,38 @@ impl LoadBalancer for AwsCloud {
         }
         let rules = self.plan_instance_rules(&name, None, &cluster_id).await?;
         self.apply_instance_rules(&rules).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use overcast_cloud_provider::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn annotated(pairs: &[(&str, &str)]) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                annotations: Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_preflight_hears_of_classic_elb_annotations_not_served_yet() {
+        let cloud = AwsCloud::from_config(None).unwrap();
+        let proxy = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol";
+        let found = cloud.unhonoured_annotations(&annotated(&[(proxy, "*")]));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].starts_with(proxy), "{found:?}");
+        // On an NLB upstream refuses or ignores it itself: not reported here.
+        let nlb = annotated(&[(proxy, "*"), (ANN_TYPE, "nlb")]);
+        assert!(cloud.unhonoured_annotations(&nlb).is_empty());
     }
 }

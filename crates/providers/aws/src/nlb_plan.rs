@@ -138,7 +138,7 @@ pub enum Kind {
     Nlb,
     /// `external`, `nlb-ip`: the AWS Load Balancer Controller's.
     Elsewhere,
-    /// Anything else: a Classic ELB upstream, which Overcast does not make.
+    /// Anything else: a Classic ELB (clb.rs).
     Classic,
 }
 
@@ -276,7 +276,7 @@ impl Default for NlbSettings {
 
 /// A boolean annotation as upstream reads it (strconv.ParseBool; absent or
 /// empty: `false`).
-fn bool_annotation(svc: &Service, key: &str) -> Result<bool, CloudError> {
+pub(crate) fn bool_annotation(svc: &Service, key: &str) -> Result<bool, CloudError> {
     match annotation(svc, key).filter(|v| !v.is_empty()) {
         None => Ok(false),
         Some(v) => parse_bool(v)
@@ -328,7 +328,7 @@ fn target_group_attributes(
     Ok(Some(attributes))
 }
 
-fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+pub(crate) fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
     svc.metadata
         .annotations
         .as_ref()?
@@ -344,7 +344,7 @@ pub fn service_key(svc: &Service) -> String {
     )
 }
 
-fn bad(svc: &Service, what: impl std::fmt::Display) -> CloudError {
+pub(crate) fn bad(svc: &Service, what: impl std::fmt::Display) -> CloudError {
     CloudError::other(format!("Service {}: {what}", service_key(svc)))
 }
 
@@ -657,7 +657,7 @@ pub fn plan(
     })
 }
 
-fn comma_list(value: &str) -> Vec<String> {
+pub(crate) fn comma_list(value: &str) -> Vec<String> {
     value.split(',').map(|v| v.trim().to_string()).collect()
 }
 

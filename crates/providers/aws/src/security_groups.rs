@@ -82,7 +82,7 @@ impl AwsCloud {
     }
 
     /// Instance ID → its security group IDs; unknown instances are absent.
-    async fn instance_groups(
+    pub(crate) async fn instance_groups(
         &self,
         ids: &BTreeSet<String>,
     ) -> Result<BTreeMap<String, Vec<String>>> {
