@@ -22,6 +22,7 @@ help:
 	@echo "make csi-manifest  regenerate deploy/csi/overcast-csi.yaml from the overcast-csi chart"
 	@echo "make lint       cargo fmt --check and clippy -D warnings"
 	@echo "make bench      bench-scale (overcast-ccm vs the Go CCM), bench-proxy (local LB vs HAProxy), bench-failover (VIP failover), bench-csi (overcast-csi vs local-path-provisioner)"
+	@echo "make semver     the published crates' API against SEMVER_BASELINE (cargo-semver-checks)"
 	@echo "make fuzz       cargo fuzz (nightly) each parser for FUZZ_SECONDS; new inputs join fuzz/corpus (seeds in fuzz/seeds)"
 
 .PHONY: prerequisites
@@ -112,6 +113,18 @@ PUBLISHED := -p overcast-cloud-provider -p overcast-controllers -p overcast-prov
 .PHONY: package
 package:
 	$(CARGO) package $(PUBLISHED) --no-verify --allow-dirty
+
+# The published crates' API against the commit it was last released or
+# agreed at (SEMVER_BASELINE), with cargo-semver-checks from crates.io
+# (installed on first use: 5m38s on this machine). About a minute per crate,
+# so not part of `make test`; run it before changing the published API, and
+# move SEMVER_BASELINE forward with a release.
+SEMVER_BASELINE ?= 2240fd7
+SEMVER_CHECKS := $(HOME)/.cache/semver-checks/bin/cargo-semver-checks
+.PHONY: semver
+semver:
+	@test -x $(SEMVER_CHECKS) || $(CARGO) install cargo-semver-checks --locked --root $(HOME)/.cache/semver-checks
+	$(SEMVER_CHECKS) semver-checks $(PUBLISHED) --baseline-rev $(SEMVER_BASELINE) --all-features
 
 .PHONY: test
 test: testenv venv $(GO_CCM)

@@ -75,6 +75,36 @@ impl ControllerManager {
         )
     }
 
+    /// kube-controller-manager of the in-tree line (testenv/kcm-intree,
+    /// v1.30) with its in-tree `onprem` cloud (a pool of `size` addresses
+    /// from `first`), running the service-lb and cloud-node-lifecycle
+    /// controllers, with leader migration.
+    fn in_tree(plane: &ControlPlane, dir: &Path, migration_config: &Path, pool: &str) -> Self {
+        let cloud_config = dir.join("onprem.conf");
+        std::fs::write(&cloud_config, pool).unwrap();
+        let args = [
+            format!("--kubeconfig={}", plane.kubeconfig_path().display()),
+            "--secure-port=0".into(),
+            "--cloud-provider=onprem".into(),
+            format!("--cloud-config={}", cloud_config.display()),
+            "--controllers=service-lb-controller,cloud-node-lifecycle-controller,serviceaccount-token-controller".into(),
+            format!(
+                "--service-account-private-key-file={}",
+                plane.service_account_key_path().display()
+            ),
+            format!("--root-ca-file={}", plane.ca_path().display()),
+            "--node-monitor-period=500ms".into(),
+            "--leader-elect=true".into(),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=500ms".into(),
+            "--enable-leader-migration".into(),
+            format!("--leader-migration-config={}", migration_config.display()),
+        ];
+        let bin = overcast_testenv::bin_dir().join("kcm-intree/kube-controller-manager");
+        Self::spawn(&bin, &args, dir, "kcm-intree", "make testenv")
+    }
+
     /// The upstream Go cloud-controller-manager (k8s.io/cloud-provider
     /// v0.34.4's app, bench/go-ccm) with its `fake` cloud, under the main
     /// Lease with the tests' timings.
@@ -1172,5 +1202,155 @@ async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
     assert!(
         by_go.iter().any(|m| m == GO) && !by_go.iter().any(|m| m == OURS),
         "{by_go:?}"
+    );
+}
+
+/// The in-tree → out-of-tree path, for real: kube-controller-manager v1.30
+/// (the last line with in-tree cloud controllers) serves LoadBalancer
+/// Services from its in-tree on-premises cloud and watches Nodes with its
+/// cloud-node-lifecycle controller, under the migration Lease; overcast-ccm,
+/// given the same migration configuration and a local pool over the same
+/// addresses, waits beside it without touching them; kill -9 the old
+/// controller manager and overcast-ccm takes both controllers over: every
+/// Service keeps its address and its one finalizer, now served by
+/// overcast-ccm's proxy, a new Service gets a free address of the pool, and
+/// the Node stays.
+#[tokio::test]
+async fn an_in_tree_kube_controller_manager_hands_its_load_balancers_over_with_their_addresses() {
+    let env = CloudEnv::start(
+        "local",
+        "local.yaml",
+        "instances:
+  - name: node-1
+    addresses: [{type: InternalIP, address: 127.0.36.1}]
+loadBalancer:
+  pools: [{name: default, addresses: [127.0.36.100-127.0.36.103]}]
+",
+    )
+    .await;
+    let config = env.dir.path().join("migration.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: controllermanager.config.k8s.io/v1
+kind: LeaderMigrationConfiguration
+leaderName: cloud-provider-extraction-migration
+controllerLeaders:
+  - {name: service-lb-controller, component: \"*\"}
+  - {name: cloud-node-lifecycle-controller, component: \"*\"}
+",
+    )
+    .unwrap();
+    let kcm = ControllerManager::in_tree(
+        &env.plane,
+        env.dir.path(),
+        &config,
+        "first=127.0.36.100\nsize=4\n",
+    );
+    migration_held_with(&env.client, "kube-controller-manager", || kcm.log_text()).await;
+    assert!(
+        kcm.log_text().contains("Starting service controller"),
+        "the in-tree service controller did not start:\n{}",
+        kcm.log_text()
+    );
+
+    // A Node whose kubelet stopped reporting: both lifecycle controllers ask
+    // the cloud, and both clouds have the machine.
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "node-1"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let not_ready = serde_json::json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    nodes
+        .patch_status("node-1", &PatchParams::default(), &Patch::Merge(&not_ready))
+        .await
+        .unwrap();
+
+    let ccm_flags = [
+        "--controllers=cloud-node-lifecycle,service".to_string(),
+        "--node-monitor-period=500ms".to_string(),
+        "--enable-leader-migration".to_string(),
+        format!("--leader-migration-config={}", config.display()),
+    ];
+    let ccm_flags: Vec<&str> = ccm_flags.iter().map(String::as_str).collect();
+    let ccm = env.ccm(&ccm_flags);
+    eventually("overcast-ccm holds its main Lease", SOON, || async {
+        holder(&env.client, "cloud-controller-manager").await
+    })
+    .await;
+
+    // The in-tree cloud serves the Services (the apiserver defaults their
+    // ipMode to VIP); overcast-ccm, without the migration Lease, leaves them
+    // alone (its ipMode would be Proxy).
+    for name in ["s1", "s2"] {
+        served_by_metallb(&env.client, name, &[], None).await;
+    }
+    let mut before = BTreeMap::new();
+    for name in ["s1", "s2"] {
+        let (ip, mode) = eventually(&format!("{name} served in-tree"), SOON, || async {
+            address(&env.client, name).await
+        })
+        .await;
+        assert_eq!(
+            mode.as_deref(),
+            Some("VIP"),
+            "{name} served by overcast-ccm beside the in-tree controller"
+        );
+        before.insert(name, ip);
+    }
+    assert_eq!(
+        before.values().collect::<Vec<_>>(),
+        ["127.0.36.100", "127.0.36.101"],
+        "{}",
+        kcm.log_text()
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for name in ["s1", "s2"] {
+        assert_eq!(
+            address(&env.client, name).await,
+            Some((before[name].clone(), Some("VIP".to_string()))),
+            "{name} changed beside the in-tree controller:\n{}",
+            ccm.log_text()
+        );
+    }
+
+    // kill -9 the old controller manager: overcast-ccm takes over.
+    drop(kcm);
+    migration_held_with(&env.client, "cloud-controller-manager", || ccm.log_text()).await;
+    served_by_metallb(&env.client, "s3", &[], None).await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    for (name, ip) in [
+        ("s1", before["s1"].as_str()),
+        ("s2", before["s2"].as_str()),
+        ("s3", "127.0.36.102"),
+    ] {
+        let (got, _) = eventually(&format!("{name} served by overcast-ccm"), SOON, || async {
+            address(&env.client, name)
+                .await
+                .filter(|(_, mode)| mode.as_deref() == Some("Proxy"))
+        })
+        .await;
+        assert_eq!(got, ip, "{name}:\n{}", ccm.log_text());
+        // Its proxy listens on the address the Service kept.
+        std::net::TcpStream::connect((ip, 80))
+            .unwrap_or_else(|e| panic!("{name}: connect to {ip}:80: {e}"));
+        let svc = services.get(name).await.unwrap();
+        assert_eq!(
+            svc.metadata.finalizers.unwrap_or_default(),
+            ["service.kubernetes.io/load-balancer-cleanup"],
+            "{name}: one finalizer, shared"
+        );
+    }
+    // Several lifecycle passes on the NotReady Node: it stays.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        nodes.get_opt("node-1").await.unwrap().is_some(),
+        "node-1 deleted:\n{}",
+        ccm.log_text()
     );
 }
