@@ -1095,7 +1095,7 @@ async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
     );
     assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
     served_by_metallb(&env.client, "s1", &[], None).await;
-    eventually("s1 served by the Go CCM", SOON, || async {
+    let (by_go_ip, _) = eventually("s1 served by the Go CCM", SOON, || async {
         address(&env.client, "s1").await
     })
     .await;
@@ -1177,6 +1177,15 @@ async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
         ["service.kubernetes.io/load-balancer-cleanup"],
         "one finalizer, shared"
     );
+    // The clouds answer alike for s1 (each fake's first balancer), so its
+    // address survives the cut-over, and the rollback below.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        address(&env.client, "s1").await.map(|(ip, _)| ip),
+        Some(by_go_ip.clone()),
+        "{}",
+        ccm.log_text()
+    );
 
     // Rollback: a Go CCM waits behind overcast-ccm, then takes over from it.
     let go = ControllerManager::go_ccm(&env.plane, env.dir.path(), 2);
@@ -1202,6 +1211,12 @@ async fn the_go_ccm_and_overcast_take_turns_under_one_lease() {
     assert!(
         by_go.iter().any(|m| m == GO) && !by_go.iter().any(|m| m == OURS),
         "{by_go:?}"
+    );
+    assert_eq!(
+        address(&env.client, "s1").await.map(|(ip, _)| ip),
+        Some(by_go_ip),
+        "{}",
+        go.log_text()
     );
 }
 
