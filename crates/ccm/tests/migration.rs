@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Service, ServicePort, ServiceSpec};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use overcast_testenv::ControlPlane;
@@ -726,6 +726,39 @@ loadBalancer:
     )
     .await;
     served_by_metallb(&env.client, "fresh", &[], None).await;
+    // A control plane's kube-controller-manager (its static Pod, as kubeadm
+    // writes it) still with an in-tree cloud, on upstream's default
+    // migration configuration; and a scheduler, which runs none of this.
+    let static_pod = |name: &str, image: &str, command: &[&str]| {
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "kube-system", "labels": {"component": name}},
+            "spec": {"nodeName": "control-plane-1", "containers": [{"name": name, "image": image, "command": command}]},
+        })
+    };
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "kube-system");
+    for pod in [
+        static_pod(
+            "kube-controller-manager",
+            "registry.k8s.io/kube-controller-manager:v1.30.14",
+            &[
+                "kube-controller-manager",
+                "--cloud-provider=gce",
+                "--enable-leader-migration",
+            ],
+        ),
+        static_pod(
+            "kube-scheduler",
+            "registry.k8s.io/kube-scheduler:v1.30.14",
+            &["kube-scheduler", "--leader-elect=true"],
+        ),
+    ] {
+        pods.create(
+            &PostParams::default(),
+            &serde_json::from_value(pod).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
 
     let mut flags = env.provider_flags();
     flags.extend(["-o".to_string(), "json".to_string()]);
@@ -749,11 +782,26 @@ loadBalancer:
         [
             "node/ghost",
             "node/node-2",
+            "pod/kube-system/kube-controller-manager",
+            "pod/kube-system/kube-controller-manager",
             "service/default/extra",
             "service/default/moved"
         ],
         "{stdout}"
     );
+    // overcast-ccm here runs without leader migration: the lifecycle
+    // controller (migrated there) and the service controller (under its main
+    // Lease there, as the default configuration reads) would run twice.
+    let by_kcm: Vec<&str> = hazards[2..4].iter().map(|(_, m)| m.as_str()).collect();
+    assert!(
+        by_kcm[0].starts_with("kube-controller-manager runs cloud-node-lifecycle-controller and overcast-ccm runs it under its own Lease"),
+        "{stdout}"
+    );
+    assert!(
+        by_kcm[1].starts_with("kube-controller-manager runs service-lb-controller under its own Lease (--enable-leader-migration without a file"),
+        "{stdout}"
+    );
+    let hazards = [&hazards[..2], &hazards[4..]].concat();
     assert!(
         hazards[0]
             .1

@@ -16,7 +16,7 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, Service};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
@@ -24,9 +24,11 @@ use overcast_cloud_provider::{CloudError, CloudProvider, ProviderRegistry};
 
 use overcast_controllers::service::plan::{ClassPolicy, has_finalizer, wants_load_balancer};
 
-use crate::migration::MigrationConfig;
+use crate::migration::{MigrationConfig, Placement};
 use crate::options::{Config, Options};
-use overcast_cloud_provider::names::controllers::{CLOUD_NODE, CLOUD_NODE_LIFECYCLE, SERVICE_LB};
+use overcast_cloud_provider::names::controllers::{
+    CLOUD_NODE, CLOUD_NODE_LIFECYCLE, NODE_IPAM, NODE_ROUTE, SERVICE_LB,
+};
 use plan::{Finding, Severity};
 
 /// Runs the check; `args` are what follows `migrate check`.
@@ -178,13 +180,29 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
         findings.extend(plan::servicelb_daemonsets(&daemonsets));
     }
 
+    let migration = match &opts.leader_migration_config {
+        _ if !(opts.enable_leader_migration && opts.leader_elect) => None,
+        Some(path) => Some(MigrationConfig::load(path).map_err(anyhow::Error::msg)?),
+        None => Some(MigrationConfig::default_config()),
+    };
+    // A kube-controller-manager that would run what overcast-ccm runs.
+    let ours = own_controllers(config, cloud.as_ref(), migration.as_ref());
+    match Api::<Pod>::namespaced(client.clone(), "kube-system")
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(pods) => findings.extend(plan::controller_managers(&pods.items, &ours)),
+        Err(kube::Error::Api(e)) if e.code == 403 => findings.push(Finding {
+            severity: Severity::Note,
+            object: "pods".into(),
+            message: "these credentials may not list Pods in kube-system: no check for a kube-controller-manager running the same controllers".into(),
+        }),
+        Err(e) => return Err(e).context("listing Pods in kube-system"),
+    }
+
     let namespace = &opts.leader_elect_resource_namespace;
     let mut leases = vec![opts.leader_elect_resource_name.clone()];
-    if opts.enable_leader_migration && opts.leader_elect {
-        let migration = match &opts.leader_migration_config {
-            Some(path) => MigrationConfig::load(path).map_err(anyhow::Error::msg)?,
-            None => MigrationConfig::default_config(),
-        };
+    if let Some(migration) = migration {
         leases.push(migration.leader_name);
     }
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
@@ -206,6 +224,38 @@ async fn check(config: &Config, registry: &ProviderRegistry) -> anyhow::Result<V
     }
     findings.extend(plan::rbac(&missing, "these credentials"));
     Ok(findings)
+}
+
+/// The controllers a kube-controller-manager may run too that overcast-ccm
+/// will run with these flags and this provider, and under which Lease.
+fn own_controllers(
+    config: &Config,
+    cloud: &dyn CloudProvider,
+    migration: Option<&MigrationConfig>,
+) -> Vec<plan::OwnController> {
+    let opts = &config.options;
+    let runs = |name: &str| {
+        config.selection.is_enabled(name)
+            && match name {
+                SERVICE_LB => cloud.load_balancer().is_some(),
+                CLOUD_NODE_LIFECYCLE => {
+                    cloud.instances_v2().is_some() || cloud.instances().is_some()
+                }
+                NODE_ROUTE => opts.configure_cloud_routes && cloud.routes().is_some(),
+                _ => config.ipam.is_some(),
+            }
+    };
+    [CLOUD_NODE_LIFECYCLE, SERVICE_LB, NODE_ROUTE, NODE_IPAM]
+        .into_iter()
+        .filter(|name| runs(name))
+        .filter_map(|name| {
+            let placement = migration.map_or(Placement::NonMigrated, |m| m.placement(name));
+            (placement != Placement::Unowned).then_some(plan::OwnController {
+                name,
+                migrated: placement == Placement::Migrated,
+            })
+        })
+        .collect()
 }
 
 /// Every object of a kind (in every namespace); a Forbidden answer is a

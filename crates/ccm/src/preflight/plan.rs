@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Service};
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, PersistentVolume, Pod, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use overcast_cloud_provider::names::{
     LABEL_INSTANCE_TYPE, LABEL_INSTANCE_TYPE_BETA, LABEL_REGION, LABEL_REGION_BETA, LABEL_ZONE,
@@ -504,6 +504,232 @@ pub fn table(findings: &[Finding]) -> String {
     out
 }
 
+/// A controller overcast-ccm will run, and under which Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnController {
+    pub name: &'static str,
+    /// Under the migration Lease (else under the main one).
+    pub migrated: bool,
+}
+
+/// Where kube-controller-manager runs a controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KcmPlacement {
+    /// Under its own Lease, always; why.
+    Main(String),
+    /// Under the migration Lease.
+    Migrated,
+    /// Decided by a file on its node that the check cannot read.
+    File(String),
+    /// Its default migration configuration, read by a version before v1.28
+    /// (pre-1.28 names), or by one whose version is unknown.
+    UnknownVersion,
+}
+
+/// The cloud controllers a kube-controller-manager may run beside
+/// overcast-ccm, in the order upstream lists them.
+const SHARED_CONTROLLERS: [&str; 4] = [
+    overcast_cloud_provider::names::controllers::CLOUD_NODE_LIFECYCLE,
+    overcast_cloud_provider::names::controllers::SERVICE_LB,
+    overcast_cloud_provider::names::controllers::NODE_ROUTE,
+    overcast_cloud_provider::names::controllers::NODE_IPAM,
+];
+
+/// A container's flags as kube-controller-manager reads them: `--name=value`
+/// or `--name value`; the last one given wins.
+fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    let long = format!("--{name}");
+    let mut found = None;
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        if let Some(value) = arg.strip_prefix(&long) {
+            if let Some(value) = value.strip_prefix('=') {
+                found = Some(value);
+            } else if value.is_empty() {
+                // A boolean given bare, or a value in the next word.
+                found = Some(match args.clone().next() {
+                    Some(next) if !next.starts_with('-') => args.next().map_or("", |n| n.as_str()),
+                    _ => "true",
+                });
+            }
+        }
+    }
+    found
+}
+
+/// Go's strconv.ParseBool, as pflag reads a boolean flag.
+fn go_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// The minor version of an image `…/kube-controller-manager:v1.30.14`.
+fn image_minor(image: &str) -> Option<u32> {
+    let tag = image.rsplit_once(':')?.1;
+    let rest = tag.strip_prefix("v1.")?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether `--controllers` (default `*`) enables `canonical`, by its name or
+/// its alias, as kube-controller-manager from v1.28 reads the list.
+fn kcm_enables(list: Option<&str>, canonical: &str) -> bool {
+    let alias = crate::controllers::short_name(canonical);
+    let names: Vec<&str> = list.unwrap_or("*").split(',').map(str::trim).collect();
+    let named = |n: &str| n == canonical || n == alias;
+    if names.iter().any(|n| n.strip_prefix('-').is_some_and(named)) {
+        return false;
+    }
+    names.iter().any(|n| named(n)) || names.contains(&"*")
+}
+
+/// kube-controller-manager Pods (a control plane's static Pods, by their
+/// command) that would run a controller overcast-ccm runs, so that both run
+/// it: an in-tree cloud (`--cloud-provider` other than `external`) before
+/// v1.31 runs the lifecycle, service and route controllers, and
+/// `--allocate-node-cidrs` node IPAM, in every version. Both may run one only
+/// when both place it under the migration Lease; where kube-controller-manager
+/// takes its placement from a file on its node, the file is named to check.
+pub fn controller_managers(pods: &[Pod], ours: &[OwnController]) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for pod in pods {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let containers = pod.spec.iter().flat_map(|s| &s.containers);
+        for container in containers {
+            let argv: Vec<String> = container
+                .command
+                .iter()
+                .flatten()
+                .chain(container.args.iter().flatten())
+                .cloned()
+                .collect();
+            let runs_kcm = argv
+                .first()
+                .is_some_and(|a| a.rsplit('/').next() == Some("kube-controller-manager"));
+            if !runs_kcm {
+                continue;
+            }
+            let object = format!(
+                "pod/{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            );
+            found.extend(controller_manager(
+                &object,
+                container.image.as_deref(),
+                &argv,
+                ours,
+            ));
+        }
+    }
+    found
+}
+
+fn controller_manager(
+    object: &str,
+    image: Option<&str>,
+    argv: &[String],
+    ours: &[OwnController],
+) -> Vec<Finding> {
+    use overcast_cloud_provider::names::controllers::{NODE_IPAM, NODE_ROUTE};
+    let minor = image.and_then(image_minor);
+    let cloud = flag(argv, "cloud-provider").unwrap_or_default();
+    let in_tree = !cloud.is_empty() && cloud != "external" && minor.is_none_or(|m| m <= 30);
+    let is_set = |name: &str, default: bool| {
+        flag(argv, name).map_or(default, |v| go_bool(v).unwrap_or(default))
+    };
+    let allocates = is_set("allocate-node-cidrs", false);
+    let routes = is_set("configure-cloud-routes", true);
+    let list = flag(argv, "controllers");
+    let runs = |c: &str| {
+        kcm_enables(list, c)
+            && match c {
+                NODE_IPAM => allocates,
+                NODE_ROUTE => in_tree && allocates && routes,
+                _ => in_tree,
+            }
+    };
+    let placement = |c: &str| {
+        if !is_set("enable-leader-migration", false) || !is_set("leader-elect", true) {
+            return KcmPlacement::Main("it runs without --enable-leader-migration".into());
+        }
+        if let Some(file) = flag(argv, "leader-migration-config").filter(|f| !f.is_empty()) {
+            return KcmPlacement::File(file.to_string());
+        }
+        match minor {
+            Some(m) if m >= 28 => {
+                match crate::migration::MigrationConfig::default_config().placement(c) {
+                    crate::migration::Placement::NonMigrated => KcmPlacement::Main(format!(
+                        "--enable-leader-migration without a file uses upstream's default configuration, which from v1.28 migrates only {}: its entries route-controller and service-controller name no controller",
+                        overcast_cloud_provider::names::controllers::CLOUD_NODE_LIFECYCLE
+                    )),
+                    _ => KcmPlacement::Migrated,
+                }
+            }
+            _ => KcmPlacement::UnknownVersion,
+        }
+    };
+    let mut found = Vec::new();
+    for name in SHARED_CONTROLLERS {
+        let Some(own) = ours.iter().find(|o| o.name == name) else {
+            continue;
+        };
+        if !runs(name) {
+            continue;
+        }
+        let here = if own.migrated {
+            "overcast-ccm runs it under the migration Lease"
+        } else {
+            "overcast-ccm runs it under its own Lease (its migration configuration does not list it)"
+        };
+        let finding = match (placement(name), own.migrated) {
+            (KcmPlacement::Migrated, true) => None,
+            (KcmPlacement::Main(why), _) => Some(hazard(
+                object,
+                format!(
+                    "kube-controller-manager runs {name} under its own Lease ({why}) and {here}: both would run it; stop it there (--controllers=-{name}{}) or list {name:?} in both components' migration configuration",
+                    if name == NODE_IPAM {
+                        ", --allocate-node-cidrs=false"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+            (_, false) => Some(hazard(
+                object,
+                format!(
+                    "kube-controller-manager runs {name} and {here}: both would run it; list {name:?} in overcast-ccm's migration configuration as in kube-controller-manager's"
+                ),
+            )),
+            (KcmPlacement::File(file), true) => Some(note(
+                object,
+                format!(
+                    "kube-controller-manager runs {name}, placed by {file} on its node, which this check cannot read: that file must list {name:?} (and, before v1.28, {:?}) as overcast-ccm's does, or both run it",
+                    crate::controllers::short_name(name)
+                ),
+            )),
+            (KcmPlacement::UnknownVersion, true) => Some(note(
+                object,
+                format!(
+                    "kube-controller-manager runs {name} by upstream's default migration configuration, which its version (image {:?}) reads in a way this check does not know: give both components a file listing {name:?} and {:?}",
+                    image.unwrap_or_default(),
+                    crate::controllers::short_name(name)
+                ),
+            )),
+        };
+        found.extend(finding);
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -764,6 +990,169 @@ mod tests {
             "{}",
             found[0].message
         );
+    }
+
+    fn kcm_pod(image: &str, flags: &[&str]) -> Pod {
+        let mut command = vec!["kube-controller-manager"];
+        command.extend(flags);
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-controller-manager-cp1", "namespace": "kube-system"},
+            "spec": {"containers": [{"name": "kube-controller-manager", "image": image, "command": command}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap()
+    }
+
+    const MIGRATING_BOTH: [OwnController; 2] = [
+        OwnController {
+            name: overcast_cloud_provider::names::controllers::CLOUD_NODE_LIFECYCLE,
+            migrated: true,
+        },
+        OwnController {
+            name: overcast_cloud_provider::names::controllers::SERVICE_LB,
+            migrated: true,
+        },
+    ];
+
+    #[test]
+    fn an_in_tree_controller_manager_on_the_default_migration_configuration_is_a_hazard() {
+        // v1.30 with an in-tree cloud and upstream's default configuration:
+        // the lifecycle controller migrates, the service controller does not.
+        let pod = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.30.14",
+            &["--cloud-provider=aws", "--enable-leader-migration"],
+        );
+        let found = controller_managers(&[pod], &MIGRATING_BOTH);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Hazard);
+        assert_eq!(
+            found[0].object,
+            "pod/kube-system/kube-controller-manager-cp1"
+        );
+        assert!(
+            found[0].message.starts_with(
+                "kube-controller-manager runs service-lb-controller under its own Lease (--enable-leader-migration without a file uses upstream's default configuration"
+            ),
+            "{}",
+            found[0].message
+        );
+        // The same with a file: only the file can say, and it is named.
+        let pod = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.30.14",
+            &[
+                "--cloud-provider",
+                "aws",
+                "--enable-leader-migration",
+                "--leader-migration-config=/etc/kubernetes/migration.yaml",
+            ],
+        );
+        let found = controller_managers(&[pod], &MIGRATING_BOTH);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found.iter().all(|f| {
+            f.severity == Severity::Note
+                && f.message
+                    .contains("placed by /etc/kubernetes/migration.yaml on its node")
+        }));
+    }
+
+    #[test]
+    fn a_controller_manager_without_migration_runs_beside_overcast() {
+        let pod = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.26.3",
+            &["--cloud-provider=aws", "--allocate-node-cidrs=true"],
+        );
+        let ours = [
+            MIGRATING_BOTH[1],
+            OwnController {
+                name: overcast_cloud_provider::names::controllers::NODE_ROUTE,
+                migrated: false,
+            },
+        ];
+        let found = controller_managers(&[pod], &ours);
+        let names: Vec<&str> = found
+            .iter()
+            .map(|f| f.message.split(' ').nth(2).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            names,
+            ["service-lb-controller", "node-route-controller"],
+            "{found:?}"
+        );
+        assert!(found.iter().all(|f| f.severity == Severity::Hazard));
+        // Turned off there, by name or alias: nothing to say.
+        let pod = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.26.3",
+            &[
+                "--cloud-provider=aws",
+                "--allocate-node-cidrs=true",
+                "--controllers=*,-service,-node-route-controller",
+            ],
+        );
+        assert_eq!(controller_managers(&[pod], &ours), []);
+    }
+
+    #[test]
+    fn only_node_ipam_is_shared_with_a_controller_manager_of_v1_31_on() {
+        // No cloud loops from v1.31, whatever --cloud-provider says; node
+        // IPAM still runs with --allocate-node-cidrs, un-migrated under the
+        // default configuration.
+        let ipam = OwnController {
+            name: overcast_cloud_provider::names::controllers::NODE_IPAM,
+            migrated: true,
+        };
+        let ours = [MIGRATING_BOTH[0], MIGRATING_BOTH[1], ipam];
+        let pod = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.34.4",
+            &[
+                "--cloud-provider=aws",
+                "--enable-leader-migration",
+                "--allocate-node-cidrs",
+            ],
+        );
+        let found = controller_managers(&[pod], &ours);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .message
+                .contains("node-ipam-controller under its own Lease")
+        );
+        assert!(found[0].message.contains("--allocate-node-cidrs=false"));
+        // Not a controller manager, or one that has ended: nothing.
+        let mut done = kcm_pod(
+            "registry.k8s.io/kube-controller-manager:v1.34.4",
+            &["--allocate-node-cidrs"],
+        );
+        done.status.as_mut().unwrap().phase = Some("Failed".into());
+        let mut other = kcm_pod("busybox:1", &[]);
+        other.spec.as_mut().unwrap().containers[0].command = Some(vec!["sh".into()]);
+        assert_eq!(controller_managers(&[done, other], &ours), []);
+    }
+
+    #[test]
+    fn kube_controller_manager_flags_are_read_as_pflag_reads_them() {
+        let argv: Vec<String> = [
+            "--a=1",
+            "--b",
+            "two",
+            "--c",
+            "--a=3",
+            "--cloud-provider-gce-lb-src-cidrs=x",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(flag(&argv, "a"), Some("3"));
+        assert_eq!(flag(&argv, "b"), Some("two"));
+        assert_eq!(flag(&argv, "c"), Some("true"));
+        assert_eq!(flag(&argv, "cloud-provider"), None);
+        assert_eq!(
+            image_minor("registry.k8s.io/kube-controller-manager:v1.30.14"),
+            Some(30)
+        );
+        assert_eq!(image_minor("localhost:5000/kcm"), None);
+        assert!(kcm_enables(None, "service-lb-controller"));
+        assert!(!kcm_enables(Some("*,-service"), "service-lb-controller"));
+        assert!(kcm_enables(Some("service"), "service-lb-controller"));
+        assert!(!kcm_enables(Some("route"), "service-lb-controller"));
     }
 
     #[test]
