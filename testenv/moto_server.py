@@ -20,6 +20,14 @@ balancer it finds. And a Network Load Balancer made with subnet mappings
 that name an Elastic IP allocation or a private IPv4 address reports them in
 its zones' LoadBalancerAddresses on AWS; moto drops them.
 
+A Classic ELB listener keeps the InstanceProtocol it was made with on AWS
+(an `SSL` listener in front of `TCP` instances, cloud-provider-aws's TLS
+default); moto answers the listener's own protocol, so every sync would see
+the listener changed and make it again. And AWS sets backend policies
+(SetLoadBalancerPoliciesForBackendServer) on any instance port; moto only on
+the ports of the listeners the ELB was created with, failing for a listener
+added later.
+
 Usage as moto_server: moto_server.py -H HOST -p PORT.
 """
 
@@ -32,6 +40,8 @@ from moto.elbv2.models import (
     FakeLoadBalancer,
     FakeTargetGroup,
 )
+from moto.elb.models import ELBBackend, FakeBackend, FakeListener
+from moto.elb.models import LoadBalancer as ClassicLoadBalancer
 from moto.server import main
 
 _create_load_balancer = ELBv2Backend.create_load_balancer
@@ -102,6 +112,61 @@ def _zones_with_addresses(self):
 
 
 FakeLoadBalancer.availability_zones = property(_zones_with_addresses)
+
+FakeListener.instance_protocol = property(
+    lambda self: (getattr(self, "sent_instance_protocol", None) or self.protocol).upper()
+)
+
+
+def _keep_instance_protocols(balancer, ports):
+    for port in ports or []:
+        sent = port.get("InstanceProtocol") or port.get("instance_protocol")
+        lb_port = port.get("LoadBalancerPort") or port.get("load_balancer_port")
+        for listener in balancer.listeners:
+            if (
+                sent
+                and str(listener.load_balancer_port) == str(lb_port)
+                and not getattr(listener, "sent_instance_protocol", None)
+            ):
+                listener.sent_instance_protocol = sent
+
+
+_classic_init = ClassicLoadBalancer.__init__
+
+
+def _classic_init_keeping_instance_protocols(self, *args, **kwargs):
+    _classic_init(self, *args, **kwargs)
+    ports = kwargs.get("ports")
+    if ports is None and len(args) > 3:
+        ports = args[3]
+    _keep_instance_protocols(self, ports)
+
+
+ClassicLoadBalancer.__init__ = _classic_init_keeping_instance_protocols
+
+_create_listeners = ELBBackend.create_load_balancer_listeners
+
+
+def _create_listeners_keeping_instance_protocols(self, name, ports):
+    balancer = _create_listeners(self, name, ports)
+    if balancer:
+        _keep_instance_protocols(balancer, ports)
+    return balancer
+
+
+ELBBackend.create_load_balancer_listeners = _create_listeners_keeping_instance_protocols
+
+_set_backend_policies = ELBBackend.set_load_balancer_policies_for_backend_server
+
+
+def _set_backend_policies_on_any_port(self, load_balancer_name, instance_port, policies):
+    balancer = self.get_load_balancer(load_balancer_name)
+    if not any(int(b.instance_port) == int(instance_port) for b in balancer.backends):
+        balancer.backends.append(FakeBackend(instance_port=instance_port))
+    return _set_backend_policies(self, load_balancer_name, instance_port, policies)
+
+
+ELBBackend.set_load_balancer_policies_for_backend_server = _set_backend_policies_on_any_port
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2449,20 +2449,259 @@ async fn classic_elb_annotations_reach_the_elb_and_unsupported_ones_are_refused(
     assert_eq!(tags["team"], "shop");
     assert_eq!(tags["kubernetes.io/service-name"], "default/tuned");
     assert_eq!(tags[&format!("kubernetes.io/cluster/{CLUSTER}")], "owned");
+}
 
-    let refused = services
-        .create(
-            &PostParams::default(),
-            &annotated(
-                "tls",
-                &[("ssl-cert", "arn:aws:acm:us-east-1:1:certificate/x")],
+/// The Classic ELB settings beyond the defaults, as cloud-provider-aws makes
+/// them (aws.go buildListener, aws_loadbalancer.go): a TLS listener on the
+/// `ssl-ports` with the certificate and the negotiation policy, the proxy
+/// protocol on every backend port (and off again when the annotation goes),
+/// groups of the Service's own in place of `k8s-elb-<name>` (never deleted),
+/// and a value upstream refuses refused with its words.
+#[tokio::test]
+async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
+    let Aws {
+        moto,
+        ec2,
+        elb: _,
+        subnets,
+    } = Aws::start().await;
+    let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
+    let (instance, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let env = aws_cloud_env().await;
+    let ccm = env.ccm_with_env(&[], &endpoint_vars(moto.url()));
+    create_tainted_node(&env.client, &dns).await;
+    initialised(&env.client, &dns).await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let ann = |k: &str| format!("service.beta.kubernetes.io/aws-load-balancer-{k}");
+    // moto checks an ACM certificate exists; an IAM server certificate's
+    // ARN it takes as given.
+    let cert = "arn:aws:iam::123456789012:server-certificate/web";
+    let mut tls = nlb_service("tls", &[(Some("http"), 80), (Some("https"), 443)]);
+    tls.metadata.annotations = Some(
+        [
+            ("ssl-cert", cert),
+            ("ssl-ports", "https"),
+            (
+                "ssl-negotiation-policy",
+                "ELBSecurityPolicy-TLS-1-2-2017-01",
             ),
+            ("proxy-protocol", "*"),
+        ]
+        .iter()
+        .map(|(k, v)| (ann(k), v.to_string()))
+        .collect(),
+    );
+    let tls = services.create(&PostParams::default(), &tls).await.unwrap();
+    status_hostname(&services, "tls").await;
+    let name = overcast_cloud_provider::default_load_balancer_name(&tls);
+    let describe = || async {
+        classic
+            .describe_load_balancers()
+            .load_balancer_names(&name)
+            .send()
+            .await
+            .unwrap()
+            .load_balancer_descriptions()[0]
+            .clone()
+    };
+    let node_ports: Vec<i32> = services
+        .get("tls")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| p.node_port.unwrap())
+        .collect();
+    let policy = "k8s-SSLNegotiationPolicy-ELBSecurityPolicy-TLS-1-2-2017-01";
+    let proxied = eventually("the proxy protocol on both backends", SOON, || async {
+        let lb = describe().await;
+        (lb.backend_server_descriptions().len() == 2).then_some(lb)
+    })
+    .await;
+    let mut listeners: Vec<String> = proxied
+        .listener_descriptions()
+        .iter()
+        .map(|d| {
+            let l = d.listener().unwrap();
+            format!(
+                "{} {}->{} {} {:?} {:?}",
+                l.load_balancer_port(),
+                l.protocol(),
+                l.instance_port(),
+                l.instance_protocol()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase(),
+                l.ssl_certificate_id(),
+                d.policy_names()
+            )
+        })
+        .collect();
+    listeners.sort();
+    assert_eq!(
+        listeners,
+        [
+            format!("443 SSL->{} TCP Some({cert:?}) [{policy:?}]", node_ports[1]),
+            format!("80 TCP->{} TCP None []", node_ports[0]),
+        ],
+        "{}",
+        ccm.log_text()
+    );
+    let mut backends: Vec<(i32, Vec<String>)> = proxied
+        .backend_server_descriptions()
+        .iter()
+        .map(|b| (b.instance_port().unwrap(), b.policy_names().to_vec()))
+        .collect();
+    backends.sort();
+    let mut expected: Vec<(i32, Vec<String>)> = node_ports
+        .iter()
+        .map(|p| (*p, vec!["k8s-proxyprotocol-enabled".to_string()]))
+        .collect();
+    expected.sort();
+    assert_eq!(backends, expected);
+    let made = classic
+        .describe_load_balancer_policies()
+        .load_balancer_name(&name)
+        .policy_names(policy)
+        .send()
+        .await
+        .unwrap();
+    let attribute = &made.policy_descriptions()[0].policy_attribute_descriptions()[0];
+    assert_eq!(
+        (attribute.attribute_name(), attribute.attribute_value()),
+        (
+            Some("Reference-Security-Policy"),
+            Some("ELBSecurityPolicy-TLS-1-2-2017-01")
+        )
+    );
+
+    // Without the annotation, the backends speak plain TCP again.
+    services
+        .patch(
+            "tls",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": null
+            }}})),
         )
         .await
         .unwrap();
+    eventually("the proxy protocol off again", SOON, || async {
+        describe()
+            .await
+            .backend_server_descriptions()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // Groups of the Service's own replace k8s-elb-<name>; the instance's
+    // group admits the first of them; deleting the Service keeps them.
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let mine = create_group(&ec2, &vpc, "team-elb", false).await;
+    let extra = create_group(&ec2, &vpc, "team-extra", false).await;
+    let mut byo = classic_service("byo");
+    byo.metadata.annotations = Some(
+        [
+            ("security-groups", format!(" {mine} ,")),
+            ("extra-security-groups", extra.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (ann(k), v))
+        .collect(),
+    );
+    let byo = services.create(&PostParams::default(), &byo).await.unwrap();
+    status_hostname(&services, "byo").await;
+    let byo_name = overcast_cloud_provider::default_load_balancer_name(&byo);
+    let lb = classic
+        .describe_load_balancers()
+        .load_balancer_names(&byo_name)
+        .send()
+        .await
+        .unwrap()
+        .load_balancer_descriptions()[0]
+        .clone();
+    assert_eq!(lb.security_groups(), [mine.clone(), extra.clone()]);
+    let own = ec2
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("k8s-elb-{byo_name}"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(own.security_groups().is_empty(), "no k8s-elb- group made");
+    let instance_group = ec2
+        .describe_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap()
+        .reservations()[0]
+        .instances()[0]
+        .security_groups()[0]
+        .group_id()
+        .unwrap()
+        .to_string();
+    let admitting = |source: String| {
+        let ec2 = ec2.clone();
+        async move {
+            ec2.describe_security_groups()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("ip-permission.group-id")
+                        .values(source)
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(admitting(mine.clone()).await, vec![instance_group]);
+    services
+        .delete("byo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the byo ELB deleted", SOON, || async {
+        classic
+            .describe_load_balancers()
+            .load_balancer_names(&byo_name)
+            .send()
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let left = ec2
+        .describe_security_groups()
+        .group_ids(&mine)
+        .group_ids(&extra)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        left.security_groups().len(),
+        2,
+        "the Service's own groups are kept"
+    );
+
+    // A proxy-protocol value upstream refuses: its words, in an Event.
+    let mut odd = classic_service("odd");
+    odd.metadata.annotations = Some([(ann("proxy-protocol"), "true".to_string())].into());
+    services.create(&PostParams::default(), &odd).await.unwrap();
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(env.client.clone(), "default");
-    let message = eventually("tls' SyncLoadBalancerFailed", SOON, || async {
+    let message = eventually("odd's SyncLoadBalancerFailed", SOON, || async {
         events
             .list(&Default::default())
             .await
@@ -2471,24 +2710,14 @@ async fn classic_elb_annotations_reach_the_elb_and_unsupported_ones_are_refused(
             .into_iter()
             .find(|e| {
                 e.reason.as_deref() == Some("SyncLoadBalancerFailed")
-                    && e.involved_object.name.as_deref() == Some("tls")
+                    && e.involved_object.name.as_deref() == Some("odd")
             })?
             .message
     })
     .await;
     assert!(
-        message.contains("aws-load-balancer-ssl-cert") && message.contains("not supported"),
+        message.contains(r#"aws-load-balancer-proxy-protocol"="true" detected, but the only value supported currently is '*'"#),
         "{message}"
-    );
-    let tls_name = overcast_cloud_provider::default_load_balancer_name(&refused);
-    assert!(
-        classic
-            .describe_load_balancers()
-            .load_balancer_names(&tls_name)
-            .send()
-            .await
-            .is_err(),
-        "no ELB for a refused Service"
     );
 }
 

@@ -15,7 +15,7 @@ use aws_sdk_elasticloadbalancing as elb;
 use elb::error::ProvideErrorMetadata;
 use elb::types::{
     AccessLog, ConnectionDraining, ConnectionSettings, CrossZoneLoadBalancing, HealthCheck,
-    Instance, Listener, LoadBalancerAttributes, LoadBalancerDescription, Tag,
+    Instance, Listener, LoadBalancerAttributes, LoadBalancerDescription, PolicyAttribute, Tag,
 };
 use overcast_cloud_provider::k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, Service};
 use overcast_cloud_provider::{CloudError, LoadBalancerPreview, Result};
@@ -35,6 +35,12 @@ struct Described {
     security_groups: Vec<String>,
     instances: BTreeSet<String>,
     health_check: Option<ClbHealthCheck>,
+    /// Each listener's policy names, by its port.
+    listener_policies: BTreeMap<i32, Vec<String>>,
+    /// Each instance port with backend policies, and their names.
+    backends: BTreeMap<i32, Vec<String>>,
+    /// The policies made on the ELB (`Policies.OtherPolicies`).
+    policies: BTreeSet<String>,
 }
 
 fn described(lb: &LoadBalancerDescription) -> Described {
@@ -49,8 +55,28 @@ fn described(lb: &LoadBalancerDescription) -> Described {
                 instance_port: l.instance_port(),
                 protocol: l.protocol().to_string(),
                 instance_protocol: l.instance_protocol().unwrap_or(l.protocol()).to_string(),
+                certificate: l.ssl_certificate_id().map(str::to_string),
             })
             .collect(),
+        listener_policies: lb
+            .listener_descriptions()
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.listener()?.load_balancer_port(),
+                    d.policy_names().to_vec(),
+                ))
+            })
+            .collect(),
+        backends: lb
+            .backend_server_descriptions()
+            .iter()
+            .filter_map(|b| Some((b.instance_port()?, b.policy_names().to_vec())))
+            .collect(),
+        policies: lb
+            .policies()
+            .map(|p| p.other_policies().iter().cloned().collect())
+            .unwrap_or_default(),
         subnets: lb.subnets().iter().cloned().collect(),
         security_groups: lb.security_groups().to_vec(),
         instances: lb
@@ -75,6 +101,7 @@ fn listener(l: &ClbListener) -> Result<Listener> {
         .load_balancer_port(l.lb_port)
         .instance_protocol(&l.instance_protocol)
         .instance_port(l.instance_port)
+        .set_ssl_certificate_id(l.certificate.clone())
         .build()
         .map_err(CloudError::from_err)
 }
@@ -416,6 +443,158 @@ impl AwsCloud {
         Ok(())
     }
 
+    /// upstream's proxy-protocol sync: the policy made once, then each
+    /// listener's backend set to it (or cleared) where that differs.
+    async fn sync_proxy_protocol(&self, plan: &ClbPlan, lb: &Described) -> Result<bool> {
+        let changes = backend_policy_changes(&lb.backends, &plan.listeners, plan.proxy_protocol);
+        if changes.is_empty() {
+            return Ok(false);
+        }
+        let client = &self.clients().await?.elb_classic;
+        if plan.proxy_protocol && !lb.policies.contains(PROXY_PROTOCOL_POLICY) {
+            timed(
+                "create_load_balancer_policy",
+                client
+                    .create_load_balancer_policy()
+                    .load_balancer_name(&plan.name)
+                    .policy_name(PROXY_PROTOCOL_POLICY)
+                    .policy_type_name("ProxyProtocolPolicyType")
+                    .policy_attributes(
+                        PolicyAttribute::builder()
+                            .attribute_name("ProxyProtocol")
+                            .attribute_value("true")
+                            .build(),
+                    )
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "error creating proxy protocol policy on load balancer {}",
+                plan.name
+            )))?;
+        }
+        for (port, names) in changes {
+            timed(
+                "set_load_balancer_policies_for_backend_server",
+                client
+                    .set_load_balancer_policies_for_backend_server()
+                    .load_balancer_name(&plan.name)
+                    .instance_port(port)
+                    .set_policy_names(Some(names.clone()))
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "error adjusting AWS loadbalancer backend policies of port {port} on {}",
+                plan.name
+            )))?;
+            tracing::info!(name = %plan.name, port, policies = ?names, "set the backend policies of a Classic ELB");
+        }
+        Ok(true)
+    }
+
+    /// upstream's ensureSSLNegotiationPolicy and setSSLNegotiationPolicy:
+    /// the policy `k8s-SSLNegotiationPolicy-<value>` made once, then set on
+    /// each TLS listener that does not have just it.
+    async fn sync_ssl_policy(&self, plan: &ClbPlan, lb: &Described) -> Result<()> {
+        let Some(reference) = &plan.ssl_policy else {
+            return Ok(());
+        };
+        let name = ssl_negotiation_policy_name(reference);
+        let listeners: Vec<(ClbListener, Vec<String>)> = lb
+            .listeners
+            .iter()
+            .map(|l| {
+                let names = lb.listener_policies.get(&l.lb_port).cloned();
+                (l.clone(), names.unwrap_or_default())
+            })
+            .collect();
+        let ports = ssl_policy_changes(&listeners, &name);
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let client = &self.clients().await?.elb_classic;
+        if !lb.policies.contains(&name) {
+            timed(
+                "create_load_balancer_policy",
+                client
+                    .create_load_balancer_policy()
+                    .load_balancer_name(&plan.name)
+                    .policy_name(&name)
+                    .policy_type_name("SSLNegotiationPolicyType")
+                    .policy_attributes(
+                        PolicyAttribute::builder()
+                            .attribute_name("Reference-Security-Policy")
+                            .attribute_value(reference)
+                            .build(),
+                    )
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "error creating security policy {name} on load balancer {}",
+                plan.name
+            )))?;
+        }
+        for port in ports {
+            timed(
+                "set_load_balancer_policies_of_listener",
+                client
+                    .set_load_balancer_policies_of_listener()
+                    .load_balancer_name(&plan.name)
+                    .load_balancer_port(port)
+                    .policy_names(&name)
+                    .send(),
+            )
+            .await
+            .map_err(aws_err(format!(
+                "error setting SSL negotiation policy '{name}' on listener {port} of load balancer {}",
+                plan.name
+            )))?;
+            tracing::info!(name = %plan.name, port, policy = %name, "set the SSL negotiation policy of a Classic ELB listener");
+        }
+        Ok(())
+    }
+
+    /// upstream's removeOwnedSecurityGroups for a Service that moved to
+    /// groups of its own: the ELB's former own group loses the instances'
+    /// rules that admit it, then goes.
+    async fn remove_former_own_group(&self, name: &str, cluster_id: &str) -> Result<()> {
+        let Some(group) = self
+            .find_own_group(&format!("k8s-elb-{name}"), cluster_id)
+            .await?
+        else {
+            return Ok(());
+        };
+        self.sync_instance_rules(&group, &BTreeSet::new(), cluster_id, true)
+            .await?;
+        self.delete_own_group(&group, name).await
+    }
+
+    async fn delete_own_group(&self, group: &str, name: &str) -> Result<()> {
+        let ec2 = &self.clients().await?.ec2;
+        match timed(
+            "delete_security_group",
+            ec2.delete_security_group().group_id(group).send(),
+        )
+        .await
+        {
+            Ok(_) => {
+                tracing::info!(%group, "deleted the security group of a Classic ELB");
+                Ok(())
+            }
+            Err(e) if ec2_code(&e) == Some("InvalidGroup.NotFound") => Ok(()),
+            // The ELB's network interfaces take a while to go: retry later.
+            Err(e) if ec2_code(&e) == Some("DependencyViolation") => Err(CloudError::retry(
+                format!("security group {group} of load balancer {name} is still in use"),
+                Duration::from_secs(5),
+            )),
+            Err(e) => Err(aws_err(format!(
+                "error while deleting load balancer security group ({group})"
+            ))(e)),
+        }
+    }
+
     async fn register_instances(
         &self,
         name: &str,
@@ -464,11 +643,19 @@ impl AwsCloud {
         let client = &self.clients().await?.elb_classic;
         let targets = instance_ids(nodes, &plan.target_node_labels);
         let vpc = self.vpc_id(nodes).await?;
-        let group = match (&plan.own_group, &plan.shared_group) {
-            (Some(own), _) => self.ensure_own_group(own, &vpc).await?,
-            (None, Some(shared)) => shared.clone(),
-            (None, None) => unreachable!("the plan has a group of its own or the shared one"),
+        let own_id = match &plan.own_group {
+            Some(own) => Some(self.ensure_own_group(own, &vpc).await?),
+            None => None,
         };
+        let groups = plan.security_groups(own_id.as_deref());
+        // The group the instances admit: the ELB's own, the shared one,
+        // or the first of the Service's.
+        let group = groups.first().cloned().ok_or_else(|| {
+            CloudError::other(format!(
+                "load balancer {} would have no security group",
+                plan.name
+            ))
+        })?;
         let subnets = if plan.subnets.is_empty() {
             self.discover_subnets(&vpc, plan.internal, &cluster_id)
                 .await?
@@ -490,7 +677,7 @@ impl AwsCloud {
                     .load_balancer_name(&plan.name)
                     .set_listeners(Some(listeners))
                     .set_subnets(Some(subnets.clone()))
-                    .security_groups(&group)
+                    .set_security_groups(Some(groups.clone()))
                     .set_tags(Some(tags));
                 // Upstream leaves internet-facing to AWS's default.
                 if plan.internal {
@@ -500,12 +687,17 @@ impl AwsCloud {
                     .await
                     .map_err(aws_err(format!("creating load balancer {}", plan.name)))?;
                 tracing::info!(service = %key, name = %plan.name, ?subnets, "created classic load balancer");
-                self.describe_clb(&plan.name).await?.ok_or_else(|| {
+                let made = self.describe_clb(&plan.name).await?.ok_or_else(|| {
                     CloudError::other(format!(
                         "load balancer {} vanished after creation",
                         plan.name
                     ))
-                })?
+                })?;
+                if self.sync_proxy_protocol(&plan, &made).await? {
+                    self.describe_clb(&plan.name).await?.unwrap_or(made)
+                } else {
+                    made
+                }
             }
             Some(lb) => {
                 let wanted: BTreeSet<String> = subnets.iter().cloned().collect();
@@ -535,13 +727,14 @@ impl AwsCloud {
                     .await
                     .map_err(aws_err(format!("attaching {} to subnets", plan.name)))?;
                 }
-                if lb.security_groups != [group.clone()] {
+                let attached: BTreeSet<&String> = lb.security_groups.iter().collect();
+                if attached != groups.iter().collect::<BTreeSet<_>>() {
                     timed(
                         "apply_security_groups_to_load_balancer",
                         client
                             .apply_security_groups_to_load_balancer()
                             .load_balancer_name(&plan.name)
-                            .security_groups(&group)
+                            .set_security_groups(Some(groups.clone()))
                             .send(),
                     )
                     .await
@@ -551,6 +744,7 @@ impl AwsCloud {
                     )))?;
                 }
                 let (remove, add) = listener_changes(&lb.listeners, &plan.listeners);
+                let listeners_changed = !remove.is_empty() || !add.is_empty();
                 // One port per call: moto mishandles several in one.
                 for port in remove {
                     timed(
@@ -597,9 +791,23 @@ impl AwsCloud {
                     .await
                     .map_err(aws_err(format!("adding tags to {}", plan.name)))?;
                 }
-                lb
+                // Listeners made again lost their policies: read them anew.
+                let lb = if listeners_changed {
+                    self.describe_clb(&plan.name).await?.unwrap_or(lb)
+                } else {
+                    lb
+                };
+                if self.sync_proxy_protocol(&plan, &lb).await? {
+                    self.describe_clb(&plan.name).await?.unwrap_or(lb)
+                } else {
+                    lb
+                }
             }
         };
+        if plan.own_group.is_none() && !plan.byo_groups.is_empty() {
+            self.remove_former_own_group(&plan.name, &cluster_id)
+                .await?;
+        }
         let have = timed(
             "describe_load_balancer_attributes",
             client
@@ -652,6 +860,7 @@ impl AwsCloud {
                 plan.name
             )))?;
         }
+        self.sync_ssl_policy(&plan, &lb).await?;
         self.sync_instance_rules(&group, &targets, &cluster_id, false)
             .await?;
         self.register_instances(&plan.name, &lb.instances, &targets)
@@ -670,11 +879,12 @@ impl AwsCloud {
                 plan.name
             )));
         };
+        self.sync_ssl_policy(&plan, &lb).await?;
         let targets = instance_ids(nodes, &plan.target_node_labels);
         self.register_instances(&plan.name, &lb.instances, &targets)
             .await?;
-        if let Some(group) = lb.security_groups.first() {
-            self.sync_instance_rules(group, &targets, &cluster_id, false)
+        if let Some(group) = plan.source_group(&lb.security_groups) {
+            self.sync_instance_rules(&group, &targets, &cluster_id, false)
                 .await?;
         }
         Ok(())
@@ -717,10 +927,18 @@ impl AwsCloud {
             }
         };
         let lb = self.describe_clb(&name).await?;
-        // The ELB's group: its own, else the one attached (shared).
-        let elb_group = own
-            .clone()
-            .or_else(|| lb.as_ref().and_then(|l| l.security_groups.first().cloned()));
+        // The group the instances admit: the ELB's own, else the first
+        // of the Service's own groups or the shared one, as attached.
+        let attached = lb
+            .as_ref()
+            .map(|l| l.security_groups.clone())
+            .unwrap_or_default();
+        let elb_group = own.clone().or_else(|| {
+            plan_classic(service, &cluster_id, &self.clb_settings())
+                .ok()
+                .and_then(|p| p.source_group(&attached))
+                .or_else(|| attached.first().cloned())
+        });
         if let Some(group) = &elb_group {
             self.sync_instance_rules(group, &BTreeSet::new(), &cluster_id, own.is_some())
                 .await?;
@@ -738,29 +956,9 @@ impl AwsCloud {
             .map_err(aws_err(format!("deleting load balancer {name}")))?;
             tracing::info!(service = %service_key(service), %name, "deleted classic load balancer");
         }
-        let Some(group) = own else {
-            return Ok(());
-        };
-        let ec2 = &self.clients().await?.ec2;
-        match timed(
-            "delete_security_group",
-            ec2.delete_security_group().group_id(&group).send(),
-        )
-        .await
-        {
-            Ok(_) => {
-                tracing::info!(%group, "deleted the security group of a Classic ELB");
-                Ok(())
-            }
-            Err(e) if ec2_code(&e) == Some("InvalidGroup.NotFound") => Ok(()),
-            // The ELB's network interfaces take a while to go: retry later.
-            Err(e) if ec2_code(&e) == Some("DependencyViolation") => Err(CloudError::retry(
-                format!("security group {group} of load balancer {name} is still in use"),
-                Duration::from_secs(5),
-            )),
-            Err(e) => Err(aws_err(format!(
-                "error while deleting load balancer security group ({group})"
-            ))(e)),
+        match own {
+            Some(group) => self.delete_own_group(&group, &name).await,
+            None => Ok(()),
         }
     }
 
@@ -786,6 +984,27 @@ impl AwsCloud {
                 "listener {}/{} -> {} would be made",
                 l.lb_port, l.protocol, l.instance_port
             ));
+        }
+        for (port, names) in
+            backend_policy_changes(&lb.backends, &plan.listeners, plan.proxy_protocol)
+        {
+            changes.push(format!(
+                "backend port {port} would get the policies {names:?}"
+            ));
+        }
+        if let Some(reference) = &plan.ssl_policy {
+            let name = ssl_negotiation_policy_name(reference);
+            let listeners: Vec<(ClbListener, Vec<String>)> = plan
+                .listeners
+                .iter()
+                .map(|l| {
+                    let names = lb.listener_policies.get(&l.lb_port).cloned();
+                    (l.clone(), names.unwrap_or_default())
+                })
+                .collect();
+            for port in ssl_policy_changes(&listeners, &name) {
+                changes.push(format!("listener {port} would get the policy {name}"));
+            }
         }
         if lb.health_check.as_ref() != Some(&plan.health_check) {
             changes.push(format!(

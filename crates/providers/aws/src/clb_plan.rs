@@ -16,7 +16,8 @@ use crate::nlb_plan::{
     ANN_BACKEND_PROTOCOL, ANN_CROSS_ZONE, ANN_HC_HEALTHY, ANN_HC_INTERVAL, ANN_HC_PATH,
     ANN_HC_PORT, ANN_HC_PROTOCOL, ANN_HC_UNHEALTHY, ANN_INTERNAL, ANN_SSL_CERT, ANN_SSL_POLICY,
     ANN_SSL_PORTS, ANN_SUBNETS, ANN_TARGET_GROUP_ATTRIBUTES, ANN_TARGET_NODE_LABELS,
-    TAG_SERVICE_NAME, annotation, bad, bool_annotation, cluster_tag_key, key_values, service_key,
+    TAG_SERVICE_NAME, annotation, bad, bool_annotation, cluster_tag_key, is_ssl_port, key_values,
+    service_key, tls_settings_without_certificate,
 };
 
 pub const ANN_HC_TIMEOUT: &str = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-timeout";
@@ -29,34 +30,39 @@ pub const ANN_IDLE_TIMEOUT: &str =
 pub const ANN_ACCESS_LOG_INTERVAL: &str =
     "service.beta.kubernetes.io/aws-load-balancer-access-log-emit-interval";
 
-/// Classic ELB features upstream has and this provider does not yet: a
-/// Service asking for one is refused with an Event naming it, never served
-/// without it.
-pub const NOT_YET: [(&str, &str); 5] = [
-    (ANN_SSL_CERT, "TLS listeners"),
-    (ANN_SSL_POLICY, "SSL negotiation policies"),
-    (
-        "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol",
-        "the proxy protocol",
-    ),
-    (
-        "service.beta.kubernetes.io/aws-load-balancer-security-groups",
-        "security groups of your own",
-    ),
-    (
-        "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups",
-        "extra security groups",
-    ),
-];
+pub const ANN_PROXY_PROTOCOL: &str = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol";
+pub const ANN_SECURITY_GROUPS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-security-groups";
+pub const ANN_EXTRA_SECURITY_GROUPS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups";
+
+/// upstream's ProxyProtocolPolicyName (aws_loadbalancer.go).
+pub const PROXY_PROTOCOL_POLICY: &str = "k8s-proxyprotocol-enabled";
+
+/// upstream's SSLNegotiationPolicyNameFormat: the policy made for the
+/// `ssl-negotiation-policy` annotation's value.
+pub fn ssl_negotiation_policy_name(reference: &str) -> String {
+    format!("k8s-SSLNegotiationPolicy-{reference}")
+}
 
 /// One listener: the ELB's port to the instances' node port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClbListener {
     pub lb_port: i32,
     pub instance_port: i32,
-    /// `tcp` or `http`, lower case as upstream sends it.
+    /// `tcp`, `http`, `ssl` or `https`, lower case as upstream sends it.
     pub protocol: String,
     pub instance_protocol: String,
+    /// The `ssl-cert` annotation's value, on a TLS listener.
+    pub certificate: Option<String>,
+}
+
+impl ClbListener {
+    /// Whether AWS terminates TLS on it (the ports an SSL negotiation
+    /// policy goes on: upstream's getLoadBalancerTLSPorts).
+    pub fn is_tls(&self) -> bool {
+        self.protocol.eq_ignore_ascii_case("ssl") || self.protocol.eq_ignore_ascii_case("https")
+    }
 }
 
 /// ConfigureHealthCheck's fields.
@@ -101,10 +107,23 @@ pub struct ClbPlan {
     pub health_check: ClbHealthCheck,
     pub attributes: ClbAttributes,
     /// `k8s-elb-<name>`, made for the ELB and tagged for the cluster;
-    /// `None` with `ElbSecurityGroup` set (that group is used, unmanaged).
+    /// `None` with `ElbSecurityGroup` set or groups of the Service's own
+    /// (those are used, unmanaged).
     pub own_group: Option<OwnGroup>,
-    /// `ElbSecurityGroup` of the cloud config, when set.
+    /// `ElbSecurityGroup` of the cloud config, when set (and no groups of
+    /// the Service's own).
     pub shared_group: Option<String>,
+    /// The `security-groups` annotation's groups, in its order: they
+    /// replace the ELB's own group.
+    pub byo_groups: Vec<String>,
+    /// The `extra-security-groups` annotation's groups, after the others.
+    pub extra_groups: Vec<String>,
+    /// `proxy-protocol: "*"`: every listener's backend speaks the proxy
+    /// protocol.
+    pub proxy_protocol: bool,
+    /// The `ssl-negotiation-policy` annotation's value (a predefined
+    /// policy such as `ELBSecurityPolicy-TLS-1-2-2017-01`).
+    pub ssl_policy: Option<String>,
     /// Tags at creation: the additional tags, the Service, the cluster.
     pub tags: BTreeMap<String, String>,
     /// `additional-resource-tags`, added on every sync (never removed).
@@ -241,25 +260,109 @@ fn health_check(
     Ok(hc)
 }
 
+/// upstream's backendProtocolMapping: the listener protocol for a TLS
+/// listener whose instances speak `backend`.
+fn tls_protocol(backend: &str) -> Option<&'static str> {
+    match backend {
+        "https" | "http" => Some("https"),
+        "ssl" | "tcp" => Some("ssl"),
+        _ => None,
+    }
+}
+
+/// upstream's buildListener: a port with the certificate is TLS (`ssl`,
+/// or `https` for an HTTP backend); without, `http` for an HTTP backend,
+/// else `tcp`.
+fn listener_for(
+    svc: &Service,
+    lb_port: i32,
+    instance_port: i32,
+    certificate: Option<&str>,
+    backend: &str,
+) -> Result<ClbListener, CloudError> {
+    let (protocol, instance_protocol) = match certificate {
+        Some(_) if backend.is_empty() => ("ssl", "tcp"),
+        Some(cert) => match tls_protocol(backend) {
+            Some(protocol) => (protocol, backend),
+            None => {
+                return Err(bad(
+                    svc,
+                    format!(
+                        "Invalid backend protocol {backend} for {cert} in {ANN_BACKEND_PROTOCOL}"
+                    ),
+                ));
+            }
+        },
+        None if backend == "http" => ("http", "http"),
+        None => ("tcp", "tcp"),
+    };
+    Ok(ClbListener {
+        lb_port,
+        instance_port,
+        protocol: protocol.into(),
+        instance_protocol: instance_protocol.into(),
+        certificate: certificate.map(str::to_string),
+    })
+}
+
+/// upstream's getSGListFromAnnotation: comma-separated, trimmed, empty
+/// entries dropped, order kept.
+fn group_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The Classic ELB for a Service upstream would give one, or why not.
 pub fn plan_classic(
     svc: &Service,
     cluster_id: &str,
     settings: &ClbSettings,
 ) -> Result<ClbPlan, CloudError> {
-    for (key, what) in NOT_YET {
-        if annotation(svc, key).is_some() {
+    // The raw values, as upstream reads them (an empty ssl-cert: no TLS).
+    let raw = |key: &str| {
+        svc.metadata
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    };
+    let certificate = raw(ANN_SSL_CERT).filter(|c| !c.is_empty());
+    // Upstream ignores these without a certificate; nothing a user sets is
+    // ignored without a word here.
+    if let Some(key) = tls_settings_without_certificate(svc).first() {
+        return Err(bad(
+            svc,
+            format!("{key} has no effect without {ANN_SSL_CERT}"),
+        ));
+    }
+    let ssl_policy = match raw(ANN_SSL_POLICY).filter(|_| certificate.is_some()) {
+        None => None,
+        Some("") => {
             return Err(bad(
                 svc,
                 format!(
-                    "{key}: {what} on a Classic ELB are not supported by overcast yet; remove the annotation, or use aws-load-balancer-type: nlb"
+                    "{ANN_SSL_POLICY} is empty; name a predefined policy such as ELBSecurityPolicy-TLS-1-2-2017-01"
                 ),
             ));
         }
-    }
-    if annotation(svc, ANN_SSL_PORTS).is_some() {
-        return Err(bad(svc, format!("{ANN_SSL_PORTS} needs {ANN_SSL_CERT}")));
-    }
+        Some(policy) => Some(policy.to_string()),
+    };
+    let proxy_protocol = match raw(ANN_PROXY_PROTOCOL) {
+        None | Some("") => false,
+        Some("*") => true,
+        Some(other) => {
+            return Err(bad(
+                svc,
+                format!(
+                    "annotation {ANN_PROXY_PROTOCOL:?}={other:?} detected, but the only value supported currently is '*'"
+                ),
+            ));
+        }
+    };
     if annotation(svc, ANN_TARGET_GROUP_ATTRIBUTES).is_some() {
         return Err(bad(
             svc,
@@ -286,7 +389,7 @@ pub fn plan_classic(
     {
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
-    let http = annotation(svc, ANN_BACKEND_PROTOCOL) == Some("http");
+    let backend = raw(ANN_BACKEND_PROTOCOL).unwrap_or_default();
     let mut listeners = Vec::new();
     for port in &ports {
         let protocol = protocol_of(port);
@@ -300,13 +403,13 @@ pub fn plan_classic(
         let Some(node_port) = port.node_port.filter(|p| *p != 0) else {
             continue;
         };
-        let protocol = if http { "http" } else { "tcp" };
-        listeners.push(ClbListener {
-            lb_port: port.port,
-            instance_port: node_port,
-            protocol: protocol.into(),
-            instance_protocol: protocol.into(),
-        });
+        listeners.push(listener_for(
+            svc,
+            port.port,
+            node_port,
+            certificate.filter(|_| is_ssl_port(raw(ANN_SSL_PORTS), port)),
+            backend,
+        )?);
     }
     if spec
         .load_balancer_ip
@@ -342,7 +445,17 @@ pub fn plan_classic(
     let mut tags = additional_tags.clone();
     tags.insert(TAG_SERVICE_NAME.into(), service_key(svc));
     tags.extend(cluster_tags.clone());
-    let own_group = settings.shared_group.is_none().then(|| {
+    let byo_groups = annotation(svc, ANN_SECURITY_GROUPS)
+        .map(group_list)
+        .unwrap_or_default();
+    let extra_groups = annotation(svc, ANN_EXTRA_SECURITY_GROUPS)
+        .map(group_list)
+        .unwrap_or_default();
+    let shared_group = settings
+        .shared_group
+        .clone()
+        .filter(|_| byo_groups.is_empty());
+    let own_group = (shared_group.is_none() && byo_groups.is_empty()).then(|| {
         let mut ingress = BTreeSet::new();
         for cidr in &cidrs {
             for port in &ports {
@@ -393,7 +506,11 @@ pub fn plan_classic(
         listeners,
         attributes,
         own_group,
-        shared_group: settings.shared_group.clone(),
+        shared_group,
+        byo_groups,
+        extra_groups,
+        proxy_protocol,
+        ssl_policy,
         tags,
         additional_tags,
         subnets: annotation(svc, ANN_SUBNETS)
@@ -423,6 +540,12 @@ pub fn listener_changes(
             && a.protocol.eq_ignore_ascii_case(&d.protocol)
             && a.instance_protocol
                 .eq_ignore_ascii_case(&d.instance_protocol)
+            // upstream's awsArnEquals: none equals only none.
+            && match (&a.certificate, &d.certificate) {
+                (None, None) => true,
+                (Some(a), Some(d)) => a.eq_ignore_ascii_case(d),
+                _ => false,
+            }
     };
     let remove = actual
         .iter()
@@ -435,6 +558,88 @@ pub fn listener_changes(
         .cloned()
         .collect();
     (remove, add)
+}
+
+impl ClbPlan {
+    /// The ELB's security groups in upstream's order
+    /// (buildELBSecurityGroupList): the Service's own groups, else the
+    /// ELB's own group (`own_id`) or the shared one; then the extras.
+    pub fn security_groups(&self, own_id: Option<&str>) -> Vec<String> {
+        let mut groups = if !self.byo_groups.is_empty() {
+            self.byo_groups.clone()
+        } else {
+            own_id
+                .map(str::to_string)
+                .or_else(|| self.shared_group.clone())
+                .into_iter()
+                .collect()
+        };
+        groups.extend(self.extra_groups.iter().cloned());
+        groups
+    }
+
+    /// The group the instances' groups admit: the first of the Service's
+    /// own groups, else the ELB's own (the group of `attached` that is no
+    /// extra) or the shared one.
+    pub fn source_group(&self, attached: &[String]) -> Option<String> {
+        if let Some(first) = self.byo_groups.first() {
+            return Some(first.clone());
+        }
+        if let Some(shared) = &self.shared_group {
+            return Some(shared.clone());
+        }
+        attached
+            .iter()
+            .find(|g| !self.extra_groups.contains(g))
+            .cloned()
+    }
+}
+
+/// upstream's proxy-protocol sync (ensureLoadBalancer): the instance ports
+/// whose backend policies are set, and to what. `backends`: each instance
+/// port with policies now. A listener's port gets the proxy policy, or
+/// loses it, when that differs from `enabled`; a port no listener uses any
+/// more loses every policy.
+pub fn backend_policy_changes(
+    backends: &BTreeMap<i32, Vec<String>>,
+    listeners: &[ClbListener],
+    enabled: bool,
+) -> Vec<(i32, Vec<String>)> {
+    let wanted: Vec<String> = if enabled {
+        vec![PROXY_PROTOCOL_POLICY.to_string()]
+    } else {
+        Vec::new()
+    };
+    let mut changes = Vec::new();
+    let mut ports = BTreeSet::new();
+    for l in listeners {
+        if !ports.insert(l.instance_port) {
+            continue;
+        }
+        let now = backends
+            .get(&l.instance_port)
+            .is_some_and(|p| p.iter().any(|n| n == PROXY_PROTOCOL_POLICY));
+        if now != enabled {
+            changes.push((l.instance_port, wanted.clone()));
+        }
+    }
+    for port in backends.keys() {
+        if !ports.contains(port) {
+            changes.push((*port, Vec::new()));
+        }
+    }
+    changes
+}
+
+/// The TLS listeners whose policies are not yet just `policy` (upstream
+/// sets it on every TLS port on every sync; only the differences are sent
+/// here). `listeners`: each listener and its policy names, as described.
+pub fn ssl_policy_changes(listeners: &[(ClbListener, Vec<String>)], policy: &str) -> Vec<i32> {
+    listeners
+        .iter()
+        .filter(|(l, names)| l.is_tls() && names.as_slice() != [policy])
+        .map(|(l, _)| l.lb_port)
+        .collect()
 }
 
 /// What to authorize and revoke so a group's ingress is exactly `desired`
@@ -526,7 +731,8 @@ mod tests {
                 lb_port: 80,
                 instance_port: 30080,
                 protocol: "tcp".into(),
-                instance_protocol: "tcp".into()
+                instance_protocol: "tcp".into(),
+                certificate: None,
             }
         );
         assert_eq!(
@@ -605,13 +811,7 @@ mod tests {
     }
 
     #[test]
-    fn what_overcast_cannot_do_yet_is_refused_naming_the_annotation() {
-        let s = svc(&[(ANN_SSL_CERT, "arn:aws:acm:cert")], &[(443, 30443)]);
-        let err = plan(&s).unwrap_err().to_string();
-        assert!(
-            err.contains(ANN_SSL_CERT) && err.contains("shop/web"),
-            "{err}"
-        );
+    fn what_upstream_refuses_is_refused_in_its_words() {
         let mut udp = svc(&[], &[(53, 30053)]);
         udp.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
         assert!(
@@ -620,6 +820,195 @@ mod tests {
                 .to_string()
                 .contains("Protocol UDP not supported by LoadBalancer")
         );
+        let odd = svc(&[(ANN_PROXY_PROTOCOL, "true")], &[(80, 30080)]);
+        let err = plan(&odd).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"="true" detected, but the only value supported currently is '*'"#)
+                && err.contains("shop/web"),
+            "{err}"
+        );
+        let bad_backend = svc(
+            &[(ANN_SSL_CERT, "arn:cert"), (ANN_BACKEND_PROTOCOL, "HTTP")],
+            &[(443, 30443)],
+        );
+        assert!(
+            plan(&bad_backend)
+                .unwrap_err()
+                .to_string()
+                .contains(&format!(
+                    "Invalid backend protocol HTTP for arn:cert in {ANN_BACKEND_PROTOCOL}"
+                ))
+        );
+        // Upstream ignores these without a certificate; refused here.
+        for key in [ANN_SSL_PORTS, ANN_SSL_POLICY] {
+            let err = plan(&svc(&[(key, "443")], &[(443, 30443)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("{key} has no effect without")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn listeners_follow_upstreams_build_listener_table() {
+        let cert = "arn:aws:acm:us-east-1:1:certificate/x";
+        let listener = |annotations: &[(&str, &str)]| {
+            let mut s = svc(annotations, &[(443, 30443), (80, 30080)]);
+            s.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].name = Some("https".into());
+            plan(&s)
+                .unwrap()
+                .listeners
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{} {}/{} {}",
+                        l.lb_port,
+                        l.protocol,
+                        l.instance_protocol,
+                        l.certificate.is_some()
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            listener(&[(ANN_SSL_CERT, cert)]),
+            ["443 ssl/tcp true", "80 ssl/tcp true"]
+        );
+        for (backend, tls) in [
+            ("http", "https/http"),
+            ("https", "https/https"),
+            ("ssl", "ssl/ssl"),
+            ("tcp", "ssl/tcp"),
+        ] {
+            let plain = if backend == "http" {
+                "http/http"
+            } else {
+                "tcp/tcp"
+            };
+            for ports in ["https", "443"] {
+                assert_eq!(
+                    listener(&[
+                        (ANN_SSL_CERT, cert),
+                        (ANN_SSL_PORTS, ports),
+                        (ANN_BACKEND_PROTOCOL, backend)
+                    ]),
+                    [format!("443 {tls} true"), format!("80 {plain} false")],
+                    "{backend} {ports}"
+                );
+            }
+        }
+        // Not trimmed, as upstream: " 443" names a port, which none is.
+        assert_eq!(
+            listener(&[(ANN_SSL_CERT, cert), (ANN_SSL_PORTS, "80, 443")]),
+            ["443 tcp/tcp false", "80 ssl/tcp true"]
+        );
+        assert_eq!(
+            listener(&[(ANN_BACKEND_PROTOCOL, "ssl")])[0],
+            "443 tcp/tcp false"
+        );
+    }
+
+    #[test]
+    fn a_changed_certificate_makes_the_listener_again() {
+        let l = |cert: Option<&str>| ClbListener {
+            lb_port: 443,
+            instance_port: 30443,
+            protocol: "ssl".into(),
+            instance_protocol: "tcp".into(),
+            certificate: cert.map(str::to_string),
+        };
+        assert_eq!(
+            listener_changes(&[l(Some("ARN:A"))], &[l(Some("arn:a"))]),
+            (vec![], vec![])
+        );
+        let (remove, add) = listener_changes(&[l(Some("arn:a"))], &[l(Some("arn:b"))]);
+        assert_eq!((remove, add), (vec![443], vec![l(Some("arn:b"))]));
+        assert_eq!(listener_changes(&[l(None)], &[l(Some("arn:a"))]).0, [443]);
+    }
+
+    #[test]
+    fn groups_of_the_services_own_replace_the_elbs_and_extras_follow() {
+        let own = plan(&svc(
+            &[(ANN_EXTRA_SECURITY_GROUPS, "sg-x, sg-y")],
+            &[(80, 30080)],
+        ))
+        .unwrap();
+        assert!(own.own_group.is_some());
+        assert_eq!(
+            own.security_groups(Some("sg-own")),
+            ["sg-own", "sg-x", "sg-y"]
+        );
+        assert_eq!(
+            own.source_group(&["sg-x".into(), "sg-own".into()])
+                .as_deref(),
+            Some("sg-own")
+        );
+        let byo = plan(&svc(
+            &[
+                (ANN_SECURITY_GROUPS, " sg-a ,,sg-b"),
+                (ANN_EXTRA_SECURITY_GROUPS, "sg-x"),
+            ],
+            &[(80, 30080)],
+        ))
+        .unwrap();
+        assert!(byo.own_group.is_none() && byo.shared_group.is_none());
+        assert_eq!(byo.security_groups(None), ["sg-a", "sg-b", "sg-x"]);
+        assert_eq!(byo.source_group(&[]).as_deref(), Some("sg-a"));
+        let shared = ClbSettings {
+            shared_group: Some("sg-shared".into()),
+            ..Default::default()
+        };
+        let byo_over_shared = plan_classic(
+            &svc(&[(ANN_SECURITY_GROUPS, "sg-a")], &[(80, 30080)]),
+            "c1",
+            &shared,
+        )
+        .unwrap();
+        assert_eq!(byo_over_shared.security_groups(None), ["sg-a"]);
+    }
+
+    #[test]
+    fn proxy_protocol_goes_on_each_backend_port_and_off_unused_ones() {
+        let l = |instance_port| ClbListener {
+            lb_port: instance_port - 30000,
+            instance_port,
+            protocol: "tcp".into(),
+            instance_protocol: "tcp".into(),
+            certificate: None,
+        };
+        let on = vec![PROXY_PROTOCOL_POLICY.to_string()];
+        let backends = BTreeMap::from([(30080, on.clone()), (30999, vec!["other".into()])]);
+        assert_eq!(
+            backend_policy_changes(&backends, &[l(30080), l(30443)], true),
+            [(30443, on.clone()), (30999, vec![])]
+        );
+        assert_eq!(
+            backend_policy_changes(&backends, &[l(30080), l(30999)], false),
+            [(30080, vec![])]
+        );
+        assert!(backend_policy_changes(&BTreeMap::new(), &[l(30080)], false).is_empty());
+    }
+
+    #[test]
+    fn the_negotiation_policy_goes_on_tls_listeners_that_lack_it() {
+        let l = |port, protocol: &str| ClbListener {
+            lb_port: port,
+            instance_port: port + 30000,
+            protocol: protocol.into(),
+            instance_protocol: "tcp".into(),
+            certificate: None,
+        };
+        let name = ssl_negotiation_policy_name("ELBSecurityPolicy-2016-08");
+        assert_eq!(name, "k8s-SSLNegotiationPolicy-ELBSecurityPolicy-2016-08");
+        let listeners = [
+            (l(80, "TCP"), vec![]),
+            (l(443, "SSL"), vec![name.clone()]),
+            (l(8443, "HTTPS"), vec![]),
+            (l(9443, "SSL"), vec!["old".to_string()]),
+        ];
+        assert_eq!(ssl_policy_changes(&listeners, &name), [8443, 9443]);
     }
 
     #[test]
@@ -666,6 +1055,7 @@ mod tests {
             instance_port,
             protocol: protocol.into(),
             instance_protocol: protocol.into(),
+            certificate: None,
         };
         let actual = [l(80, 30080, "TCP"), l(443, 30443, "TCP")];
         let desired = [

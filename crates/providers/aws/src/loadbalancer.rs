@@ -914,19 +914,18 @@ impl LoadBalancer for AwsCloud {
         }
     }
 
-    /// A Classic ELB Service's annotations cloud-provider-aws honours and
-    /// this provider refuses for now (its sync fails naming them).
+    /// Annotations cloud-provider-aws takes without a word and this
+    /// provider refuses (the Service's sync fails naming them): TLS
+    /// settings without a certificate, which upstream ignores.
     fn unhonoured_annotations(&self, service: &Service) -> Vec<String> {
-        if kind(service) != Kind::Classic {
+        if kind(service) == Kind::Elsewhere {
             return Vec::new();
         }
-        let annotations = service.metadata.annotations.as_ref();
-        crate::clb_plan::NOT_YET
-            .iter()
-            .filter(|(key, _)| annotations.is_some_and(|a| a.contains_key(*key)))
-            .map(|(key, what)| {
+        crate::nlb_plan::tls_settings_without_certificate(service)
+            .into_iter()
+            .map(|key| {
                 format!(
-                    "{key}: {what} on a Classic ELB are not served by overcast yet (the Service's sync is refused); move the Service to an NLB ({ANN_TYPE}: nlb) or keep it on cloud-provider-aws"
+                    "{key} without {ANN_SSL_CERT} has no effect on cloud-provider-aws; overcast refuses the Service's sync until one of the two is set right"
                 )
             })
             .collect()
@@ -1055,14 +1054,23 @@ mod tests {
     }
 
     #[test]
-    fn the_preflight_hears_of_classic_elb_annotations_not_served_yet() {
+    fn the_preflight_hears_of_tls_settings_refused_without_a_certificate() {
         let cloud = AwsCloud::from_config(None).unwrap();
         let proxy = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol";
-        let found = cloud.unhonoured_annotations(&annotated(&[(proxy, "*")]));
-        assert_eq!(found.len(), 1);
-        assert!(found[0].starts_with(proxy), "{found:?}");
-        // On an NLB upstream refuses or ignores it itself: not reported here.
-        let nlb = annotated(&[(proxy, "*"), (ANN_TYPE, "nlb")]);
-        assert!(cloud.unhonoured_annotations(&nlb).is_empty());
+        assert!(
+            cloud
+                .unhonoured_annotations(&annotated(&[(proxy, "*")]))
+                .is_empty(),
+            "the proxy protocol is served"
+        );
+        for kind in [None, Some("nlb")] {
+            let mut pairs = vec![(ANN_SSL_PORTS, "443")];
+            pairs.extend(kind.map(|k| (ANN_TYPE, k)));
+            let found = cloud.unhonoured_annotations(&annotated(&pairs));
+            assert_eq!(found.len(), 1, "{kind:?}");
+            assert!(found[0].starts_with(ANN_SSL_PORTS), "{found:?}");
+            pairs.push((ANN_SSL_CERT, "arn:cert"));
+            assert!(cloud.unhonoured_annotations(&annotated(&pairs)).is_empty());
+        }
     }
 }

@@ -180,7 +180,24 @@ pub struct ListenerPlan {
 /// Whether `port` gets the certificate: upstream's getPortSets, with the
 /// ports listed by number or name, comma-separated as written (no
 /// trimming); empty or `*`: every port.
-fn is_ssl_port(ssl_ports: Option<&str>, port: &ServicePort) -> bool {
+/// `ssl-ports` and `ssl-negotiation-policy` set (non-empty) while
+/// `ssl-cert` is not: upstream ignores them, this provider refuses them
+/// rather than ignore a setting without a word.
+pub fn tls_settings_without_certificate(svc: &Service) -> Vec<&'static str> {
+    let Some(annotations) = svc.metadata.annotations.as_ref() else {
+        return Vec::new();
+    };
+    let set = |key: &str| annotations.get(key).is_some_and(|v| !v.is_empty());
+    if set(ANN_SSL_CERT) {
+        return Vec::new();
+    }
+    [ANN_SSL_PORTS, ANN_SSL_POLICY]
+        .into_iter()
+        .filter(|key| set(key))
+        .collect()
+}
+
+pub(crate) fn is_ssl_port(ssl_ports: Option<&str>, port: &ServicePort) -> bool {
     let Some(list) = ssl_ports.filter(|l| !l.is_empty() && *l != "*") else {
         return true;
     };
@@ -575,15 +592,11 @@ pub fn plan(
             ));
         }
     };
-    if certificate.is_none() {
-        for key in [ANN_SSL_PORTS, ANN_SSL_POLICY] {
-            if raw(key).is_some_and(|v| !v.is_empty()) {
-                return Err(bad(
-                    svc,
-                    format!("{key} has no effect without {ANN_SSL_CERT}"),
-                ));
-            }
-        }
+    if let Some(key) = tls_settings_without_certificate(svc).first() {
+        return Err(bad(
+            svc,
+            format!("{key} has no effect without {ANN_SSL_CERT}"),
+        ));
     }
     let mut listeners = Vec::new();
     for (port, protocol) in ports.iter().zip(&protocols) {
