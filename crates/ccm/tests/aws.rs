@@ -2451,6 +2451,107 @@ async fn classic_elb_annotations_reach_the_elb_and_unsupported_ones_are_refused(
     assert_eq!(tags[&format!("kubernetes.io/cluster/{CLUSTER}")], "owned");
 }
 
+/// `NLBSecurityGroupMode = Managed`: a new NLB is made with a security group
+/// of its own, named and described as cloud-provider-aws names it, admitting
+/// exactly the Service's ports and path-MTU ICMP from its source ranges (and
+/// following them when they change); deleting the Service deletes it.
+#[tokio::test]
+async fn a_managed_nlb_security_group_admits_the_source_ranges_and_goes_with_the_service() {
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
+    let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let env = aws_cloud_env_with("NLBSecurityGroupMode = Managed\n").await;
+    let ccm = env.ccm_with_env(&[], &endpoint_vars(moto.url()));
+    create_tainted_node(&env.client, &dns).await;
+    initialised(&env.client, &dns).await;
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let mut svc = nlb_service("guarded", &[(Some("web"), 80)]);
+    svc.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
+    let svc = services.create(&PostParams::default(), &svc).await.unwrap();
+    status_hostname(&services, "guarded").await;
+    let name = overcast_cloud_provider::default_load_balancer_name(&svc);
+    let lb = elb
+        .describe_load_balancers()
+        .names(&name)
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()[0]
+        .clone();
+    assert_eq!(lb.security_groups().len(), 1, "{}", ccm.log_text());
+    let group_id = lb.security_groups()[0].clone();
+    let group = ec2
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap()
+        .security_groups()[0]
+        .clone();
+    let group_name = group.group_name().unwrap();
+    let hash = group_name
+        .strip_prefix("k8s-default-guarded-")
+        .unwrap_or_default();
+    assert!(
+        hash.len() == 10 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+        "{group_name}"
+    );
+    assert_eq!(
+        group.description(),
+        Some("[k8s] Managed SecurityGroup for LoadBalancer")
+    );
+    assert!(group.tags().iter().any(|t| t.key()
+        == Some(&format!("kubernetes.io/cluster/{CLUSTER}"))
+        && t.value() == Some("owned")));
+    assert_eq!(
+        ingress_rules(&ec2, &group_id).await,
+        ["icmp 3-4 10.0.0.0/8 -", "tcp 80-80 10.0.0.0/8 -"]
+    );
+
+    services
+        .patch(
+            "guarded",
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"spec": {"loadBalancerSourceRanges": ["192.168.0.0/16"]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("the group follows the source ranges", SOON, || async {
+        (ingress_rules(&ec2, &group_id).await
+            == ["icmp 3-4 192.168.0.0/16 -", "tcp 80-80 192.168.0.0/16 -"])
+        .then_some(())
+    })
+    .await;
+
+    services
+        .delete("guarded", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the NLB's group deleted with it", SOON, || async {
+        ec2.describe_security_groups()
+            .group_ids(&group_id)
+            .send()
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        elb.describe_load_balancers()
+            .names(&name)
+            .send()
+            .await
+            .is_err(),
+        "the NLB is gone"
+    );
+}
+
 /// The Classic ELB settings beyond the defaults, as cloud-provider-aws makes
 /// them (aws.go buildListener, aws_loadbalancer.go): a TLS listener on the
 /// `ssl-ports` with the certificate and the negotiation policy, the proxy

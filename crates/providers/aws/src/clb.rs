@@ -213,7 +213,11 @@ impl AwsCloud {
     }
 
     /// The ELB's own group, by name, carrying this cluster's tag.
-    async fn find_own_group(&self, name: &str, cluster_id: &str) -> Result<Option<String>> {
+    pub(crate) async fn find_own_group(
+        &self,
+        name: &str,
+        cluster_id: &str,
+    ) -> Result<Option<String>> {
         let ec2 = &self.clients().await?.ec2;
         let reply = timed(
             "describe_security_groups",
@@ -237,7 +241,7 @@ impl AwsCloud {
 
     /// upstream's ensureSecurityGroup, then setSecurityGroupIngress: the
     /// group exists in the VPC and admits exactly what the plan says.
-    async fn ensure_own_group(&self, group: &OwnGroup, vpc: &str) -> Result<String> {
+    pub(crate) async fn ensure_own_group(&self, group: &OwnGroup, vpc: &str) -> Result<String> {
         let ec2 = &self.clients().await?.ec2;
         let found = timed(
             "describe_security_groups",
@@ -571,7 +575,7 @@ impl AwsCloud {
         self.delete_own_group(&group, name).await
     }
 
-    async fn delete_own_group(&self, group: &str, name: &str) -> Result<()> {
+    pub(crate) async fn delete_own_group(&self, group: &str, name: &str) -> Result<()> {
         let ec2 = &self.clients().await?.ec2;
         match timed(
             "delete_security_group",

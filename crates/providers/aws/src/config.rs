@@ -37,6 +37,9 @@ pub struct AwsConfig {
     pub shared_health_probe_port: i32,
     /// `ClusterServiceSharedLoadBalancerHealthProbePath`; empty: `/healthz`.
     pub shared_health_probe_path: String,
+    /// `NLBSecurityGroupMode = Managed`: each new NLB gets a security
+    /// group of its own admitting its clients.
+    pub nlb_security_groups: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -55,11 +58,10 @@ pub struct ServiceOverride {
 pub struct ConfigError(pub String);
 
 /// Upstream [Global] keys that Overcast reads but that have no effect yet.
-const WITHOUT_EFFECT: [&str; 6] = [
+const WITHOUT_EFFECT: [&str; 5] = [
     "RoleARN",
     "SourceARN",
     "SupportedTopologyInstanceTypePattern",
-    "NLBSecurityGroupMode",
     "DisableStrictZoneCheck",
     "SigningMethod",
 ];
@@ -176,6 +178,19 @@ impl AwsConfig {
                     _ => {
                         return Err(ConfigError(format!(
                             "{}: {value:?} is not Shared or ServiceNodePort",
+                            at()
+                        )));
+                    }
+                };
+            } else if same(k, "NLBSecurityGroupMode") {
+                // Upstream checks it at the first NLB it makes; here at
+                // start, so a typo is not found with the first Service.
+                self.nlb_security_groups = match value.as_str() {
+                    "Managed" => true,
+                    "" => false,
+                    _ => {
+                        return Err(ConfigError(format!(
+                            "{}: invalid NLB security group mode: {value:?}. Expected: \"Managed\"",
                             at()
                         )));
                     }
@@ -344,6 +359,25 @@ SigningRegion = us-east-1
         assert_eq!(
             err.to_string(),
             "aws cloud config: [Global] ClusterServiceLoadBalancerHealthProbeMode (line 2): \"shared\" is not Shared or ServiceNodePort"
+        );
+    }
+
+    #[test]
+    fn the_nlb_security_group_mode_is_managed_or_unset() {
+        let (c, warnings) =
+            AwsConfig::parse(b"[Global]\nNLBSecurityGroupMode = Managed\n").unwrap();
+        assert!(c.nlb_security_groups && warnings.is_empty(), "{warnings:?}");
+        assert!(
+            !AwsConfig::parse(b"[Global]\n")
+                .unwrap()
+                .0
+                .nlb_security_groups
+        );
+        // Upstream's value check is exact (config_test.go: "managed" fails).
+        let err = AwsConfig::parse(b"[Global]\nNLBSecurityGroupMode = managed\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "aws cloud config: [Global] NLBSecurityGroupMode (line 2): invalid NLB security group mode: \"managed\". Expected: \"Managed\""
         );
     }
 

@@ -76,6 +76,8 @@ struct Found {
     /// The Elastic IP allocations and private addresses of its subnets.
     allocations: Vec<String>,
     private_addresses: Vec<String>,
+    /// Its security groups (none unless made with some).
+    security_groups: Vec<String>,
 }
 
 /// An NLB's addresses of one kind over its zones, sorted.
@@ -156,6 +158,7 @@ impl AwsCloud {
                 subnets: subnets_of(lb),
                 allocations: addresses_of(lb, |a| a.allocation_id()),
                 private_addresses: addresses_of(lb, |a| a.private_ipv4_address()),
+                security_groups: lb.security_groups().to_vec(),
             })),
             Err(e) if code(&e) == Some("LoadBalancerNotFound") => Ok(None),
             Err(e) => Err(aws_err(format!("describing load balancer {name}"))(e)),
@@ -505,9 +508,15 @@ impl AwsCloud {
         Ok(arn)
     }
 
-    async fn ensure_nlb(&self, service: &Service, nodes: &[&Node]) -> Result<LoadBalancerStatus> {
+    async fn ensure_nlb(
+        &self,
+        cluster_name: &str,
+        service: &Service,
+        nodes: &[&Node],
+    ) -> Result<LoadBalancerStatus> {
         let cluster_id = self.cluster_id_required()?.to_string();
         let plan = plan(service, &cluster_id, &self.nlb_settings())?;
+        let group = nlb_security_group(&plan, service, cluster_name, &cluster_id);
         let key = service_key(service);
         let elb = &self.clients().await?.elb;
         let mut vpc = None;
@@ -537,6 +546,17 @@ impl AwsCloud {
                         }
                     }
                 }
+                // An NLB can only get groups when it is made (AWS), so one
+                // made without keeps none, as upstream; its own group's
+                // rules follow the Service whatever the mode now.
+                let own = match lb.security_groups.is_empty() {
+                    true => None,
+                    false => self.find_own_group(&group.name, &cluster_id).await?,
+                };
+                if own.is_some_and(|id| lb.security_groups.contains(&id)) {
+                    let vpc = self.vpc_once(&mut vpc, nodes).await?;
+                    self.ensure_own_group(&group, vpc).await?;
+                }
                 lb
             }
             None => {
@@ -559,6 +579,11 @@ impl AwsCloud {
                 } else {
                     LoadBalancerSchemeEnum::InternetFacing
                 });
+                if self.config.nlb_security_groups {
+                    let vpc = self.vpc_once(&mut vpc, nodes).await?.to_string();
+                    let id = self.ensure_own_group(&group, &vpc).await?;
+                    create = create.security_groups(id);
+                }
                 for m in plan.subnet_mappings(&subnets)? {
                     create = create.subnet_mappings(
                         SubnetMapping::builder()
@@ -583,6 +608,7 @@ impl AwsCloud {
                     subnets: subnets_of(lb),
                     allocations: addresses_of(lb, |a| a.allocation_id()),
                     private_addresses: addresses_of(lb, |a| a.private_ipv4_address()),
+                    security_groups: lb.security_groups().to_vec(),
                 }
             }
         };
@@ -804,10 +830,14 @@ impl LoadBalancer for AwsCloud {
         let parts = self
             .service_target_groups(&service_key(service), cluster_id)
             .await?;
-        // And the instance rules, revoked last.
+        // And the instance rules, then the NLB's own group, removed last.
         let left = !parts.is_empty()
             || (!self.config.disable_security_group_ingress
-                && sg_plan::holds_rules_of(&self.security_groups(cluster_id).await?, &name));
+                && sg_plan::holds_rules_of(&self.security_groups(cluster_id).await?, &name))
+            || self
+                .find_own_group(&nlb_security_group_name(_cluster_name, service), cluster_id)
+                .await?
+                .is_some();
         Ok(left.then(LoadBalancerStatus::default))
     }
 
@@ -938,7 +968,7 @@ impl LoadBalancer for AwsCloud {
         nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
         match kind(service) {
-            Kind::Nlb => self.ensure_nlb(service, nodes).await,
+            Kind::Nlb => self.ensure_nlb(_cluster_name, service, nodes).await,
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
             Kind::Classic => self.ensure_clb(service, nodes).await,
         }
@@ -1029,7 +1059,15 @@ impl LoadBalancer for AwsCloud {
             }
         }
         let rules = self.plan_instance_rules(&name, None, &cluster_id).await?;
-        self.apply_instance_rules(&rules).await
+        self.apply_instance_rules(&rules).await?;
+        // The NLB's own group (NLBSecurityGroupMode = Managed), found by
+        // name and cluster tag, so a deletion stopped after the NLB went
+        // still removes it; whatever the mode now, as upstream.
+        let own = nlb_security_group_name(cluster_name, service);
+        match self.find_own_group(&own, &cluster_id).await? {
+            Some(group) => self.delete_own_group(&group, &name).await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -365,6 +365,73 @@ pub(crate) fn bad(svc: &Service, what: impl std::fmt::Display) -> CloudError {
     CloudError::other(format!("Service {}: {what}", service_key(svc)))
 }
 
+/// upstream's GetSecurityGroupNameForNLB: `k8s-<ns:8>-<name:8>-<hash:10>`,
+/// namespace and name without what is not alphanumeric, the hash a
+/// SHA-256 of the cluster name (`--cluster-name`), the Service's name,
+/// namespace and UID run together.
+pub fn nlb_security_group_name(cluster_name: &str, svc: &Service) -> String {
+    use sha2::Digest as _;
+    let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let uid = svc.metadata.uid.as_deref().unwrap_or_default();
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect()
+    };
+    let digest = sha2::Sha256::digest(format!("{cluster_name}{name}{ns}{uid}"));
+    let hash: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("k8s-{}-{}-{}", clean(ns), clean(name), &hash[..10])
+}
+
+/// With `NLBSecurityGroupMode = Managed`, the security group a new NLB
+/// gets (upstream's ensureNLBSecurityGroup and ensureNLBSecurityGroupRules):
+/// each listener's port and protocol (`tcp` for a TLS listener, where
+/// upstream sends `tls`, which EC2 refuses) and ICMP "fragmentation needed"
+/// from the client ranges; tagged for the cluster and with the additional
+/// tags.
+pub fn nlb_security_group(
+    plan: &NlbPlan,
+    svc: &Service,
+    cluster_name: &str,
+    cluster_id: &str,
+) -> crate::clb_plan::OwnGroup {
+    use crate::clb_plan::IngressRule;
+    let mut ingress = std::collections::BTreeSet::new();
+    for cidr in &plan.client_cidrs {
+        for l in &plan.listeners {
+            let protocol = if l.frontend_protocol == "UDP" {
+                "udp"
+            } else {
+                "tcp"
+            };
+            ingress.insert(IngressRule {
+                protocol: protocol.into(),
+                from: l.port,
+                to: l.port,
+                cidr: cidr.clone(),
+            });
+        }
+        ingress.insert(IngressRule {
+            protocol: "icmp".into(),
+            from: 3,
+            to: 4,
+            cidr: cidr.clone(),
+        });
+    }
+    let mut tags = annotation(svc, ANN_ADDITIONAL_TAGS)
+        .map(key_values)
+        .unwrap_or_default();
+    tags.insert(cluster_tag_key(cluster_id), "owned".into());
+    crate::clb_plan::OwnGroup {
+        name: nlb_security_group_name(cluster_name, svc),
+        description: "[k8s] Managed SecurityGroup for LoadBalancer".into(),
+        tags,
+        ingress,
+    }
+}
+
 /// `k=v,k2=v2` (a bare `k` is `k=""`), as upstream parses map annotations.
 pub fn key_values(value: &str) -> BTreeMap<String, String> {
     value
@@ -721,6 +788,56 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_nlbs_own_group_is_named_and_ruled_as_upstream() {
+        // Upstream's vectors (aws_test.go TestCloud_GetSecurityGroupNameForNLB).
+        let mut s = svc(&[], &[("TCP", 80, 30080)]);
+        s.metadata.name = Some("my-service".into());
+        s.metadata.namespace = Some("default".into());
+        s.metadata.uid = Some("12345678-1234-1234-1234-123456789abc".into());
+        assert_eq!(
+            nlb_security_group_name("test-cluster", &s),
+            "k8s-default-myservic-b7cb8b02f0"
+        );
+        s.metadata.name = Some("my-service-123".into());
+        s.metadata.namespace = Some("kube-system".into());
+        s.metadata.uid = Some("87654321-4321-4321-4321-cba987654321".into());
+        assert_eq!(
+            nlb_security_group_name("test-cluster", &s),
+            "k8s-kubesyst-myservic-5aa269aeaf"
+        );
+        let mut s = svc(
+            &[
+                (ANN_TYPE, "nlb"),
+                (ANN_SSL_CERT, "arn:cert"),
+                (ANN_ADDITIONAL_TAGS, "team=shop"),
+            ],
+            &[("TCP", 443, 30443), ("TCP", 80, 30080)],
+        );
+        s.spec.as_mut().unwrap().load_balancer_source_ranges = Some(vec!["10.0.0.0/8".into()]);
+        let p = plan(&s, "c1", &NlbSettings::default()).unwrap();
+        let group = nlb_security_group(&p, &s, "kubernetes", "c1");
+        assert_eq!(
+            group.description,
+            "[k8s] Managed SecurityGroup for LoadBalancer"
+        );
+        assert_eq!(group.tags["kubernetes.io/cluster/c1"], "owned");
+        assert_eq!(group.tags["team"], "shop");
+        let rules: Vec<String> = group
+            .ingress
+            .iter()
+            .map(|r| format!("{} {}-{} {}", r.protocol, r.from, r.to, r.cidr))
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "icmp 3-4 10.0.0.0/8",
+                "tcp 80-80 10.0.0.0/8",
+                "tcp 443-443 10.0.0.0/8"
+            ]
+        );
     }
 
     #[test]
