@@ -2552,6 +2552,93 @@ async fn a_managed_nlb_security_group_admits_the_source_ranges_and_goes_with_the
     );
 }
 
+/// With managed NLB groups, a kill -9 right after each call that makes or
+/// removes the group or the NLB, then a restart: one NLB with one group of
+/// its own per Service, and once it is deleted, no group left.
+#[tokio::test]
+async fn a_kill_around_a_managed_nlb_group_duplicates_nothing_and_leaks_nothing() {
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
+    let (_, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let proxy = overcast_testenv::CrashProxy::start(moto.url())
+        .await
+        .unwrap();
+    let proxy_url = proxy.url();
+    let vars = endpoint_vars(&proxy_url);
+    let env = aws_cloud_env_with("NLBSecurityGroupMode = Managed\n").await;
+    let start = || env.ccm_with_env(&["--leader-elect=false"], &vars);
+    let services: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    {
+        let _ccm = start();
+        create_tainted_node(&env.client, &dns).await;
+        initialised(&env.client, &dns).await;
+    }
+    let groups_of = |name: &'static str| {
+        let ec2 = ec2.clone();
+        async move {
+            let reply = ec2.describe_security_groups().send().await.unwrap();
+            reply
+                .security_groups()
+                .iter()
+                .filter(|g| {
+                    g.group_name()
+                        .is_some_and(|n| n.starts_with(&format!("k8s-default-{name}-")))
+                })
+                .filter_map(|g| g.group_id().map(str::to_string))
+                .collect::<Vec<_>>()
+        }
+    };
+    for (action, name) in [("CreateSecurityGroup", "m1"), ("CreateLoadBalancer", "m2")] {
+        let mut ccm = start();
+        proxy.arm(action, ccm.child.id());
+        services
+            .create(&PostParams::default(), &nlb_service(name, TWO_PORTS))
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let restarted = start();
+        status_hostname(&services, name).await;
+        let svc = services.get(name).await.unwrap();
+        let lb = elb
+            .describe_load_balancers()
+            .names(overcast_cloud_provider::default_load_balancer_name(&svc))
+            .send()
+            .await
+            .unwrap()
+            .load_balancers()[0]
+            .clone();
+        let groups = groups_of(name).await;
+        assert_eq!(
+            (groups.len(), lb.security_groups()),
+            (1, groups.as_slice()),
+            "after a kill at {action}; restarted CCM's log:\n{}",
+            restarted.log_text()
+        );
+    }
+    for (action, name) in [
+        ("DeleteLoadBalancer", "m1"),
+        ("RevokeSecurityGroupIngress", "m2"),
+    ] {
+        let mut ccm = start();
+        proxy.arm(action, ccm.child.id());
+        services
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let _ccm = start();
+        service_gone(&services, name).await;
+        assert!(
+            groups_of(name).await.is_empty(),
+            "after a kill at {action}: the group is left"
+        );
+    }
+}
+
 /// The Classic ELB settings beyond the defaults, as cloud-provider-aws makes
 /// them (aws.go buildListener, aws_loadbalancer.go): a TLS listener on the
 /// `ssl-ports` with the certificate and the negotiation policy, the proxy

@@ -505,15 +505,7 @@ impl AwsCloud {
             return Ok(());
         };
         let name = ssl_negotiation_policy_name(reference);
-        let listeners: Vec<(ClbListener, Vec<String>)> = lb
-            .listeners
-            .iter()
-            .map(|l| {
-                let names = lb.listener_policies.get(&l.lb_port).cloned();
-                (l.clone(), names.unwrap_or_default())
-            })
-            .collect();
-        let ports = ssl_policy_changes(&listeners, &name);
+        let ports = ssl_policy_changes(&lb.listeners, &lb.listener_policies, &name);
         if ports.is_empty() {
             return Ok(());
         }
@@ -998,15 +990,7 @@ impl AwsCloud {
         }
         if let Some(reference) = &plan.ssl_policy {
             let name = ssl_negotiation_policy_name(reference);
-            let listeners: Vec<(ClbListener, Vec<String>)> = plan
-                .listeners
-                .iter()
-                .map(|l| {
-                    let names = lb.listener_policies.get(&l.lb_port).cloned();
-                    (l.clone(), names.unwrap_or_default())
-                })
-                .collect();
-            for port in ssl_policy_changes(&listeners, &name) {
+            for port in ssl_policy_changes(&plan.listeners, &lb.listener_policies, &name) {
                 changes.push(format!("listener {port} would get the policy {name}"));
             }
         }

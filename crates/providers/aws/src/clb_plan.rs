@@ -13,11 +13,12 @@ use overcast_cloud_provider::{CloudError, default_load_balancer_name};
 
 use crate::nlb_plan::{
     ANN_ACCESS_LOG_BUCKET, ANN_ACCESS_LOG_ENABLED, ANN_ACCESS_LOG_PREFIX, ANN_ADDITIONAL_TAGS,
-    ANN_BACKEND_PROTOCOL, ANN_CROSS_ZONE, ANN_HC_HEALTHY, ANN_HC_INTERVAL, ANN_HC_PATH,
-    ANN_HC_PORT, ANN_HC_PROTOCOL, ANN_HC_UNHEALTHY, ANN_INTERNAL, ANN_SSL_CERT, ANN_SSL_POLICY,
-    ANN_SSL_PORTS, ANN_SUBNETS, ANN_TARGET_GROUP_ATTRIBUTES, ANN_TARGET_NODE_LABELS,
-    TAG_SERVICE_NAME, annotation, bad, bool_annotation, cluster_tag_key, is_ssl_port, key_values,
-    service_key, tls_settings_without_certificate,
+    ANN_BACKEND_PROTOCOL, ANN_CROSS_ZONE, ANN_EXTRA_SECURITY_GROUPS, ANN_HC_HEALTHY,
+    ANN_HC_INTERVAL, ANN_HC_PATH, ANN_HC_PORT, ANN_HC_PROTOCOL, ANN_HC_UNHEALTHY, ANN_INTERNAL,
+    ANN_SECURITY_GROUPS, ANN_SSL_CERT, ANN_SSL_POLICY, ANN_SSL_PORTS, ANN_SUBNETS,
+    ANN_TARGET_GROUP_ATTRIBUTES, ANN_TARGET_NODE_LABELS, TAG_SERVICE_NAME, annotation, bad,
+    bool_annotation, cluster_tag_key, is_ssl_port, key_values, service_key,
+    tls_settings_without_certificate,
 };
 
 pub const ANN_HC_TIMEOUT: &str = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-timeout";
@@ -31,10 +32,6 @@ pub const ANN_ACCESS_LOG_INTERVAL: &str =
     "service.beta.kubernetes.io/aws-load-balancer-access-log-emit-interval";
 
 pub const ANN_PROXY_PROTOCOL: &str = "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol";
-pub const ANN_SECURITY_GROUPS: &str =
-    "service.beta.kubernetes.io/aws-load-balancer-security-groups";
-pub const ANN_EXTRA_SECURITY_GROUPS: &str =
-    "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups";
 
 /// upstream's ProxyProtocolPolicyName (aws_loadbalancer.go).
 pub const PROXY_PROTOCOL_POLICY: &str = "k8s-proxyprotocol-enabled";
@@ -456,23 +453,8 @@ pub fn plan_classic(
         .clone()
         .filter(|_| byo_groups.is_empty());
     let own_group = (shared_group.is_none() && byo_groups.is_empty()).then(|| {
-        let mut ingress = BTreeSet::new();
-        for cidr in &cidrs {
-            for port in &ports {
-                ingress.insert(IngressRule {
-                    protocol: "tcp".into(),
-                    from: port.port,
-                    to: port.port,
-                    cidr: cidr.clone(),
-                });
-            }
-            ingress.insert(IngressRule {
-                protocol: "icmp".into(),
-                from: 3,
-                to: 4,
-                cidr: cidr.clone(),
-            });
-        }
+        let ports: Vec<(&str, i32)> = ports.iter().map(|p| ("tcp", p.port)).collect();
+        let ingress = client_ingress(&cidrs, &ports);
         let mut group_tags = additional_tags.clone();
         group_tags.extend(cluster_tags);
         OwnGroup {
@@ -595,6 +577,31 @@ impl ClbPlan {
     }
 }
 
+/// A balancer's own group's ingress, as upstream's (Classic ELB
+/// setSecurityGroupIngress, NLB ensureNLBSecurityGroupRules): each
+/// `(protocol, port)` and ICMP "fragmentation needed" (path MTU
+/// discovery) from each client range.
+pub fn client_ingress(cidrs: &[String], ports: &[(&str, i32)]) -> BTreeSet<IngressRule> {
+    let mut ingress = BTreeSet::new();
+    for cidr in cidrs {
+        for (protocol, port) in ports {
+            ingress.insert(IngressRule {
+                protocol: protocol.to_string(),
+                from: *port,
+                to: *port,
+                cidr: cidr.clone(),
+            });
+        }
+        ingress.insert(IngressRule {
+            protocol: "icmp".into(),
+            from: 3,
+            to: 4,
+            cidr: cidr.clone(),
+        });
+    }
+    ingress
+}
+
 /// upstream's proxy-protocol sync (ensureLoadBalancer): the instance ports
 /// whose backend policies are set, and to what. `backends`: each instance
 /// port with policies now. A listener's port gets the proxy policy, or
@@ -633,12 +640,19 @@ pub fn backend_policy_changes(
 
 /// The TLS listeners whose policies are not yet just `policy` (upstream
 /// sets it on every TLS port on every sync; only the differences are sent
-/// here). `listeners`: each listener and its policy names, as described.
-pub fn ssl_policy_changes(listeners: &[(ClbListener, Vec<String>)], policy: &str) -> Vec<i32> {
+/// here). `policies`: each listener port's policy names, as described.
+pub fn ssl_policy_changes(
+    listeners: &[ClbListener],
+    policies: &BTreeMap<i32, Vec<String>>,
+    policy: &str,
+) -> Vec<i32> {
     listeners
         .iter()
-        .filter(|(l, names)| l.is_tls() && names.as_slice() != [policy])
-        .map(|(l, _)| l.lb_port)
+        .filter(|l| {
+            l.is_tls()
+                && policies.get(&l.lb_port).map(Vec::as_slice) != Some(&[policy.to_string()][..])
+        })
+        .map(|l| l.lb_port)
         .collect()
 }
 
@@ -1003,12 +1017,16 @@ mod tests {
         let name = ssl_negotiation_policy_name("ELBSecurityPolicy-2016-08");
         assert_eq!(name, "k8s-SSLNegotiationPolicy-ELBSecurityPolicy-2016-08");
         let listeners = [
-            (l(80, "TCP"), vec![]),
-            (l(443, "SSL"), vec![name.clone()]),
-            (l(8443, "HTTPS"), vec![]),
-            (l(9443, "SSL"), vec!["old".to_string()]),
+            l(80, "TCP"),
+            l(443, "SSL"),
+            l(8443, "HTTPS"),
+            l(9443, "SSL"),
         ];
-        assert_eq!(ssl_policy_changes(&listeners, &name), [8443, 9443]);
+        let policies = BTreeMap::from([(443, vec![name.clone()]), (9443, vec!["old".to_string()])]);
+        assert_eq!(
+            ssl_policy_changes(&listeners, &policies, &name),
+            [8443, 9443]
+        );
     }
 
     #[test]

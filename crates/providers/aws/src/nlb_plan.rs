@@ -33,14 +33,16 @@ pub const ANN_EIP_ALLOCATIONS: &str =
 pub const ANN_PRIVATE_IPV4_ADDRESSES: &str =
     "service.beta.kubernetes.io/aws-load-balancer-private-ipv4-addresses";
 
+pub const ANN_SECURITY_GROUPS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-security-groups";
+pub const ANN_EXTRA_SECURITY_GROUPS: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups";
+
 /// Refused for NLBs by upstream too (aws_validations.go).
 pub const NOT_FOR_NLB: [(&str, &str); 2] = [
+    (ANN_SECURITY_GROUPS, "BYO security group annotation"),
     (
-        "service.beta.kubernetes.io/aws-load-balancer-security-groups",
-        "BYO security group annotation",
-    ),
-    (
-        "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups",
+        ANN_EXTRA_SECURITY_GROUPS,
         "BYO extra security group annotation",
     ),
 ];
@@ -397,29 +399,19 @@ pub fn nlb_security_group(
     cluster_name: &str,
     cluster_id: &str,
 ) -> crate::clb_plan::OwnGroup {
-    use crate::clb_plan::IngressRule;
-    let mut ingress = std::collections::BTreeSet::new();
-    for cidr in &plan.client_cidrs {
-        for l in &plan.listeners {
+    let ports: Vec<(&str, i32)> = plan
+        .listeners
+        .iter()
+        .map(|l| {
             let protocol = if l.frontend_protocol == "UDP" {
                 "udp"
             } else {
                 "tcp"
             };
-            ingress.insert(IngressRule {
-                protocol: protocol.into(),
-                from: l.port,
-                to: l.port,
-                cidr: cidr.clone(),
-            });
-        }
-        ingress.insert(IngressRule {
-            protocol: "icmp".into(),
-            from: 3,
-            to: 4,
-            cidr: cidr.clone(),
-        });
-    }
+            (protocol, l.port)
+        })
+        .collect();
+    let ingress = crate::clb_plan::client_ingress(&plan.client_cidrs, &ports);
     let mut tags = annotation(svc, ANN_ADDITIONAL_TAGS)
         .map(key_values)
         .unwrap_or_default();
