@@ -2654,7 +2654,13 @@ async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
         subnets,
     } = Aws::start().await;
     let classic = aws_sdk_elasticloadbalancing::Client::new(&sdk_config(&moto).await);
-    let (instance, dns, _) = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    // The nodes' group carries the cluster tag, so rules admitting a group
+    // the ELB no longer uses are revoked from it (upstream leaves untagged
+    // groups as they are until the ELB is deleted).
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let nodes_group = create_group(&ec2, &vpc, "nodes", true).await;
+    let (instance, dns, _) =
+        run_instance_in_groups(&ec2, &subnets[0].0, &subnets[0].1, &[nodes_group]).await;
     let env = aws_cloud_env().await;
     let ccm = env.ccm_with_env(&[], &endpoint_vars(moto.url()));
     create_tainted_node(&env.client, &dns).await;
@@ -2785,45 +2791,37 @@ async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
     })
     .await;
 
-    // Groups of the Service's own replace k8s-elb-<name>; the instance's
-    // group admits the first of them; deleting the Service keeps them.
-    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    // Groups of the Service's own replace k8s-elb-<name> (which goes, its
+    // instance rule first); the instance's group admits the first of them,
+    // and follows when they change; deleting the Service keeps them.
     let mine = create_group(&ec2, &vpc, "team-elb", false).await;
+    let other = create_group(&ec2, &vpc, "team-elb-2", false).await;
     let extra = create_group(&ec2, &vpc, "team-extra", false).await;
-    let mut byo = classic_service("byo");
-    byo.metadata.annotations = Some(
-        [
-            ("security-groups", format!(" {mine} ,")),
-            ("extra-security-groups", extra.clone()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (ann(k), v))
-        .collect(),
-    );
-    let byo = services.create(&PostParams::default(), &byo).await.unwrap();
-    status_hostname(&services, "byo").await;
-    let byo_name = overcast_cloud_provider::default_load_balancer_name(&byo);
-    let lb = classic
-        .describe_load_balancers()
-        .load_balancer_names(&byo_name)
-        .send()
-        .await
-        .unwrap()
-        .load_balancer_descriptions()[0]
-        .clone();
-    assert_eq!(lb.security_groups(), [mine.clone(), extra.clone()]);
-    let own = ec2
-        .describe_security_groups()
-        .filters(
-            aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("k8s-elb-{byo_name}"))
-                .build(),
-        )
-        .send()
+    let byo = services
+        .create(&PostParams::default(), &classic_service("byo"))
         .await
         .unwrap();
-    assert!(own.security_groups().is_empty(), "no k8s-elb- group made");
+    status_hostname(&services, "byo").await;
+    let byo_name = overcast_cloud_provider::default_load_balancer_name(&byo);
+    let own_group = |lb_name: String| {
+        let ec2 = ec2.clone();
+        async move {
+            ec2.describe_security_groups()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("group-name")
+                        .values(format!("k8s-elb-{lb_name}"))
+                        .build(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .security_groups()
+                .first()
+                .and_then(|g| g.group_id().map(str::to_string))
+        }
+    };
+    let managed = own_group(byo_name.clone()).await.expect("a k8s-elb- group");
     let instance_group = ec2
         .describe_instances()
         .instance_ids(&instance)
@@ -2855,32 +2853,116 @@ async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
                 .collect::<Vec<_>>()
         }
     };
-    assert_eq!(admitting(mine.clone()).await, vec![instance_group]);
-    services
-        .delete("byo", &DeleteParams::default())
+    let elb_groups = |lb_name: String| {
+        let classic = classic.clone();
+        async move {
+            classic
+                .describe_load_balancers()
+                .load_balancer_names(lb_name)
+                .send()
+                .await
+                .unwrap()
+                .load_balancer_descriptions()[0]
+                .security_groups()
+                .to_vec()
+        }
+    };
+    assert_eq!(
+        admitting(managed.clone()).await,
+        std::slice::from_ref(&instance_group)
+    );
+    let set_groups = |service: &'static str, groups: String, extras: Option<String>| {
+        let services = services.clone();
+        async move {
+            services
+                .patch(
+                    service,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                        "service.beta.kubernetes.io/aws-load-balancer-security-groups": groups,
+                        "service.beta.kubernetes.io/aws-load-balancer-extra-security-groups": extras,
+                    }}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    set_groups("byo", format!(" {mine} ,"), Some(extra.clone())).await;
+    eventually(
+        "the ELB on the Service's groups, its own gone",
+        SOON,
+        || async {
+            (elb_groups(byo_name.clone()).await == [mine.clone(), extra.clone()]
+                && own_group(byo_name.clone()).await.is_none())
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        admitting(mine.clone()).await,
+        std::slice::from_ref(&instance_group)
+    );
+    assert!(admitting(managed.clone()).await.is_empty());
+    set_groups("byo", other.clone(), Some(extra.clone())).await;
+    eventually(
+        "the instances admit the new first group only",
+        SOON,
+        || async {
+            (admitting(other.clone()).await == [instance_group.clone()]
+                && admitting(mine.clone()).await.is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        elb_groups(byo_name.clone()).await,
+        [other.clone(), extra.clone()]
+    );
+
+    // Naming the ELB's own k8s-elb- group keeps it as it is, admitted, and
+    // deleting the Service then leaves it.
+    let frozen = services
+        .create(&PostParams::default(), &classic_service("frozen"))
         .await
         .unwrap();
-    eventually("the byo ELB deleted", SOON, || async {
-        classic
-            .describe_load_balancers()
-            .load_balancer_names(&byo_name)
-            .send()
-            .await
-            .is_err()
-            .then_some(())
-    })
+    status_hostname(&services, "frozen").await;
+    let frozen_name = overcast_cloud_provider::default_load_balancer_name(&frozen);
+    let frozen_group = own_group(frozen_name.clone()).await.unwrap();
+    set_groups("frozen", frozen_group.clone(), Some(extra.clone())).await;
+    eventually(
+        "the named own group kept, the extra added",
+        SOON,
+        || async {
+            (elb_groups(frozen_name.clone()).await == [frozen_group.clone(), extra.clone()])
+                .then_some(())
+        },
+    )
     .await;
+    assert_eq!(
+        admitting(frozen_group.clone()).await,
+        std::slice::from_ref(&instance_group)
+    );
+
+    for name in ["byo", "frozen"] {
+        services
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+        service_gone(&services, name).await;
+    }
     let left = ec2
         .describe_security_groups()
         .group_ids(&mine)
+        .group_ids(&other)
         .group_ids(&extra)
+        .group_ids(&frozen_group)
         .send()
         .await
         .unwrap();
     assert_eq!(
         left.security_groups().len(),
-        2,
-        "the Service's own groups are kept"
+        4,
+        "the groups the Services named are kept"
     );
 
     // A proxy-protocol value upstream refuses: its words, in an Event.

@@ -552,13 +552,21 @@ impl AwsCloud {
         Ok(())
     }
 
-    /// upstream's removeOwnedSecurityGroups for a Service that moved to
-    /// groups of its own: the ELB's former own group loses the instances'
-    /// rules that admit it, then goes.
-    async fn remove_former_own_group(&self, name: &str, cluster_id: &str) -> Result<()> {
+    /// upstream's removeOwnedSecurityGroups for an ELB whose own group is
+    /// no longer one of `groups` (the Service names groups of its own, or
+    /// `ElbSecurityGroup` came): the group loses the instances' rules that
+    /// admit it, then goes. Found by name, so a kill after it left the ELB
+    /// still finds it.
+    async fn remove_former_own_group(
+        &self,
+        name: &str,
+        groups: &[String],
+        cluster_id: &str,
+    ) -> Result<()> {
         let Some(group) = self
             .find_own_group(&format!("k8s-elb-{name}"), cluster_id)
             .await?
+            .filter(|g| !groups.contains(g))
         else {
             return Ok(());
         };
@@ -723,6 +731,19 @@ impl AwsCloud {
                     .await
                     .map_err(aws_err(format!("attaching {} to subnets", plan.name)))?;
                 }
+                let detached = detached_groups(&lb.security_groups, &groups);
+                if !detached.is_empty() {
+                    // The new group admitted first; the old ones' rules
+                    // revoked while the ELB still names them, so a kill in
+                    // between leaves them to be found again (upstream
+                    // revokes after, and a kill there leaks the rules).
+                    self.sync_instance_rules(&group, &targets, &cluster_id, false)
+                        .await?;
+                    for old in &detached {
+                        self.sync_instance_rules(old, &BTreeSet::new(), &cluster_id, false)
+                            .await?;
+                    }
+                }
                 let attached: BTreeSet<&String> = lb.security_groups.iter().collect();
                 if attached != groups.iter().collect::<BTreeSet<_>>() {
                     timed(
@@ -800,10 +821,7 @@ impl AwsCloud {
                 }
             }
         };
-        if plan.own_group.is_none() && !plan.byo_groups.is_empty() {
-            self.remove_former_own_group(&plan.name, &cluster_id)
-                .await?;
-        }
+
         let have = timed(
             "describe_load_balancer_attributes",
             client
@@ -861,6 +879,11 @@ impl AwsCloud {
             .await?;
         self.register_instances(&plan.name, &lb.instances, &targets)
             .await?;
+        // Last, once the ELB serves through its new groups.
+        if plan.own_group.is_none() {
+            self.remove_former_own_group(&plan.name, &groups, &cluster_id)
+                .await?;
+        }
         Ok(status(lb.dns_name.as_deref()))
     }
 
@@ -896,47 +919,56 @@ impl AwsCloud {
         let Some(cluster_id) = self.config.cluster_id() else {
             return Ok(None);
         };
-        if self.clb_settings().shared_group.is_some() {
-            return Ok(None);
-        }
+        // A group the Service names stays when it goes (delete_clb).
+        let named = plan_classic(service, cluster_id, &self.clb_settings())
+            .map(|p| [p.byo_groups, p.extra_groups].concat())
+            .unwrap_or_default();
         let left = self
             .find_own_group(&format!("k8s-elb-{name}"), cluster_id)
-            .await?;
+            .await?
+            .filter(|g| !named.contains(g));
         Ok(left.map(|_| LoadBalancerStatus::default()))
     }
 
     /// upstream's EnsureLoadBalancerDeleted for a Classic ELB: the
-    /// instances' rules from its group, the ELB, then its own group. The
+    /// instances' rules from its groups, the ELB, then its own group. The
     /// group is found by name too, so a deletion interrupted after the ELB
-    /// went still removes it (upstream leaks it then).
+    /// went still removes it (upstream leaks it then); a group the Service
+    /// names is never deleted, even the ELB's own.
     pub(crate) async fn delete_clb(&self, service: &Service) -> Result<()> {
         let Some(cluster_id) = self.config.cluster_id().map(str::to_string) else {
             return Ok(());
         };
         let name = overcast_cloud_provider::default_load_balancer_name(service);
-        let shared = self.clb_settings().shared_group;
-        let own = match &shared {
-            Some(_) => None,
-            None => {
-                self.find_own_group(&format!("k8s-elb-{name}"), &cluster_id)
-                    .await?
-            }
-        };
         let lb = self.describe_clb(&name).await?;
-        // The group the instances admit: the ELB's own, else the first
-        // of the Service's own groups or the shared one, as attached.
         let attached = lb
             .as_ref()
             .map(|l| l.security_groups.clone())
             .unwrap_or_default();
-        let elb_group = own.clone().or_else(|| {
-            plan_classic(service, &cluster_id, &self.clb_settings())
-                .ok()
-                .and_then(|p| p.source_group(&attached))
-                .or_else(|| attached.first().cloned())
-        });
-        if let Some(group) = &elb_group {
-            self.sync_instance_rules(group, &BTreeSet::new(), &cluster_id, own.is_some())
+        let plan = plan_classic(service, &cluster_id, &self.clb_settings()).ok();
+        let named = |g: &String| {
+            plan.as_ref()
+                .is_some_and(|p| p.byo_groups.contains(g) || p.extra_groups.contains(g))
+        };
+        let own = self
+            .find_own_group(&format!("k8s-elb-{name}"), &cluster_id)
+            .await?
+            .filter(|g| !named(g));
+        // The group the instances admit, and the ELB's own if it is
+        // another (left from before the Service named groups of its own).
+        let source = plan
+            .as_ref()
+            .and_then(|p| p.source_group(&attached))
+            .or_else(|| attached.first().cloned());
+        let mut admitted: Vec<(String, bool)> = Vec::new();
+        if let Some(source) = &source {
+            admitted.push((source.clone(), own.as_ref() == Some(source)));
+        }
+        if let Some(own) = own.as_ref().filter(|o| source.as_ref() != Some(*o)) {
+            admitted.push((own.clone(), true));
+        }
+        for (group, ours) in &admitted {
+            self.sync_instance_rules(group, &BTreeSet::new(), &cluster_id, *ours)
                 .await?;
         }
         let client = &self.clients().await?.elb_classic;

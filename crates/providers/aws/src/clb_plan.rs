@@ -602,6 +602,16 @@ pub fn client_ingress(cidrs: &[String], ports: &[(&str, i32)]) -> BTreeSet<Ingre
     ingress
 }
 
+/// The groups on the ELB that are not among `groups` any more (upstream's
+/// `actual − expected`), in the ELB's order.
+pub fn detached_groups(attached: &[String], groups: &[String]) -> Vec<String> {
+    attached
+        .iter()
+        .filter(|g| !groups.contains(g))
+        .cloned()
+        .collect()
+}
+
 /// upstream's proxy-protocol sync (ensureLoadBalancer): the instance ports
 /// whose backend policies are set, and to what. `backends`: each instance
 /// port with policies now. A listener's port gets the proxy policy, or

@@ -118,6 +118,7 @@ impl AwsCloud {
         let c = &self.config;
         NlbSettings {
             security_group_ingress: !c.disable_security_group_ingress,
+            own_groups: c.nlb_security_groups,
             shared_health_probe: c.shared_health_probe.then(|| {
                 let port = if c.shared_health_probe_port == 0 {
                     10256
@@ -549,6 +550,20 @@ impl AwsCloud {
                 // An NLB can only get groups when it is made (AWS), so one
                 // made without keeps none, as upstream; its own group's
                 // rules follow the Service whatever the mode now.
+                // An NLB made before the mode was on has no group to
+                // enforce the ranges in.
+                if lb.security_groups.is_empty()
+                    && self.config.disable_security_group_ingress
+                    && !plan.client_cidrs.iter().any(|c| c == "0.0.0.0/0")
+                {
+                    return Err(bad(
+                        service,
+                        format!(
+                            "loadBalancerSourceRanges cannot be enforced: the NLB {} was made without a security group of its own and DisableSecurityGroupIngress is set; recreate the Service, or restrict the node security groups yourself",
+                            plan.name
+                        ),
+                    ));
+                }
                 let own = match lb.security_groups.is_empty() {
                     true => None,
                     false => self.find_own_group(&group.name, &cluster_id).await?,

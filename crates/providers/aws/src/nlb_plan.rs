@@ -282,6 +282,9 @@ pub struct NlbSettings {
     /// `ClusterServiceLoadBalancerHealthProbeMode = Shared`: the port and
     /// path of kube-proxy's health check that Cluster-policy Services use.
     pub shared_health_probe: Option<(i32, String)>,
+    /// `NLBSecurityGroupMode = Managed`: a new NLB's own group admits its
+    /// clients, so source ranges are enforced there too.
+    pub own_groups: bool,
 }
 
 impl Default for NlbSettings {
@@ -289,6 +292,7 @@ impl Default for NlbSettings {
         NlbSettings {
             security_group_ingress: true,
             shared_health_probe: None,
+            own_groups: false,
         }
     }
 }
@@ -592,7 +596,10 @@ pub fn plan(
             ),
         ));
     }
-    if !settings.security_group_ingress && !client_cidrs.iter().any(|c| c == "0.0.0.0/0") {
+    if !settings.security_group_ingress
+        && !settings.own_groups
+        && !client_cidrs.iter().any(|c| c == "0.0.0.0/0")
+    {
         // Upstream then admits everyone without a word.
         return Err(bad(
             svc,
@@ -951,6 +958,12 @@ mod tests {
                 .client_cidrs,
             ["10.0.0.0/8"]
         );
+        // Enforced by the NLB's own group instead.
+        let own_groups = NlbSettings {
+            own_groups: true,
+            ..no_ingress.clone()
+        };
+        assert!(plan(&ranged, "c", &own_groups).is_ok());
         let err = plan(&ranged, "c", &no_ingress).unwrap_err().to_string();
         assert!(
             err.contains(
