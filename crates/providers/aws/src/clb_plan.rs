@@ -302,6 +302,20 @@ fn listener_for(
     })
 }
 
+/// A `backend-protocol` upstream ignores on a Classic ELB (without a
+/// certificate anything but `http` gives TCP listeners, a typo too);
+/// refused here, naming it. With a certificate upstream refuses it itself.
+pub fn ignored_backend_protocol(svc: &Service) -> Option<String> {
+    let value = annotation(svc, ANN_BACKEND_PROTOCOL)?;
+    let certificate = annotation(svc, ANN_SSL_CERT).is_some_and(|c| !c.is_empty());
+    if certificate || matches!(value, "" | "http" | "https" | "ssl" | "tcp") {
+        return None;
+    }
+    Some(format!(
+        "{ANN_BACKEND_PROTOCOL}: {value:?} is not http, https, ssl or tcp (cloud-provider-aws would make TCP listeners without a word)"
+    ))
+}
+
 /// upstream's getSGListFromAnnotation: comma-separated, trimmed, empty
 /// entries dropped, order kept.
 fn group_list(value: &str) -> Vec<String> {
@@ -387,6 +401,9 @@ pub fn plan_classic(
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
     let backend = raw(ANN_BACKEND_PROTOCOL).unwrap_or_default();
+    if let Some(refused) = ignored_backend_protocol(svc) {
+        return Err(bad(svc, refused));
+    }
     let mut listeners = Vec::new();
     for port in &ports {
         let protocol = protocol_of(port);

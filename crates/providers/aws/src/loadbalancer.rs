@@ -961,19 +961,28 @@ impl LoadBalancer for AwsCloud {
 
     /// Annotations cloud-provider-aws takes without a word and this
     /// provider refuses (the Service's sync fails naming them): TLS
-    /// settings without a certificate, which upstream ignores.
+    /// settings without a certificate, a Classic ELB backend protocol
+    /// upstream does not know, both of which upstream ignores.
     fn unhonoured_annotations(&self, service: &Service) -> Vec<String> {
         if kind(service) == Kind::Elsewhere {
             return Vec::new();
         }
-        crate::nlb_plan::tls_settings_without_certificate(service)
+        let mut found: Vec<String> = crate::nlb_plan::tls_settings_without_certificate(service)
             .into_iter()
             .map(|key| {
                 format!(
                     "{key} without {ANN_SSL_CERT} has no effect on cloud-provider-aws; overcast refuses the Service's sync until one of the two is set right"
                 )
             })
-            .collect()
+            .collect();
+        if kind(service) == Kind::Classic {
+            found.extend(
+                crate::clb_plan::ignored_backend_protocol(service).map(|why| {
+                    format!("{why}; overcast refuses the Service's sync until it is fixed")
+                }),
+            );
+        }
+        found
     }
 
     async fn ensure_load_balancer(
@@ -1125,5 +1134,11 @@ mod tests {
             pairs.push((ANN_SSL_CERT, "arn:cert"));
             assert!(cloud.unhonoured_annotations(&annotated(&pairs)).is_empty());
         }
+        let typo = annotated(&[(ANN_BACKEND_PROTOCOL, "htttp")]);
+        let found = cloud.unhonoured_annotations(&typo);
+        assert!(
+            found.len() == 1 && found[0].contains(r#""htttp" is not http"#),
+            "{found:?}"
+        );
     }
 }

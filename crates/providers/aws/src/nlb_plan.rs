@@ -205,7 +205,9 @@ pub(crate) fn is_ssl_port(ssl_ports: Option<&str>, port: &ServicePort) -> bool {
     };
     list.split(',').any(|item| match item.parse::<i32>() {
         Ok(n) => n == port.port,
-        Err(_) => port.name.as_deref() == Some(item),
+        // An unnamed port is "" to upstream, so an empty entry ("443,")
+        // names it.
+        Err(_) => port.name.as_deref().unwrap_or_default() == item,
     })
 }
 
