@@ -333,15 +333,7 @@ pub fn plan_classic(
     cluster_id: &str,
     settings: &ClbSettings,
 ) -> Result<ClbPlan, CloudError> {
-    // The raw values, as upstream reads them (an empty ssl-cert: no TLS).
-    let raw = |key: &str| {
-        svc.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
-    };
-    let certificate = raw(ANN_SSL_CERT).filter(|c| !c.is_empty());
+    let certificate = annotation(svc, ANN_SSL_CERT).filter(|c| !c.is_empty());
     // Upstream ignores these without a certificate; nothing a user sets is
     // ignored without a word here.
     if let Some(key) = tls_settings_without_certificate(svc).first() {
@@ -350,7 +342,7 @@ pub fn plan_classic(
             format!("{key} has no effect without {ANN_SSL_CERT}"),
         ));
     }
-    let ssl_policy = match raw(ANN_SSL_POLICY).filter(|_| certificate.is_some()) {
+    let ssl_policy = match annotation(svc, ANN_SSL_POLICY).filter(|_| certificate.is_some()) {
         None => None,
         Some("") => {
             return Err(bad(
@@ -362,7 +354,7 @@ pub fn plan_classic(
         }
         Some(policy) => Some(policy.to_string()),
     };
-    let proxy_protocol = match raw(ANN_PROXY_PROTOCOL) {
+    let proxy_protocol = match annotation(svc, ANN_PROXY_PROTOCOL) {
         None | Some("") => false,
         Some("*") => true,
         Some(other) => {
@@ -400,7 +392,7 @@ pub fn plan_classic(
     {
         return Err(bad(svc, "mixed protocol is not supported for LoadBalancer"));
     }
-    let backend = raw(ANN_BACKEND_PROTOCOL).unwrap_or_default();
+    let backend = annotation(svc, ANN_BACKEND_PROTOCOL).unwrap_or_default();
     if let Some(refused) = ignored_backend_protocol(svc) {
         return Err(bad(svc, refused));
     }
@@ -421,7 +413,7 @@ pub fn plan_classic(
             svc,
             port.port,
             node_port,
-            certificate.filter(|_| is_ssl_port(raw(ANN_SSL_PORTS), port)),
+            certificate.filter(|_| is_ssl_port(annotation(svc, ANN_SSL_PORTS), port)),
             backend,
         )?);
     }

@@ -638,16 +638,8 @@ pub fn plan(
             .to_string(),
     };
     let target_group_attributes = target_group_attributes(svc, &protocols)?;
-    // The raw value, as upstream reads it (an empty annotation: no TLS).
-    let raw = |key: &str| {
-        svc.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
-    };
-    let certificate = raw(ANN_SSL_CERT).filter(|c| !c.is_empty());
-    let backend_tls = match raw(ANN_BACKEND_PROTOCOL) {
+    let certificate = annotation(svc, ANN_SSL_CERT).filter(|c| !c.is_empty());
+    let backend_tls = match annotation(svc, ANN_BACKEND_PROTOCOL) {
         None | Some("" | "tcp") => false,
         Some("ssl") => true,
         // Upstream ignores the others for an NLB; they are Classic ELB's.
@@ -680,8 +672,8 @@ pub fn plan(
         // upstream's ensureLoadBalancer: a TCP port among the ssl-ports with
         // a certificate is a TLS listener; its targets speak TLS with
         // backend-protocol ssl.
-        let tls =
-            certificate.filter(|_| protocol == "TCP" && is_ssl_port(raw(ANN_SSL_PORTS), port));
+        let tls = certificate
+            .filter(|_| protocol == "TCP" && is_ssl_port(annotation(svc, ANN_SSL_PORTS), port));
         let traffic = if tls.is_some() && backend_tls {
             "TLS".to_string()
         } else {
@@ -702,7 +694,7 @@ pub fn plan(
             health: health.clone(),
             certificate: tls.map(str::to_string),
             ssl_policy: tls
-                .and(raw(ANN_SSL_POLICY))
+                .and(annotation(svc, ANN_SSL_POLICY))
                 .filter(|p| !p.is_empty())
                 .map(str::to_string),
         });
