@@ -2277,6 +2277,86 @@ async fn a_kill_after_any_classic_elb_call_duplicates_nothing_and_leaks_nothing(
             restarted.log_text()
         );
     }
+    // The TLS, negotiation and proxy-protocol calls: after the restart the
+    // ELB has each policy once and where it belongs.
+    let policy = "k8s-SSLNegotiationPolicy-ELBSecurityPolicy-TLS-1-2-2017-01";
+    let tls_service = |name: &str| {
+        let mut svc = classic_service(name);
+        svc.metadata.annotations = Some(
+            [
+                (
+                    "ssl-cert",
+                    "arn:aws:iam::123456789012:server-certificate/web",
+                ),
+                (
+                    "ssl-negotiation-policy",
+                    "ELBSecurityPolicy-TLS-1-2-2017-01",
+                ),
+                ("proxy-protocol", "*"),
+            ]
+            .iter()
+            .map(|(k, v)| {
+                (
+                    format!("service.beta.kubernetes.io/aws-load-balancer-{k}"),
+                    v.to_string(),
+                )
+            })
+            .collect(),
+        );
+        svc
+    };
+    let policies = [
+        ("CreateLoadBalancerPolicy", "p1"),
+        ("SetLoadBalancerPoliciesForBackendServer", "p2"),
+        ("SetLoadBalancerPoliciesOfListener", "p3"),
+    ];
+    for (action, name) in policies {
+        let mut ccm = start();
+        proxy.arm(action, ccm.child.id());
+        services
+            .create(&PostParams::default(), &tls_service(name))
+            .await
+            .unwrap();
+        killed(&proxy, action, &mut ccm).await;
+        let restarted = start();
+        status_hostname(&services, name).await;
+        let lb = lb_name(name).await;
+        eventually(
+            &format!("{name}'s policies after a kill at {action}"),
+            SOON,
+            || async {
+                let d = classic
+                    .describe_load_balancers()
+                    .load_balancer_names(&lb)
+                    .send()
+                    .await
+                    .ok()?
+                    .load_balancer_descriptions()
+                    .first()?
+                    .clone();
+                let backends: Vec<Vec<String>> = d
+                    .backend_server_descriptions()
+                    .iter()
+                    .map(|b| b.policy_names().to_vec())
+                    .collect();
+                let listeners: Vec<Vec<String>> = d
+                    .listener_descriptions()
+                    .iter()
+                    .map(|l| l.policy_names().to_vec())
+                    .collect();
+                (backends == [vec!["k8s-proxyprotocol-enabled".to_string()]]
+                    && listeners == [vec![policy.to_string()]])
+                .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            parts(lb).await,
+            (1, vec![instance.clone()], 1),
+            "after a kill at {action}; restarted CCM's log:\n{}",
+            restarted.log_text()
+        );
+    }
     let deletes = [
         ("RevokeSecurityGroupIngress", "d1"),
         ("DeleteLoadBalancer", "d2"),
@@ -2326,7 +2406,7 @@ async fn a_kill_after_any_classic_elb_call_duplicates_nothing_and_leaks_nothing(
         );
     }
     let seen = proxy.actions();
-    for (action, _) in creates.iter().chain(&deletes) {
+    for (action, _) in creates.iter().chain(&policies).chain(&deletes) {
         assert!(seen.iter().any(|a| a == action), "{action} in {seen:?}");
     }
 }
@@ -2836,22 +2916,7 @@ async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
         .to_string();
     let admitting = |source: String| {
         let ec2 = ec2.clone();
-        async move {
-            ec2.describe_security_groups()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("ip-permission.group-id")
-                        .values(source)
-                        .build(),
-                )
-                .send()
-                .await
-                .unwrap()
-                .security_groups()
-                .iter()
-                .filter_map(|g| g.group_id().map(str::to_string))
-                .collect::<Vec<_>>()
-        }
+        async move { groups_admitting(&ec2, &source).await }
     };
     let elb_groups = |lb_name: String| {
         let classic = classic.clone();
