@@ -564,6 +564,13 @@ impl AwsCloud {
                         ),
                     ));
                 }
+                if lb.security_groups.is_empty() && self.config.nlb_security_groups {
+                    tracing::info!(
+                        service = %key,
+                        name = %plan.name,
+                        "the NLB was made without a security group and AWS cannot add one: NLBSecurityGroupMode = Managed applies once the Service is recreated"
+                    );
+                }
                 let own = match lb.security_groups.is_empty() {
                     true => None,
                     false => self.find_own_group(&group.name, &cluster_id).await?,
