@@ -447,6 +447,39 @@ impl AwsCloud {
         Ok(())
     }
 
+    /// CreateLoadBalancerPolicy with one attribute, as upstream makes both
+    /// of its policies (createProxyProtocolPolicy, ensureSSLNegotiationPolicy).
+    async fn create_policy(
+        &self,
+        what: &str,
+        lb: &str,
+        policy: &str,
+        type_name: &str,
+        (attribute, value): (&str, &str),
+    ) -> Result<()> {
+        let client = &self.clients().await?.elb_classic;
+        timed(
+            "create_load_balancer_policy",
+            client
+                .create_load_balancer_policy()
+                .load_balancer_name(lb)
+                .policy_name(policy)
+                .policy_type_name(type_name)
+                .policy_attributes(
+                    PolicyAttribute::builder()
+                        .attribute_name(attribute)
+                        .attribute_value(value)
+                        .build(),
+                )
+                .send(),
+        )
+        .await
+        .map_err(aws_err(format!(
+            "error creating {what} on load balancer {lb}"
+        )))?;
+        Ok(())
+    }
+
     /// upstream's proxy-protocol sync: the policy made once, then each
     /// listener's backend set to it (or cleared) where that differs.
     async fn sync_proxy_protocol(&self, plan: &ClbPlan, lb: &Described) -> Result<bool> {
@@ -456,26 +489,14 @@ impl AwsCloud {
         }
         let client = &self.clients().await?.elb_classic;
         if plan.proxy_protocol && !lb.policies.contains(PROXY_PROTOCOL_POLICY) {
-            timed(
-                "create_load_balancer_policy",
-                client
-                    .create_load_balancer_policy()
-                    .load_balancer_name(&plan.name)
-                    .policy_name(PROXY_PROTOCOL_POLICY)
-                    .policy_type_name("ProxyProtocolPolicyType")
-                    .policy_attributes(
-                        PolicyAttribute::builder()
-                            .attribute_name("ProxyProtocol")
-                            .attribute_value("true")
-                            .build(),
-                    )
-                    .send(),
+            self.create_policy(
+                "proxy protocol policy",
+                &plan.name,
+                PROXY_PROTOCOL_POLICY,
+                "ProxyProtocolPolicyType",
+                ("ProxyProtocol", "true"),
             )
-            .await
-            .map_err(aws_err(format!(
-                "error creating proxy protocol policy on load balancer {}",
-                plan.name
-            )))?;
+            .await?;
         }
         for (port, names) in changes {
             timed(
@@ -511,26 +532,14 @@ impl AwsCloud {
         }
         let client = &self.clients().await?.elb_classic;
         if !lb.policies.contains(&name) {
-            timed(
-                "create_load_balancer_policy",
-                client
-                    .create_load_balancer_policy()
-                    .load_balancer_name(&plan.name)
-                    .policy_name(&name)
-                    .policy_type_name("SSLNegotiationPolicyType")
-                    .policy_attributes(
-                        PolicyAttribute::builder()
-                            .attribute_name("Reference-Security-Policy")
-                            .attribute_value(reference)
-                            .build(),
-                    )
-                    .send(),
+            self.create_policy(
+                &format!("security policy {name}"),
+                &plan.name,
+                &name,
+                "SSLNegotiationPolicyType",
+                ("Reference-Security-Policy", reference),
             )
-            .await
-            .map_err(aws_err(format!(
-                "error creating security policy {name} on load balancer {}",
-                plan.name
-            )))?;
+            .await?;
         }
         for port in ports {
             timed(
@@ -920,13 +929,11 @@ impl AwsCloud {
             return Ok(None);
         };
         // A group the Service names stays when it goes (delete_clb).
-        let named = plan_classic(service, cluster_id, &self.clb_settings())
-            .map(|p| [p.byo_groups, p.extra_groups].concat())
-            .unwrap_or_default();
+        let plan = plan_classic(service, cluster_id, &self.clb_settings()).ok();
         let left = self
             .find_own_group(&format!("k8s-elb-{name}"), cluster_id)
             .await?
-            .filter(|g| !named.contains(g));
+            .filter(|g| !plan.as_ref().is_some_and(|p| p.names_group(g)));
         Ok(left.map(|_| LoadBalancerStatus::default()))
     }
 
@@ -946,14 +953,10 @@ impl AwsCloud {
             .map(|l| l.security_groups.clone())
             .unwrap_or_default();
         let plan = plan_classic(service, &cluster_id, &self.clb_settings()).ok();
-        let named = |g: &String| {
-            plan.as_ref()
-                .is_some_and(|p| p.byo_groups.contains(g) || p.extra_groups.contains(g))
-        };
         let own = self
             .find_own_group(&format!("k8s-elb-{name}"), &cluster_id)
             .await?
-            .filter(|g| !named(g));
+            .filter(|g| !plan.as_ref().is_some_and(|p| p.names_group(g)));
         // The group the instances admit, and the ELB's own if it is
         // another (left from before the Service named groups of its own).
         let source = plan

@@ -18,7 +18,7 @@ use crate::nlb_plan::{
     ANN_SECURITY_GROUPS, ANN_SSL_CERT, ANN_SSL_POLICY, ANN_SSL_PORTS, ANN_SUBNETS,
     ANN_TARGET_GROUP_ATTRIBUTES, ANN_TARGET_NODE_LABELS, TAG_SERVICE_NAME, annotation, bad,
     bool_annotation, cluster_tag_key, is_ssl_port, key_values, service_key,
-    tls_settings_without_certificate,
+    tls_settings_without_certificate, trimmed_list,
 };
 
 pub const ANN_HC_TIMEOUT: &str = "service.beta.kubernetes.io/aws-load-balancer-healthcheck-timeout";
@@ -316,17 +316,6 @@ pub fn ignored_backend_protocol(svc: &Service) -> Option<String> {
     ))
 }
 
-/// upstream's getSGListFromAnnotation: comma-separated, trimmed, empty
-/// entries dropped, order kept.
-fn group_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 /// The Classic ELB for a Service upstream would give one, or why not.
 pub fn plan_classic(
     svc: &Service,
@@ -452,10 +441,10 @@ pub fn plan_classic(
     tags.insert(TAG_SERVICE_NAME.into(), service_key(svc));
     tags.extend(cluster_tags.clone());
     let byo_groups = annotation(svc, ANN_SECURITY_GROUPS)
-        .map(group_list)
+        .map(trimmed_list)
         .unwrap_or_default();
     let extra_groups = annotation(svc, ANN_EXTRA_SECURITY_GROUPS)
-        .map(group_list)
+        .map(trimmed_list)
         .unwrap_or_default();
     let shared_group = settings
         .shared_group
@@ -505,12 +494,7 @@ pub fn plan_classic(
         tags,
         additional_tags,
         subnets: annotation(svc, ANN_SUBNETS)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(trimmed_list)
             .unwrap_or_default(),
         target_node_labels: annotation(svc, ANN_TARGET_NODE_LABELS)
             .map(key_values)
@@ -567,6 +551,15 @@ impl ClbPlan {
         };
         groups.extend(self.extra_groups.iter().cloned());
         groups
+    }
+
+    /// Whether the Service names `group` (`security-groups` or
+    /// `extra-security-groups`): such a group is never deleted.
+    pub fn names_group(&self, group: &str) -> bool {
+        self.byo_groups
+            .iter()
+            .chain(&self.extra_groups)
+            .any(|g| g == group)
     }
 
     /// The group the instances' groups admit: the first of the Service's

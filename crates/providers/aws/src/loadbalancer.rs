@@ -547,14 +547,11 @@ impl AwsCloud {
                         }
                     }
                 }
-                // An NLB can only get groups when it is made (AWS), so one
-                // made without keeps none, as upstream; its own group's
-                // rules follow the Service whatever the mode now.
                 // An NLB made before the mode was on has no group to
                 // enforce the ranges in.
                 if lb.security_groups.is_empty()
                     && self.config.disable_security_group_ingress
-                    && !plan.client_cidrs.iter().any(|c| c == "0.0.0.0/0")
+                    && !admits_everyone(&plan.client_cidrs)
                 {
                     return Err(bad(
                         service,
@@ -571,11 +568,13 @@ impl AwsCloud {
                         "the NLB was made without a security group and AWS cannot add one: NLBSecurityGroupMode = Managed applies once the Service is recreated"
                     );
                 }
-                let own = match lb.security_groups.is_empty() {
-                    true => None,
-                    false => self.find_own_group(&group.name, &cluster_id).await?,
-                };
-                if own.is_some_and(|id| lb.security_groups.contains(&id)) {
+                // An NLB can only get groups when it is made (AWS), so one
+                // made without keeps none, as upstream; its own group's
+                // rules follow the Service whatever the mode now.
+                if !lb.security_groups.is_empty()
+                    && let Some(id) = self.find_own_group(&group.name, &cluster_id).await?
+                    && lb.security_groups.contains(&id)
+                {
                     let vpc = self.vpc_once(&mut vpc, nodes).await?;
                     self.ensure_own_group(&group, vpc).await?;
                 }
@@ -829,7 +828,7 @@ fn listener_change(x: &Listener, l: &ListenerPlan) -> ListenerChange {
 impl LoadBalancer for AwsCloud {
     async fn get_load_balancer(
         &self,
-        _cluster_name: &str,
+        cluster_name: &str,
         service: &Service,
     ) -> Result<Option<LoadBalancerStatus>> {
         match kind(service) {
@@ -837,7 +836,7 @@ impl LoadBalancer for AwsCloud {
             Kind::Classic => return self.get_clb(service).await,
             Kind::Elsewhere => return Ok(None),
         }
-        let name = self.get_load_balancer_name(_cluster_name, service);
+        let name = self.get_load_balancer_name(cluster_name, service);
         if let Some(lb) = self.find_load_balancer(&name).await? {
             return Ok(Some(lb.status()));
         }
@@ -857,7 +856,7 @@ impl LoadBalancer for AwsCloud {
             || (!self.config.disable_security_group_ingress
                 && sg_plan::holds_rules_of(&self.security_groups(cluster_id).await?, &name))
             || self
-                .find_own_group(&nlb_security_group_name(_cluster_name, service), cluster_id)
+                .find_own_group(&nlb_security_group_name(cluster_name, service), cluster_id)
                 .await?
                 .is_some();
         Ok(left.then(LoadBalancerStatus::default))
@@ -994,12 +993,12 @@ impl LoadBalancer for AwsCloud {
 
     async fn ensure_load_balancer(
         &self,
-        _cluster_name: &str,
+        cluster_name: &str,
         service: &Service,
         nodes: &[&Node],
     ) -> Result<LoadBalancerStatus> {
         match kind(service) {
-            Kind::Nlb => self.ensure_nlb(_cluster_name, service, nodes).await,
+            Kind::Nlb => self.ensure_nlb(cluster_name, service, nodes).await,
             Kind::Elsewhere => Err(CloudError::ImplementedElsewhere),
             Kind::Classic => self.ensure_clb(service, nodes).await,
         }

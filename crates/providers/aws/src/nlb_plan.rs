@@ -182,6 +182,11 @@ pub struct ListenerPlan {
 /// Whether `port` gets the certificate: upstream's getPortSets, with the
 /// ports listed by number or name, comma-separated as written (no
 /// trimming); empty or `*`: every port.
+/// Whether the client ranges admit everyone (upstream's default range).
+pub fn admits_everyone(client_cidrs: &[String]) -> bool {
+    client_cidrs.iter().any(|c| c == "0.0.0.0/0")
+}
+
 /// `ssl-ports` and `ssl-negotiation-policy` set (non-empty) while
 /// `ssl-cert` is not: upstream ignores them, this provider refuses them
 /// rather than ignore a setting without a word.
@@ -598,10 +603,7 @@ pub fn plan(
             ),
         ));
     }
-    if !settings.security_group_ingress
-        && !settings.own_groups
-        && !client_cidrs.iter().any(|c| c == "0.0.0.0/0")
-    {
+    if !settings.security_group_ingress && !settings.own_groups && !admits_everyone(&client_cidrs) {
         // Upstream then admits everyone without a word.
         return Err(bad(
             svc,
@@ -710,12 +712,7 @@ pub fn plan(
         tags,
         listeners,
         subnets: annotation(svc, ANN_SUBNETS)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(trimmed_list)
             .unwrap_or_default(),
         target_node_labels: annotation(svc, ANN_TARGET_NODE_LABELS)
             .map(key_values)
@@ -728,6 +725,18 @@ pub fn plan(
         eip_allocations: annotation(svc, ANN_EIP_ALLOCATIONS).map(comma_list),
         private_ipv4_addresses: annotation(svc, ANN_PRIVATE_IPV4_ADDRESSES).map(comma_list),
     })
+}
+
+/// A comma-separated list, each entry trimmed and empty ones dropped, as
+/// upstream reads subnet and security-group annotations
+/// (getSGListFromAnnotation).
+pub(crate) fn trimmed_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub(crate) fn comma_list(value: &str) -> Vec<String> {
