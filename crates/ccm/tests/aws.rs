@@ -1097,6 +1097,26 @@ async fn killed(proxy: &overcast_testenv::CrashProxy, action: &str, ccm: &mut Cc
     ccm.wait_exit(std::time::Duration::from_secs(10));
 }
 
+/// Creates `svc` while a CCM from `start` runs armed to be killed -9 right
+/// after `action` (carried out by moto, never answered), then starts
+/// another and waits for the Service's hostname; the killed CCM and the
+/// restarted one, for their logs.
+async fn create_across_a_kill(
+    proxy: &overcast_testenv::CrashProxy,
+    services: &Api<Service>,
+    svc: &Service,
+    action: &str,
+    start: &impl Fn() -> Ccm,
+) -> (Ccm, Ccm) {
+    let mut ccm = start();
+    proxy.arm(action, ccm.child.id());
+    services.create(&PostParams::default(), svc).await.unwrap();
+    killed(proxy, action, &mut ccm).await;
+    let restarted = start();
+    status_hostname(services, svc.metadata.name.as_deref().unwrap_or_default()).await;
+    (ccm, restarted)
+}
+
 /// A LoadBalancer Service annotated for an NLB, with TCP `ports` (name, port).
 fn nlb_service(name: &str, ports: &[(Option<&str>, i32)]) -> Service {
     Service {
@@ -1191,15 +1211,14 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
         ("AuthorizeSecurityGroupIngress", "c5"),
     ];
     for (action, name) in creates {
-        let mut ccm = start();
-        proxy.arm(action, ccm.child.id());
-        services
-            .create(&PostParams::default(), &nlb_service(name, TWO_PORTS))
-            .await
-            .unwrap();
-        killed(&proxy, action, &mut ccm).await;
-        let restarted = start();
-        hostname(name).await;
+        let (ccm, restarted) = create_across_a_kill(
+            &proxy,
+            &services,
+            &nlb_service(name, TWO_PORTS),
+            action,
+            &start,
+        )
+        .await;
         assert_eq!(
             parts(name).await,
             (1, 2),
@@ -2259,15 +2278,8 @@ async fn a_kill_after_any_classic_elb_call_duplicates_nothing_and_leaks_nothing(
         ("RegisterInstancesWithLoadBalancer", "c5"),
     ];
     for (action, name) in creates {
-        let mut ccm = start();
-        proxy.arm(action, ccm.child.id());
-        services
-            .create(&PostParams::default(), &classic_service(name))
-            .await
-            .unwrap();
-        killed(&proxy, action, &mut ccm).await;
-        let restarted = start();
-        status_hostname(&services, name).await;
+        let (ccm, restarted) =
+            create_across_a_kill(&proxy, &services, &classic_service(name), action, &start).await;
         assert_eq!(
             parts(lb_name(name).await).await,
             (1, vec![instance.clone()], 1),
@@ -2311,15 +2323,8 @@ async fn a_kill_after_any_classic_elb_call_duplicates_nothing_and_leaks_nothing(
         ("SetLoadBalancerPoliciesOfListener", "p3"),
     ];
     for (action, name) in policies {
-        let mut ccm = start();
-        proxy.arm(action, ccm.child.id());
-        services
-            .create(&PostParams::default(), &tls_service(name))
-            .await
-            .unwrap();
-        killed(&proxy, action, &mut ccm).await;
-        let restarted = start();
-        status_hostname(&services, name).await;
+        let (_killed, restarted) =
+            create_across_a_kill(&proxy, &services, &tls_service(name), action, &start).await;
         let lb = lb_name(name).await;
         eventually(
             &format!("{name}'s policies after a kill at {action}"),
@@ -2673,15 +2678,14 @@ async fn a_kill_around_a_managed_nlb_group_duplicates_nothing_and_leaks_nothing(
         }
     };
     for (action, name) in [("CreateSecurityGroup", "m1"), ("CreateLoadBalancer", "m2")] {
-        let mut ccm = start();
-        proxy.arm(action, ccm.child.id());
-        services
-            .create(&PostParams::default(), &nlb_service(name, TWO_PORTS))
-            .await
-            .unwrap();
-        killed(&proxy, action, &mut ccm).await;
-        let restarted = start();
-        status_hostname(&services, name).await;
+        let (_killed, restarted) = create_across_a_kill(
+            &proxy,
+            &services,
+            &nlb_service(name, TWO_PORTS),
+            action,
+            &start,
+        )
+        .await;
         let svc = services.get(name).await.unwrap();
         let lb = elb
             .describe_load_balancers()
