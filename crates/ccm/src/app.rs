@@ -17,6 +17,7 @@ use overcast_controllers::events::Recorder;
 use overcast_controllers::node::{NodeController, NodeControllerConfig};
 use overcast_controllers::node_ipam::NodeIpamController;
 use overcast_controllers::node_lifecycle::{NodeLifecycleConfig, NodeLifecycleController};
+use overcast_controllers::provider_node::ProviderNodeController;
 use overcast_controllers::route::{RouteController, RouteControllerConfig};
 use overcast_controllers::service::{ServiceController, ServiceControllerConfig};
 
@@ -351,13 +352,15 @@ pub(crate) async fn client_config(opts: &crate::options::Options) -> anyhow::Res
 }
 
 /// Who the running binary is, as the vendor's builder named it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) struct Binary {
     pub name: String,
     /// Without a leading `v`.
     pub version: String,
     /// Of the metrics that are the binary's own, not upstream's.
     pub metrics_prefix: String,
+    /// The controllers its providers add (flags, `--controllers` names).
+    pub controllers: Vec<overcast_cloud_provider::ControllerSpec>,
 }
 
 static BINARY: std::sync::OnceLock<Binary> = std::sync::OnceLock::new();
@@ -375,6 +378,7 @@ fn binary() -> &'static Binary {
         name: DEFAULT_NAME.into(),
         version: DEFAULT_VERSION.into(),
         metrics_prefix: metrics_prefix_of(DEFAULT_NAME),
+        controllers: Vec::new(),
     });
     BINARY.get().unwrap_or(&DEFAULT)
 }
@@ -777,6 +781,43 @@ impl Manager {
                     "skipping controller: the provider does not support it or it is switched off"
                 ),
             }
+        }
+        for (spec, flags) in &self.config.options.provider_controllers {
+            let name: &'static str = Box::leak(spec.name().to_owned().into_boxed_str());
+            if !self.config.selection.is_enabled(name) {
+                tracing::warn!(controller = name, "controller is disabled by --controllers");
+                continue;
+            }
+            if !select(name) {
+                continue;
+            }
+            if self.config.options.shadow {
+                // Its cloud calls are the provider's own, past the shadow
+                // cloud's reach: it cannot run without acting.
+                tracing::warn!(
+                    controller = name,
+                    "shadow mode does not run this controller: a provider's own controller cannot preview its cloud calls"
+                );
+                continue;
+            }
+            let controller = match Arc::clone(&self.cloud).node_controller(name, flags) {
+                None => {
+                    tracing::warn!(
+                        controller = name,
+                        "skipping controller: {name} controller does not support {} provider",
+                        self.cloud.provider_name()
+                    );
+                    continue;
+                }
+                Some(built) => built.map_err(|e| anyhow::anyhow!("{name} controller: {e}"))?,
+            };
+            let run = ProviderNodeController::new(&self.ctx, name, controller).run();
+            tracing::info!(controller = name, "started controller");
+            RUNNING_CONTROLLERS
+                .with_label_values(&[name, MANAGER])
+                .set(1);
+            let check = self.health.add_controller(name);
+            self.tasks.spawn(report_end(name, Box::pin(run), check));
         }
         if !self.started_informers {
             self.started_informers = true;

@@ -25,26 +25,33 @@ pub fn canonical(name: &str) -> Option<&'static str> {
 }
 
 /// The short name upstream uses in `running_managed_controllers` and health
-/// checks (the alias).
-pub fn short_name(canonical: &str) -> &'static str {
+/// checks (the alias); a provider's controller goes by its own name.
+pub fn short_name(canonical: &str) -> &str {
     match canonical {
         CLOUD_NODE => CLOUD_NODE_ALIAS,
         CLOUD_NODE_LIFECYCLE => CLOUD_NODE_LIFECYCLE_ALIAS,
         SERVICE_LB => SERVICE_LB_ALIAS,
         NODE_ROUTE => NODE_ROUTE_ALIAS,
-        _ => NODE_IPAM_ALIAS,
+        NODE_IPAM => NODE_IPAM_ALIAS,
+        other => other,
     }
 }
 
 /// A parsed `--controllers` list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selection {
-    entries: Vec<(bool, Option<&'static str>)>, // (enabled, name; None = "*")
+    entries: Vec<(bool, Option<String>)>, // (enabled, name; None = "*")
+    /// Provider controllers `*` leaves off (upstream's ControllersDisabledByDefault).
+    disabled_by_default: Vec<String>,
 }
 
+/// A controller a provider adds: its name, and whether `*` enables it.
+pub type Extra<'a> = (&'a str, bool);
+
 impl Selection {
-    /// Parses `*`, `name` and `-name` entries; unknown names are an error.
-    pub fn parse(list: &[String]) -> Result<Self, String> {
+    /// Parses `*`, `name` and `-name` entries; names are upstream's (or their
+    /// aliases) or those of `extra`; unknown names are an error.
+    pub fn parse(list: &[String], extra: &[Extra<'_>]) -> Result<Self, String> {
         let mut entries = Vec::new();
         for raw in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
             if raw == "*" {
@@ -55,25 +62,43 @@ impl Selection {
                 Some(n) => (false, n),
                 None => (true, raw),
             };
-            let canonical = canonical(name).ok_or_else(|| {
-                format!(
+            let known = canonical(name).map(str::to_string).or_else(|| {
+                extra
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(n, _)| n.to_string())
+            });
+            let Some(known) = known else {
+                let mut all: Vec<&str> = KNOWN.to_vec();
+                all.extend(extra.iter().map(|(n, _)| *n));
+                return Err(format!(
                     "--controllers: {name:?} is not in the list of known controllers ({}, or their aliases cloud-node, cloud-node-lifecycle, service, route, node-ipam)",
-                    KNOWN.join(", ")
-                )
-            })?;
-            entries.push((enabled, Some(canonical)));
+                    all.join(", ")
+                ));
+            };
+            entries.push((enabled, Some(known)));
         }
-        Ok(Self { entries })
+        let disabled_by_default = extra
+            .iter()
+            .filter(|(_, on)| !on)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        Ok(Self {
+            entries,
+            disabled_by_default,
+        })
     }
 
-    /// First explicit mention wins; otherwise enabled iff `*` is listed.
-    pub fn is_enabled(&self, canonical: &str) -> bool {
-        for (enabled, name) in &self.entries {
-            if *name == Some(canonical) {
+    /// First explicit mention wins; otherwise enabled iff `*` is listed and
+    /// the controller is not off by default (upstream's IsControllerEnabled).
+    pub fn is_enabled(&self, name: &str) -> bool {
+        for (enabled, listed) in &self.entries {
+            if listed.as_deref() == Some(name) {
                 return *enabled;
             }
         }
         self.entries.iter().any(|(_, n)| n.is_none())
+            && !self.disabled_by_default.iter().any(|n| n == name)
     }
 }
 
@@ -82,7 +107,10 @@ mod tests {
     use super::*;
 
     fn sel(s: &str) -> Result<Selection, String> {
-        Selection::parse(&s.split(',').map(String::from).collect::<Vec<_>>())
+        Selection::parse(
+            &s.split(',').map(String::from).collect::<Vec<_>>(),
+            &[("tagging", false), ("extra", true)],
+        )
     }
 
     #[test]
@@ -97,6 +125,21 @@ mod tests {
         assert!(!s.is_enabled(CLOUD_NODE_LIFECYCLE));
         let s = sel("route,-route").unwrap();
         assert!(s.is_enabled(NODE_ROUTE), "the first mention wins");
+    }
+
+    #[test]
+    fn a_provider_controller_off_by_default_needs_its_name() {
+        assert!(!sel("*").unwrap().is_enabled("tagging"));
+        assert!(sel("*").unwrap().is_enabled("extra"));
+        assert!(sel("*,tagging").unwrap().is_enabled("tagging"));
+        assert!(sel("tagging").unwrap().is_enabled("tagging"));
+        assert!(!sel("-tagging,tagging").unwrap().is_enabled("tagging"));
+        assert!(!sel("*,-extra").unwrap().is_enabled("extra"));
+        let err = sel("*,taging").unwrap_err();
+        assert!(
+            err.contains("node-ipam-controller, tagging, extra"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -78,6 +78,7 @@ impl Ccm {
             version: app::DEFAULT_VERSION.into(),
             metrics_prefix: None,
             registry: ProviderRegistry::new(),
+            controllers: Vec::new(),
             error: None,
         }
     }
@@ -90,8 +91,9 @@ pub struct CcmBuilder {
     /// `None`: derived from the name.
     metrics_prefix: Option<String>,
     registry: ProviderRegistry,
+    controllers: Vec<overcast_cloud_provider::ControllerSpec>,
     /// The first registration refused, reported by `run`.
-    error: Option<overcast_cloud_provider::RegistryError>,
+    error: Option<String>,
 }
 
 impl std::fmt::Debug for CcmBuilder {
@@ -143,8 +145,26 @@ impl CcmBuilder {
         if let Err(e) = self.registry.register(name, factory)
             && self.error.is_none()
         {
-            self.error = Some(e);
+            self.error = Some(e.to_string());
         }
+        self
+    }
+
+    /// Adds a controller of the providers' own (as cloud-provider-aws adds
+    /// `tagging`): its name joins `--controllers`, its flags the command
+    /// line, and a provider whose [`overcast_cloud_provider::CloudProvider::node_controller`]
+    /// builds it runs it under the Lease. A name upstream's controllers or
+    /// another added one have makes [`CcmBuilder::run`] fail, naming it.
+    pub fn controller(mut self, spec: overcast_cloud_provider::ControllerSpec) -> Self {
+        let taken = controllers::canonical(spec.name()).is_some()
+            || self.controllers.iter().any(|c| c.name() == spec.name());
+        if taken && self.error.is_none() {
+            self.error = Some(format!(
+                "controller {:?} was added twice or has the name of an upstream controller",
+                spec.name()
+            ));
+        }
+        self.controllers.push(spec);
         self
     }
 
@@ -178,6 +198,7 @@ impl CcmBuilder {
             name: self.name,
             version: self.version,
             metrics_prefix,
+            controllers: self.controllers,
         };
         app::set_binary(binary.clone());
         if std::env::args_os().nth(1).is_some_and(|a| a == "migrate") {
@@ -191,7 +212,12 @@ fn run(binary: &app::Binary, registry: ProviderRegistry) -> ExitCode {
     // rustls cannot pick a crypto provider by itself when a provider's SDK
     // links aws-lc-rs beside kube's ring: choose ring for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = match Options::parse_as(&binary.name, &binary.version, std::env::args_os()) {
+    let options = match Options::parse_as(
+        &binary.name,
+        &binary.version,
+        &binary.controllers,
+        std::env::args_os(),
+    ) {
         Ok(options) => options,
         Err(e) => e.exit(),
     };
@@ -313,7 +339,18 @@ mod tests {
             .provider("nothing", factory)
             .provider("nothing", factory);
         let error = builder.error.expect("the second registration is refused");
-        assert!(error.to_string().contains("nothing"), "{error}");
+        assert!(error.contains("nothing"), "{error}");
+    }
+
+    #[test]
+    fn a_controller_named_as_another_is_refused() {
+        use overcast_cloud_provider::ControllerSpec;
+        let builder = Ccm::builder().controller(ControllerSpec::new("route", "Route flags"));
+        assert!(builder.error.unwrap().contains("\"route\""));
+        let builder = Ccm::builder()
+            .controller(ControllerSpec::new("tagging", "Tagging controller flags"))
+            .controller(ControllerSpec::new("tagging", "Tagging controller flags"));
+        assert!(builder.error.unwrap().contains("added twice"));
     }
 
     #[test]
@@ -330,7 +367,8 @@ mod tests {
 
     #[test]
     fn the_binary_is_named_in_help_and_version() {
-        let err = Options::parse_as("acme-ccm", "2.1.0", ["acme-ccm", "--version"]).unwrap_err();
+        let err =
+            Options::parse_as("acme-ccm", "2.1.0", &[], ["acme-ccm", "--version"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
         assert_eq!(err.to_string(), "acme-ccm 2.1.0\n");
     }

@@ -35,5 +35,11 @@ fn main() -> ExitCode {
             Ok(Arc::new(cloud) as Arc<dyn CloudProvider>)
         })
         .expect("each provider is registered once");
-    overcast_ccm::main(registry)
+    #[allow(unused_mut)]
+    let mut ccm = overcast_ccm::Ccm::builder().registry(registry);
+    #[cfg(feature = "aws")]
+    for spec in overcast_provider_aws::controllers() {
+        ccm = ccm.controller(spec);
+    }
+    ccm.run()
 }

@@ -11,6 +11,7 @@ use overcast_controllers::node_ipam::{MaskFlags, NodeIpamConfig};
 use overcast_controllers::route::parse_cluster_cidrs;
 
 use crate::controllers::Selection;
+use overcast_cloud_provider::{ControllerFlag, ControllerSpec, FlagKind, FlagValues};
 
 fn go_duration(s: &str) -> Result<Duration, String> {
     overcast_cloud_provider::duration::parse_go_duration(s).map_err(String::from)
@@ -370,12 +371,22 @@ pub struct Options {
     /// CIDR range for Services, never handed to Nodes by node IPAM.
     #[arg(long, help_heading = "Node-ipam-controller flags", default_value = "")]
     pub service_cluster_ip_range: String,
+
+    /// The provider controllers this binary has, with their flags' values.
+    #[arg(skip)]
+    pub provider_controllers: Vec<(ControllerSpec, FlagValues)>,
 }
 
 impl Options {
     /// Parses `args` (the binary's own name first) as the binary `name` at
-    /// `version`, which `--help` and `--version` print.
-    pub fn parse_as<I, T>(name: &str, version: &str, args: I) -> Result<Self, clap::Error>
+    /// `version`, which `--help` and `--version` print, with the flags of
+    /// the provider controllers `specs`.
+    pub fn parse_as<I, T>(
+        name: &str,
+        version: &str,
+        specs: &[ControllerSpec],
+        args: I,
+    ) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -384,12 +395,39 @@ impl Options {
         // clap keeps names as &'static str; this runs once per process.
         let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
         let version: &'static str = Box::leak(version.to_owned().into_boxed_str());
-        let matches = Self::command()
-            .name(name)
-            .bin_name(name)
-            .version(version)
-            .try_get_matches_from(args)?;
-        Self::from_arg_matches(&matches)
+        let mut command = Self::command().name(name).bin_name(name).version(version);
+        for spec in specs {
+            for flag in spec.flags() {
+                if command
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(flag.name()))
+                {
+                    return Err(command.error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        format!(
+                            "controller {}: --{} is a flag of the cloud-controller-manager already",
+                            spec.name(),
+                            flag.name()
+                        ),
+                    ));
+                }
+                command = command.arg(provider_flag(spec.heading(), flag));
+            }
+        }
+        let matches = command.clone().try_get_matches_from(args)?;
+        let mut options = Self::from_arg_matches(&matches)?;
+        for spec in specs {
+            let values = FlagValues::new(
+                spec.flags()
+                    .iter()
+                    .map(|flag| (flag.name().to_string(), flag_values(&matches, flag)))
+                    .collect(),
+            );
+            spec.check(&values)
+                .map_err(|e| command.error(clap::error::ErrorKind::ValueValidation, e))?;
+            options.provider_controllers.push((spec.clone(), values));
+        }
+        Ok(options)
     }
 
     /// The flags set here that overcast-ccm accepts but that change nothing,
@@ -547,6 +585,45 @@ impl Options {
     }
 }
 
+/// A provider controller's flag as a clap argument (pflag's shapes).
+fn provider_flag(heading: &str, flag: &ControllerFlag) -> clap::Arg {
+    // clap keeps names as &'static str; this runs once per flag and process.
+    let leak = |s: &str| -> &'static str { Box::leak(s.to_owned().into_boxed_str()) };
+    let mut arg = clap::Arg::new(leak(flag.name()))
+        .long(leak(flag.name()))
+        .help(leak(flag.help()))
+        .help_heading(leak(heading));
+    arg = match flag.kind() {
+        FlagKind::Switch => arg
+            .value_parser(BoolishValueParser::new())
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+            .action(clap::ArgAction::Set),
+        // Value and Repeated keep every occurrence; FlagValues::get reads
+        // the last, as pflag's "a flag given twice takes its last value".
+        _ => arg.action(clap::ArgAction::Append),
+    };
+    match flag.default() {
+        Some(d) => arg.default_value(leak(d)),
+        None => arg,
+    }
+}
+
+/// The values given for `flag` (or its default), as written.
+fn flag_values(matches: &clap::ArgMatches, flag: &ControllerFlag) -> Vec<String> {
+    match flag.kind() {
+        FlagKind::Switch => matches
+            .get_one::<bool>(flag.name())
+            .map(|b| vec![b.to_string()])
+            .unwrap_or_default(),
+        _ => matches
+            .get_many::<String>(flag.name())
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// Everything the app needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -562,7 +639,12 @@ impl Options {
         if self.cloud_provider.is_empty() {
             return Err("--cloud-provider cannot be empty".into());
         }
-        let selection = Selection::parse(&self.controllers)?;
+        let extra: Vec<_> = self
+            .provider_controllers
+            .iter()
+            .map(|(spec, _)| (spec.name(), spec.enabled_by_default()))
+            .collect();
+        let selection = Selection::parse(&self.controllers, &extra)?;
         if self.leader_elect_resource_lock != "leases" {
             return Err(format!(
                 "--leader-elect-resource-lock={}: only \"leases\" is supported",

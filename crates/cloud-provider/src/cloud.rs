@@ -1,9 +1,12 @@
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, Node, NodeAddress, Service};
 
 use crate::context::ProviderContext;
+use crate::controller::{FlagValues, NodeController};
 use crate::error::{CloudError, Result};
 
 /// A cloud provider: upstream's `cloudprovider.Interface`.
@@ -67,6 +70,21 @@ pub trait CloudProvider: std::fmt::Debug + Send + Sync + 'static {
     }
     /// Clusters (no controller calls it; upstream keeps it for API parity).
     fn clusters(&self) -> Option<&dyn Clusters> {
+        None
+    }
+
+    /// The provider's own controller `name` (declared by a
+    /// [`crate::ControllerSpec`] given to the CCM's builder), built from its
+    /// flag values; `None` when this provider has no such controller, and
+    /// the CCM skips it, saying so. An error (a flag value the controller
+    /// cannot run with) stops the CCM at start-up. Called after
+    /// [`CloudProvider::initialize`], once the controller is enabled and
+    /// this process leads; never in shadow mode.
+    fn node_controller(
+        self: Arc<Self>,
+        _name: &str,
+        _flags: &FlagValues,
+    ) -> Option<Result<Arc<dyn NodeController>>> {
         None
     }
 }

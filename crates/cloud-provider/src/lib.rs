@@ -14,6 +14,7 @@
 
 mod cloud;
 mod context;
+mod controller;
 pub mod duration;
 mod error;
 pub mod metrics;
@@ -29,6 +30,10 @@ pub use cloud::{
 pub use context::{
     ClusterAccess, EventRecorder, EventType, ObjectCache, ProviderContext, Recorder, Snapshot,
     object_reference,
+};
+pub use controller::{
+    ControllerFlag, ControllerSpec, FlagCheck, FlagKind, FlagValues, NodeController, NodeSync,
+    NodeWork, QueueSettings,
 };
 pub use error::{CloudError, Result};
 pub use registry::{Factory, ProviderRegistry, RegistryError};

@@ -13,6 +13,7 @@ pub mod node;
 pub mod node_helpers;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod provider_node;
 pub mod route;
 pub mod service;
 pub mod workqueue;

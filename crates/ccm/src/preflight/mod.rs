@@ -50,6 +50,7 @@ pub fn main(
     let options = match Options::parse_as(
         &command,
         &binary.version,
+        &binary.controllers,
         std::iter::once(OsString::from(&command)).chain(rest),
     ) {
         Ok(o) => o,

@@ -17,6 +17,8 @@ pub mod nlb_plan;
 mod routes;
 mod security_groups;
 pub mod sg_plan;
+mod tagging;
+pub mod tagging_plan;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,14 +27,20 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use overcast_cloud_provider::{
-    CloudError, CloudProvider, InstancesV2, LoadBalancer, ProviderContext, Result as CloudResult,
-    Routes,
+    CloudError, CloudProvider, ControllerSpec, FlagValues, InstancesV2, LoadBalancer,
+    NodeController, ProviderContext, Result as CloudResult, Routes,
 };
 use tokio::sync::OnceCell;
 
 pub use config::{AwsConfig, ConfigError};
 
 pub const PROVIDER_NAME: &str = "aws";
+
+/// The controllers this provider adds (give them to the CCM's builder):
+/// cloud-provider-aws's `tagging`, off unless named in `--controllers`.
+pub fn controllers() -> Vec<ControllerSpec> {
+    vec![tagging_plan::spec()]
+}
 
 /// Attempts per AWS call, the first included (the SDK's standard mode
 /// backs off exponentially with jitter and retries throttling).
@@ -178,5 +186,16 @@ impl CloudProvider for AwsCloud {
 
     fn routes(&self) -> Option<&dyn Routes> {
         Some(self)
+    }
+
+    fn node_controller(
+        self: std::sync::Arc<Self>,
+        name: &str,
+        flags: &FlagValues,
+    ) -> Option<CloudResult<std::sync::Arc<dyn NodeController>>> {
+        (name == tagging_plan::CONTROLLER).then(|| {
+            tagging::TaggingController::new(self, flags)
+                .map(|c| std::sync::Arc::new(c) as std::sync::Arc<dyn NodeController>)
+        })
     }
 }
