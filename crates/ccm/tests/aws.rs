@@ -3256,3 +3256,194 @@ async fn a_classic_elb_made_by_cloud_provider_aws_is_adopted_in_place() {
     );
     assert!(groups_admitting(&ec2, &elb_group).await.is_empty());
 }
+
+/// The tags EC2 holds for an instance.
+async fn instance_tags(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+) -> std::collections::BTreeMap<String, String> {
+    ec2.describe_tags()
+        .filters(Filter::builder().name("resource-id").values(id).build())
+        .send()
+        .await
+        .unwrap()
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A cloud.conf pointing EC2 at moto.
+fn moto_cloud_config(moto: &Moto) -> String {
+    format!(
+        "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
+        moto.url()
+    )
+}
+
+/// cloud-provider-aws's tagging controller, named in --controllers: each
+/// Node's instance gets the user's tags (and nothing else) once the Node
+/// has its providerID, the Node gets the tags' checksum label, and when the
+/// Node goes its tags go too — only those still holding the value it set.
+#[tokio::test]
+async fn the_tagging_controller_tags_each_node_s_instance_and_untags_it_when_the_node_goes() {
+    let moto = Moto::start();
+    let ec2 = ec2(&moto).await;
+    let subnets = seed_network(&ec2).await;
+    let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
+    let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let env = CloudEnv::start("aws", "cloud.conf", &moto_cloud_config(&moto)).await;
+    let ccm = &env.ccm_with_env(
+        &[
+            "--controllers=*,tagging",
+            "--tags=team=platform,cost-center=42",
+            "--resources=instance",
+        ],
+        &AWS_ENV,
+    );
+    let client = &env.client;
+    for (_, dns, _) in [&a, &b] {
+        create_tainted_node(client, dns).await;
+    }
+    // md5("cost-center=42,team=platform"), computed outside Overcast.
+    const CHECKSUM: &str = "6f52f4973ed001170dfb8ad1ef0f40dc";
+    let nodes: Api<Node> = Api::all(client.clone());
+    // A Node cloud-provider-aws tagged already carries its label: taken as
+    // done, as upstream takes it (so a handover tags nothing twice).
+    let mut done = overcast_testenv::uninitialized_node(&c.1);
+    done.metadata.labels = Some(
+        [(
+            "k8s.io/cloud-provider-aws".to_string(),
+            CHECKSUM.to_string(),
+        )]
+        .into(),
+    );
+    nodes.create(&PostParams::default(), &done).await.unwrap();
+    for (id, dns, _) in [&a, &b] {
+        eventually(&format!("node {dns} labelled as tagged"), SOON, || async {
+            let node = nodes.get(dns).await.ok()?;
+            let labels = node.metadata.labels?;
+            (labels.get("k8s.io/cloud-provider-aws").map(String::as_str) == Some(CHECKSUM))
+                .then_some(())
+        })
+        .await;
+        let tags = instance_tags(&ec2, id).await;
+        assert_eq!(
+            tags.get("team").map(String::as_str),
+            Some("platform"),
+            "{tags:?}"
+        );
+        assert_eq!(tags.get("cost-center").map(String::as_str), Some("42"));
+        assert_eq!(
+            tags.len(),
+            3,
+            "the user's tags beside the cluster tag, nothing more: {tags:?}\n{}",
+            ccm.log_text()
+        );
+    }
+    initialised(client, &c.1).await;
+    assert!(
+        !instance_tags(&ec2, &c.0).await.contains_key("team"),
+        "a Node labelled with the same tags' checksum is not tagged again"
+    );
+    let metrics = ccm.get("/metrics").unwrap().1;
+    for line in [
+        "running_managed_controllers{manager=\"cloud-controller-manager\",name=\"tagging\"} 1",
+        "workqueue_adds_total{name=\"tagging-controller\"}",
+        "cloudprovider_aws_api_request_duration_seconds_count{request=\"create_tags\"}",
+        "tagging_controller_inital_node_tagging_delay_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
+    // Someone changes one tag by hand; the Node goes: the tag still
+    // holding the controller's value is removed, the changed one kept.
+    ec2.create_tags()
+        .resources(&a.0)
+        .tags(Tag::builder().key("cost-center").value("99").build())
+        .send()
+        .await
+        .unwrap();
+    nodes.delete(&a.1, &DeleteParams::default()).await.unwrap();
+    eventually(
+        "the deleted Node's instance loses its tag",
+        SOON,
+        || async {
+            let tags = instance_tags(&ec2, &a.0).await;
+            (!tags.contains_key("team")).then_some(tags)
+        },
+    )
+    .await;
+    let tags = instance_tags(&ec2, &a.0).await;
+    assert_eq!(tags.get("cost-center").map(String::as_str), Some("99"));
+    assert!(
+        tags.contains_key(&format!("kubernetes.io/cluster/{CLUSTER}")),
+        "{tags:?}"
+    );
+    assert_eq!(
+        instance_tags(&ec2, &b.0)
+            .await
+            .get("team")
+            .map(String::as_str),
+        Some("platform"),
+        "the other Node's instance keeps its tags"
+    );
+}
+
+/// The tagging controller's flags: a syntax error is a bad flag even with
+/// the controller off; the controller named without --tags stops the CCM in
+/// upstream's words; off by default (`*`), and never run in shadow mode.
+#[tokio::test]
+async fn the_tagging_controller_s_flags_are_checked_and_it_runs_only_when_named() {
+    let moto = Moto::start();
+    let env = CloudEnv::start("aws", "cloud.conf", &moto_cloud_config(&moto)).await;
+    let mut bad = env.ccm_with_env(&["--tags=novalue"], &AWS_ENV);
+    assert_eq!(bad.wait_exit(SOON).code(), Some(2), "{}", bad.log_text());
+    assert!(
+        bad.log_text()
+            .contains("invalid argument \"novalue\" for \"--tags\" flag: novalue must be formatted as key=value"),
+        "{}",
+        bad.log_text()
+    );
+    let mut bare = env.ccm_with_env(&["--controllers=*,tagging"], &AWS_ENV);
+    assert_eq!(bare.wait_exit(SOON).code(), Some(1), "{}", bare.log_text());
+    assert!(
+        bare.log_text().contains(
+            "Tagging controller inputs are not properly set: --tags must not be empty and must be a form of key=value"
+        ),
+        "{}",
+        bare.log_text()
+    );
+    let tagging = ["--tags=team=platform", "--resources=instance"];
+    let off = env.ccm_with_env(&tagging, &AWS_ENV);
+    let shadow = env.ccm_with_env(
+        &[
+            tagging[0],
+            tagging[1],
+            "--controllers=*,tagging",
+            "--shadow",
+        ],
+        &AWS_ENV,
+    );
+    for (ccm, why) in [
+        (&off, "controller is disabled by --controllers"),
+        (&shadow, "shadow mode does not run this controller"),
+    ] {
+        eventually(why, SOON, || async {
+            let log = ccm.log_text();
+            (log.contains(why) && log.contains("tagging")).then_some(())
+        })
+        .await;
+        let metrics = ccm.get("/metrics").map(|m| m.1).unwrap_or_default();
+        assert!(
+            !metrics.contains("name=\"tagging-controller\""),
+            "no tagging queue: {metrics}"
+        );
+    }
+}
