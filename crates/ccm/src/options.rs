@@ -1082,4 +1082,84 @@ mod tests {
             );
         }
     }
+
+    fn spec() -> ControllerSpec {
+        ControllerSpec::new("tagging", "Tagging controller flags")
+            .disabled_by_default()
+            .flag(ControllerFlag::new("tags", FlagKind::Repeated, "Tags."))
+            .flag(ControllerFlag::new("workers", FlagKind::Value, "Workers.").default_value("1"))
+            .flag(ControllerFlag::new("batch", FlagKind::Switch, "Batch.").default_value("false"))
+            .check_flags(|v| match v.all("tags").iter().find(|t| !t.contains('=')) {
+                Some(t) => Err(format!("{t} must be formatted as key=value")),
+                None => Ok(()),
+            })
+    }
+
+    fn parse_with_spec(args: &[&str]) -> Result<Options, clap::Error> {
+        let mut argv = vec!["overcast-ccm", "--cloud-provider=aws"];
+        argv.extend_from_slice(args);
+        Options::parse_as("overcast-ccm", "0.1.0", &[spec()], argv)
+    }
+
+    #[test]
+    fn a_provider_controllers_flags_are_parsed_as_written_with_defaults() {
+        let options =
+            parse_with_spec(&["--tags=a=1", "--tags", "b=2", "--workers=3", "--batch"]).unwrap();
+        let (_, values) = &options.provider_controllers[0];
+        assert_eq!(values.all("tags"), ["a=1", "b=2"]);
+        assert_eq!(
+            (values.get("workers"), values.get("batch")),
+            (Some("3"), Some("true"))
+        );
+        let options = parse_with_spec(&[]).unwrap();
+        let (_, values) = &options.provider_controllers[0];
+        assert!(values.all("tags").is_empty());
+        assert_eq!(
+            (values.get("workers"), values.get("batch")),
+            (Some("1"), Some("false"))
+        );
+        let config = options.validate().unwrap();
+        assert!(!config.selection.is_enabled("tagging"), "off by default");
+        let config = parse_with_spec(&["--controllers=*,tagging"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(config.selection.is_enabled("tagging"));
+    }
+
+    #[test]
+    fn a_provider_controllers_bad_flag_is_a_usage_error_naming_it() {
+        let err = parse_with_spec(&["--tags=novalue"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            err.to_string()
+                .contains("novalue must be formatted as key=value"),
+            "{err}"
+        );
+        let clash = ControllerSpec::new("x", "X flags").flag(ControllerFlag::new(
+            "cluster-name",
+            FlagKind::Value,
+            "Clash.",
+        ));
+        let err =
+            Options::parse_as("overcast-ccm", "0.1.0", &[clash], ["overcast-ccm"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--cluster-name is a flag of the cloud-controller-manager already"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn help_lists_a_provider_controllers_flags_under_its_heading() {
+        let err = parse_with_spec(&["--help"]).unwrap_err();
+        let help = err.to_string();
+        let section = help.split("Tagging controller flags:").nth(1).expect(&help);
+        assert!(
+            section.contains("--tags")
+                && section.contains("--workers")
+                && section.contains("[default: 1]"),
+            "{section}"
+        );
+    }
 }

@@ -8,7 +8,9 @@
 //! cluster through the [`ProviderContext`] handed to
 //! [`CloudProvider::initialize`]: the controllers' caches of Nodes and
 //! Services, an Event recorder and clients; this crate itself does no
-//! Kubernetes I/O.
+//! Kubernetes I/O. A provider may add controllers of its own
+//! ([`ControllerSpec`], [`NodeController`]), which the CCM queues and runs
+//! beside upstream's.
 
 #![warn(missing_docs)]
 
