@@ -3292,6 +3292,20 @@ fn moto_cloud_config(moto: &Moto) -> String {
 /// Node goes its tags go too — only those still holding the value it set.
 #[tokio::test]
 async fn the_tagging_controller_tags_each_node_s_instance_and_untags_it_when_the_node_goes() {
+    tag_and_untag(&[]).await;
+}
+
+/// The same with the calls batched, by two workers.
+#[tokio::test]
+async fn the_batching_tagging_controller_tags_and_untags_the_same() {
+    tag_and_untag(&[
+        "--tagging-controller-enable-batching",
+        "--tagging-controller-concurrent-node-syncs=2",
+    ])
+    .await;
+}
+
+async fn tag_and_untag(flags: &[&str]) {
     let moto = Moto::start();
     let ec2 = ec2(&moto).await;
     let subnets = seed_network(&ec2).await;
@@ -3299,14 +3313,13 @@ async fn the_tagging_controller_tags_each_node_s_instance_and_untags_it_when_the
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
     let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let env = CloudEnv::start("aws", "cloud.conf", &moto_cloud_config(&moto)).await;
-    let ccm = &env.ccm_with_env(
-        &[
-            "--controllers=*,tagging",
-            "--tags=team=platform,cost-center=42",
-            "--resources=instance",
-        ],
-        &AWS_ENV,
-    );
+    let mut args = vec![
+        "--controllers=*,tagging",
+        "--tags=team=platform,cost-center=42",
+        "--resources=instance",
+    ];
+    args.extend_from_slice(flags);
+    let ccm = &env.ccm_with_env(&args, &AWS_ENV);
     let client = &env.client;
     for (_, dns, _) in [&a, &b] {
         create_tainted_node(client, dns).await;

@@ -75,7 +75,14 @@ pub struct ProviderNodeController {
     queue: WorkQueue<NodeWork>,
     workers: usize,
     controller: Arc<dyn NodeController>,
+    /// Retries wait for the larger of their back-off and a token of this
+    /// bucket (client-go's MaxOf(ItemExponentialFailure, Bucket)).
+    retry_bucket: Arc<Mutex<TokenBucket>>,
 }
+
+/// client-go's default controller bucket, for retries when the provider
+/// sets no rate limit.
+pub const DEFAULT_RETRY_BUCKET: (f64, u32) = (10.0, 100);
 
 impl std::fmt::Debug for ProviderNodeController {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,9 +103,11 @@ impl ProviderNodeController {
                 max: settings.backoff.1,
             },
         );
-        let bucket = settings
-            .rate_limit
-            .map(|(qps, burst)| Mutex::new(TokenBucket::new(qps, burst, Instant::now())));
+        let (qps, burst) = settings.rate_limit.unwrap_or(DEFAULT_RETRY_BUCKET);
+        let retry_bucket = Arc::new(Mutex::new(TokenBucket::new(qps, burst, Instant::now())));
+        // With a rate limit every addition takes a token of it, as upstream's
+        // AddRateLimited; without one additions go straight in.
+        let bucket = settings.rate_limit.map(|_| Arc::clone(&retry_bucket));
         let (q, c) = (queue.clone(), Arc::clone(&controller));
         ctx.nodes.on_change(move |change| {
             let Some(work) = work_for(&change, |n| c.needs_sync(n)) else {
@@ -121,6 +130,7 @@ impl ProviderNodeController {
             queue,
             workers: settings.workers.max(1),
             controller,
+            retry_bucket,
         }
     }
 
@@ -131,15 +141,26 @@ impl ProviderNodeController {
         let queue = self.queue.clone();
         let controller = self.controller;
         let name: Arc<str> = self.name.into();
+        let bucket = self.retry_bucket;
         run_workers(self.queue, self.workers, move |work: NodeWork| {
-            let (queue, controller, name) = (queue.clone(), Arc::clone(&controller), Arc::clone(&name));
+            let (queue, controller, name, bucket) = (
+                queue.clone(),
+                Arc::clone(&controller),
+                Arc::clone(&name),
+                Arc::clone(&bucket),
+            );
             async move {
                 let requeues = queue.requeues(&work);
                 match controller.sync(&work, requeues).await {
                     NodeSync::Done => Outcome::Done,
                     NodeSync::Retry(error) => {
                         tracing::error!(controller = %name, %work, "{error}");
-                        Outcome::Retry
+                        let backoff = queue.fail(&work);
+                        let token = bucket
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .reserve(Instant::now());
+                        Outcome::RetryAfter(backoff.max(token))
                     }
                     NodeSync::GiveUp(error) => {
                         tracing::error!(controller = %name, %work, "{error}; giving up until the Node changes");

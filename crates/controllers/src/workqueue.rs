@@ -91,6 +91,9 @@ struct State<K> {
     /// Keys waiting, since when (for workqueue_queue_duration_seconds).
     queued_at: HashMap<K, Instant>,
     failures: HashMap<K, u32>,
+    /// Keys to be added later, and when: one timer per key, the earliest
+    /// (client-go's delaying queue), however often a key is delayed.
+    waiting: HashMap<K, tokio::time::Instant>,
     shut_down: bool,
 }
 
@@ -110,6 +113,7 @@ where
                     dirty: HashSet::new(),
                     processing: HashMap::new(),
                     queued_at: HashMap::new(),
+                    waiting: HashMap::new(),
                     failures: HashMap::new(),
                     shut_down: false,
                 }),
@@ -144,28 +148,52 @@ where
         self.inner.ready.notify_one();
     }
 
-    /// Adds `key` after `delay`.
+    /// Adds `key` after `delay`. A key already waiting keeps the earlier of
+    /// its two times, so delaying it again and again holds one timer.
     pub fn add_after(&self, key: K, delay: Duration) {
         if delay.is_zero() {
             return self.add(key);
         }
+        let now = tokio::time::Instant::now();
+        // Past Instant's range: a time no process lives to see.
+        let due = now
+            .checked_add(delay)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        {
+            let mut state = self.state();
+            if state.shut_down || state.waiting.get(&key).is_some_and(|t| *t <= due) {
+                return;
+            }
+            state.waiting.insert(key.clone(), due);
+        }
         let queue = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(due).await;
+            let mut state = queue.state();
+            // An earlier time replaced this one: its own timer adds the key.
+            if state.waiting.get(&key) != Some(&due) {
+                return;
+            }
+            state.waiting.remove(&key);
+            drop(state);
             queue.add(key);
         });
     }
 
+    /// Counts one more failure for `key`; the back-off it has earned.
+    pub fn fail(&self, key: &K) -> Duration {
+        let mut state = self.state();
+        let failures = state.failures.entry(key.clone()).or_insert(0);
+        let delay = self.inner.backoff.delay(*failures);
+        *failures = failures.saturating_add(1);
+        drop(state);
+        self.inner.metrics.retries.inc();
+        delay
+    }
+
     /// Adds `key` after its back-off, and counts one more failure for it.
     pub fn add_rate_limited(&self, key: K) {
-        let delay = {
-            let mut state = self.state();
-            let failures = state.failures.entry(key.clone()).or_insert(0);
-            let delay = self.inner.backoff.delay(*failures);
-            *failures = failures.saturating_add(1);
-            delay
-        };
-        self.inner.metrics.retries.inc();
+        let delay = self.fail(&key);
         self.add_after(key, delay);
     }
 
@@ -382,6 +410,23 @@ mod tests {
         assert!(q.is_empty());
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_delayed_again_keeps_one_timer_at_the_earlier_time() {
+        let q = queue();
+        q.add_after("a".into(), Duration::from_secs(50));
+        q.add_after("a".into(), Duration::from_secs(5));
+        for _ in 0..1000 {
+            q.add_after("a".into(), Duration::from_secs(3600));
+        }
+        assert_eq!(q.state().waiting.len(), 1);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(q.len(), 1, "added at the earlier time");
+        assert_eq!(q.get().await, Some("a".to_string()));
+        q.done(&"a".to_string());
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert!(q.is_empty(), "the later timers were dropped, not re-added");
     }
 
     #[tokio::test]

@@ -184,13 +184,25 @@ impl TaggingController {
             self.checksum
         );
         if initial {
-            INITIAL_DELAY.observe(age.as_secs_f64());
+            INITIAL_DELAY.observe(node_age(&node).as_secs_f64());
         }
         Ok(())
     }
 
     /// Takes this controller's tags (with their values) off the instance.
     async fn untag(&self, work: &NodeWork, instance: &str) -> std::result::Result<(), String> {
+        // Deleted and made again on the same instance: its tags stay (an
+        // ADD that ran first would otherwise be undone with the label left).
+        let back = self.cluster.nodes().get("", &work.node).is_some_and(|n| {
+            n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(&work.provider_id)
+        });
+        if back {
+            tracing::info!(
+                "Skip untagging node {}: it is back on {instance}",
+                work.node
+            );
+            return Ok(());
+        }
         match self.call(Call::Delete, instance).await {
             Answer::Done => {}
             Answer::NoSuchInstance => tracing::info!(
@@ -211,19 +223,15 @@ impl TaggingController {
     }
 }
 
+/// Since the Node's creation (unknown: as if long ago).
 fn node_age(node: &Node) -> Duration {
-    let created = node
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second());
+    let Some(created) = node.metadata.creation_timestamp.as_ref() else {
+        return Duration::MAX;
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or_default();
-    created.map_or(Duration::MAX, |c| {
-        Duration::from_secs(u64::try_from(now - c).unwrap_or(0))
-    })
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Duration::from_millis(u64::try_from(now - created.0.as_millisecond()).unwrap_or(0))
 }
 
 #[async_trait]
@@ -336,11 +344,13 @@ struct Batcher {
 const BATCH_IDLE: Duration = Duration::from_millis(100);
 const BATCH_MAX_WAIT: Duration = Duration::from_secs(1);
 const BATCH_MAX_ITEMS: usize = 50;
+const BATCH_CALLS: usize = 100;
 
 impl Batcher {
     /// Its task ends when the controller (the sender) is dropped.
     fn start(cloud: Arc<AwsCloud>, call: Call, tags: BTreeMap<String, String>) -> Self {
         let (requests, mut rx) = mpsc::unbounded_channel::<(String, oneshot::Sender<Answer>)>();
+        let calls = Arc::new(tokio::sync::Semaphore::new(BATCH_CALLS));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut batch = vec![first];
@@ -352,26 +362,16 @@ impl Batcher {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
-                tracing::debug!(?call, size = ids.len(), "batched tag call");
-                let answer = ec2_call(&cloud, call, &ids, &tags).await;
-                if answer == Answer::Done || batch.len() == 1 {
-                    for (_, reply) in batch {
-                        let _ = reply.send(answer.clone());
-                    }
-                    continue;
-                }
-                tracing::warn!(
-                    "Error occurred trying to batch tag resources, trying individually, {answer:?}"
-                );
-                let singles = batch.into_iter().map(|(id, reply)| {
-                    let (cloud, tags) = (Arc::clone(&cloud), tags.clone());
-                    async move {
-                        let answer = ec2_call(&cloud, call, &[id], &tags).await;
-                        let _ = reply.send(answer);
-                    }
+                // Each batch's calls run on their own (at most 100 at once),
+                // so the next batch gathers meanwhile, as upstream's.
+                let Ok(permit) = Arc::clone(&calls).acquire_owned().await else {
+                    return;
+                };
+                let (cloud, tags) = (Arc::clone(&cloud), tags.clone());
+                tokio::spawn(async move {
+                    send_batch(&cloud, call, &tags, batch).await;
+                    drop(permit);
                 });
-                futures_join_all(singles).await;
             }
         });
         Self { requests }
@@ -388,13 +388,30 @@ impl Batcher {
     }
 }
 
-/// Runs the futures at once and waits for all.
-async fn futures_join_all(
-    futures: impl Iterator<Item = impl std::future::Future<Output = ()> + Send + 'static>,
+/// One call for the batch; when it fails, one call per instance (the
+/// answer of each goes to its own caller).
+async fn send_batch(
+    cloud: &Arc<AwsCloud>,
+    call: Call,
+    tags: &BTreeMap<String, String>,
+    batch: Vec<(String, oneshot::Sender<Answer>)>,
 ) {
-    let mut set = tokio::task::JoinSet::new();
-    for f in futures {
-        set.spawn(f);
+    let ids: Vec<String> = batch.iter().map(|(id, _)| id.clone()).collect();
+    tracing::debug!(?call, size = ids.len(), "batched tag call");
+    let answer = ec2_call(cloud, call, &ids, tags).await;
+    if answer == Answer::Done || batch.len() == 1 {
+        for (_, reply) in batch {
+            let _ = reply.send(answer.clone());
+        }
+        return;
     }
-    while set.join_next().await.is_some() {}
+    tracing::warn!("Error occurred trying to batch tag resources, trying individually, {answer:?}");
+    let mut singles = tokio::task::JoinSet::new();
+    for (id, reply) in batch {
+        let (cloud, tags) = (Arc::clone(cloud), tags.clone());
+        singles.spawn(async move {
+            let _ = reply.send(ec2_call(&cloud, call, &[id], &tags).await);
+        });
+    }
+    while singles.join_next().await.is_some() {}
 }
