@@ -3460,3 +3460,315 @@ async fn the_tagging_controller_s_flags_are_checked_and_it_runs_only_when_named(
         );
     }
 }
+
+/// cloud-provider-aws's aws-cloud-controller-manager (testenv/aws-ccm, the
+/// Go incumbent), under the main Lease with the tests' timings.
+struct GoAwsCcm {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl GoAwsCcm {
+    fn start(env: &CloudEnv, n: u32) -> Self {
+        let bin = overcast_testenv::bin_dir().join("aws-ccm/aws-cloud-controller-manager");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `make testenv`",
+            bin.display()
+        );
+        let log = env.dir.path().join(format!("aws-ccm-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(&bin)
+            .args([
+                "--cloud-provider=aws".to_string(),
+                format!("--cloud-config={}", env.config.display()),
+                format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
+                "--secure-port=0".into(),
+                "--configure-cloud-routes=false".into(),
+                "--leader-elect=true".into(),
+                "--leader-elect-lease-duration=4s".into(),
+                "--leader-elect-renew-deadline=3s".into(),
+                "--leader-elect-retry-period=500ms".into(),
+                "--node-monitor-period=500ms".into(),
+                "--v=2".into(),
+            ])
+            .envs(AWS_ENV)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        GoAwsCcm { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for GoAwsCcm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The main Lease's holder.
+async fn lease_holder(client: &kube::Client) -> Option<String> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "kube-system");
+    leases
+        .get_opt("cloud-controller-manager")
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+}
+
+/// The NLBs in moto, by name.
+async fn nlb_names(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Vec<String> {
+    let mut names: Vec<String> = elb
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap()
+        .load_balancers()
+        .iter()
+        .filter_map(|lb| lb.load_balancer_name().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A cluster served by cloud-provider-aws (the Go CCM, on moto) moved onto
+/// overcast-ccm and back, with one cloud.conf for both: the preflight finds
+/// no hazard, shadow mode no divergence, overcast-ccm waits behind the Go
+/// CCM's Lease, and after a kill -9 of either the other serves the same
+/// Nodes and the same NLB (same hostname, no second NLB).
+#[tokio::test]
+async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
+    let Aws {
+        moto,
+        ec2,
+        elb,
+        subnets,
+    } = Aws::start().await;
+    let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
+    let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
+    let vpc = vpc_of(&ec2, &subnets[0].1).await;
+    let mut conf = format!(
+        "[Global]\nZone = {}\nVPC = {vpc}\nSubnetID = {}\nKubernetesClusterID = {CLUSTER}\n",
+        subnets[0].0, subnets[0].1
+    );
+    for (n, (service, signing)) in [
+        ("EC2", "ec2"),
+        ("Elastic Load Balancing", "elasticloadbalancing"),
+        ("Elastic Load Balancing v2", "elasticloadbalancing"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        conf += &format!(
+            "\n[ServiceOverride \"{n}\"]\nService = {service}\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\nSigningName = {signing}\n",
+            moto.url()
+        );
+    }
+    let env = CloudEnv::start("aws", "cloud.conf", &conf).await;
+    let client = &env.client;
+    let go = GoAwsCcm::start(&env, 1);
+    overcast_testenv::wait_until("cloud-provider-aws leads", SOON, || async {
+        lease_holder(client).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    let ccm = env.ccm_with_env(&[], &AWS_ENV);
+
+    for (_, dns, _) in [&a, &b] {
+        create_tainted_node(client, dns).await;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (id, dns, _) in [&a, &b] {
+        let node = eventually(
+            &format!("{dns} initialised by the Go CCM"),
+            SOON,
+            || async {
+                let n = nodes.get(dns).await.ok()?;
+                (!overcast_testenv::has_uninitialized_taint(&n)).then_some(n)
+            },
+        )
+        .await;
+        let provider_id = node.spec.unwrap().provider_id.unwrap_or_default();
+        assert!(
+            provider_id.ends_with(id.as_str()),
+            "{provider_id}\n{}",
+            go.log_text()
+        );
+    }
+    assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .create(&PostParams::default(), &nlb_service("web", TWO_PORTS))
+        .await
+        .unwrap();
+    let hostname = status_hostname(&services, "web").await;
+    let web_only = nlb_names(&elb).await;
+    assert_eq!(web_only.len(), 1, "{web_only:?}\n{}", go.log_text());
+
+    // The preflight beside it: nothing hazardous.
+    let mut flags = env.provider_flags();
+    flags.extend(["-o", "json"].map(String::from));
+    let (code, stdout, stderr) = migrate_check(&flags, &AWS_ENV);
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let hazards: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["severity"] == "hazard")
+        .collect();
+    assert!(hazards.is_empty(), "{hazards:#?}\n{stderr}");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+
+    // Shadow mode beside it, configured alike: several status updates,
+    // lifecycle passes and Service syncs, and nothing it would change.
+    let report = env.dir.path().join("shadow.json");
+    let shadow = env.ccm_with_env(
+        &[
+            "--shadow",
+            &format!("--shadow-report={}", report.display()),
+            "--node-status-update-frequency=1s",
+        ],
+        &AWS_ENV,
+    );
+    eventually("the shadow synced web", SOON, || async {
+        (shadow.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    // OVERCAST_SHADOW_SOAK_SECONDS runs it longer (docs/migration.md).
+    let soak = std::env::var("OVERCAST_SHADOW_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    tokio::time::sleep(std::time::Duration::from_secs(soak)).await;
+    let divergences = std::fs::read_to_string(&report).unwrap_or_default();
+    assert_eq!(divergences.trim(), "[]", "{}", shadow.log_text());
+    drop(shadow);
+
+    // A seeded hazard: a Service whose ssl-ports annotation cloud-provider-aws
+    // ignores without a certificate, and overcast refuses.
+    let mut tls = nlb_service("tls", TWO_PORTS);
+    tls.metadata.annotations.as_mut().unwrap().insert(
+        "service.beta.kubernetes.io/aws-load-balancer-ssl-ports".into(),
+        "443".into(),
+    );
+    services.create(&PostParams::default(), &tls).await.unwrap();
+    let tls_hostname = status_hostname(&services, "tls").await;
+    let (code, stdout, stderr) = migrate_check(&flags, &AWS_ENV);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let hazards: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|f| f["severity"] == "hazard")
+        .map(|f| {
+            (
+                f["object"].as_str().unwrap(),
+                f["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let objects: Vec<&str> = hazards.iter().map(|(o, _)| *o).collect();
+    assert_eq!(objects, ["service/default/tls"; 2], "{hazards:#?}");
+    assert!(
+        hazards[0].1.starts_with("overcast-ccm could not serve it"),
+        "{hazards:#?}"
+    );
+    assert!(
+        hazards[1].1.contains("has no effect on cloud-provider-aws"),
+        "{hazards:#?}"
+    );
+    let report = env.dir.path().join("shadow-seeded.json");
+    let shadow = env.ccm_with_env(
+        &["--shadow", &format!("--shadow-report={}", report.display())],
+        &AWS_ENV,
+    );
+    let seeded = eventually("the shadow's seeded divergence", SOON, || async {
+        let text = std::fs::read_to_string(&report).ok()?;
+        let found: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let text = std::fs::read_to_string(&report).unwrap();
+    let found: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(found, seeded, "settled");
+    let kinds: Vec<(&str, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default();
+            (s("kind"), s("object"), s("action"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("LoadBalancer", "default/tls", "update")],
+        "only the seeded Service: {found:#?}\n{}",
+        shadow.log_text()
+    );
+    let why = found[0]["changes"][0].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("could not serve it") && why.contains("aws-load-balancer-ssl-ports"),
+        "{why}"
+    );
+    drop(shadow);
+    let made = nlb_names(&elb).await;
+    assert_eq!(made.len(), 2, "web's and tls's: {made:?}");
+
+    // kill -9 the Go CCM: overcast-ccm takes over the same Nodes and NLBs.
+    drop(go);
+    eventually("overcast-ccm leads", SOON, || async {
+        ccm.is_leader().then_some(())
+    })
+    .await;
+    create_tainted_node(client, &c.1).await;
+    initialised(client, &c.1).await;
+    eventually("the NLB serves the new Node too", SOON, || async {
+        let lb = elb
+            .describe_load_balancers()
+            .names(&web_only[0])
+            .send()
+            .await
+            .ok()?;
+        let arn = lb.load_balancers()[0].load_balancer_arn()?.to_string();
+        nlb_targets(&elb, &arn).await.contains(&c.0).then_some(())
+    })
+    .await;
+    assert_eq!(nlb_names(&elb).await, made, "{}", ccm.log_text());
+    assert_eq!(status_hostname(&services, "web").await, hostname);
+    assert_eq!(status_hostname(&services, "tls").await, tls_hostname);
+    for (_, dns, _) in [&a, &b] {
+        assert!(nodes.get_opt(dns).await.unwrap().is_some(), "{dns} kept");
+    }
+
+    // Rollback: the Go CCM waits behind overcast-ccm, then takes over.
+    let go = GoAwsCcm::start(&env, 2);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(ccm.is_leader());
+    drop(ccm);
+    overcast_testenv::wait_until("cloud-provider-aws leads again", SOON, || async {
+        go.log_text()
+            .contains(
+                "\"Successfully acquired lease\" lock=\"kube-system/cloud-controller-manager\"",
+            )
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(nlb_names(&elb).await, made, "{}", go.log_text());
+    assert_eq!(status_hostname(&services, "web").await, hostname);
+    assert_eq!(status_hostname(&services, "tls").await, tls_hostname);
+    for (_, dns, _) in [&a, &b, &c] {
+        assert!(nodes.get_opt(dns).await.unwrap().is_some(), "{dns} kept");
+    }
+}

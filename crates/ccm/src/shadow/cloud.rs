@@ -129,10 +129,26 @@ impl LoadBalancer for ShadowCloud {
         self.balancer()?
             .restore(cluster_name, std::slice::from_ref(service))
             .await?;
-        let preview = self
+        let preview = match self
             .balancer()?
             .preview_load_balancer(cluster_name, service, nodes)
-            .await?;
+            .await
+        {
+            Ok(preview) => preview,
+            // A Service the incumbent serves and this one would not: the
+            // divergence a user most needs to see before a cut-over.
+            Err(e) if !matches!(e, CloudError::NotImplemented) => {
+                self.record(
+                    "service-controller",
+                    "LoadBalancer",
+                    key_of(service),
+                    "update",
+                    vec![format!("could not serve it: {e}")],
+                );
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let current = service
             .status
             .as_ref()
