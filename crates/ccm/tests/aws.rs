@@ -3492,6 +3492,7 @@ impl GoAwsCcm {
                 "--node-monitor-period=500ms".into(),
                 "--v=2".into(),
             ])
+            .args(TAGGING)
             .envs(AWS_ENV)
             .stdin(std::process::Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -3511,6 +3512,27 @@ impl Drop for GoAwsCcm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The tagging controller, as both CCMs of the handover run it.
+const TAGGING: [&str; 3] = [
+    "--controllers=*,tagging",
+    "--tags=team=platform",
+    "--resources=instance",
+];
+/// md5("team=platform"), computed outside Overcast.
+const TAGGED: &str = "8ccebcb7bd497d08cd4bf597c26585ab";
+
+/// Waits until the Node `name` carries the tagging label, and its instance
+/// `id` the tag; the label's value.
+async fn tagged(nodes: &Api<Node>, ec2: &aws_sdk_ec2::Client, name: &str, id: &str) -> String {
+    eventually(&format!("{name} tagged"), SOON, || async {
+        let labels = nodes.get(name).await.ok()?.metadata.labels?;
+        let label = labels.get("k8s.io/cloud-provider-aws")?.clone();
+        let tags = instance_tags(ec2, id).await;
+        (tags.get("team").map(String::as_str) == Some("platform")).then_some(label)
+    })
+    .await
 }
 
 /// The main Lease's holder.
@@ -3582,7 +3604,7 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
-    let ccm = env.ccm_with_env(&[], &AWS_ENV);
+    let ccm = env.ccm_with_env(&TAGGING, &AWS_ENV);
 
     for (_, dns, _) in [&a, &b] {
         create_tainted_node(client, dns).await;
@@ -3604,6 +3626,10 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
             "{provider_id}\n{}",
             go.log_text()
         );
+    }
+    // Its tagging controller's label is the one overcast-ccm computes.
+    for (id, dns, _) in [&a, &b] {
+        assert_eq!(tagged(&nodes, &ec2, dns, id).await, TAGGED);
     }
     assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -3732,6 +3758,16 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     .await;
     create_tainted_node(client, &c.1).await;
     initialised(client, &c.1).await;
+    // overcast-ccm tags the new Node's instance, and only that one: the
+    // Nodes the Go CCM tagged carry the label it takes as done.
+    assert_eq!(tagged(&nodes, &ec2, &c.1, &c.0).await, TAGGED);
+    let metrics = ccm.get("/metrics").unwrap().1;
+    assert!(
+        metrics.contains(
+            "cloudprovider_aws_api_request_duration_seconds_count{request=\"create_tags\"} 1\n"
+        ),
+        "{metrics}"
+    );
     eventually("the NLB serves the new Node too", SOON, || async {
         let lb = elb
             .describe_load_balancers()
