@@ -100,9 +100,23 @@ fn endpoint_vars(url: &str) -> Vec<(&'static str, &str)> {
 }
 
 async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
+    seed_network_in(
+        ec2,
+        "10.0.0.0/16",
+        &[("us-east-1a", "10.0.1.0/24"), ("us-east-1b", "10.0.2.0/24")],
+    )
+    .await
+}
+
+/// [`seed_network`] with this VPC range and these (zone, range) subnets.
+async fn seed_network_in(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_cidr: &str,
+    zones: &[(&str, &str)],
+) -> Vec<(String, String)> {
     let vpc = ec2
         .create_vpc()
-        .cidr_block("10.0.0.0/16")
+        .cidr_block(vpc_cidr)
         .tag_specifications(
             TagSpecification::builder()
                 .resource_type(ResourceType::Vpc)
@@ -160,11 +174,11 @@ async fn seed_network(ec2: &aws_sdk_ec2::Client) -> Vec<(String, String)> {
         .await
         .unwrap();
     let mut subnets = Vec::new();
-    for (i, zone) in ["us-east-1a", "us-east-1b"].into_iter().enumerate() {
+    for (zone, cidr) in zones.iter().copied() {
         let subnet = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
-            .cidr_block(format!("10.0.{}.0/24", i + 1))
+            .cidr_block(cidr)
             .availability_zone(zone)
             .tag_specifications(
                 TagSpecification::builder()
@@ -198,12 +212,32 @@ async fn run_instance(
     run_instance_in_groups(ec2, zone, subnet, &[]).await
 }
 
+/// [`run_instance`] with this private address.
+async fn run_instance_at(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    subnet: &str,
+    address: std::net::Ipv4Addr,
+) -> (String, String, String) {
+    launch(ec2, zone, subnet, &[], Some(address.to_string())).await
+}
+
 /// [`run_instance`] with these security groups (none: the VPC's default).
 async fn run_instance_in_groups(
     ec2: &aws_sdk_ec2::Client,
     zone: &str,
     subnet: &str,
     groups: &[String],
+) -> (String, String, String) {
+    launch(ec2, zone, subnet, groups, None).await
+}
+
+async fn launch(
+    ec2: &aws_sdk_ec2::Client,
+    zone: &str,
+    subnet: &str,
+    groups: &[String],
+    address: Option<String>,
 ) -> (String, String, String) {
     // AWS gives an instance launched with no group the VPC's default one;
     // moto gives it none, so it is named here.
@@ -229,6 +263,7 @@ async fn run_instance_in_groups(
         .min_count(1)
         .max_count(1)
         .subnet_id(subnet)
+        .set_private_ip_address(address)
         .set_security_group_ids(Some(groups))
         .placement(Placement::builder().availability_zone(zone).build())
         .tag_specifications(
@@ -3470,19 +3505,28 @@ struct GoAwsCcm {
 
 impl GoAwsCcm {
     fn start(env: &CloudEnv, n: u32) -> Self {
+        Self::start_at(env.plane.kubeconfig_path(), &env.config, env.dir.path(), n)
+    }
+
+    fn start_at(
+        kubeconfig: &std::path::Path,
+        config: &std::path::Path,
+        dir: &std::path::Path,
+        n: u32,
+    ) -> Self {
         let bin = overcast_testenv::bin_dir().join("aws-ccm/aws-cloud-controller-manager");
         assert!(
             bin.exists(),
             "{} is missing: run `make testenv`",
             bin.display()
         );
-        let log = env.dir.path().join(format!("aws-ccm-{n}.log"));
+        let log = dir.join(format!("aws-ccm-{n}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new(&bin)
             .args([
                 "--cloud-provider=aws".to_string(),
-                format!("--cloud-config={}", env.config.display()),
-                format!("--kubeconfig={}", env.plane.kubeconfig_path().display()),
+                format!("--cloud-config={}", config.display()),
+                format!("--kubeconfig={}", kubeconfig.display()),
                 "--secure-port=0".into(),
                 "--configure-cloud-routes=false".into(),
                 "--leader-elect=true".into(),
@@ -3562,6 +3606,199 @@ async fn nlb_names(elb: &aws_sdk_elasticloadbalancingv2::Client) -> Vec<String> 
     names
 }
 
+/// One cloud.conf for cloud-provider-aws and overcast-ccm on moto: the
+/// zone, VPC and subnet (so the Go CCM needs no instance metadata), the
+/// cluster ID, and every service at moto.
+async fn handover_cloud_config(
+    ec2: &aws_sdk_ec2::Client,
+    moto: &Moto,
+    (zone, subnet): &(String, String),
+) -> String {
+    let vpc = vpc_of(ec2, subnet).await;
+    let mut conf = format!(
+        "[Global]\nZone = {zone}\nVPC = {vpc}\nSubnetID = {subnet}\nKubernetesClusterID = {CLUSTER}\n"
+    );
+    for (n, (service, signing)) in [
+        ("EC2", "ec2"),
+        ("Elastic Load Balancing", "elasticloadbalancing"),
+        ("Elastic Load Balancing v2", "elasticloadbalancing"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        conf += &format!(
+            "\n[ServiceOverride \"{n}\"]\nService = {service}\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\nSigningName = {signing}\n",
+            moto.url()
+        );
+    }
+    conf
+}
+
+/// The same handover on real kubelets (`overcast_testenv::Cluster`), named
+/// as EC2 names its machines and on the instances' addresses, so the
+/// kubelets' `--node-ip` is the address the cloud reports, as cloud-node
+/// requires: cloud-provider-aws initialises them, an NLB targets them; the
+/// preflight and shadow mode beside it find nothing; after a kill -9 of
+/// either, the other keeps every Node and the NLB's hostname.
+#[tokio::test]
+async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
+    let mut options = overcast_testenv::ClusterOptions::nodes(2);
+    options.name_by_address =
+        Some(|ip| format!("ip-{}.ec2.internal", ip.to_string().replace('.', "-")));
+    let cluster = overcast_testenv::Cluster::start_with(&options)
+        .await
+        .expect("a real-node cluster (run `make testenv`)");
+    let names = cluster.node_names().to_vec();
+    let node_net = {
+        let o = cluster.node_ip(&names[0]).octets();
+        format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+    };
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+    let subnets = seed_network_in(&ec2, "10.250.0.0/16", &[("us-east-1a", &node_net)]).await;
+    let mut instances = Vec::new();
+    for name in &names {
+        let (id, dns, _) =
+            run_instance_at(&ec2, &subnets[0].0, &subnets[0].1, cluster.node_ip(name)).await;
+        assert_eq!(&dns, name, "moto names the machine as the kubelet is named");
+        instances.push(id);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cloud.conf");
+    std::fs::write(
+        &config,
+        handover_cloud_config(&ec2, &moto, &subnets[0]).await,
+    )
+    .unwrap();
+    let kubeconfig = cluster.plane().kubeconfig_path().to_path_buf();
+    let client = cluster.plane().client().await.unwrap();
+    let overcast = |extra: &[&str]| {
+        let mut args = vec![
+            "--cloud-provider=aws".to_string(),
+            format!("--cloud-config={}", config.display()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ccm::start_with_env(
+            env!("CARGO_BIN_EXE_overcast-ccm"),
+            &kubeconfig,
+            dir.path(),
+            &args,
+            &AWS_ENV,
+        )
+    };
+    let go = GoAwsCcm::start_at(&kubeconfig, &config, dir.path(), 1);
+    overcast_testenv::wait_until("cloud-provider-aws leads", SOON, || async {
+        lease_holder(&client).await
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    let ccm = overcast(&[]);
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, id) in names.iter().zip(&instances) {
+        let node = eventually(
+            &format!("{name} initialised by the Go CCM"),
+            SOON,
+            || async {
+                let n = nodes.get(name).await.ok()?;
+                (!overcast_testenv::has_uninitialized_taint(&n)).then_some(n)
+            },
+        )
+        .await;
+        let provider_id = node.spec.unwrap().provider_id.unwrap_or_default();
+        assert!(
+            provider_id.ends_with(id.as_str()),
+            "{provider_id}\n{}",
+            go.log_text()
+        );
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    services
+        .create(&PostParams::default(), &nlb_service("web", TWO_PORTS))
+        .await
+        .unwrap();
+    let hostname = status_hostname(&services, "web").await;
+    let made = nlb_names(&elb).await;
+    assert_eq!(made.len(), 1, "{made:?}\n{}", go.log_text());
+
+    let flags = [
+        "--cloud-provider=aws".to_string(),
+        format!("--cloud-config={}", config.display()),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "-o".into(),
+        "json".into(),
+    ];
+    let (code, stdout, stderr) = migrate_check(&flags, &AWS_ENV);
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let hazards: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["severity"] == "hazard")
+        .collect();
+    assert!(hazards.is_empty(), "{hazards:#?}\n{stderr}");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let report = dir.path().join("shadow.json");
+    let shadow = overcast(&[
+        "--shadow",
+        &format!("--shadow-report={}", report.display()),
+        "--node-status-update-frequency=1s",
+    ]);
+    eventually("the shadow synced web", SOON, || async {
+        (shadow.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let divergences = std::fs::read_to_string(&report).unwrap_or_default();
+    assert_eq!(divergences.trim(), "[]", "{}", shadow.log_text());
+    drop(shadow);
+
+    drop(go);
+    eventually("overcast-ccm leads", SOON, || async {
+        ccm.is_leader().then_some(())
+    })
+    .await;
+    // Its first node-status pass and Service sync keep the Nodes and the NLB.
+    eventually("overcast-ccm synced web", SOON, || async {
+        (ccm.get("/metrics")?.1)
+            .contains("service_controller_loadbalancer_sync_total")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(nlb_names(&elb).await, made, "{}", ccm.log_text());
+    assert_eq!(status_hostname(&services, "web").await, hostname);
+    for name in &names {
+        let node = nodes.get(name).await.unwrap();
+        let addresses = node_addresses(&node);
+        let ip = cluster.node_ip(name).to_string();
+        assert!(
+            addresses.contains(&("InternalIP".to_string(), ip)),
+            "{addresses:?}"
+        );
+    }
+    let go = GoAwsCcm::start_at(&kubeconfig, &config, dir.path(), 2);
+    drop(ccm);
+    overcast_testenv::wait_until("cloud-provider-aws leads again", SOON, || async {
+        go.log_text()
+            .contains(
+                "\"Successfully acquired lease\" lock=\"kube-system/cloud-controller-manager\"",
+            )
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(nlb_names(&elb).await, made, "{}", go.log_text());
+    assert_eq!(status_hostname(&services, "web").await, hostname);
+    for name in &names {
+        assert!(nodes.get_opt(name).await.unwrap().is_some(), "{name} kept");
+    }
+}
+
 /// A cluster served by cloud-provider-aws (the Go CCM, on moto) moved onto
 /// overcast-ccm and back, with one cloud.conf for both: the preflight finds
 /// no hazard, shadow mode no divergence, overcast-ccm waits behind the Go
@@ -3578,24 +3815,7 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     let a = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
     let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
-    let vpc = vpc_of(&ec2, &subnets[0].1).await;
-    let mut conf = format!(
-        "[Global]\nZone = {}\nVPC = {vpc}\nSubnetID = {}\nKubernetesClusterID = {CLUSTER}\n",
-        subnets[0].0, subnets[0].1
-    );
-    for (n, (service, signing)) in [
-        ("EC2", "ec2"),
-        ("Elastic Load Balancing", "elasticloadbalancing"),
-        ("Elastic Load Balancing v2", "elasticloadbalancing"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        conf += &format!(
-            "\n[ServiceOverride \"{n}\"]\nService = {service}\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\nSigningName = {signing}\n",
-            moto.url()
-        );
-    }
+    let conf = handover_cloud_config(&ec2, &moto, &subnets[0]).await;
     let env = CloudEnv::start("aws", "cloud.conf", &conf).await;
     let client = &env.client;
     let go = GoAwsCcm::start(&env, 1);

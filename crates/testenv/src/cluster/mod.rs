@@ -70,6 +70,11 @@ pub struct ClusterOptions {
     /// silent kubelet's Node stays Ready. Upstream's default is 50 s; tests
     /// that stop a kubelet want less.
     pub node_monitor_grace_period: Duration,
+    /// Names each node after its InternalIP, in place of its
+    /// [`NodeOptions::name`]: for a cloud that names machines by address
+    /// (EC2's private DNS names, `ip-10-250-3-11.ec2.internal`), whose
+    /// addresses are known only once the cluster has its slot.
+    pub name_by_address: Option<fn(Ipv4Addr) -> String>,
 }
 
 impl ClusterOptions {
@@ -84,6 +89,7 @@ impl ClusterOptions {
                 .collect(),
             registry: None,
             node_monitor_grace_period: Duration::from_secs(20),
+            name_by_address: None,
         }
     }
 }
@@ -162,13 +168,22 @@ impl Cluster {
         net::create_attached_netns(a, OUTSIDE, a.outside())?;
         let mut nodes = Vec::new();
         let count = options.nodes.len();
+        let names: Vec<String> = options
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match options.name_by_address {
+                Some(name) => name(a.node(i + 1)),
+                None => n.name.clone(),
+            })
+            .collect();
         for (i, node) in options.nodes.iter().enumerate() {
             let index = i + 1;
             net::create_attached_netns(a, &format!("n{index}"), a.node(index))?;
             net::route_node(a, index, count)?;
             let spec = NodeSpec {
                 index,
-                name: node.name.clone(),
+                name: names[i].clone(),
                 kubelet_args: node.kubelet_args.clone(),
                 registry_hosts: registry_hosts.clone(),
                 address: a.node(index),
@@ -185,7 +200,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             plane,
-            names: options.nodes.iter().map(|n| n.name.clone()).collect(),
+            names,
             addressing: a,
             running: Mutex::new(Some(Running {
                 nodes,
