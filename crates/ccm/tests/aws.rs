@@ -3816,7 +3816,24 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
     let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
     let conf = handover_cloud_config(&ec2, &moto, &subnets[0]).await;
-    let env = CloudEnv::start("aws", "cloud.conf", &conf).await;
+    // The apiserver's audit log shows every write overcast-ccm sends while
+    // only the preflight and the shadow run (by its User-Agent).
+    let scratch = tempfile::tempdir().unwrap();
+    let policy = scratch.path().join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    verbs: [create, update, patch, delete]\n  - level: None\n",
+    )
+    .unwrap();
+    let audit = scratch.path().join("audit.log");
+    let options = overcast_testenv::StartOptions {
+        apiserver_args: vec![
+            format!("--audit-policy-file={}", policy.display()),
+            format!("--audit-log-path={}", audit.display()),
+        ],
+        ..Default::default()
+    };
+    let env = CloudEnv::start_with("aws", "cloud.conf", &conf, &options).await;
     let client = &env.client;
     let go = GoAwsCcm::start(&env, 1);
     overcast_testenv::wait_until("cloud-provider-aws leads", SOON, || async {
@@ -3824,8 +3841,6 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
-    let ccm = env.ccm_with_env(&TAGGING, &AWS_ENV);
-
     for (_, dns, _) in [&a, &b] {
         create_tainted_node(client, dns).await;
     }
@@ -3851,7 +3866,6 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     for (id, dns, _) in [&a, &b] {
         assert_eq!(tagged(&nodes, &ec2, dns, id).await, TAGGED);
     }
-    assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
     services
         .create(&PostParams::default(), &nlb_service("web", TWO_PORTS))
@@ -3969,6 +3983,37 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     drop(shadow);
     let made = nlb_names(&elb).await;
     assert_eq!(made.len(), 2, "web's and tls's: {made:?}");
+    // Every write the preflight and the shadows sent was a dry run.
+    let writes: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("overcast-ccm"))
+        })
+        .collect();
+    assert!(
+        !writes.is_empty(),
+        "the shadows sent their writes as dry runs"
+    );
+    for w in &writes {
+        let uri = w["requestURI"].as_str().unwrap_or_default();
+        assert!(
+            uri.contains("dryRun=All"),
+            "a real write beside the incumbent: {w}"
+        );
+    }
+
+    // overcast-ccm as a standby: it waits behind the Go CCM's Lease.
+    let ccm = env.ccm_with_env(&TAGGING, &AWS_ENV);
+    eventually("overcast-ccm's standby answers", SOON, || async {
+        ccm.get("/healthz").map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
 
     // kill -9 the Go CCM: overcast-ccm takes over the same Nodes and NLBs.
     drop(go);
