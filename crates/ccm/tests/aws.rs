@@ -3642,9 +3642,12 @@ async fn handover_cloud_config(
 /// either, the other keeps every Node and the NLB's hostname.
 #[tokio::test]
 async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, apiserver_args) = audit_of_writes(dir.path());
     let mut options = overcast_testenv::ClusterOptions::nodes(2);
     options.name_by_address =
         Some(|ip| format!("ip-{}.ec2.internal", ip.to_string().replace('.', "-")));
+    options.apiserver_args = apiserver_args;
     let cluster = overcast_testenv::Cluster::start_with(&options)
         .await
         .expect("a real-node cluster (run `make testenv`)");
@@ -3665,7 +3668,6 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
         assert_eq!(&dns, name, "moto names the machine as the kubelet is named");
         instances.push(id);
     }
-    let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("cloud.conf");
     std::fs::write(
         &config,
@@ -3695,7 +3697,6 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
-    let ccm = overcast(&[]);
     let nodes: Api<Node> = Api::all(client.clone());
     for (name, id) in names.iter().zip(&instances) {
         let node = eventually(
@@ -3720,8 +3721,7 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
         .await
         .unwrap();
     let hostname = status_hostname(&services, "web").await;
-    let made = nlb_names(&elb).await;
-    assert_eq!(made.len(), 1, "{made:?}\n{}", go.log_text());
+    assert_eq!(nlb_names(&elb).await.len(), 1, "{}", go.log_text());
 
     let flags = [
         "--cloud-provider=aws".to_string(),
@@ -3751,11 +3751,26 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
             .then_some(())
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    tokio::time::sleep(shadow_soak()).await;
     let divergences = std::fs::read_to_string(&report).unwrap_or_default();
     assert_eq!(divergences.trim(), "[]", "{}", shadow.log_text());
     drop(shadow);
+    let tls_hostname = seed_a_hazard(&services, &flags).await;
+    let report = dir.path().join("shadow-seeded.json");
+    let shadow = overcast(&["--shadow", &format!("--shadow-report={}", report.display())]);
+    the_seeded_divergence_alone(&shadow, &report).await;
+    drop(shadow);
+    let made = nlb_names(&elb).await;
+    assert_eq!(made.len(), 2, "web's and tls's: {made:?}");
+    only_dry_runs_in(&audit);
 
+    let ccm = overcast(&[]);
+    eventually("overcast-ccm's standby answers", SOON, || async {
+        ccm.get("/healthz").map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(!ccm.is_leader(), "both lead:\n{}", ccm.log_text());
     drop(go);
     eventually("overcast-ccm leads", SOON, || async {
         ccm.is_leader().then_some(())
@@ -3771,6 +3786,7 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(nlb_names(&elb).await, made, "{}", ccm.log_text());
     assert_eq!(status_hostname(&services, "web").await, hostname);
+    assert_eq!(status_hostname(&services, "tls").await, tls_hostname);
     for name in &names {
         let node = nodes.get(name).await.unwrap();
         let addresses = node_addresses(&node);
@@ -3799,6 +3815,129 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
     }
 }
 
+/// How long a shadow configured alike runs beside the Go CCM: 5 s, or
+/// OVERCAST_SHADOW_SOAK_SECONDS for a longer run (docs/migration.md).
+fn shadow_soak() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("OVERCAST_SHADOW_SOAK_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(5),
+    )
+}
+
+/// A seeded hazard beside cloud-provider-aws: a Service whose ssl-ports
+/// annotation it ignores without a certificate, and overcast-ccm refuses.
+/// The preflight (`flags`) lists it and nothing else; its hostname.
+async fn seed_a_hazard(services: &Api<Service>, flags: &[String]) -> String {
+    let mut tls = nlb_service("tls", TWO_PORTS);
+    tls.metadata.annotations.as_mut().unwrap().insert(
+        "service.beta.kubernetes.io/aws-load-balancer-ssl-ports".into(),
+        "443".into(),
+    );
+    services.create(&PostParams::default(), &tls).await.unwrap();
+    let tls_hostname = status_hostname(services, "tls").await;
+    let (code, stdout, stderr) = migrate_check(flags, &AWS_ENV);
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let hazards: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|f| f["severity"] == "hazard")
+        .map(|f| {
+            (
+                f["object"].as_str().unwrap(),
+                f["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let objects: Vec<&str> = hazards.iter().map(|(o, _)| *o).collect();
+    assert_eq!(objects, ["service/default/tls"; 2], "{hazards:#?}");
+    assert!(
+        hazards[0].1.starts_with("overcast-ccm could not serve it"),
+        "{hazards:#?}"
+    );
+    assert!(
+        hazards[1].1.contains("has no effect on cloud-provider-aws"),
+        "{hazards:#?}"
+    );
+    tls_hostname
+}
+
+/// The shadow's report settles on the seeded Service's balancer alone.
+async fn the_seeded_divergence_alone(shadow: &Ccm, report: &std::path::Path) {
+    let seeded = eventually("the shadow's seeded divergence", SOON, || async {
+        let text = std::fs::read_to_string(report).ok()?;
+        let found: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
+        (!found.is_empty()).then_some(found)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let text = std::fs::read_to_string(report).unwrap();
+    let found: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(found, seeded, "settled");
+    let kinds: Vec<(&str, &str, &str)> = found
+        .iter()
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap_or_default();
+            (s("kind"), s("object"), s("action"))
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("LoadBalancer", "default/tls", "update")],
+        "only the seeded Service: {found:#?}\n{}",
+        shadow.log_text()
+    );
+    let why = found[0]["changes"][0].as_str().unwrap_or_default();
+    assert!(
+        why.starts_with("could not serve it") && why.contains("aws-load-balancer-ssl-ports"),
+        "{why}"
+    );
+}
+
+/// An audit policy logging every write's metadata, and the apiserver
+/// flags for it: (the log's path, the flags). `dir` holds both files.
+fn audit_of_writes(dir: &std::path::Path) -> (std::path::PathBuf, Vec<String>) {
+    let policy = dir.join("audit-policy.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    verbs: [create, update, patch, delete]\n  - level: None\n",
+    )
+    .unwrap();
+    let audit = dir.join("audit.log");
+    let flags = vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", audit.display()),
+    ];
+    (audit, flags)
+}
+
+/// Every write overcast-ccm sent so far (by its User-Agent) was a dry run,
+/// and there were some.
+fn only_dry_runs_in(audit: &std::path::Path) {
+    let writes: Vec<serde_json::Value> = std::fs::read_to_string(audit)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("overcast-ccm"))
+        })
+        .collect();
+    assert!(
+        !writes.is_empty(),
+        "the shadows sent their writes as dry runs"
+    );
+    for w in &writes {
+        let uri = w["requestURI"].as_str().unwrap_or_default();
+        assert!(
+            uri.contains("dryRun=All"),
+            "a real write beside the incumbent: {w}"
+        );
+    }
+}
+
 /// A cluster served by cloud-provider-aws (the Go CCM, on moto) moved onto
 /// overcast-ccm and back, with one cloud.conf for both: the preflight finds
 /// no hazard, shadow mode no divergence, overcast-ccm waits behind the Go
@@ -3819,18 +3958,9 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     // The apiserver's audit log shows every write overcast-ccm sends while
     // only the preflight and the shadow run (by its User-Agent).
     let scratch = tempfile::tempdir().unwrap();
-    let policy = scratch.path().join("audit-policy.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n    verbs: [create, update, patch, delete]\n  - level: None\n",
-    )
-    .unwrap();
-    let audit = scratch.path().join("audit.log");
+    let (audit, apiserver_args) = audit_of_writes(scratch.path());
     let options = overcast_testenv::StartOptions {
-        apiserver_args: vec![
-            format!("--audit-policy-file={}", policy.display()),
-            format!("--audit-log-path={}", audit.display()),
-        ],
+        apiserver_args,
         ..Default::default()
     };
     let env = CloudEnv::start_with("aws", "cloud.conf", &conf, &options).await;
@@ -3905,106 +4035,22 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
             .then_some(())
     })
     .await;
-    // OVERCAST_SHADOW_SOAK_SECONDS runs it longer (docs/migration.md).
-    let soak = std::env::var("OVERCAST_SHADOW_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    tokio::time::sleep(std::time::Duration::from_secs(soak)).await;
+    tokio::time::sleep(shadow_soak()).await;
     let divergences = std::fs::read_to_string(&report).unwrap_or_default();
     assert_eq!(divergences.trim(), "[]", "{}", shadow.log_text());
     drop(shadow);
 
-    // A seeded hazard: a Service whose ssl-ports annotation cloud-provider-aws
-    // ignores without a certificate, and overcast refuses.
-    let mut tls = nlb_service("tls", TWO_PORTS);
-    tls.metadata.annotations.as_mut().unwrap().insert(
-        "service.beta.kubernetes.io/aws-load-balancer-ssl-ports".into(),
-        "443".into(),
-    );
-    services.create(&PostParams::default(), &tls).await.unwrap();
-    let tls_hostname = status_hostname(&services, "tls").await;
-    let (code, stdout, stderr) = migrate_check(&flags, &AWS_ENV);
-    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
-    let findings: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
-    let hazards: Vec<(&str, &str)> = findings
-        .iter()
-        .filter(|f| f["severity"] == "hazard")
-        .map(|f| {
-            (
-                f["object"].as_str().unwrap(),
-                f["message"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    let objects: Vec<&str> = hazards.iter().map(|(o, _)| *o).collect();
-    assert_eq!(objects, ["service/default/tls"; 2], "{hazards:#?}");
-    assert!(
-        hazards[0].1.starts_with("overcast-ccm could not serve it"),
-        "{hazards:#?}"
-    );
-    assert!(
-        hazards[1].1.contains("has no effect on cloud-provider-aws"),
-        "{hazards:#?}"
-    );
+    let tls_hostname = seed_a_hazard(&services, &flags).await;
     let report = env.dir.path().join("shadow-seeded.json");
     let shadow = env.ccm_with_env(
         &["--shadow", &format!("--shadow-report={}", report.display())],
         &AWS_ENV,
     );
-    let seeded = eventually("the shadow's seeded divergence", SOON, || async {
-        let text = std::fs::read_to_string(&report).ok()?;
-        let found: Vec<serde_json::Value> = serde_json::from_str(&text).ok()?;
-        (!found.is_empty()).then_some(found)
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let text = std::fs::read_to_string(&report).unwrap();
-    let found: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    assert_eq!(found, seeded, "settled");
-    let kinds: Vec<(&str, &str, &str)> = found
-        .iter()
-        .map(|d| {
-            let s = |k: &str| d[k].as_str().unwrap_or_default();
-            (s("kind"), s("object"), s("action"))
-        })
-        .collect();
-    assert_eq!(
-        kinds,
-        [("LoadBalancer", "default/tls", "update")],
-        "only the seeded Service: {found:#?}\n{}",
-        shadow.log_text()
-    );
-    let why = found[0]["changes"][0].as_str().unwrap_or_default();
-    assert!(
-        why.starts_with("could not serve it") && why.contains("aws-load-balancer-ssl-ports"),
-        "{why}"
-    );
+    the_seeded_divergence_alone(&shadow, &report).await;
     drop(shadow);
     let made = nlb_names(&elb).await;
     assert_eq!(made.len(), 2, "web's and tls's: {made:?}");
-    // Every write the preflight and the shadows sent was a dry run.
-    let writes: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("overcast-ccm"))
-        })
-        .collect();
-    assert!(
-        !writes.is_empty(),
-        "the shadows sent their writes as dry runs"
-    );
-    for w in &writes {
-        let uri = w["requestURI"].as_str().unwrap_or_default();
-        assert!(
-            uri.contains("dryRun=All"),
-            "a real write beside the incumbent: {w}"
-        );
-    }
+    only_dry_runs_in(&audit);
 
     // overcast-ccm as a standby: it waits behind the Go CCM's Lease.
     let ccm = env.ccm_with_env(&TAGGING, &AWS_ENV);

@@ -75,6 +75,8 @@ pub struct ClusterOptions {
     /// (EC2's private DNS names, `ip-10-250-3-11.ec2.internal`), whose
     /// addresses are known only once the cluster has its slot.
     pub name_by_address: Option<fn(Ipv4Addr) -> String>,
+    /// More kube-apiserver flags (an audit policy, say).
+    pub apiserver_args: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -90,6 +92,7 @@ impl ClusterOptions {
             registry: None,
             node_monitor_grace_period: Duration::from_secs(20),
             name_by_address: None,
+            apiserver_args: Vec::new(),
         }
     }
 }
@@ -143,6 +146,7 @@ impl Cluster {
             &StartOptions {
                 bind_address: Some(a.host()),
                 service_accounts: true,
+                apiserver_args: options.apiserver_args.clone(),
                 ..StartOptions::default()
             },
         )
