@@ -1290,12 +1290,15 @@ async fn a_kill_after_any_elb_call_duplicates_nothing_and_leaks_nothing() {
             .await
             .unwrap();
         killed(&proxy, action, &mut ccm).await;
-        let _ccm = start();
+        let restarted = start();
         service_gone(&services, name).await;
         assert_eq!(
             parts(name).await,
             (0, 0),
-            "after a kill at {action}: nothing left"
+            "after a kill at {action}: nothing left; calls: {:?}\nkilled CCM's log:\n{}\nrestarted CCM's log:\n{}",
+            proxy.actions(),
+            ccm.log_text(),
+            restarted.log_text()
         );
         assert_eq!(
             rules_of(&ec2, &lb).await,
