@@ -540,6 +540,15 @@ impl Inner {
                     {
                         return;
                     }
+                    // The Service as the watch has it now: one being deleted
+                    // (or gone) is its worker's to clean up, and updating a
+                    // balancer whose update is an ensure would make it again.
+                    let now = self.services.get(&key_of(svc));
+                    if now.as_deref().is_none_or(|now| {
+                        needs_cleanup(now) || !wants_load_balancer(now, &self.config.classes)
+                    }) {
+                        return;
+                    }
                     // Recorded whatever the outcome (upstream's nodeSyncService):
                     // a failure goes to the Service queue for a full sync.
                     if let Some(c) = self.cache_mut().get_mut(&key_of(svc)) {
