@@ -9,6 +9,7 @@
 
 pub mod health;
 pub mod proxy_protocol;
+mod splice;
 mod tcp;
 mod udp;
 

@@ -1,4 +1,4 @@
-//! TCP listeners: accept, pick a backend, splice both directions.
+//! TCP listeners: accept, pick a backend, splice(2) both directions.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,15 +12,12 @@ use tokio::sync::watch;
 
 use super::{Counted, Settings, Targets, proxy_protocol};
 
-/// Per direction and connection (tokio's default is 8 KiB); see
-/// docs/performance.md for the measurement behind it.
-const COPY_BUFFER: usize = 32 * 1024;
-
 /// At most this many backends are tried for one connection.
 const CONNECT_ATTEMPTS: usize = 3;
 
 /// Both directions until either side closes, or until neither has sent a
-/// byte for `idle` (then both are closed, as a cloud balancer does).
+/// byte for `idle` (then both are closed, as a cloud balancer does). The
+/// bytes move by splice(2), never through this process.
 async fn copy_until_idle(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
@@ -28,17 +25,7 @@ async fn copy_until_idle(
 ) -> std::io::Result<()> {
     let activity = Arc::new(AtomicU64::new(0));
     let started = tokio::time::Instant::now();
-    let mut a = Active {
-        inner: client,
-        activity: Arc::clone(&activity),
-        started,
-    };
-    let mut b = Active {
-        inner: upstream,
-        activity: Arc::clone(&activity),
-        started,
-    };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, COPY_BUFFER, COPY_BUFFER);
+    let copy = super::splice::both_ways(client, upstream, &activity, started);
     tokio::pin!(copy);
     loop {
         let last = Duration::from_millis(activity.load(Ordering::Relaxed));
@@ -53,51 +40,6 @@ async fn copy_until_idle(
                 }
             }
         }
-    }
-}
-
-/// A stream that notes when it last read anything.
-struct Active<'a> {
-    inner: &'a mut TcpStream,
-    activity: Arc<AtomicU64>,
-    started: tokio::time::Instant,
-}
-
-impl tokio::io::AsyncRead for Active<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let ms = self.started.elapsed().as_millis() as u64;
-            self.activity.store(ms, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl tokio::io::AsyncWrite for Active<'_> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
