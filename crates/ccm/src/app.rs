@@ -625,6 +625,22 @@ async fn report_end(
     check.fail(reason);
 }
 
+/// Runs a built controller: counted as running, checked by /healthz,
+/// reported if its task ends.
+fn launch(
+    health: &Health,
+    tasks: &mut tokio::task::JoinSet<()>,
+    name: &'static str,
+    run: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    tracing::info!(controller = name, "started controller");
+    RUNNING_CONTROLLERS
+        .with_label_values(&[short_name(name), MANAGER])
+        .set(1);
+    let check = health.add_controller(short_name(name));
+    tasks.spawn(report_end(name, run, check));
+}
+
 /// How a provider reaches the cluster: clients like the controllers' (own
 /// User-Agent, own rate-limit bucket), Events through the same recorder.
 struct ProviderAccess {
@@ -768,12 +784,7 @@ impl Manager {
                 };
             match run {
                 Some(fut) => {
-                    tracing::info!(controller = name, "started controller");
-                    RUNNING_CONTROLLERS
-                        .with_label_values(&[short_name(name), MANAGER])
-                        .set(1);
-                    let check = self.health.add_controller(short_name(name));
-                    self.tasks.spawn(report_end(name, fut, check));
+                    launch(&self.health, &mut self.tasks, name, fut);
                     started.push(name);
                 }
                 None => tracing::warn!(
@@ -812,12 +823,7 @@ impl Manager {
                 Some(built) => built.map_err(|e| anyhow::anyhow!("{name} controller: {e}"))?,
             };
             let run = ProviderNodeController::new(&self.ctx, name, controller).run();
-            tracing::info!(controller = name, "started controller");
-            RUNNING_CONTROLLERS
-                .with_label_values(&[name, MANAGER])
-                .set(1);
-            let check = self.health.add_controller(name);
-            self.tasks.spawn(report_end(name, Box::pin(run), check));
+            launch(&self.health, &mut self.tasks, name, Box::pin(run));
         }
         if !self.started_informers {
             self.started_informers = true;
