@@ -308,11 +308,7 @@ async fn nodes_are_initialised_from_ec2_and_follow_their_instances() {
     let b = run_instance(&ec2, &subnets[1].0, &subnets[1].1).await;
     let c = run_instance(&ec2, &subnets[0].0, &subnets[0].1).await;
 
-    let cloud_config = format!(
-        "[Global]\nKubernetesClusterID = {CLUSTER}\nRegion = {REGION}\n\n[ServiceOverride \"ec2\"]\nService = EC2\nRegion = {REGION}\nURL = {}\nSigningRegion = {REGION}\n",
-        moto.url()
-    );
-    let env = CloudEnv::start("aws", "cloud.conf", &cloud_config).await;
+    let env = CloudEnv::start("aws", "cloud.conf", &moto_cloud_config(&moto)).await;
     let ccm = &env.ccm_with_env(&[], &AWS_ENV);
     let client = &env.client;
 
@@ -1871,22 +1867,7 @@ async fn every_supported_annotation_reaches_the_nlb() {
         )
         .await
         .unwrap();
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
-    let message = eventually("two-eips' SyncLoadBalancerFailed", SOON, || async {
-        events
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("SyncLoadBalancerFailed")
-                    && e.involved_object.name.as_deref() == Some("two-eips")
-            })?
-            .message
-    })
-    .await;
+    let message = failed_sync_message(&env.client, "two-eips").await;
     assert!(
         message.contains("Must have same number of EIP AllocationIDs (2) and SubnetIDs (1)"),
         "{message}"
@@ -3076,22 +3057,7 @@ async fn classic_elb_tls_proxy_protocol_and_own_security_groups() {
     let mut odd = classic_service("odd");
     odd.metadata.annotations = Some([(ann("proxy-protocol"), "true".to_string())].into());
     services.create(&PostParams::default(), &odd).await.unwrap();
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
-    let message = eventually("odd's SyncLoadBalancerFailed", SOON, || async {
-        events
-            .list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|e| {
-                e.reason.as_deref() == Some("SyncLoadBalancerFailed")
-                    && e.involved_object.name.as_deref() == Some("odd")
-            })?
-            .message
-    })
-    .await;
+    let message = failed_sync_message(&env.client, "odd").await;
     assert!(
         message.contains(r#"aws-load-balancer-proxy-protocol"="true" detected, but the only value supported currently is '*'"#),
         "{message}"
@@ -3316,6 +3282,30 @@ async fn instance_tags(
         .collect()
 }
 
+/// The message of the first SyncLoadBalancerFailed Event about the
+/// Service `name` in default, once there is one.
+async fn failed_sync_message(client: &kube::Client, name: &str) -> String {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    eventually(
+        &format!("{name}'s SyncLoadBalancerFailed"),
+        SOON,
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("SyncLoadBalancerFailed")
+                        && e.involved_object.name.as_deref() == Some(name)
+                })?
+                .message
+        },
+    )
+    .await
+}
+
 /// A cloud.conf pointing EC2 at moto.
 fn moto_cloud_config(moto: &Moto) -> String {
     format!(
@@ -3501,10 +3491,7 @@ async fn the_tagging_controller_s_flags_are_checked_and_it_runs_only_when_named(
 
 /// cloud-provider-aws's aws-cloud-controller-manager (testenv/aws-ccm, the
 /// Go incumbent), under the main Lease with the tests' timings.
-struct GoAwsCcm {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
+type GoAwsCcm = Upstream;
 
 impl GoAwsCcm {
     fn start(env: &CloudEnv, n: u32) -> Self {
@@ -3518,46 +3505,28 @@ impl GoAwsCcm {
         n: u32,
     ) -> Self {
         let bin = overcast_testenv::bin_dir().join("aws-ccm/aws-cloud-controller-manager");
-        assert!(
-            bin.exists(),
-            "{} is missing: run `make testenv`",
-            bin.display()
-        );
-        let log = dir.join(format!("aws-ccm-{n}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(&bin)
-            .args([
-                "--cloud-provider=aws".to_string(),
-                format!("--cloud-config={}", config.display()),
-                format!("--kubeconfig={}", kubeconfig.display()),
-                "--secure-port=0".into(),
-                "--configure-cloud-routes=false".into(),
-                "--leader-elect=true".into(),
-                "--leader-elect-lease-duration=4s".into(),
-                "--leader-elect-renew-deadline=3s".into(),
-                "--leader-elect-retry-period=500ms".into(),
-                "--node-monitor-period=500ms".into(),
-                "--v=2".into(),
-            ])
-            .args(TAGGING)
-            .envs(AWS_ENV)
-            .stdin(std::process::Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        GoAwsCcm { child, log }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for GoAwsCcm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut args = vec![
+            "--cloud-provider=aws".to_string(),
+            format!("--cloud-config={}", config.display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            "--secure-port=0".into(),
+            "--configure-cloud-routes=false".into(),
+            "--leader-elect=true".into(),
+            "--leader-elect-lease-duration=4s".into(),
+            "--leader-elect-renew-deadline=3s".into(),
+            "--leader-elect-retry-period=500ms".into(),
+            "--node-monitor-period=500ms".into(),
+            "--v=2".into(),
+        ];
+        args.extend(TAGGING.map(String::from));
+        Self::spawn(
+            &bin,
+            &args,
+            &AWS_ENV,
+            dir,
+            &format!("aws-ccm-{n}"),
+            "make testenv",
+        )
     }
 }
 
@@ -3580,18 +3549,6 @@ async fn tagged(nodes: &Api<Node>, ec2: &aws_sdk_ec2::Client, name: &str, id: &s
         (tags.get("team").map(String::as_str) == Some("platform")).then_some(label)
     })
     .await
-}
-
-/// The main Lease's holder.
-async fn lease_holder(client: &kube::Client) -> Option<String> {
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
-        Api::namespaced(client.clone(), "kube-system");
-    leases
-        .get_opt("cloud-controller-manager")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
 }
 
 /// The NLBs in moto, by name.
@@ -3696,7 +3653,7 @@ async fn on_real_kubelets_cloud_provider_aws_hands_over_to_overcast_and_back() {
     };
     let go = GoAwsCcm::start_at(&kubeconfig, &config, dir.path(), 1);
     overcast_testenv::wait_until("cloud-provider-aws leads", SOON, || async {
-        lease_holder(&client).await
+        holder(&client, "cloud-controller-manager").await
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));
@@ -3970,7 +3927,7 @@ async fn a_cluster_served_by_cloud_provider_aws_moves_to_overcast_and_back() {
     let client = &env.client;
     let go = GoAwsCcm::start(&env, 1);
     overcast_testenv::wait_until("cloud-provider-aws leads", SOON, || async {
-        lease_holder(client).await
+        holder(client, "cloud-controller-manager").await
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", go.log_text()));

@@ -6,10 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::*;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, Pod, Service, ServicePort, ServiceSpec};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -19,29 +17,10 @@ const MIGRATION_LEASE: &str = "cloud-provider-extraction-migration";
 const CLUSTER_CIDR: &str = "10.244.0.0/16";
 
 /// An upstream Go controller manager (kube-controller-manager, or the Go
-/// cloud-controller-manager) with its output in a log file; SIGKILLed when
-/// dropped.
-struct ControllerManager {
-    child: Child,
-    log: std::path::PathBuf,
-}
+/// cloud-controller-manager).
+type ControllerManager = Upstream;
 
 impl ControllerManager {
-    /// Starts `bin` with `args`, its output in `dir`/`name`.log.
-    fn spawn(bin: &Path, args: &[String], dir: &Path, name: &str, fix: &str) -> Self {
-        assert!(bin.is_file(), "{} missing: run `{fix}`", bin.display());
-        let log = dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        ControllerManager { child, log }
-    }
-
     /// kube-controller-manager running node IPAM only, with leader migration.
     fn start(plane: &ControlPlane, dir: &Path, migration_config: &Path, n: u32) -> Self {
         let args = [
@@ -69,6 +48,7 @@ impl ControllerManager {
         Self::spawn(
             &bin,
             &args,
+            &[],
             dir,
             &format!("kube-controller-manager-{n}"),
             "make testenv",
@@ -102,7 +82,7 @@ impl ControllerManager {
             format!("--leader-migration-config={}", migration_config.display()),
         ];
         let bin = overcast_testenv::bin_dir().join("kcm-intree/kube-controller-manager");
-        Self::spawn(&bin, &args, dir, "kcm-intree", "make testenv")
+        Self::spawn(&bin, &args, &[], dir, "kcm-intree", "make testenv")
     }
 
     /// The upstream Go cloud-controller-manager (k8s.io/cloud-provider
@@ -128,29 +108,8 @@ impl ControllerManager {
             "--leader-elect-retry-period=500ms".into(),
             "--node-monitor-period=500ms".into(),
         ];
-        Self::spawn(&bin, &args, dir, &format!("go-ccm-{n}"), "make go-ccm")
+        Self::spawn(&bin, &args, &[], dir, &format!("go-ccm-{n}"), "make go-ccm")
     }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ControllerManager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn holder(client: &Client, lease: &str) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), "kube-system")
-        .get_opt(lease)
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
 }
 
 /// Waits until the migration Lease is held by whoever holds `main`: both

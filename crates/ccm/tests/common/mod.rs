@@ -348,3 +348,58 @@ pub fn kubectl(plane: &overcast_testenv::ControlPlane, args: &[&str]) -> String 
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Who holds the Lease `lease` in kube-system (`None`: nobody, or released).
+pub async fn holder(client: &Client, lease: &str) -> Option<String> {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "kube-system")
+        .get_opt(lease)
+        .await
+        .ok()??
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+/// An upstream Go component (a controller manager) with its output in a log
+/// file; SIGKILLed when dropped.
+pub struct Upstream {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Upstream {
+    /// Starts `bin` with `args` and `envs`, its output in `dir`/`name`.log;
+    /// a missing binary fails naming `fix`.
+    pub fn spawn(
+        bin: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        dir: &Path,
+        name: &str,
+        fix: &str,
+    ) -> Self {
+        assert!(bin.is_file(), "{} missing: run `{fix}`", bin.display());
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        Upstream { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
