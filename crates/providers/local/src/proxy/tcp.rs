@@ -1,4 +1,4 @@
-//! TCP listeners: accept, pick a backend, splice(2) both directions.
+//! TCP listeners: accept, pick a backend, relay both directions (splice.rs).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,8 +16,7 @@ use super::{Counted, Settings, Targets, proxy_protocol};
 const CONNECT_ATTEMPTS: usize = 3;
 
 /// Both directions until either side closes, or until neither has sent a
-/// byte for `idle` (then both are closed, as a cloud balancer does). The
-/// bytes move by splice(2), never through this process.
+/// byte for `idle` (then both are closed, as a cloud balancer does).
 async fn copy_until_idle(
     client: &mut TcpStream,
     upstream: &mut TcpStream,
