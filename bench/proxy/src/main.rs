@@ -8,7 +8,9 @@
 //! - `bulk`: large replies on a few connections (throughput in MiB/s).
 //!
 //! Load generator and backends share the machine with the proxy, equally
-//! for both proxies; the result is the ratio from one run.
+//! for both proxies; the result is the ratio from one run. Last, the same
+//! clients go straight to one backend ("no proxy"): on these cores, what
+//! any proxy's throughput is bounded by.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,6 +129,8 @@ struct Outcome {
     bytes: u64,
     latencies_us: Vec<u64>,
     elapsed: Duration,
+    /// The share of the machine's CPU busy during the workload (0 to 1).
+    machine_busy: f64,
 }
 
 impl Outcome {
@@ -135,6 +139,15 @@ impl Outcome {
     }
     fn mib_per_s(&self) -> f64 {
         self.bytes as f64 / (1024.0 * 1024.0) / self.elapsed.as_secs_f64()
+    }
+    /// With a fixed number of clients each waiting for its answer, the mean
+    /// is clients / throughput: the same for two proxies of equal
+    /// throughput, however their p50 and p99 differ.
+    fn mean_ms(&self) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.iter().sum::<u64>() as f64 / self.latencies_us.len() as f64 / 1000.0
     }
     fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
@@ -217,6 +230,23 @@ async fn drive(
     total
 }
 
+/// The machine's busy and total CPU time so far, in clock ticks (/proc/stat).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    // idle and iowait are fields 4 and 5 of the cpu line.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -247,7 +277,8 @@ struct Measured {
     rss: f64,
 }
 
-async fn measure(name: &'static str, pid: u32, target: SocketAddr, a: &Args) -> Measured {
+/// `pid`: the proxy's process, whose CPU is counted (none: no proxy).
+async fn measure(name: &'static str, pid: Option<u32>, target: SocketAddr, a: &Args) -> Measured {
     let duration = Duration::from_secs(a.seconds);
     // Warm-up: connections, health checks, caches.
     drive(target, Workload::Connect, 4, Duration::from_secs(1)).await;
@@ -257,9 +288,13 @@ async fn measure(name: &'static str, pid: u32, target: SocketAddr, a: &Args) -> 
         (Workload::Keepalive, a.concurrency),
         (Workload::Bulk, 4),
     ] {
-        let before = cpu_seconds(pid);
-        let o = drive(target, workload, workers, duration).await;
-        let cpu = cpu_seconds(pid) - before;
+        let before = pid.map_or(0.0, cpu_seconds);
+        let machine_before = machine_ticks();
+        let mut o = drive(target, workload, workers, duration).await;
+        let machine_after = machine_ticks();
+        o.machine_busy = (machine_after.0 - machine_before.0) as f64
+            / (machine_after.1 - machine_before.1).max(1) as f64;
+        let cpu = pid.map_or(0.0, cpu_seconds) - before;
         eprintln!(
             "{name:>9} {workload:?}: {:.0} ops/s, {:.1} MiB/s, p50 {:.3} ms, p99 {:.3} ms, {} errors, proxy CPU {cpu:.2}s",
             o.rate(),
@@ -273,7 +308,7 @@ async fn measure(name: &'static str, pid: u32, target: SocketAddr, a: &Args) -> 
     Measured {
         name,
         results,
-        rss: rss_mib(pid),
+        rss: pid.map_or(f64::NAN, rss_mib),
     }
 }
 
@@ -390,51 +425,90 @@ fn haproxy_version(a: &Args) -> String {
         .unwrap_or_default()
 }
 
-fn report(a: &Args, overcast: &Measured, haproxy: &Measured) -> String {
+fn report(a: &Args, overcast: &Measured, haproxy: &Measured, direct: &Measured) -> String {
     let mut s = format!(
-        "### proxy: {}s per workload, {} connections (bulk: 4)\n\n- HAProxy: {}\n\n| measure | overcast | HAProxy | overcast / HAProxy |\n|---|---|---|---|\n",
+        "### proxy: {}s per workload, {} connections (bulk: 4)\n\n- HAProxy: {}\n\n| measure | overcast | HAProxy | overcast / HAProxy | no proxy |\n|---|---|---|---|---|\n",
         a.seconds,
         a.concurrency,
         haproxy_version(a)
     );
-    let mut row = |what: String, o: f64, h: f64| {
+    let mut row = |what: String, o: f64, h: f64, d: Option<f64>| {
         let ratio = if h == 0.0 {
             "-".to_string()
         } else {
             format!("{:.2}", o / h)
         };
-        s += &format!("| {what} | {o:.2} | {h:.2} | {ratio} |\n");
+        let d = d.map_or("-".to_string(), |d| format!("{d:.2}"));
+        s += &format!("| {what} | {o:.2} | {h:.2} | {ratio} | {d} |\n");
     };
-    for ((w, o, ocpu), (_, h, hcpu)) in overcast.results.iter().zip(&haproxy.results) {
+    for (((w, o, ocpu), (_, h, hcpu)), (_, d, _)) in overcast
+        .results
+        .iter()
+        .zip(&haproxy.results)
+        .zip(&direct.results)
+    {
         let name = format!("{w:?}").to_lowercase();
         match w {
-            Workload::Bulk => row(format!("{name}: MiB/s"), o.mib_per_s(), h.mib_per_s()),
-            _ => row(format!("{name}: requests/s"), o.rate(), h.rate()),
+            Workload::Bulk => row(
+                format!("{name}: MiB/s"),
+                o.mib_per_s(),
+                h.mib_per_s(),
+                Some(d.mib_per_s()),
+            ),
+            _ => row(
+                format!("{name}: requests/s"),
+                o.rate(),
+                h.rate(),
+                Some(d.rate()),
+            ),
         }
+        row(
+            format!("{name}: latency mean (ms)"),
+            o.mean_ms(),
+            h.mean_ms(),
+            Some(d.mean_ms()),
+        );
         row(
             format!("{name}: latency p50 (ms)"),
             o.percentile_ms(0.5),
             h.percentile_ms(0.5),
+            Some(d.percentile_ms(0.5)),
         );
         row(
             format!("{name}: latency p99 (ms)"),
             o.percentile_ms(0.99),
             h.percentile_ms(0.99),
+            Some(d.percentile_ms(0.99)),
         );
         row(
             format!("{name}: proxy CPU s per 10k requests"),
             ocpu / o.ops.max(1) as f64 * 10_000.0,
             hcpu / h.ops.max(1) as f64 * 10_000.0,
+            None,
         );
-        row(format!("{name}: errors"), o.errors as f64, h.errors as f64);
+        row(
+            format!("{name}: machine CPU busy (%)"),
+            o.machine_busy * 100.0,
+            h.machine_busy * 100.0,
+            Some(d.machine_busy * 100.0),
+        );
+        row(
+            format!("{name}: errors"),
+            o.errors as f64,
+            h.errors as f64,
+            Some(d.errors as f64),
+        );
     }
     row(
         "proxy RSS after the run (MiB)".into(),
         overcast.rss,
         haproxy.rss,
+        None,
     );
-    let _ = (overcast.name, haproxy.name);
-    s += "\nThe overcast figures are the whole overcast-ccm process (controllers idle).\n\n";
+    let _ = (overcast.name, haproxy.name, direct.name);
+    s += "\nThe overcast figures are the whole overcast-ccm process (controllers idle). \
+          \"no proxy\": the same clients straight to one backend, what any proxy's figures \
+          are bounded by on these cores.\n\n";
     s
 }
 
@@ -452,7 +526,7 @@ async fn main() -> anyhow::Result<()> {
         request(&mut c, 1, &mut [0u8; 8]).await.ok()
     })
     .await?;
-    let overcast = measure("overcast", ccm.0.id(), overcast_target, &a).await;
+    let overcast = measure("overcast", Some(ccm.0.id()), overcast_target, &a).await;
     drop(ccm);
 
     let haproxy = start_haproxy(&a, plane.dir(), node_port)?;
@@ -462,11 +536,13 @@ async fn main() -> anyhow::Result<()> {
         request(&mut c, 1, &mut [0u8; 8]).await.ok()
     })
     .await?;
-    let measured_haproxy = measure("haproxy", haproxy.0.id(), haproxy_target, &a).await;
+    let measured_haproxy = measure("haproxy", Some(haproxy.0.id()), haproxy_target, &a).await;
     drop(haproxy);
     plane.stop();
+    let backend: SocketAddr = format!("{}:{node_port}", BACKENDS[0]).parse()?;
+    let direct = measure("no proxy", None, backend, &a).await;
 
-    let text = report(&a, &overcast, &measured_haproxy);
+    let text = report(&a, &overcast, &measured_haproxy, &direct);
     print!("{text}");
     if let Some(out) = &a.out {
         use std::io::Write as _;
