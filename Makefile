@@ -137,6 +137,8 @@ test: testenv venv $(GO_CCM)
 BENCH_NODES ?= 1000
 BENCH_SERVICES ?= 1000
 BENCH_PROFILE ?= lifted
+# Non-empty: the Services churn (created, updated, deleted) while the Nodes join.
+BENCH_CHURN ?=
 BENCH_OUT ?= bench/results/$(shell date +%Y-%m-%d)-scale.md
 
 # The upstream Go cloud-controller-manager with the benchmark's fake cloud.
@@ -159,18 +161,19 @@ $(GO_CCM): bench/go-ccm/main.go bench/go-ccm/go.mod bench/go-ccm/go.sum
 
 # overcast-ccm against the Go CCM on the same (fresh) apiserver; appends to $(BENCH_OUT).
 .PHONY: bench-scale
-bench-scale: testenv go-ccm
+bench-scale: testenv-cluster go-ccm
 	$(CARGO) build --release -p overcast-ccm -p overcast-bench
-	BENCH_NODES=$(BENCH_NODES) BENCH_SERVICES=$(BENCH_SERVICES) BENCH_PROFILE=$(BENCH_PROFILE) bench/record-header.sh "$(BENCH_OUT)"
+	BENCH_NODES=$(BENCH_NODES) BENCH_SERVICES=$(BENCH_SERVICES) BENCH_PROFILE=$(BENCH_PROFILE) BENCH_CHURN=$(BENCH_CHURN) bench/record-header.sh "$(BENCH_OUT)"
 	$(CARGO_TARGET_DIR)/release/overcast-bench --overcast $(CARGO_TARGET_DIR)/release/overcast-ccm \
-	  --go $(GO_CCM) --nodes $(BENCH_NODES) --services $(BENCH_SERVICES) --profile $(BENCH_PROFILE) --out "$(BENCH_OUT)"
+	  --go $(GO_CCM) --nodes $(BENCH_NODES) --services $(BENCH_SERVICES) --profile $(BENCH_PROFILE) \
+	  $(if $(BENCH_CHURN),--churn) --out "$(BENCH_OUT)"
 
 # The local provider's built-in load balancer against HAProxy (Debian's
 # package, installed here when missing) in front of the same backends.
 BENCH_PROXY_SECONDS ?= 10
 BENCH_PROXY_OUT ?= bench/results/$(shell date -u +%Y-%m-%d)-proxy.md
 .PHONY: bench-proxy
-bench-proxy: testenv
+bench-proxy: testenv-cluster
 	@command -v haproxy >/dev/null || command -v /usr/sbin/haproxy >/dev/null || \
 	  { echo "installing haproxy (Debian package)"; apt-get install -y haproxy >/dev/null; }
 	$(CARGO) build --release -p overcast-ccm -p overcast-proxy-bench

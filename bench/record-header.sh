@@ -3,7 +3,7 @@
 # versions and the command.
 set -euo pipefail
 out=$1
-command=${2:-make bench-scale BENCH_NODES=${BENCH_NODES:-1000} BENCH_SERVICES=${BENCH_SERVICES:-1000} BENCH_PROFILE=${BENCH_PROFILE:-lifted}}
+command=${2:-make bench-scale BENCH_NODES=${BENCH_NODES:-1000} BENCH_SERVICES=${BENCH_SERVICES:-1000} BENCH_PROFILE=${BENCH_PROFILE:-lifted}${BENCH_CHURN:+ BENCH_CHURN=$BENCH_CHURN}}
 mkdir -p "$(dirname "$out")"
 {
   echo "## $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -230,23 +230,6 @@ async fn drive(
     total
 }
 
-/// The machine's busy and total CPU time so far, in clock ticks (/proc/stat).
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let total: u64 = fields.iter().take(8).sum();
-    // idle and iowait are fields 4 and 5 of the cpu line.
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
-}
-
 /// utime + stime of a process, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -289,9 +272,9 @@ async fn measure(name: &'static str, pid: Option<u32>, target: SocketAddr, a: &A
         (Workload::Bulk, 4),
     ] {
         let before = pid.map_or(0.0, cpu_seconds);
-        let machine_before = machine_ticks();
+        let machine_before = overcast_testenv::machine_cpu_ticks();
         let mut o = drive(target, workload, workers, duration).await;
-        let machine_after = machine_ticks();
+        let machine_after = overcast_testenv::machine_cpu_ticks();
         o.machine_busy = (machine_after.0 - machine_before.0) as f64
             / (machine_after.1 - machine_before.1).max(1) as f64;
         let cpu = pid.map_or(0.0, cpu_seconds) - before;

@@ -12,8 +12,15 @@
 //! any CCM, whatever it costs. Both run with the `lifted` profile only (they
 //! are never throttled).
 //!
+//! With `--churn` the Services do not wait for the Nodes: while the Nodes
+//! join, each of the M Services is created, waited for until it has an
+//! ingress, updated (its port changes) and deleted, and waited for until it
+//! is gone (the CCM has released it and removed its finalizer), 64 at a time.
+//! Each Node that joins also changes the set every load balancer targets.
+//!
 //! usage: overcast-bench --overcast BIN --go BIN [--nodes N] [--services M]
-//!        [--profile default|lifted] [--out FILE] [--apiserver-profile DIR]
+//!        [--profile default|lifted] [--churn] [--out FILE]
+//!        [--apiserver-profile DIR]
 //!
 //! `--apiserver-profile DIR` saves a CPU profile of the apiserver over the
 //! first seconds of each run's Node phase as DIR/<run>-apiserver.pprof
@@ -48,6 +55,8 @@ struct Args {
     profile: String,
     out: Option<PathBuf>,
     apiserver_profile: Option<PathBuf>,
+    /// The Services churn while the Nodes join (see `churn_services`).
+    churn: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -59,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         profile: "lifted".into(),
         out: None,
         apiserver_profile: None,
+        churn: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--profile" => a.profile = value()?,
             "--out" => a.out = Some(value()?.into()),
             "--apiserver-profile" => a.apiserver_profile = Some(value()?.into()),
+            "--churn" => a.churn = true,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -113,8 +124,9 @@ enum Initialiser<'a> {
     /// A CCM binary with its extra flags.
     Ccm(&'a Path, Vec<String>),
     /// The benchmark itself, writing what a CCM would write per Node as soon
-    /// as the Node exists; Services are left alone.
-    Bound,
+    /// as the Node exists (with `events`, the `Synced` Event too, as a CCM
+    /// that drops none would); Services are left alone.
+    Bound { events: bool },
     /// Nothing: the run ends when every Node created is seen by the watch.
     /// The floor under any CCM's time, which starts with those creates.
     CreatesOnly,
@@ -126,10 +138,16 @@ struct RunResult {
     node_p50: Duration,
     node_p99: Duration,
     services_total: Duration,
+    /// With --churn: create → ingress and delete → gone, p50 and p99.
+    churn: Option<ChurnTimes>,
     peak_rss_kib: u64,
     cpu_seconds: f64,
     /// CPU time of the apiserver and of etcd during the Node phase.
     apiserver_node_cpu: f64,
+    /// CPU time of the CCM during the Node phase (none in the bound).
+    ccm_node_cpu: f64,
+    /// The share of the machine's CPU busy during the Node phase (0 to 1).
+    machine_node_busy: f64,
     etcd_node_cpu: f64,
     requests: BTreeMap<String, usize>,
 }
@@ -295,7 +313,7 @@ async fn run_one(
                 .with_context(|| format!("starting {}", binary.display()))?;
             (Some(Killed(child)), None)
         }
-        Initialiser::Bound => {
+        Initialiser::Bound { events } => {
             // The writes go as the user "ccm" so the audit log counts them.
             let kubeconfig =
                 kube::config::Kubeconfig::read_from(plane.user_kubeconfig_path("ccm"))?;
@@ -305,10 +323,14 @@ async fn run_one(
             )
             .await?;
             config.read_timeout = Some(Duration::from_secs(300));
-            (None, Some(Client::try_from(config)?))
+            (None, Some((Client::try_from(config)?, events)))
         }
     };
     let plane_cpu_before = control_plane_cpu(&plane);
+    let ccm_pid = child.as_ref().map(|c| c.0.id());
+    let ccm_cpu = || ccm_pid.map_or(0.0, |pid| process_usage(pid).1);
+    let ccm_cpu_before = ccm_cpu();
+    let machine_before = overcast_testenv::machine_cpu_ticks();
     let profile = args.apiserver_profile.as_ref().map(|dir| {
         let path = dir.join(format!("{name}-apiserver.pprof"));
         tokio::spawn(save_apiserver_profile(client.clone(), path))
@@ -326,21 +348,49 @@ async fn run_one(
                     .is_some_and(|t| t.iter().any(|t| t.key == TAINT))
         },
     );
+    // With --churn, the Services churn while the Nodes join.
+    // In the bound run, the benchmark makes the Services' writes too.
+    let churn = (args.churn && !creates_only)
+        .then(|| tokio::spawn(churn_services(client.clone(), args.services)));
+    let bound_services = match (&churn, &bound_client) {
+        (Some(_), Some((ccm, _))) => Some(tokio::spawn(serve_services_like_a_ccm(ccm.clone()))),
+        _ => None,
+    };
     let created = Arc::new(Mutex::new(BTreeMap::new()));
     let started = Instant::now();
     let nodes: Api<Node> = Api::all(client.clone());
     // In the bound run, the names of created Nodes go to writers that stand
     // in for a CCM's node workers (as many as the lifted profile's).
     let (to_initialise, initialised) = match &bound_client {
-        Some(ccm) => {
+        Some((ccm, events)) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            // A CCM's Events go to one writer behind a queue, off the
+            // workers' path: so here.
+            let (event_tx, event_writer) = if *events {
+                let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let ccm = ccm.clone();
+                let writer = tokio::spawn(async move {
+                    while let Some(node) = event_rx.recv().await {
+                        synced_event(&ccm, &node).await?;
+                    }
+                    anyhow::Ok(())
+                });
+                (Some(event_tx), Some(writer))
+            } else {
+                (None, None)
+            };
             let ccm = ccm.clone();
             let writers = tokio::spawn(async move {
                 tokio_stream_from(rx)
-                    .map(|name| initialise_like_a_ccm(ccm.clone(), name))
+                    .map(|name| initialise_like_a_ccm(ccm.clone(), name, event_tx.clone()))
                     .buffer_unordered(NODE_WORKERS)
                     .try_collect::<Vec<()>>()
-                    .await
+                    .await?;
+                drop(event_tx);
+                if let Some(writer) = event_writer {
+                    writer.await??;
+                }
+                anyhow::Ok(())
             });
             (Some(tx), Some(writers))
         }
@@ -370,14 +420,17 @@ async fn run_one(
         .try_collect::<Vec<()>>()
         .await?;
     drop(to_initialise);
-    if let Some(writers) = initialised {
-        writers.await??;
-    }
     let done = tokio::time::timeout(TIMEOUT, node_times)
         .await
         .context("nodes not initialised in time")??;
     let nodes_total = started.elapsed();
     let plane_cpu_after = control_plane_cpu(&plane);
+    let ccm_node_cpu = ccm_cpu() - ccm_cpu_before;
+    let machine_after = overcast_testenv::machine_cpu_ticks();
+    // Trailing Events of the bound land after the Nodes, as a CCM's do.
+    if let Some(writers) = initialised {
+        writers.await??;
+    }
     if let Some(profile) = profile {
         profile.await??;
     }
@@ -392,21 +445,36 @@ async fn run_one(
         node_p50: percentile(&latencies, 0.5),
         node_p99: percentile(&latencies, 0.99),
         apiserver_node_cpu: plane_cpu_after.0 - plane_cpu_before.0,
+        ccm_node_cpu,
+        machine_node_busy: (machine_after.0 - machine_before.0) as f64
+            / (machine_after.1 - machine_before.1).max(1) as f64,
         etcd_node_cpu: plane_cpu_after.1 - plane_cpu_before.1,
         ..Default::default()
     };
     // Services are served only where a CCM runs.
-    if let Some(child) = child {
+    if let Some(mut churned) = churn {
+        let (total, times) = match bound_services {
+            // The bound's service writes failing would leave the churn waiting.
+            Some(mut server) => {
+                let churned = tokio::select! {
+                    churned = &mut churned => churned??,
+                    served = &mut server => {
+                        served??;
+                        bail!("the bound's service writer stopped")
+                    }
+                };
+                server.abort();
+                churned
+            }
+            None => churned.await??,
+        };
+        result.services_total = total;
+        result.churn = Some(times);
+    } else if child.is_some() {
         let svc_times = watch_until(
             Api::<Service>::namespaced(client.clone(), "default"),
             args.services,
-            |s: &Service| {
-                s.status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    .and_then(|lb| lb.ingress.as_ref())
-                    .is_some_and(|i| !i.is_empty())
-            },
+            has_ingress,
         );
         let started = Instant::now();
         let services: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -427,6 +495,8 @@ async fn run_one(
             .await
             .context("services not served in time")??;
         result.services_total = started.elapsed();
+    }
+    if let Some(child) = &child {
         // Let trailing writes (events) land before counting.
         tokio::time::sleep(Duration::from_secs(3)).await;
         (result.peak_rss_kib, result.cpu_seconds) = process_usage(child.0.id());
@@ -435,6 +505,112 @@ async fn run_one(
     drop(plane);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(result)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ChurnTimes {
+    served_p50: Duration,
+    served_p99: Duration,
+    gone_p50: Duration,
+    gone_p99: Duration,
+}
+
+/// Those waiting for a Service to have an ingress, or to be gone.
+#[derive(Default)]
+struct ServiceWaiters {
+    served: std::collections::HashMap<String, tokio::sync::oneshot::Sender<()>>,
+    gone: std::collections::HashMap<String, tokio::sync::oneshot::Sender<()>>,
+}
+
+fn has_ingress(s: &Service) -> bool {
+    s.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_some_and(|i| !i.is_empty())
+}
+
+/// Each of `count` Services, `CLIENT_CONCURRENCY` at a time: created, waited
+/// for until it has an ingress, its port changed, deleted, waited for until
+/// it is gone. The time for all, and each one's create → ingress and
+/// delete → gone.
+async fn churn_services(client: Client, count: usize) -> anyhow::Result<(Duration, ChurnTimes)> {
+    let services: Api<Service> = Api::namespaced(client, "default");
+    let waiters = Arc::new(Mutex::new(ServiceWaiters::default()));
+    let watch = {
+        let (api, waiters) = (services.clone(), Arc::clone(&waiters));
+        tokio::spawn(async move {
+            let stream = watcher::watcher(api, watcher::Config::default());
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.try_next().await? {
+                let mut w = waiters.lock().unwrap();
+                let ready = match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) if has_ingress(&s) => {
+                        w.served.remove(&s.name_any())
+                    }
+                    watcher::Event::Delete(s) => w.gone.remove(&s.name_any()),
+                    _ => None,
+                };
+                if let Some(tx) = ready {
+                    let _ = tx.send(());
+                }
+            }
+            anyhow::Ok(())
+        })
+    };
+    let started = Instant::now();
+    let times = futures::stream::iter(0..count)
+        .map(|i| {
+            let (services, waiters) = (services.clone(), Arc::clone(&waiters));
+            async move {
+                let name = format!("churn-{i:05}");
+                let (tx, served) = tokio::sync::oneshot::channel();
+                waiters.lock().unwrap().served.insert(name.clone(), tx);
+                let t = Instant::now();
+                services
+                    .create(&PostParams::default(), &lb_service(&name))
+                    .await?;
+                tokio::time::timeout(TIMEOUT, served)
+                    .await
+                    .with_context(|| format!("{name} not served in time"))??;
+                let to_serve = t.elapsed();
+                services
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(
+                            serde_json::json!({"spec": {"ports": [{"port": 8080}]}}),
+                        ),
+                    )
+                    .await?;
+                let (tx, gone) = tokio::sync::oneshot::channel();
+                waiters.lock().unwrap().gone.insert(name.clone(), tx);
+                let t = Instant::now();
+                services.delete(&name, &Default::default()).await?;
+                tokio::time::timeout(TIMEOUT, gone)
+                    .await
+                    .with_context(|| format!("{name} not released in time"))??;
+                anyhow::Ok((to_serve, t.elapsed()))
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await;
+    watch.abort();
+    let times = times?;
+    let total = started.elapsed();
+    let (mut served, mut gone): (Vec<_>, Vec<_>) = times.into_iter().unzip();
+    served.sort();
+    gone.sort();
+    Ok((
+        total,
+        ChurnTimes {
+            served_p50: percentile(&served, 0.5),
+            served_p99: percentile(&served, 0.99),
+            gone_p50: percentile(&gone, 0.5),
+            gone_p99: percentile(&gone, 0.99),
+        },
+    ))
 }
 
 /// Seconds of apiserver CPU profile taken from the start of the Node phase.
@@ -467,9 +643,15 @@ fn tokio_stream_from<T>(
 
 /// The two writes any CCM must make to initialise a Node with the fake
 /// cloud's answer: addresses (status), then labels, provider ID and taint
-/// removal. Merge patches, as overcast-ccm sends. The `Synced` Event is left
-/// out: both CCMs drop Events under load, so it is not a write they must make.
-async fn initialise_like_a_ccm(client: Client, name: String) -> anyhow::Result<()> {
+/// removal. Merge patches, as overcast-ccm sends. The `Synced` Event only with
+/// `events` (the queue to the Event writer): both CCMs drop Events under
+/// load, so it is not a write they must always make, but up to 1,000 Nodes
+/// neither drops one.
+async fn initialise_like_a_ccm(
+    client: Client,
+    name: String,
+    events: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let params = kube::api::PatchParams::default();
     nodes
@@ -494,6 +676,96 @@ async fn initialise_like_a_ccm(client: Client, name: String) -> anyhow::Result<(
                 "spec": {"providerID": format!("fake://{name}"), "taints": []},
             })),
         )
+        .await?;
+    if let Some(events) = events {
+        let _ = events.send(name);
+    }
+    Ok(())
+}
+
+/// The bound's service controller under --churn: the Service writes any CCM
+/// must make, as soon as the watch shows the need — the cleanup finalizer
+/// and then the ingress on a new Service, the finalizer's removal on a
+/// deleted one (merge patches, as overcast-ccm sends them) — with as many
+/// writers as the lifted profile's service workers. A port change needs no
+/// write: the ingress stays.
+async fn serve_services_like_a_ccm(client: Client) -> anyhow::Result<()> {
+    use overcast_cloud_provider::names::FINALIZER_LOAD_BALANCER_CLEANUP as FINALIZER;
+    let api: Api<Service> = Api::namespaced(client, "default");
+    let params = kube::api::PatchParams::default();
+    watcher::watcher(api.clone(), watcher::Config::default())
+        .map_err(anyhow::Error::from)
+        .try_for_each_concurrent(SERVICE_WORKERS, |event| {
+            let (api, params) = (api.clone(), params.clone());
+            async move {
+                let (watcher::Event::Apply(svc) | watcher::Event::InitApply(svc)) = event else {
+                    return Ok(());
+                };
+                let balanced = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+                if !balanced {
+                    return Ok(());
+                }
+                let name = svc.name_any();
+                let finalized = svc.finalizers().iter().any(|f| f == FINALIZER);
+                let patch = |body| kube::api::Patch::Merge(body);
+                let written = if svc.metadata.deletion_timestamp.is_some() {
+                    if !finalized {
+                        return Ok(());
+                    }
+                    api.patch(&name, &params, &patch(serde_json::json!({"metadata": {"finalizers": null}})))
+                        .await
+                        .map(|_| ())
+                } else if finalized {
+                    return Ok(());
+                } else {
+                    match api
+                        .patch(&name, &params, &patch(serde_json::json!({"metadata": {"finalizers": [FINALIZER]}})))
+                        .await
+                    {
+                        Ok(_) => api
+                            .patch_status(
+                                &name,
+                                &params,
+                                &patch(serde_json::json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}})),
+                            )
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                };
+                match written {
+                    // Deleted meanwhile: nothing left to write.
+                    Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                    other => other.with_context(|| format!("bound: writing Service {name}")),
+                }
+            }
+        })
+        .await
+}
+
+/// Service workers of the bound run: the lifted profile's --concurrent-service-syncs.
+const SERVICE_WORKERS: usize = 10;
+
+/// The `Synced` Event a CCM records for an initialised Node, shaped as
+/// overcast-ccm's (crates/controllers/src/events.rs).
+async fn synced_event(client: &Client, node: &str) -> anyhow::Result<()> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let stamp = now.to_string();
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": format!("{node}.{:x}", now.as_nanosecond()), "namespace": "default"},
+        "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
+        "reason": "Synced",
+        "message": "Node synced successfully",
+        "type": "Normal",
+        "source": {"component": "cloud-node-controller"},
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "reportingComponent": "cloud-node-controller",
+        "reportingInstance": "",
+    }))?;
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &event)
         .await?;
     Ok(())
 }
@@ -604,10 +876,13 @@ async fn main() -> anyhow::Result<()> {
     // only when the CCMs are too.
     let limits = if args.profile == "lifted" {
         eprintln!("bench: bound (the benchmark writes what a CCM would, no CCM)");
-        let bound = run_one("bound", Initialiser::Bound, &args).await?;
+        let bound = run_one("bound", Initialiser::Bound { events: false }, &args).await?;
+        eprintln!("bench: bound with Events (the same and a Synced Event per Node)");
+        let bound_events =
+            run_one("bound-events", Initialiser::Bound { events: true }, &args).await?;
         eprintln!("bench: floor (the Nodes are created, nothing more)");
         let floor = run_one("floor", Initialiser::CreatesOnly, &args).await?;
-        Some((bound, floor))
+        Some((bound, bound_events, floor))
     } else {
         None
     };
@@ -621,14 +896,22 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut out = String::new();
     out.push_str(&format!(
-        "### {} nodes, {} services, profile `{}`\n\n| measure | overcast-ccm | Go CCM | overcast / Go |\n|---|---|---|---|\n",
-        args.nodes, args.services, args.profile
+        "### {} nodes, {} services{}, profile `{}`\n\n| measure | overcast-ccm | Go CCM | overcast / Go |\n|---|---|---|---|\n",
+        args.nodes,
+        args.services,
+        if args.churn { " churning" } else { "" },
+        args.profile
     ));
-    let events_row = format!(
-        "Events written, of the {} recorded (Synced per Node, Ensuring and Ensured per Service)",
-        args.nodes + 2 * args.services
-    );
-    let rows: Vec<(&str, f64, f64, String, String)> = vec![
+    let events_row = if args.churn {
+        "Events written (Synced per Node; Ensuring, Ensured, Deleting and Deleted per Service)"
+            .to_string()
+    } else {
+        format!(
+            "Events written, of the {} recorded (Synced per Node, Ensuring and Ensured per Service)",
+            args.nodes + 2 * args.services
+        )
+    };
+    let mut rows: Vec<(&str, f64, f64, String, String)> = vec![
         (
             "all nodes initialised (s)",
             ours.nodes_total.as_secs_f64(),
@@ -651,7 +934,11 @@ async fn main() -> anyhow::Result<()> {
             secs(go.node_p99),
         ),
         (
-            "all services have status (s)",
+            if args.churn {
+                "all services churned: created, served, updated, deleted, released (s)"
+            } else {
+                "all services have status (s)"
+            },
             ours.services_total.as_secs_f64(),
             go.services_total.as_secs_f64(),
             secs(ours.services_total),
@@ -677,6 +964,20 @@ async fn main() -> anyhow::Result<()> {
             go.apiserver_node_cpu,
             format!("{:.2}", ours.apiserver_node_cpu),
             format!("{:.2}", go.apiserver_node_cpu),
+        ),
+        (
+            "CCM CPU while Nodes initialise (s)",
+            ours.ccm_node_cpu,
+            go.ccm_node_cpu,
+            format!("{:.2}", ours.ccm_node_cpu),
+            format!("{:.2}", go.ccm_node_cpu),
+        ),
+        (
+            "machine CPU busy while Nodes initialise (%)",
+            ours.machine_node_busy * 100.0,
+            go.machine_node_busy * 100.0,
+            format!("{:.1}", ours.machine_node_busy * 100.0),
+            format!("{:.1}", go.machine_node_busy * 100.0),
         ),
         (
             "etcd CPU while Nodes initialise (s)",
@@ -729,15 +1030,34 @@ async fn main() -> anyhow::Result<()> {
             go.lists().to_string(),
         ),
     ];
+    if let (Some(o), Some(g)) = (ours.churn, go.churn) {
+        for (what, a, b) in [
+            (
+                "churn: create → ingress p50 (s)",
+                o.served_p50,
+                g.served_p50,
+            ),
+            (
+                "churn: create → ingress p99 (s)",
+                o.served_p99,
+                g.served_p99,
+            ),
+            ("churn: delete → released p50 (s)", o.gone_p50, g.gone_p50),
+            ("churn: delete → released p99 (s)", o.gone_p99, g.gone_p99),
+        ] {
+            rows.push((what, a.as_secs_f64(), b.as_secs_f64(), secs(a), secs(b)));
+        }
+    }
     for (what, a, b, sa, sb) in rows {
         out.push_str(&format!("| {what} | {sa} | {sb} | {} |\n", ratio(a, b)));
     }
-    if let Some((bound, floor)) = &limits {
+    if let Some((bound, bound_events, floor)) = &limits {
         out.push_str(&format!(
             "\nBound: with no CCM, the benchmark making each Node's two writes (merge patches, \
              as overcast-ccm sends them) itself as soon as its create returns, with \
              {NODE_WORKERS} writers, had all Nodes initialised in {} s (p50 {} s, p99 {} s; \
-             apiserver CPU {:.2} s, etcd {:.2} s): {} × the Go CCM's throughput. Creating the \
+             apiserver CPU {:.2} s, etcd {:.2} s, machine {:.1} % busy): {} × the Go CCM's \
+             throughput. Creating the \
              Nodes alone, with nothing initialising them, took {} s (apiserver CPU {:.2} s): a \
              CCM that cost the apiserver nothing could be at most {} × as fast as the Go CCM.\n",
             secs(bound.nodes_total),
@@ -745,6 +1065,7 @@ async fn main() -> anyhow::Result<()> {
             secs(bound.node_p99),
             bound.apiserver_node_cpu,
             bound.etcd_node_cpu,
+            bound.machine_node_busy * 100.0,
             ratio(
                 go.nodes_total.as_secs_f64(),
                 bound.nodes_total.as_secs_f64()
@@ -756,6 +1077,54 @@ async fn main() -> anyhow::Result<()> {
                 floor.nodes_total.as_secs_f64()
             ),
         ));
+        out.push_str(&format!(
+            "\nBound with Events: the same writes and a `Synced` Event per Node (as a CCM that \
+             drops none writes it, by one writer behind a queue): {} s (apiserver CPU {:.2} s, \
+             {} Events).\n\n\
+             | of the bound (bound time / CCM time) | overcast-ccm | Go CCM |\n|---|---|---|\n\
+             | bound | {} | {} |\n| bound with Events | {} | {} |\n",
+            secs(bound_events.nodes_total),
+            bound_events.apiserver_node_cpu,
+            bound_events.events_written(),
+            ratio(
+                bound.nodes_total.as_secs_f64(),
+                ours.nodes_total.as_secs_f64()
+            ),
+            ratio(
+                bound.nodes_total.as_secs_f64(),
+                go.nodes_total.as_secs_f64()
+            ),
+            ratio(
+                bound_events.nodes_total.as_secs_f64(),
+                ours.nodes_total.as_secs_f64()
+            ),
+            ratio(
+                bound_events.nodes_total.as_secs_f64(),
+                go.nodes_total.as_secs_f64()
+            ),
+        ));
+        if let Some(churn) = bound.churn {
+            out.push_str(&format!(
+                "\nWith --churn the bound also makes the Services' writes (finalizer, ingress; \
+                 the finalizer's removal) with {SERVICE_WORKERS} writers: all churned in {} s \
+                 (create → ingress p50 {} s, p99 {} s; delete → released p50 {} s, p99 {} s). \
+                 The bound's Nodes are timed with the same churn. Services churned, of the \
+                 bound: overcast-ccm {}, Go CCM {}.\n",
+                secs(bound.services_total),
+                secs(churn.served_p50),
+                secs(churn.served_p99),
+                secs(churn.gone_p50),
+                secs(churn.gone_p99),
+                ratio(
+                    bound.services_total.as_secs_f64(),
+                    ours.services_total.as_secs_f64()
+                ),
+                ratio(
+                    bound.services_total.as_secs_f64(),
+                    go.services_total.as_secs_f64()
+                ),
+            ));
+        }
     }
     out.push_str("\nRequests by verb and resource (from the apiserver's audit log):\n\n| request | overcast-ccm | Go CCM |\n|---|---|---|\n");
     let keys: std::collections::BTreeSet<&String> =
