@@ -113,9 +113,11 @@ fn copy_once(from: &TcpStream, to: &TcpStream) -> std::io::Result<Copied> {
 /// length), so it also ends the readiness tokio holds, as HAProxy stops
 /// reading after a short read: the next bytes bring a new edge, and the read
 /// that would only have said EAGAIN is saved. tokio keeps a readiness that
-/// arrived during the read, and never clears end-of-stream. A splice into a
-/// pipe can stop short on the pipe's slots with bytes still queued, so
-/// splicing passes 0: never drained.
+/// arrived during the read, and never clears end-of-stream. (Splicing does
+/// not use this: a splice into a pipe can stop short on the pipe's slots
+/// with bytes still queued.) One exception, shared with HAProxy: recv also
+/// stops short before TCP urgent data with bytes behind it, which then wait
+/// for the peer's next bytes or the idle timeout.
 async fn read_once<R>(
     from: &TcpStream,
     drained_under: usize,
@@ -140,6 +142,21 @@ async fn read_once<R>(
             (None, Err(e)) => return Err(e),
             (None, Ok(())) => unreachable!("a read that succeeded left its result"),
         }
+    }
+}
+
+/// One recv through the copy buffer, forwarded, outside tokio's readiness
+/// (splice's EAGAIN cleared it): `None` at end-of-stream, else the bytes
+/// moved (0: nothing queued).
+async fn forward_one_recv(from: &TcpStream, to: &TcpStream) -> std::io::Result<Option<usize>> {
+    match copy_once(from, to) {
+        Ok(Copied::End) => Ok(None),
+        Ok(Copied::Read(n, rest)) => {
+            write_all(to, &rest).await?;
+            Ok(Some(n))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(0)),
+        Err(e) => Err(e),
     }
 }
 
@@ -169,7 +186,7 @@ pub async fn one_way(
     let end = || socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
     let mut moved = 0u64;
     // Copying until a read fills the buffer.
-    loop {
+    let pipe = loop {
         let (n, copied) = read_once(from, COPY_BUFFER, || {
             let copied = copy_once(from, to)?;
             Ok((
@@ -189,24 +206,62 @@ pub async fn one_way(
         write_all(to, &rest).await?;
         moved += n as u64;
         if n == COPY_BUFFER {
-            break;
+            // Out of descriptors, a bulk flow keeps copying.
+            match Pipe::new() {
+                Ok(pipe) => break pipe,
+                Err(e) => tracing::debug!("no pipe for a bulk flow, copying on: {e}"),
+            }
         }
-    }
+    };
     // A bulk flow: splicing from here on.
-    let pipe = Pipe::new()?;
+    // Wake-ups in a row that found nothing to splice.
+    let mut dry = 0u32;
+    // A recv just moved bytes past tokio's cleared readiness: more may be
+    // queued with no edge to come, so splice once before waiting.
+    let mut unsignalled = false;
     loop {
         // Empty pipe: fill it from the socket.
-        let (pending, ()) = read_once(from, 0, || {
-            Ok((
-                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)?,
-                (),
-            ))
-        })
-        .await?;
-        if pending == 0 {
-            end()?;
-            return Ok(moved);
-        }
+        let spliced = if std::mem::take(&mut unsignalled) {
+            splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)
+        } else {
+            from.readable().await?;
+            from.try_io(Interest::READABLE, || {
+                splice(from.as_raw_fd(), pipe.write.as_raw_fd(), pipe.capacity)
+            })
+        };
+        let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
+        let pending = match spliced {
+            Ok(n) if n > 0 => {
+                dry = 0;
+                n
+            }
+            Err(e) if would_block(&e) && dry == 0 => {
+                dry = 1;
+                continue;
+            }
+            Err(e) if !would_block(&e) => return Err(e),
+            // End-of-stream, or a second wake-up with nothing to splice.
+            // splice(2) stops at TCP urgent data and never passes it (recv
+            // skips the urgent byte): without this, the bytes after it
+            // would be cut off at end-of-stream, or wait for the idle
+            // timeout. One recv through the copy buffer tells.
+            _ => {
+                dry = 0;
+                match forward_one_recv(from, to).await? {
+                    None => {
+                        end()?;
+                        return Ok(moved);
+                    }
+                    Some(0) => continue,
+                    Some(n) => {
+                        note();
+                        moved += n as u64;
+                        unsignalled = true;
+                        continue;
+                    }
+                }
+            }
+        };
         note();
         // Drain the pipe into the other socket.
         let mut left = pending;
@@ -215,6 +270,7 @@ pub async fn one_way(
             match to.try_io(Interest::WRITABLE, || {
                 splice(pipe.read.as_raw_fd(), to.as_raw_fd(), left)
             }) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -290,6 +346,46 @@ mod tests {
         assert_eq!(writer.await.unwrap(), b"done");
         let (up, down) = relay.await.unwrap().unwrap();
         assert_eq!((up, down), (expect.len() as u64, 4));
+    }
+
+    /// splice(2) stops at TCP urgent data: the bytes after it must still
+    /// cross, and end-of-stream must not cut them off.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bytes_after_urgent_data_in_a_bulk_flow_are_not_cut_off() {
+        let (mut client, proxy_in) = pair().await;
+        let (proxy_out, mut server) = pair().await;
+        let relay = tokio::spawn(async move {
+            let activity = Arc::new(AtomicU64::new(0));
+            both_ways(
+                &proxy_in,
+                &proxy_out,
+                &activity,
+                tokio::time::Instant::now(),
+            )
+            .await
+        });
+        // Bulk first, so the flow is spliced.
+        let bulk = vec![b'b'; 4 * COPY_BUFFER];
+        client.write_all(&bulk).await.unwrap();
+        let mut got = vec![0u8; bulk.len()];
+        server.read_exact(&mut got).await.unwrap();
+        socket2::SockRef::from(&client)
+            .send_out_of_band(b"!")
+            .unwrap();
+        client.write_all(b"after the mark").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut tail = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            server.read_to_end(&mut tail),
+        )
+        .await
+        .expect("the bytes after the urgent byte did not arrive")
+        .unwrap();
+        // The urgent byte itself is out of band: recv does not return it.
+        assert_eq!(String::from_utf8_lossy(&tail), "after the mark");
+        drop(server);
+        let _ = relay.await.unwrap();
     }
 
     /// A relay between a client and an echoing server, and the client.
