@@ -299,6 +299,14 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    /// Both directions between `a` and `b`, in a task.
+    fn relay(a: TcpStream, b: TcpStream) -> tokio::task::JoinHandle<std::io::Result<(u64, u64)>> {
+        tokio::spawn(async move {
+            let activity = Arc::new(AtomicU64::new(0));
+            both_ways(&a, &b, &activity, tokio::time::Instant::now()).await
+        })
+    }
+
     /// A connected pair of sockets.
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -311,16 +319,7 @@ mod tests {
     async fn bytes_cross_both_ways_intact_and_end_of_stream_follows() {
         let (mut client, proxy_in) = pair().await;
         let (proxy_out, mut server) = pair().await;
-        let activity = Arc::new(AtomicU64::new(0));
-        let relay = tokio::spawn(async move {
-            both_ways(
-                &proxy_in,
-                &proxy_out,
-                &activity,
-                tokio::time::Instant::now(),
-            )
-            .await
-        });
+        let relay = relay(proxy_in, proxy_out);
         // Copied, then (once a read fills the buffer) spliced through more
         // than one pipe's worth; with a pattern to check.
         let sent: Vec<u8> = (0..(3 * 64 * 1024 + 17)).map(|i| (i % 251) as u8).collect();
@@ -354,16 +353,7 @@ mod tests {
     async fn bytes_after_urgent_data_in_a_bulk_flow_are_not_cut_off() {
         let (mut client, proxy_in) = pair().await;
         let (proxy_out, mut server) = pair().await;
-        let relay = tokio::spawn(async move {
-            let activity = Arc::new(AtomicU64::new(0));
-            both_ways(
-                &proxy_in,
-                &proxy_out,
-                &activity,
-                tokio::time::Instant::now(),
-            )
-            .await
-        });
+        let relay = relay(proxy_in, proxy_out);
         // Bulk first, so the flow is spliced.
         let bulk = vec![b'b'; 4 * COPY_BUFFER];
         client.write_all(&bulk).await.unwrap();
@@ -404,16 +394,7 @@ mod tests {
                 }
             }
         });
-        let relay = tokio::spawn(async move {
-            let activity = Arc::new(AtomicU64::new(0));
-            both_ways(
-                &proxy_in,
-                &proxy_out,
-                &activity,
-                tokio::time::Instant::now(),
-            )
-            .await
-        });
+        let relay = relay(proxy_in, proxy_out);
         (client, relay)
     }
 
