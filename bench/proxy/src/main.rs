@@ -272,11 +272,9 @@ async fn measure(name: &'static str, pid: Option<u32>, target: SocketAddr, a: &A
         (Workload::Bulk, 4),
     ] {
         let before = pid.map_or(0.0, cpu_seconds);
-        let machine_before = overcast_testenv::machine_cpu_ticks();
+        let machine_before = overcast_testenv::MachineCpu::now();
         let mut o = drive(target, workload, workers, duration).await;
-        let machine_after = overcast_testenv::machine_cpu_ticks();
-        o.machine_busy = (machine_after.0 - machine_before.0) as f64
-            / (machine_after.1 - machine_before.1).max(1) as f64;
+        o.machine_busy = overcast_testenv::MachineCpu::now().busy_since(&machine_before);
         let cpu = pid.map_or(0.0, cpu_seconds) - before;
         eprintln!(
             "{name:>9} {workload:?}: {:.0} ops/s, {:.1} MiB/s, p50 {:.3} ms, p99 {:.3} ms, {} errors, proxy CPU {cpu:.2}s",

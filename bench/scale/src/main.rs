@@ -330,7 +330,7 @@ async fn run_one(
     let ccm_pid = child.as_ref().map(|c| c.0.id());
     let ccm_cpu = || ccm_pid.map_or(0.0, |pid| process_usage(pid).1);
     let ccm_cpu_before = ccm_cpu();
-    let machine_before = overcast_testenv::machine_cpu_ticks();
+    let machine_before = overcast_testenv::MachineCpu::now();
     let profile = args.apiserver_profile.as_ref().map(|dir| {
         let path = dir.join(format!("{name}-apiserver.pprof"));
         tokio::spawn(save_apiserver_profile(client.clone(), path))
@@ -426,7 +426,7 @@ async fn run_one(
     let nodes_total = started.elapsed();
     let plane_cpu_after = control_plane_cpu(&plane);
     let ccm_node_cpu = ccm_cpu() - ccm_cpu_before;
-    let machine_after = overcast_testenv::machine_cpu_ticks();
+    let machine_node_busy = overcast_testenv::MachineCpu::now().busy_since(&machine_before);
     // Trailing Events of the bound land after the Nodes, as a CCM's do.
     if let Some(writers) = initialised {
         writers.await??;
@@ -446,8 +446,7 @@ async fn run_one(
         node_p99: percentile(&latencies, 0.99),
         apiserver_node_cpu: plane_cpu_after.0 - plane_cpu_before.0,
         ccm_node_cpu,
-        machine_node_busy: (machine_after.0 - machine_before.0) as f64
-            / (machine_after.1 - machine_before.1).max(1) as f64,
+        machine_node_busy,
         etcd_node_cpu: plane_cpu_after.1 - plane_cpu_before.1,
         ..Default::default()
     };

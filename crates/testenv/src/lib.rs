@@ -512,22 +512,38 @@ impl Drop for ControlPlane {
 }
 
 /// The machine's busy and total CPU time since boot, in clock ticks, from
-/// /proc/stat's `cpu` line: what the benchmarks read before and after a
+/// /proc/stat's `cpu` line: what the benchmarks take before and after a
 /// phase to say how busy the machine was.
-pub fn machine_cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal.
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal.
+        let total: u64 = fields.iter().take(8).sum();
+        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+        Self {
+            busy: total - idle,
+            total,
+        }
+    }
+
+    /// The share of the machine's CPU time busy since `earlier` (0 to 1).
+    pub fn busy_since(&self, earlier: &Self) -> f64 {
+        (self.busy - earlier.busy) as f64 / (self.total - earlier.total).max(1) as f64
+    }
 }
 
 /// Chooses rustls's ring provider for the process. When a build also links

@@ -107,29 +107,24 @@ fn copy_once(from: &TcpStream, to: &TcpStream) -> std::io::Result<Copied> {
     })
 }
 
-/// Waits until `from` is readable and reads once with `read`, which says how
-/// many bytes it took. A read of fewer than `drained_under` bytes drained the
-/// socket (recv(2) into a buffer takes all that is queued, up to its
-/// length), so it also ends the readiness tokio holds, as HAProxy stops
-/// reading after a short read: the next bytes bring a new edge, and the read
-/// that would only have said EAGAIN is saved. tokio keeps a readiness that
-/// arrived during the read, and never clears end-of-stream. (Splicing does
-/// not use this: a splice into a pipe can stop short on the pipe's slots
-/// with bytes still queued.) One exception, shared with HAProxy: recv also
-/// stops short before TCP urgent data with bytes behind it, which then wait
-/// for the peer's next bytes or the idle timeout.
-async fn read_once<R>(
-    from: &TcpStream,
-    drained_under: usize,
-    mut read: impl FnMut() -> std::io::Result<(usize, R)>,
-) -> std::io::Result<(usize, R)> {
+/// Waits until `from` is readable, then copies one read to `to`. A read
+/// shorter than the buffer drained the socket (recv(2) takes all that is
+/// queued, up to its length), so it also ends the readiness tokio holds, as
+/// HAProxy stops reading after a short read: the next bytes bring a new
+/// edge, and the read that would only have said EAGAIN is saved. tokio keeps
+/// a readiness that arrived during the read, and never clears end-of-stream.
+/// (Splicing does not do this: a splice into a pipe can stop short on the
+/// pipe's slots with bytes still queued.) One exception, shared with
+/// HAProxy: recv also stops short before TCP urgent data with bytes behind
+/// it, which then wait for the peer's next bytes or the idle timeout.
+async fn copy_when_readable(from: &TcpStream, to: &TcpStream) -> std::io::Result<Copied> {
     loop {
         from.readable().await?;
         let mut done = None;
         let tried = from.try_io(Interest::READABLE, || {
-            let (n, r) = read()?;
-            let drained = n < drained_under;
-            done = Some((n, r));
+            let copied = copy_once(from, to)?;
+            let drained = !matches!(copied, Copied::Read(n, _) if n == COPY_BUFFER);
+            done = Some(copied);
             if drained {
                 Err(std::io::ErrorKind::WouldBlock.into())
             } else {
@@ -137,7 +132,7 @@ async fn read_once<R>(
             }
         });
         match (done, tried) {
-            (Some(done), _) => return Ok(done),
+            (Some(copied), _) => return Ok(copied),
             (None, Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             (None, Err(e)) => return Err(e),
             (None, Ok(())) => unreachable!("a read that succeeded left its result"),
@@ -145,18 +140,15 @@ async fn read_once<R>(
     }
 }
 
-/// One recv through the copy buffer, forwarded, outside tokio's readiness
-/// (splice's EAGAIN cleared it): `None` at end-of-stream, else the bytes
-/// moved (0: nothing queued).
-async fn forward_one_recv(from: &TcpStream, to: &TcpStream) -> std::io::Result<Option<usize>> {
-    match copy_once(from, to) {
-        Ok(Copied::End) => Ok(None),
-        Ok(Copied::Read(n, rest)) => {
+/// Writes what `to` did not take of a copied read: `None` at end-of-stream,
+/// else the bytes read.
+async fn forward(to: &TcpStream, copied: Copied) -> std::io::Result<Option<usize>> {
+    match copied {
+        Copied::End => Ok(None),
+        Copied::Read(n, rest) => {
             write_all(to, &rest).await?;
             Ok(Some(n))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Some(0)),
-        Err(e) => Err(e),
     }
 }
 
@@ -187,23 +179,11 @@ pub async fn one_way(
     let mut moved = 0u64;
     // Copying until a read fills the buffer.
     let pipe = loop {
-        let (n, copied) = read_once(from, COPY_BUFFER, || {
-            let copied = copy_once(from, to)?;
-            Ok((
-                match &copied {
-                    Copied::End => 0,
-                    Copied::Read(n, _) => *n,
-                },
-                copied,
-            ))
-        })
-        .await?;
-        let Copied::Read(_, rest) = copied else {
+        let Some(n) = forward(to, copy_when_readable(from, to).await?).await? else {
             end()?;
             return Ok(moved);
         };
         note();
-        write_all(to, &rest).await?;
         moved += n as u64;
         if n == COPY_BUFFER {
             // Out of descriptors, a bulk flow keeps copying.
@@ -214,8 +194,8 @@ pub async fn one_way(
         }
     };
     // A bulk flow: splicing from here on.
-    // Wake-ups in a row that found nothing to splice.
-    let mut dry = 0u32;
+    // The last wake-up found nothing to splice.
+    let mut dry = false;
     // A recv just moved bytes past tokio's cleared readiness: more may be
     // queued with no edge to come, so splice once before waiting.
     let mut unsignalled = false;
@@ -232,11 +212,11 @@ pub async fn one_way(
         let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
         let pending = match spliced {
             Ok(n) if n > 0 => {
-                dry = 0;
+                dry = false;
                 n
             }
-            Err(e) if would_block(&e) && dry == 0 => {
-                dry = 1;
+            Err(e) if would_block(&e) && !dry => {
+                dry = true;
                 continue;
             }
             Err(e) if !would_block(&e) => return Err(e),
@@ -246,8 +226,13 @@ pub async fn one_way(
             // would be cut off at end-of-stream, or wait for the idle
             // timeout. One recv through the copy buffer tells.
             _ => {
-                dry = 0;
-                match forward_one_recv(from, to).await? {
+                dry = false;
+                // Outside tokio's readiness: splice's EAGAIN cleared it.
+                let copied = match copy_once(from, to) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(0),
+                    copied => forward(to, copied?).await?,
+                };
+                match copied {
                     None => {
                         end()?;
                         return Ok(moved);
