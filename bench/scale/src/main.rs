@@ -42,6 +42,9 @@ use kube::{Api, Client, ResourceExt};
 use overcast_testenv::{ControlPlane, StartOptions};
 
 use overcast_cloud_provider::names::TAINT_UNINITIALIZED as TAINT;
+
+mod bound_events;
+use bound_events::EventQueue;
 /// Requests from the benchmark itself are done at this concurrency.
 const CLIENT_CONCURRENCY: usize = 64;
 const TIMEOUT: Duration = Duration::from_secs(1800);
@@ -353,7 +356,10 @@ async fn run_one(
     let churn = (args.churn && !creates_only)
         .then(|| tokio::spawn(churn_services(client.clone(), args.services)));
     let bound_services = match (&churn, &bound_client) {
-        (Some(_), Some((ccm, _))) => Some(tokio::spawn(serve_services_like_a_ccm(ccm.clone()))),
+        (Some(_), Some((ccm, events))) => {
+            let events = events.then(|| EventQueue::start(ccm.clone(), "service-controller").0);
+            Some(tokio::spawn(serve_services_like_a_ccm(ccm.clone(), events)))
+        }
         _ => None,
     };
     let created = Arc::new(Mutex::new(BTreeMap::new()));
@@ -364,18 +370,11 @@ async fn run_one(
     let (to_initialise, initialised) = match &bound_client {
         Some((ccm, events)) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-            // A CCM's Events go to one writer behind a queue, off the
-            // workers' path: so here.
+            // A CCM's Events go to one writer per controller behind a
+            // queue, off the workers' path: so here.
             let (event_tx, event_writer) = if *events {
-                let (event_tx, mut event_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let ccm = ccm.clone();
-                let writer = tokio::spawn(async move {
-                    while let Some(node) = event_rx.recv().await {
-                        synced_event(&ccm, &node).await?;
-                    }
-                    anyhow::Ok(())
-                });
-                (Some(event_tx), Some(writer))
+                let (queue, writer) = EventQueue::start(ccm.clone(), "cloud-node-controller");
+                (Some(queue), Some(writer))
             } else {
                 (None, None)
             };
@@ -643,13 +642,12 @@ fn tokio_stream_from<T>(
 /// The two writes any CCM must make to initialise a Node with the fake
 /// cloud's answer: addresses (status), then labels, provider ID and taint
 /// removal. Merge patches, as overcast-ccm sends. The `Synced` Event only with
-/// `events` (the queue to the Event writer): both CCMs drop Events under
-/// load, so it is not a write they must always make, but up to 1,000 Nodes
-/// neither drops one.
+/// `events` (the queue to the Event writer, which drops Events when full, as
+/// both CCMs' recorders do).
 async fn initialise_like_a_ccm(
     client: Client,
     name: String,
-    events: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    events: Option<EventQueue>,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
     let params = kube::api::PatchParams::default();
@@ -677,7 +675,7 @@ async fn initialise_like_a_ccm(
         )
         .await?;
     if let Some(events) = events {
-        let _ = events.send(name);
+        events.node_synced(&name);
     }
     Ok(())
 }
@@ -687,15 +685,32 @@ async fn initialise_like_a_ccm(
 /// and then the ingress on a new Service, the finalizer's removal on a
 /// deleted one (merge patches, as overcast-ccm sends them) — with as many
 /// writers as the lifted profile's service workers. A port change needs no
-/// write: the ingress stays.
-async fn serve_services_like_a_ccm(client: Client) -> anyhow::Result<()> {
+/// write: the ingress stays. With `events`, the Events upstream's service
+/// controller records around them: Ensuring and Ensured for a new Service and
+/// for a port change (repeats, so patches), Deleting and Deleted for a
+/// deleted one.
+async fn serve_services_like_a_ccm(
+    client: Client,
+    events: Option<EventQueue>,
+) -> anyhow::Result<()> {
     use overcast_cloud_provider::names::FINALIZER_LOAD_BALANCER_CLEANUP as FINALIZER;
     let api: Api<Service> = Api::namespaced(client, "default");
     let params = kube::api::PatchParams::default();
+    // The ports each Service was last served with: a change is an update.
+    let served_ports: Arc<Mutex<std::collections::HashMap<String, String>>> = Arc::default();
+    let record = |svc: &Service, reason: &'static str, message: &'static str| {
+        if let Some(events) = &events {
+            events.record(
+                overcast_cloud_provider::object_reference(svc),
+                reason,
+                message,
+            );
+        }
+    };
     watcher::watcher(api.clone(), watcher::Config::default())
         .map_err(anyhow::Error::from)
         .try_for_each_concurrent(SERVICE_WORKERS, |event| {
-            let (api, params) = (api.clone(), params.clone());
+            let (api, params, served_ports) = (api.clone(), params.clone(), Arc::clone(&served_ports));
             async move {
                 let (watcher::Event::Apply(svc) | watcher::Event::InitApply(svc)) = event else {
                     return Ok(());
@@ -706,18 +721,32 @@ async fn serve_services_like_a_ccm(client: Client) -> anyhow::Result<()> {
                 }
                 let name = svc.name_any();
                 let finalized = svc.finalizers().iter().any(|f| f == FINALIZER);
+                let ports = serde_json::to_string(&svc.spec.as_ref().map(|s| &s.ports))?;
                 let patch = |body| kube::api::Patch::Merge(body);
                 let written = if svc.metadata.deletion_timestamp.is_some() {
                     if !finalized {
                         return Ok(());
                     }
-                    api.patch(&name, &params, &patch(serde_json::json!({"metadata": {"finalizers": null}})))
+                    record(&svc, "DeletingLoadBalancer", "Deleting load balancer");
+                    let removed = api
+                        .patch(&name, &params, &patch(serde_json::json!({"metadata": {"finalizers": null}})))
                         .await
-                        .map(|_| ())
+                        .map(|_| ());
+                    if removed.is_ok() {
+                        record(&svc, "DeletedLoadBalancer", "Deleted load balancer");
+                    }
+                    removed
                 } else if finalized {
+                    let previous = served_ports.lock().unwrap().insert(name.clone(), ports.clone());
+                    if previous.is_some_and(|p| p != ports) {
+                        record(&svc, "EnsuringLoadBalancer", "Ensuring load balancer");
+                        record(&svc, "EnsuredLoadBalancer", "Ensured load balancer");
+                    }
                     return Ok(());
                 } else {
-                    match api
+                    served_ports.lock().unwrap().insert(name.clone(), ports);
+                    record(&svc, "EnsuringLoadBalancer", "Ensuring load balancer");
+                    let served = match api
                         .patch(&name, &params, &patch(serde_json::json!({"metadata": {"finalizers": [FINALIZER]}})))
                         .await
                     {
@@ -730,7 +759,11 @@ async fn serve_services_like_a_ccm(client: Client) -> anyhow::Result<()> {
                             .await
                             .map(|_| ()),
                         Err(e) => Err(e),
+                    };
+                    if served.is_ok() {
+                        record(&svc, "EnsuredLoadBalancer", "Ensured load balancer");
                     }
+                    served
                 };
                 match written {
                     // Deleted meanwhile: nothing left to write.
@@ -744,30 +777,6 @@ async fn serve_services_like_a_ccm(client: Client) -> anyhow::Result<()> {
 
 /// Service workers of the bound run: the lifted profile's --concurrent-service-syncs.
 const SERVICE_WORKERS: usize = 10;
-
-/// The `Synced` Event a CCM records for an initialised Node, shaped as
-/// overcast-ccm's (crates/controllers/src/events.rs).
-async fn synced_event(client: &Client, node: &str) -> anyhow::Result<()> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let stamp = now.to_string();
-    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": format!("{node}.{:x}", now.as_nanosecond()), "namespace": "default"},
-        "involvedObject": {"kind": "Node", "name": node, "uid": node, "apiVersion": "v1"},
-        "reason": "Synced",
-        "message": "Node synced successfully",
-        "type": "Normal",
-        "source": {"component": "cloud-node-controller"},
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-        "reportingComponent": "cloud-node-controller",
-        "reportingInstance": "",
-    }))?;
-    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &event)
-        .await?;
-    Ok(())
-}
 
 /// Resolves with the time each object first satisfied `done`, once `count` have.
 fn watch_until<K>(
@@ -876,7 +885,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = if args.profile == "lifted" {
         eprintln!("bench: bound (the benchmark writes what a CCM would, no CCM)");
         let bound = run_one("bound", Initialiser::Bound { events: false }, &args).await?;
-        eprintln!("bench: bound with Events (the same and a Synced Event per Node)");
+        eprintln!("bench: bound with Events (the same and the Events a CCM records about them)");
         let bound_events =
             run_one("bound-events", Initialiser::Bound { events: true }, &args).await?;
         eprintln!("bench: floor (the Nodes are created, nothing more)");
@@ -1077,9 +1086,11 @@ async fn main() -> anyhow::Result<()> {
             ),
         ));
         out.push_str(&format!(
-            "\nBound with Events: the same writes and a `Synced` Event per Node (as a CCM that \
-             drops none writes it, by one writer behind a queue): {} s (apiserver CPU {:.2} s, \
-             {} Events).\n\n\
+            "\nBound with Events: the same writes and the Events a CCM records about them (a \
+             `Synced` Event per Node; with --churn, Ensuring and Ensured per Service created \
+             or updated, Deleting and Deleted per Service deleted), each controller's by one \
+             writer behind a queue of 1,000 that drops Events when full, as both CCMs' \
+             recorders do: {} s (apiserver CPU {:.2} s, {} Events written).\n\n\
              | of the bound (bound time / CCM time) | overcast-ccm | Go CCM |\n|---|---|---|\n\
              | bound | {} | {} |\n| bound with Events | {} | {} |\n",
             secs(bound_events.nodes_total),
