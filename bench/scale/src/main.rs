@@ -357,8 +357,11 @@ async fn run_one(
         .then(|| tokio::spawn(churn_services(client.clone(), args.services)));
     let bound_services = match (&churn, &bound_client) {
         (Some(_), Some((ccm, events))) => {
-            let events = events.then(|| EventQueue::start(ccm.clone(), "service-controller").0);
-            Some(tokio::spawn(serve_services_like_a_ccm(ccm.clone(), events)))
+            let (queue, writer) = events
+                .then(|| EventQueue::start(ccm.clone(), "service-controller"))
+                .unzip();
+            let server = tokio::spawn(serve_services_like_a_ccm(ccm.clone(), queue));
+            Some((server, writer))
         }
         _ => None,
     };
@@ -453,7 +456,7 @@ async fn run_one(
     if let Some(mut churned) = churn {
         let (total, times) = match bound_services {
             // The bound's service writes failing would leave the churn waiting.
-            Some(mut server) => {
+            Some((mut server, event_writer)) => {
                 let churned = tokio::select! {
                     churned = &mut churned => churned??,
                     served = &mut server => {
@@ -462,6 +465,12 @@ async fn run_one(
                     }
                 };
                 server.abort();
+                // The server's queue went with it: its writer ends once the
+                // queued Events are written, and a failed Event write fails
+                // the run, as on the Node side.
+                if let Some(writer) = event_writer {
+                    writer.await??;
+                }
                 churned
             }
             None => churned.await??,
