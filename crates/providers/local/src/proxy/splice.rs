@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -168,14 +168,25 @@ async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
 /// `from` → `to` until `from` says end-of-stream, then shuts `to` down for
 /// writing (as copy_bidirectional does); each read is noted in `activity`
 /// (milliseconds since `started`). The bytes moved.
-pub async fn one_way(
+///
+/// `ended` is shared with the other direction. The direction that ends
+/// last skips its shutdown: both sockets are closed right after, and with
+/// nothing left unread on either, close(2) sends the same FIN (one syscall
+/// less per connection, as HAProxy closes).
+async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
     activity: &Arc<AtomicU64>,
     started: tokio::time::Instant,
+    ended: &AtomicBool,
 ) -> std::io::Result<u64> {
     let note = || activity.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-    let end = || socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
+    let end = || {
+        if ended.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write)
+    };
     let mut moved = 0u64;
     // Copying until a read fills the buffer.
     let pipe = loop {
@@ -265,16 +276,18 @@ pub async fn one_way(
     }
 }
 
-/// Both directions until both have ended (or one fails).
+/// Both directions until both have ended (or one fails). The caller closes
+/// both sockets when this returns: the last FIN is sent by that close.
 pub async fn both_ways(
     a: &TcpStream,
     b: &TcpStream,
     activity: &Arc<AtomicU64>,
     started: tokio::time::Instant,
 ) -> std::io::Result<(u64, u64)> {
+    let ended = AtomicBool::new(false);
     tokio::try_join!(
-        one_way(a, b, activity, started),
-        one_way(b, a, activity, started)
+        one_way(a, b, activity, started, &ended),
+        one_way(b, a, activity, started, &ended)
     )
 }
 

@@ -118,7 +118,6 @@ async fn proxy(
     idle_timeout: Duration,
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
-    let frontend = client.local_addr()?;
     let mut last_err = None;
     for _ in 0..CONNECT_ATTEMPTS.min(targets.backends.len().max(1)) {
         let Some(backend) = targets.pick() else {
@@ -127,7 +126,10 @@ async fn proxy(
         match tokio::time::timeout(connect_timeout, TcpStream::connect(backend.address)).await {
             Ok(Ok(mut upstream)) => {
                 let _ = upstream.set_nodelay(true);
+                // The address the client reached is asked for (a syscall)
+                // only when the header carries it.
                 if targets.proxy_protocol {
+                    let frontend = client.local_addr()?;
                     upstream
                         .write_all(&proxy_protocol::header_v2(peer, frontend))
                         .await?;
