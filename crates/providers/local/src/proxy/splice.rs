@@ -345,6 +345,33 @@ mod tests {
         assert_eq!((up, down), (expect.len() as u64, 4));
     }
 
+    /// The server ends first and the client writes on after: the client's
+    /// later bytes and its end-of-stream still reach the server, though the
+    /// relay leaves the last FIN to close(2).
+    #[tokio::test]
+    async fn the_direction_ending_last_still_delivers_its_bytes_and_end_of_stream() {
+        let (mut client, proxy_in) = pair().await;
+        let (proxy_out, mut server) = pair().await;
+        let relay = relay(proxy_in, proxy_out);
+        server.write_all(b"bye").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut first = Vec::new();
+        client.read_to_end(&mut first).await.unwrap();
+        assert_eq!(first, b"bye");
+        client.write_all(b"late words").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut late = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            server.read_to_end(&mut late),
+        )
+        .await
+        .expect("the client's end-of-stream did not reach the server")
+        .unwrap();
+        assert_eq!(late, b"late words");
+        assert_eq!(relay.await.unwrap().unwrap(), (10, 3));
+    }
+
     /// splice(2) stops at TCP urgent data: the bytes after it must still
     /// cross, and end-of-stream must not cut them off.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
