@@ -305,6 +305,19 @@ mod tests {
         })
     }
 
+    /// All `stream` sends until its end-of-stream; panics with `what` after 10 s.
+    async fn read_to_end_within(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            stream.read_to_end(&mut got),
+        )
+        .await
+        .expect(what)
+        .unwrap();
+        got
+    }
+
     /// A connected pair of sockets.
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -329,14 +342,11 @@ mod tests {
             client.read_to_end(&mut reply).await.unwrap();
             reply
         });
-        let mut got = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            server.read_to_end(&mut got),
+        let got = read_to_end_within(
+            &mut server,
+            "the bytes did not all arrive: the relay stalled",
         )
-        .await
-        .expect("the bytes did not all arrive: the relay stalled")
-        .unwrap();
+        .await;
         assert_eq!(got, expect);
         server.write_all(b"done").await.unwrap();
         server.shutdown().await.unwrap();
@@ -360,14 +370,11 @@ mod tests {
         assert_eq!(first, b"bye");
         client.write_all(b"late words").await.unwrap();
         client.shutdown().await.unwrap();
-        let mut late = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            server.read_to_end(&mut late),
+        let late = read_to_end_within(
+            &mut server,
+            "the client's end-of-stream did not reach the server",
         )
-        .await
-        .expect("the client's end-of-stream did not reach the server")
-        .unwrap();
+        .await;
         assert_eq!(late, b"late words");
         assert_eq!(relay.await.unwrap().unwrap(), (10, 3));
     }
@@ -389,14 +396,11 @@ mod tests {
             .unwrap();
         client.write_all(b"after the mark").await.unwrap();
         client.shutdown().await.unwrap();
-        let mut tail = Vec::new();
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            server.read_to_end(&mut tail),
+        let tail = read_to_end_within(
+            &mut server,
+            "the bytes after the urgent byte did not arrive",
         )
-        .await
-        .expect("the bytes after the urgent byte did not arrive")
-        .unwrap();
+        .await;
         // The urgent byte itself is out of band: recv does not return it.
         assert_eq!(String::from_utf8_lossy(&tail), "after the mark");
         drop(server);
