@@ -235,16 +235,20 @@ fn process_usage(pid: u32) -> (u64, f64) {
     (rss, cpu)
 }
 
+/// The audit log's entries (one JSON object per line) about requests by the
+/// user "ccm"; lines that are not JSON are skipped.
+fn ccm_entries(audit_log: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    audit_log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["user"]["username"] == "ccm")
+}
+
 /// Counts the audit log's requests by the user "ccm", as "verb resource[/sub]".
 fn audit_counts(log: &Path) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["user"]["username"] != "ccm" || v["stage"] != "ResponseComplete" {
-            continue;
-        }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    for v in ccm_entries(&text).filter(|v| v["stage"] == "ResponseComplete") {
         let verb = v["verb"].as_str().unwrap_or("?");
         let mut resource = v["objectRef"]["resource"]
             .as_str()
@@ -291,13 +295,7 @@ async fn wait_until_watching(
 /// Whether an audit log shows the user "ccm" watching both Nodes and Services.
 fn watching(audit_log: &str) -> bool {
     let (mut nodes, mut services) = (false, false);
-    for line in audit_log.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v["user"]["username"] != "ccm" || v["verb"] != "watch" {
-            continue;
-        }
+    for v in ccm_entries(audit_log).filter(|v| v["verb"] == "watch") {
         match v["objectRef"]["resource"].as_str() {
             Some("nodes") => nodes = true,
             Some("services") => services = true,
@@ -356,8 +354,8 @@ async fn run_one(
 
     let log_path = dir.join(format!("{name}.log"));
     let creates_only = matches!(initialiser, Initialiser::CreatesOnly);
-    let (child, bound_client) = match initialiser {
-        Initialiser::CreatesOnly => (None, None),
+    let (child, watching_after, bound_client) = match initialiser {
+        Initialiser::CreatesOnly => (None, Duration::ZERO, None),
         Initialiser::Ccm(binary, extra) => {
             let mut flags = common_flags(&args.profile, &plane.user_kubeconfig_path("ccm"));
             flags.extend(extra);
@@ -371,7 +369,7 @@ async fn run_one(
                 .with_context(|| format!("starting {}", binary.display()))?;
             let mut child = Killed(child);
             let watching_after = wait_until_watching(&audit_log, &mut child.0, &log_path).await?;
-            (Some((child, watching_after)), None)
+            (Some(child), watching_after, None)
         }
         Initialiser::Bound { events } => {
             // The writes go as the user "ccm" so the audit log counts them.
@@ -383,12 +381,14 @@ async fn run_one(
             )
             .await?;
             config.read_timeout = Some(Duration::from_secs(300));
-            (None, Some((Client::try_from(config)?, events)))
+            (
+                None,
+                Duration::ZERO,
+                Some((Client::try_from(config)?, events)),
+            )
         }
     };
     let plane_cpu_before = control_plane_cpu(&plane);
-    let watching_after = child.as_ref().map_or(Duration::ZERO, |c| c.1);
-    let child = child.map(|c| c.0);
     let ccm_pid = child.as_ref().map(|c| c.0.id());
     let ccm_cpu = || ccm_pid.map_or(0.0, |pid| process_usage(pid).1);
     let ccm_cpu_before = ccm_cpu();
